@@ -1,0 +1,204 @@
+"""``galacto info``: show what the DICOM intake makes of one or more files.
+
+For each file the full intake runs (:func:`serving.pipeline.dicom_in.read_image`, pixels
+decoded, so truncated or undecodable pixel data is reported), then either the accepted image's
+facts are printed (size, bits, photometric, spacing and its source attribute, laterality, view,
+orientation, transfer syntax, SOP class, UIDs, decoded pixel min/max, warnings) or the rejection
+(``code`` and message). ``--json`` prints one JSON array with an object per file instead.
+
+Exit status: 0 when every file is accepted, 1 when any is rejected, 2 for usage errors (a path
+that does not exist or cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from serving.errors import CommandError
+from serving.pipeline.dicom_in import DEFAULT_MAX_PIXELS, Image, read_image
+from serving.pipeline.errors import IntakeError
+
+#: Console width used when stdout is not a terminal (keeps UIDs on one line in logs).
+_PIPE_WIDTH = 160
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """The intake's verdict on one file: exactly one of ``image`` and ``error`` is set."""
+
+    path: Path
+    image: Image | None = None
+    error: IntakeError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True when the intake accepted the file."""
+        return self.image is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: ``path``, ``accepted`` and ``image`` (header fields plus
+        ``pixel_min``/``pixel_max``) or ``error`` (``code``, ``message``, ``attribute``,
+        ``value``, ``expected``)."""
+        result: dict[str, Any] = {"path": str(self.path), "accepted": self.accepted}
+        if self.image is not None:
+            image = dataclasses.asdict(self.image.header)
+            image["pixel_min"], image["pixel_max"] = _pixel_min_max(self.image)
+            result["image"] = image
+        if self.error is not None:
+            result["error"] = self.error.to_dict()
+        return result
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``info`` subcommand to ``galacto``."""
+    parser = subparsers.add_parser(
+        "info",
+        help="show what the DICOM intake makes of files",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM file(s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--allow-missing-spacing",
+        action="store_true",
+        help="accept images without usable pixel spacing (spacing shown as none)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"largest accepted Rows x Columns (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``galacto info``; returns the exit status (0 all accepted, 1 any rejected)."""
+    paths: list[Path] = list(args.files)
+    _check_paths(paths)
+    reports = [
+        inspect_file(
+            path, max_pixels=args.max_pixels, allow_missing_spacing=args.allow_missing_spacing
+        )
+        for path in paths
+    ]
+    if args.json:
+        print(json.dumps([report.to_json() for report in reports], indent=2))
+    else:
+        console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+        for report in reports:
+            console.print(_table(report))
+    return 0 if all(report.accepted for report in reports) else 1
+
+
+def _check_paths(paths: list[Path]) -> None:
+    """:class:`CommandError` (exit 2) naming the first path that is not a readable file."""
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"file not found: {path}")
+        if not path.is_file():
+            raise CommandError(f"not a file: {path}")
+
+
+def inspect_file(path: Path, *, max_pixels: int, allow_missing_spacing: bool) -> FileReport:
+    """Run the intake on ``path``; an :class:`IntakeError` becomes the report's ``error``.
+
+    Raises:
+        CommandError: the file cannot be read (permissions, I/O error).
+    """
+    try:
+        image = read_image(path, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing)
+    except IntakeError as exc:
+        return FileReport(path=path, error=exc)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return FileReport(path=path, image=image)
+
+
+def _pixel_min_max(image: Image) -> tuple[float, float]:
+    """Observed min and max of the decoded pixels."""
+    return float(image.pixels.min()), float(image.pixels.max())
+
+
+def _table(report: FileReport) -> Table:
+    """A two-column (field, value) table for one file."""
+    table = Table(title=str(report.path), title_justify="left", show_header=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    if report.error is not None:
+        table.add_row("status", Text("rejected", style="bold red"))
+        table.add_row("code", Text(report.error.code))
+        table.add_row("reason", Text(report.error.message))
+        return table
+    assert report.image is not None
+    table.add_row("status", Text("accepted", style="bold green"))
+    for name, value in _image_rows(report.image):
+        table.add_row(name, Text(value))
+    return table
+
+
+def _image_rows(image: Image) -> list[tuple[str, str]]:
+    """``(field, value)`` lines describing an accepted image."""
+    pixel_min, pixel_max = _pixel_min_max(image)
+    sign = "signed" if image.pixel_representation else "unsigned"
+    rows = [
+        ("size", f"{image.rows} x {image.cols} (rows x cols)"),
+        ("bits stored", f"{image.bits_stored} of {image.bits_allocated} allocated, {sign}"),
+        ("photometric", image.photometric_interpretation),
+        ("rescale", f"slope {image.rescale_slope:g}, intercept {image.rescale_intercept:g}"),
+        ("spacing", _spacing_text(image)),
+        ("spacing source", image.spacing_source),
+        ("laterality", image.laterality),
+        ("view", _view_text(image)),
+        ("patient orientation", "\\".join(image.patient_orientation or ()) or "-"),
+        ("transfer syntax", f"{image.transfer_syntax_uid} ({image.transfer_syntax_name})"),
+        ("SOP class", f"{image.sop_class_uid or '-'} ({image.sop_class_name or 'unknown'})"),
+        ("modality", image.modality or "-"),
+        ("presentation intent", image.presentation_intent or "-"),
+        ("study UID", image.study_instance_uid or "-"),
+        ("series UID", image.series_instance_uid or "-"),
+        ("SOP instance UID", image.sop_instance_uid or "-"),
+        ("patient ID", image.patient_id or "-"),
+        ("accession number", image.accession_number or "-"),
+        ("manufacturer", image.manufacturer or "-"),
+        ("pixel min / max", f"{pixel_min:g} / {pixel_max:g}"),
+        ("value range", f"{image.value_range[0]:g} .. {image.value_range[1]:g}"),
+    ]
+    rows.extend(("warning", note) for note in image.warnings)
+    return rows
+
+
+def _spacing_text(image: Image) -> str:
+    if image.spacing_mm is None:
+        return "none"
+    row, col = image.spacing_mm
+    return f"{row:g} x {col:g} mm (row x col)"
+
+
+def _view_text(image: Image) -> str:
+    text = image.view or "unknown"
+    if image.view_modifiers:
+        text += f" ({', '.join(image.view_modifiers)})"
+    return text

@@ -1,0 +1,1 @@
+"""Detection pipeline stages: DICOM intake, preprocessing, inference, post-processing, location."""

@@ -1,0 +1,1274 @@
+"""DICOM intake: bytes, a path, a binary file object or a pydicom ``Dataset`` -> :class:`Image`.
+
+The one place where the service looks at a DICOM object. It accepts a single-frame grayscale
+image from a mammography-like SOP class (MG, DX, CR, Secondary Capture), checks the header
+*before* decoding any pixels, decodes the pixel data with pydicom's decoders (and the
+pylibjpeg / pyjpegls plugins for compressed transfer syntaxes) and returns one frozen
+:class:`Image`: float32 pixels where larger means more attenuation (contrast is bright), the
+pixel spacing in mm and the attribute it came from, laterality, view, patient orientation and
+the identifying UIDs.
+
+Every refusal is a subclass of :class:`serving.pipeline.errors.IntakeError` with a stable
+``code``; nothing else escapes for problems in the object itself (pydicom and plugin failures are
+wrapped, cause chained). Only I/O errors opening a *path* you passed (``OSError``) and a source
+of the wrong Python type (``TypeError``) are raised as such.
+
+Conventions:
+
+- Arrays are ``(rows, cols)``: axis 0 runs down the rows (DICOM "row direction" is along a
+  row, i.e. across columns), ``pixels[r, c]`` is the pixel in row ``r``, column ``c``, as stored.
+  Nothing is flipped or rotated here; :attr:`ImageHeader.patient_orientation` says which way
+  rows and columns run.
+- Spacing is ``(row spacing, column spacing)`` in mm, i.e. the distance between the centers of
+  adjacent rows, then of adjacent columns (DICOM PixelSpacing order).
+
+This module never imports torch, monai or ``training``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, BinaryIO, Final, Literal, TypeAlias, cast
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.datadict import dictionary_has_tag, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+from serving.pipeline.errors import (
+    ABSENT,
+    ColorImageError,
+    DecodeError,
+    Found,
+    ImageTooLargeError,
+    IntakeError,
+    InvalidHeaderError,
+    InvalidSpacingError,
+    MissingSpacingError,
+    MultiFrameError,
+    NoPixelDataError,
+    NotDicomError,
+    TruncatedPixelDataError,
+    UnsupportedPhotometricError,
+    UnsupportedSopClassError,
+    UnsupportedTransferSyntaxError,
+)
+
+__all__ = [
+    "ACCEPTED_SOP_CLASSES",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_SPACING_MM",
+    "SUPPORTED_TRANSFER_SYNTAXES",
+    "VIEW_CODES",
+    "VIEW_POSITIONS",
+    "DicomSource",
+    "Image",
+    "ImageHeader",
+    "Laterality",
+    "SpacingSource",
+    "read_header",
+    "read_image",
+]
+
+# --------------------------------------------------------------------------------------------
+# Public constants and types
+# --------------------------------------------------------------------------------------------
+
+#: Default upper bound on Rows x Columns (a 3328 x 4096 Hologic image is 13.6 M pixels).
+DEFAULT_MAX_PIXELS: Final = 100_000_000
+
+#: Largest accepted pixel spacing, mm (anything coarser is not a mammography detector).
+MAX_SPACING_MM: Final = 10.0
+
+#: Bytes above which :func:`read_header` leaves an element's value unread (the pixel data).
+HEADER_DEFER_SIZE: Final = 4096
+
+Laterality: TypeAlias = Literal["L", "R", "U"]
+SpacingSource: TypeAlias = Literal[
+    "PixelSpacing",
+    "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor",
+    "ImagerPixelSpacing",
+    "none",
+]
+
+#: What :func:`read_image` and :func:`read_header` read from.
+DicomSource: TypeAlias = (
+    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Dataset
+)
+
+#: Accepted SOP classes (UID -> short name). Single-frame grayscale only, whatever the class.
+ACCEPTED_SOP_CLASSES: Final[dict[str, str]] = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "MG For Processing",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX For Processing",
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture",
+}
+
+#: Transfer syntaxes the intake decodes (a decoder plugin must also be installed).
+SUPPORTED_TRANSFER_SYNTAXES: Final[frozenset[str]] = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+        JPEG2000Lossless,
+        JPEG2000,
+        RLELossless,
+    }
+)
+
+#: ViewCodeSequence code value -> ViewPosition string, CID 4014 "View for Mammography":
+#: SNOMED CT (SCT) codes, the older SNOMED RT (SRT) codes and the deprecated Y-X177x codes.
+VIEW_CODES: Final[dict[str, str]] = {
+    "399260004": "ML", "R-10224": "ML",  # medio-lateral
+    "399368009": "MLO", "R-10226": "MLO",  # medio-lateral oblique
+    "399352003": "LM", "R-10228": "LM",  # latero-medial
+    "399099002": "LMO", "R-10230": "LMO",  # latero-medial oblique
+    "399162004": "CC", "R-10242": "CC",  # cranio-caudal
+    "399196006": "FB", "R-10244": "FB",  # caudo-cranial (from below)
+    "399188001": "SIO", "R-102D0": "SIO",  # superolateral to inferomedial oblique
+    "441555000": "ISO", "R-40AAA": "ISO",  # inferomedial to superolateral oblique
+    "399192008": "XCCL", "R-1024A": "XCCL", "Y-X1770": "XCCL",  # cranio-caudal exagg. laterally
+    "399101009": "XCCM", "R-1024B": "XCCM", "Y-X1771": "XCCM",  # cranio-caudal exagg. medially
+}  # fmt: skip
+
+#: ViewPosition (0018,5101) values taken as a view when there is no usable ViewCodeSequence.
+VIEW_POSITIONS: Final[frozenset[str]] = frozenset(set(VIEW_CODES.values()))
+
+_COLOR_PHOTOMETRICS: Final = frozenset(
+    {"RGB", "ARGB", "CMYK", "HSV", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422",
+     "YBR_PARTIAL_420", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT"}
+)  # fmt: skip
+_MONOCHROME: Final = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_ORIENTATION_VALUE: Final = re.compile(r"^[APRLHF]{1,3}$")
+_SPACING_EXPECTED: Final = (
+    f"two finite numbers in (0, {MAX_SPACING_MM:g}] mm (row spacing, column spacing)"
+)
+_SPACING_MISSING: Final = "PixelSpacing (0028,0030) or ImagerPixelSpacing (0018,1164)"
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageHeader:
+    """Everything the intake reads from a DICOM header, checked, without the pixels.
+
+    Attributes:
+        rows: Rows (0028,0010), number of pixel rows (height), >= 1.
+        cols: Columns (0028,0011), number of pixel columns (width), >= 1.
+        bits_allocated: BitsAllocated (0028,0100), 8 or 16.
+        bits_stored: BitsStored (0028,0101), 8..16 and <= ``bits_allocated``.
+        high_bit: HighBit (0028,0102), always ``bits_stored - 1``.
+        pixel_representation: PixelRepresentation (0028,0103): 0 unsigned, 1 two's complement.
+        photometric_interpretation: as found, ``"MONOCHROME1"`` (bright = low attenuation,
+            inverted by the intake) or ``"MONOCHROME2"``.
+        rescale_slope: RescaleSlope (0028,1053) applied to stored values (1.0 when absent).
+        rescale_intercept: RescaleIntercept (0028,1052) (0.0 when absent).
+        value_range: ``(min, max)`` that :attr:`Image.pixels` can take: the BitsStored /
+            PixelRepresentation range after rescale, and for MONOCHROME1 after inversion
+            (``(0, max - min)``). Use it to normalize, not the observed min/max.
+        window_center: first WindowCenter (0028,1050) value, a display hint only (not applied),
+            in rescaled units; ``None`` when absent or unreadable.
+        window_width: first WindowWidth (0028,1051) value, display hint only; or ``None``.
+        spacing_mm: ``(row spacing, column spacing)`` in mm at the patient (or at the detector
+            when only ImagerPixelSpacing was available, see ``spacing_source``); ``None`` only
+            when the caller allowed missing spacing.
+        spacing_source: where ``spacing_mm`` came from: ``"PixelSpacing"``,
+            ``"ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"``,
+            ``"ImagerPixelSpacing"`` or ``"none"``.
+        laterality: ``"L"``/``"R"`` from ImageLaterality (0020,0062), else Laterality
+            (0020,0060); ``"U"`` when unknown (absent, ``U``, ``B`` or anything else; noted in
+            ``warnings`` unless the value was ``U``).
+        view: mammography view (``"CC"``, ``"MLO"``, ``"ML"``, ``"LM"``, ``"LMO"``, ``"FB"``,
+            ``"SIO"``, ``"ISO"``, ``"XCCL"``, ``"XCCM"``) from ViewCodeSequence (0054,0220),
+            else ViewPosition (0018,5101); ``None`` if neither gives a known view.
+        view_modifiers: code meanings (or values) of the ViewModifierCodeSequence inside the
+            first ViewCodeSequence item, e.g. ``("Magnification",)``; usually empty.
+        patient_orientation: PatientOrientation (0020,0020) as ``(row direction, column
+            direction)``, e.g. ``("A", "R")``: the patient direction along a row (increasing
+            column index) and along a column (increasing row index). ``None`` if absent or
+            malformed (noted in ``warnings``).
+        transfer_syntax_uid: the transfer syntax of the pixel data as read.
+        transfer_syntax_name: its name, e.g. ``"JPEG 2000 Image Compression (Lossless Only)"``.
+        sop_class_uid: SOPClassUID (0008,0016), or MediaStorageSOPClassUID from the file meta
+            when only that is present; ``None`` when both are absent (noted in ``warnings``).
+        sop_class_name: short name of the accepted class (e.g. ``"MG For Presentation"``).
+        modality: Modality (0008,0060), e.g. ``"MG"``.
+        presentation_intent: PresentationIntentType (0008,0068), ``"FOR PRESENTATION"`` or
+            ``"FOR PROCESSING"``, as found; ``None`` when absent.
+        study_instance_uid: StudyInstanceUID (0020,000D).
+        series_instance_uid: SeriesInstanceUID (0020,000E).
+        sop_instance_uid: SOPInstanceUID (0008,0018).
+        patient_id: PatientID (0010,0020).
+        accession_number: AccessionNumber (0008,0050).
+        manufacturer: Manufacturer (0008,0070).
+        warnings: human-readable notes about tolerated problems, in reading order.
+    """
+
+    rows: int
+    cols: int
+    bits_allocated: int
+    bits_stored: int
+    high_bit: int
+    pixel_representation: int
+    photometric_interpretation: str
+    rescale_slope: float
+    rescale_intercept: float
+    value_range: tuple[float, float]
+    window_center: float | None
+    window_width: float | None
+    spacing_mm: tuple[float, float] | None
+    spacing_source: SpacingSource
+    laterality: Laterality
+    view: str | None
+    view_modifiers: tuple[str, ...]
+    patient_orientation: tuple[str, str] | None
+    transfer_syntax_uid: str
+    transfer_syntax_name: str
+    sop_class_uid: str | None
+    sop_class_name: str | None
+    modality: str | None
+    presentation_intent: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    patient_id: str | None
+    accession_number: str | None
+    manufacturer: str | None
+    warnings: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return (self.rows, self.cols)
+
+    @property
+    def header(self) -> ImageHeader:
+        """The header fields alone (a plain :class:`ImageHeader`, also for an :class:`Image`)."""
+        return ImageHeader(**_header_fields(self))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Image(ImageHeader):
+    """A decoded, checked galactogram image: every :class:`ImageHeader` field plus the pixels.
+
+    Attributes:
+        pixels: float32 array of shape ``(rows, cols)``, read-only. Stored values with the
+            Modality LUT applied (``stored * rescale_slope + rescale_intercept``) and, for
+            MONOCHROME1, inverted as ``max_possible - value`` where ``max_possible`` is the
+            largest rescaled value BitsStored/PixelRepresentation allow; so larger always means
+            more attenuation (contrast-filled ducts are bright) and values lie in
+            :attr:`ImageHeader.value_range`. No VOI LUT or window is applied.
+
+    Equality compares the header fields and the pixel values; images are not hashable.
+    """
+
+    pixels: npt.NDArray[np.float32]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Image):
+            return NotImplemented
+        return self.header == other.header and bool(np.array_equal(self.pixels, other.pixels))
+
+
+def _header_fields(obj: ImageHeader) -> dict[str, Any]:
+    """The :class:`ImageHeader` fields of ``obj`` as a dict (shallow)."""
+    return {f.name: getattr(obj, f.name) for f in fields(ImageHeader)}
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def read_header(
+    source: DicomSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_missing_spacing: bool = False,
+) -> ImageHeader:
+    """Read and check the header of a DICOM image without decoding (or loading) its pixels.
+
+    Applies every check of :func:`read_image` that needs no pixel data: SOP class, transfer
+    syntax (and that a decoder is installed), presence of Pixel Data, grayscale single frame,
+    pixel format, ``max_pixels``, rescale, spacing. Pixel data longer than 4 KiB is not read
+    from a path, bytes or seekable file object.
+
+    Args:
+        source: DICOM Part 10 bytes (or a preamble-less data set), a path, a binary file object
+            positioned at the start of the object, or a pydicom ``Dataset``.
+        max_pixels: largest accepted Rows x Columns.
+        allow_missing_spacing: accept objects without a usable spacing (``spacing_mm`` is then
+            ``None`` and ``spacing_source`` ``"none"``) instead of raising.
+
+    Returns:
+        The checked :class:`ImageHeader`.
+
+    Raises:
+        IntakeError: a subclass naming the attribute, value and expectation of the first
+            problem found.
+        OSError: ``source`` is a path that cannot be opened or read.
+        TypeError: ``source`` is none of the accepted types.
+    """
+    _check_max_pixels(max_pixels)
+    with _open_source(source) as opened, _guard():
+        ds = _as_dataset(opened, header_only=True)
+        return _read_header(ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing)
+
+
+def read_image(
+    source: DicomSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_missing_spacing: bool = False,
+) -> Image:
+    """Read, check and decode a single-frame grayscale DICOM image.
+
+    The header is checked first (see :func:`read_header`; Rows x Columns against
+    ``max_pixels`` before any decoding), then the pixel data is decoded, rescaled and (for
+    MONOCHROME1) inverted; see :attr:`Image.pixels`.
+
+    Args:
+        source: DICOM Part 10 bytes (or a preamble-less data set), a path, a binary file object
+            positioned at the start of the object, or a pydicom ``Dataset`` (not modified).
+        max_pixels: largest accepted Rows x Columns.
+        allow_missing_spacing: accept objects without a usable spacing (``spacing_mm`` is then
+            ``None`` and ``spacing_source`` ``"none"``) instead of raising.
+
+    Returns:
+        The decoded :class:`Image`.
+
+    Raises:
+        IntakeError: a subclass naming the attribute, value and expectation of the first
+            problem found (decoder failures are chained as ``__cause__``).
+        OSError: ``source`` is a path that cannot be opened or read.
+        TypeError: ``source`` is none of the accepted types.
+    """
+    _check_max_pixels(max_pixels)
+    with _open_source(source) as opened, _guard():
+        ds = _as_dataset(opened, header_only=False)
+        header = _read_header(
+            ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing
+        )
+        stored = _decode_stored(ds, header)
+        pixels = _to_pixels(stored, header)
+        return Image(**_header_fields(header), pixels=pixels)
+
+
+def _check_max_pixels(max_pixels: int) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Let :class:`IntakeError` through; wrap anything else into :class:`DecodeError`."""
+    try:
+        yield
+    except IntakeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(
+            "unexpected error while reading the DICOM object",
+            value=Found(f"{type(exc).__name__}: {exc}"),
+            expected="an object pydicom and its plugins can read",
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the object
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_source(source: DicomSource) -> Iterator[BinaryIO | Dataset]:
+    """Yield a readable binary stream positioned at the object's start, or the Dataset itself.
+
+    Paths are opened here (and closed on exit); ``OSError`` from opening propagates.
+    """
+    if isinstance(source, Dataset):
+        yield source
+    elif isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(bytes(source))
+    elif isinstance(source, str | os.PathLike):
+        with open(os.fspath(source), "rb") as fp:
+            yield fp
+    elif hasattr(source, "read"):
+        yield _seekable(cast(BinaryIO, source))
+    else:
+        raise TypeError(
+            "source must be bytes, a path, a binary file object or a pydicom Dataset, "
+            f"not {type(source).__name__}"
+        )
+
+
+def _seekable(fp: BinaryIO) -> BinaryIO:
+    """Return ``fp`` if it can seek, else its remaining content in a ``BytesIO``."""
+    try:
+        if fp.seekable():
+            return fp
+    except (AttributeError, OSError, ValueError):
+        pass
+    data = fp.read()
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError(f"file object must be opened in binary mode, read() gave {type(data)}")
+    return io.BytesIO(bytes(data))
+
+
+def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool) -> Dataset:
+    """Parse ``opened`` (unless it is a Dataset already); :class:`NotDicomError` if impossible.
+
+    With ``header_only``, values longer than :data:`HEADER_DEFER_SIZE` (the pixel data) are
+    left unread: their elements are present but their values are never loaded here.
+    """
+    if isinstance(opened, Dataset):
+        return opened
+    start = opened.tell()
+    head = opened.read(132)
+    opened.seek(start)
+    if not head:
+        raise NotDicomError("empty input", value=Found("0 bytes"), expected="a DICOM Part 10 file")
+    has_prefix = len(head) == 132 and head[128:132] == b"DICM"
+    if not has_prefix and not _plausible_raw_dataset(head):
+        raise NotDicomError(
+            "not a DICOM file",
+            value=head[:16],
+            expected="a 128-byte preamble followed by b'DICM' "
+            "(or a data set starting with group 0002 or 0008)",
+        )
+    try:
+        ds = pydicom.dcmread(
+            opened,
+            force=not has_prefix,
+            defer_size=HEADER_DEFER_SIZE if header_only else None,
+        )
+    except Exception as exc:
+        raise NotDicomError(
+            "cannot be parsed as DICOM",
+            value=Found(f"{type(exc).__name__}: {exc}"),
+            expected="a well-formed DICOM data set",
+        ) from exc
+    if "PixelData" not in ds and _pixel_data_cut_off(opened, start):
+        raise TruncatedPixelDataError(
+            "the object ends inside its pixel data",
+            attribute=_attr("PixelData"),
+            value=Found("cut off before its end"),
+            expected="a complete Pixel Data element (the file looks truncated)",
+        )
+    # Iterating a Dataset converts its elements; keys() only lists the tags.
+    if not any(dictionary_has_tag(tag) for tag in ds.keys()):  # noqa: SIM118
+        raise NotDicomError(
+            "no standard DICOM attribute could be read",
+            value=Found(f"{len(ds)} unrecognized elements"),
+            expected="a DICOM data set (SOPClassUID, Rows, Columns, PixelData, ...)",
+        )
+    return ds
+
+
+def _plausible_raw_dataset(head: bytes) -> bool:
+    """True if ``head`` could start a data set written without preamble (groups 0002/0008)."""
+    if len(head) < 8:
+        return False
+    groups = (int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big"))
+    return any(group in (0x0002, 0x0008) for group in groups)
+
+
+def _pixel_data_cut_off(fp: BinaryIO, start: int) -> bool:
+    """True if the raw stream ends inside a top-level Pixel Data element.
+
+    pydicom drops an element cut off by the end of the file (for encapsulated pixel data it
+    returns an empty data set), so look at the bytes: the last (7FE0,0010) tag must either
+    declare more bytes than remain, or be of undefined length without a sequence delimiter.
+    """
+    fp.seek(start)
+    data = fp.read()
+    for tag, order in ((b"\xe0\x7f\x10\x00", "little"), (b"\x7f\xe0\x00\x10", "big")):
+        pos = data.rfind(tag)
+        if pos < 0:
+            continue
+        if data[pos + 4 : pos + 6] in (b"OB", b"OW"):  # explicit VR: 2 reserved bytes, 4 length
+            header, length = 12, int.from_bytes(data[pos + 8 : pos + 12], order)
+        else:
+            header, length = 8, int.from_bytes(data[pos + 4 : pos + 8], order)
+        if length == 0xFFFFFFFF:
+            delimiter = b"\xfe\xff\xdd\xe0" if order == "little" else b"\xff\xfe\xe0\xdd"
+            if data.rfind(delimiter, pos) < 0:
+                return True
+        elif pos + header + length > len(data):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Header
+# --------------------------------------------------------------------------------------------
+
+
+def _read_header(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool) -> ImageHeader:
+    """Check ``ds``'s header and build the :class:`ImageHeader` (first problem raises)."""
+    notes: list[str] = []
+    sop_class_uid = _sop_class(ds, notes)
+    transfer_syntax = _transfer_syntax(ds, notes)
+    _require_pixel_data(ds)
+    photometric = _photometric(ds, notes)
+    _single_frame(ds)
+    rows, cols = _size(ds, max_pixels)
+    bits_allocated, bits_stored, high_bit, pixel_representation = _bits(ds, notes)
+    slope, intercept = _rescale(ds, notes)
+    value_range = _value_range(bits_stored, pixel_representation, slope, intercept, photometric)
+    spacing, spacing_source = _spacing(ds, notes, allow_missing=allow_missing_spacing)
+    laterality = _laterality(ds, notes)
+    view, view_modifiers = _view(ds, notes)
+    orientation = _patient_orientation(ds, notes)
+    window_center = _optional_first_float(ds, "WindowCenter", notes)
+    window_width = _optional_first_float(ds, "WindowWidth", notes)
+    return ImageHeader(
+        rows=rows,
+        cols=cols,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        high_bit=high_bit,
+        pixel_representation=pixel_representation,
+        photometric_interpretation=photometric,
+        rescale_slope=slope,
+        rescale_intercept=intercept,
+        value_range=value_range,
+        window_center=window_center,
+        window_width=window_width,
+        spacing_mm=spacing,
+        spacing_source=spacing_source,
+        laterality=laterality,
+        view=view,
+        view_modifiers=view_modifiers,
+        patient_orientation=orientation,
+        transfer_syntax_uid=str(transfer_syntax),
+        transfer_syntax_name=_uid_name(transfer_syntax),
+        sop_class_uid=sop_class_uid,
+        sop_class_name=ACCEPTED_SOP_CLASSES.get(sop_class_uid) if sop_class_uid else None,
+        modality=_optional_text(ds, "Modality", notes),
+        presentation_intent=_optional_text(ds, "PresentationIntentType", notes),
+        study_instance_uid=_optional_text(ds, "StudyInstanceUID", notes),
+        series_instance_uid=_optional_text(ds, "SeriesInstanceUID", notes),
+        sop_instance_uid=_optional_text(ds, "SOPInstanceUID", notes),
+        patient_id=_optional_text(ds, "PatientID", notes),
+        accession_number=_optional_text(ds, "AccessionNumber", notes),
+        manufacturer=_optional_text(ds, "Manufacturer", notes),
+        warnings=tuple(notes),
+    )
+
+
+# ---- element access ------------------------------------------------------------------------
+
+
+def _attr(keyword: str) -> str:
+    """``"Keyword (gggg,eeee)"`` for messages."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return keyword
+    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _get(ds: Dataset, keyword: str) -> object:
+    """The value of ``keyword`` in ``ds``, or :data:`ABSENT` when missing or empty.
+
+    Raises:
+        InvalidHeaderError: pydicom cannot convert the stored value.
+    """
+    try:
+        if keyword not in ds:
+            return ABSENT
+        value = ds[keyword].value
+    except Exception as exc:
+        raise InvalidHeaderError(
+            "unreadable attribute value",
+            attribute=_attr(keyword),
+            value=Found(f"{type(exc).__name__}: {exc}"),
+            expected="a value valid for its VR",
+        ) from exc
+    if value is None:
+        return ABSENT
+    if isinstance(value, str | bytes | list | MultiValue | DicomSequence) and len(value) == 0:
+        return ABSENT
+    return value
+
+
+def _scalar(value: object) -> object:
+    """``value`` itself, or its only item if multi-valued; ``ValueError`` for several."""
+    if isinstance(value, MultiValue | list | tuple):
+        if len(value) != 1:
+            raise ValueError(f"{len(value)} values")
+        return value[0]
+    return value
+
+
+def _as_float(value: object) -> float:
+    """One finite-or-not float from a DS/FD/IS/str/int value; ``ValueError`` otherwise."""
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value.strip() if isinstance(value, str) else value)
+
+
+def _as_int(value: object) -> int:
+    """One int from a US/IS/str value (``"12"``, ``12``, ``12.0``); ``ValueError`` otherwise."""
+    number = _as_float(value)
+    if not number.is_integer():
+        raise ValueError(f"not an integer: {value!r}")
+    return int(number)
+
+
+def _required_int(ds: Dataset, keyword: str, expected: str) -> int:
+    """Integer value of a type 1 attribute; :class:`InvalidHeaderError` if missing/invalid."""
+    value = _get(ds, keyword)
+    if value is ABSENT:
+        raise InvalidHeaderError(
+            "missing required attribute",
+            attribute=_attr(keyword),
+            value=ABSENT,
+            expected=expected,
+        )
+    try:
+        return _as_int(value)
+    except ValueError as exc:
+        raise InvalidHeaderError(
+            "not an integer", attribute=_attr(keyword), value=value, expected=expected
+        ) from exc
+
+
+def _text(value: object) -> str:
+    """A DICOM string value as one stripped string (multiple values joined with ``\\``)."""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(_text(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace").strip(" \x00")
+    return str(value).strip(" \x00")
+
+
+def _optional_text(ds: Dataset, keyword: str, notes: list[str]) -> str | None:
+    """Stripped string value of ``keyword``, ``None`` when absent; unreadable -> warning."""
+    try:
+        value = _get(ds, keyword)
+    except InvalidHeaderError as exc:
+        notes.append(f"ignored {exc}")
+        return None
+    if value is ABSENT:
+        return None
+    return _text(value) or None
+
+
+def _optional_first_float(ds: Dataset, keyword: str, notes: list[str]) -> float | None:
+    """First value of a numeric multi-valued attribute (e.g. WindowCenter), ``None`` if absent
+    or unusable (with a warning)."""
+    try:
+        value = _get(ds, keyword)
+        if value is ABSENT:
+            return None
+        first = value[0] if isinstance(value, MultiValue | list | tuple) else value
+        number = _as_float(first)
+    except (InvalidHeaderError, ValueError, TypeError):
+        notes.append(f"ignored unreadable {_attr(keyword)}")
+        return None
+    if not math.isfinite(number):
+        notes.append(f"ignored non-finite {_attr(keyword)} = {number!r}")
+        return None
+    return number
+
+
+def _uid_name(uid: UID) -> str:
+    """Registered name of ``uid``, or ``"unknown"``."""
+    name = uid.name
+    return "unknown" if name == str(uid) else name
+
+
+# ---- object-level checks -------------------------------------------------------------------
+
+
+def _file_meta_value(ds: Dataset, keyword: str) -> str | None:
+    """Stripped value of a file meta attribute, or ``None``."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return None
+    value = _get(meta, keyword)
+    return None if value is ABSENT else _text(value) or None
+
+
+def _sop_class(ds: Dataset, notes: list[str]) -> str | None:
+    """SOPClassUID (or MediaStorageSOPClassUID), checked against :data:`ACCEPTED_SOP_CLASSES`."""
+    value = _get(ds, "SOPClassUID")
+    uid = None if value is ABSENT else _text(value) or None
+    if uid is None:
+        uid = _file_meta_value(ds, "MediaStorageSOPClassUID")
+        if uid is None:
+            notes.append("SOPClassUID (0008,0016) is absent; accepted as the image is usable")
+            return None
+        notes.append("SOPClassUID (0008,0016) is absent; used MediaStorageSOPClassUID")
+    if uid not in ACCEPTED_SOP_CLASSES:
+        raise UnsupportedSopClassError(
+            f"unsupported SOP class ({_uid_name(UID(uid))})",
+            attribute=_attr("SOPClassUID"),
+            value=uid,
+            expected="MG, DX or CR image storage, or single-frame grayscale Secondary Capture",
+        )
+    return uid
+
+
+def _transfer_syntax(ds: Dataset, notes: list[str]) -> UID:
+    """The transfer syntax of the pixel data; must be supported and have a decoder installed.
+
+    A Dataset without TransferSyntaxUID (built in memory, or read without file meta) is taken
+    to be in the encoding it was read with, or Explicit VR Little Endian (with a warning);
+    encapsulated pixel data without a transfer syntax cannot be decoded.
+    """
+    text = _file_meta_value(ds, "TransferSyntaxUID")
+    if text is None:
+        return _guess_transfer_syntax(ds, notes)
+    uid = UID(text)
+    if uid not in SUPPORTED_TRANSFER_SYNTAXES:
+        raise UnsupportedTransferSyntaxError(
+            f"unsupported transfer syntax ({_uid_name(uid)})",
+            attribute=_attr("TransferSyntaxUID"),
+            value=str(uid),
+            expected="uncompressed, deflated, JPEG lossless/baseline/extended, JPEG-LS, "
+            "JPEG 2000 or RLE Lossless",
+        )
+    if not get_decoder(uid).is_available:
+        raise UnsupportedTransferSyntaxError(
+            f"no decoder plugin is installed for {_uid_name(uid)}",
+            attribute=_attr("TransferSyntaxUID"),
+            value=str(uid),
+            expected="a transfer syntax with an installed decoder (pip install 'galacto[serve]')",
+        )
+    return uid
+
+
+def _guess_transfer_syntax(ds: Dataset, notes: list[str]) -> UID:
+    """Transfer syntax for a data set without TransferSyntaxUID (see :func:`_transfer_syntax`)."""
+    if _looks_encapsulated(ds):
+        raise UnsupportedTransferSyntaxError(
+            "compressed pixel data without a transfer syntax",
+            attribute=_attr("TransferSyntaxUID"),
+            value=ABSENT,
+            expected="the TransferSyntaxUID of the compressed pixel data",
+        )
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        uid = ExplicitVRLittleEndian
+    elif not little:
+        uid = ExplicitVRBigEndian
+    else:
+        uid = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    notes.append(f"TransferSyntaxUID (0002,0010) is absent; assumed {uid.name}")
+    return uid
+
+
+def _looks_encapsulated(ds: Dataset) -> bool:
+    """True if the Pixel Data value starts with an item tag (encapsulated format)."""
+    if "PixelData" not in ds:
+        return False
+    value = ds["PixelData"].value
+    return isinstance(value, bytes) and value[:4] == b"\xfe\xff\x00\xe0"
+
+
+def _require_pixel_data(ds: Dataset) -> None:
+    """:class:`NoPixelDataError` unless integer Pixel Data (7FE0,0010) is present."""
+    if "PixelData" in ds:
+        return
+    others = [kw for kw in ("FloatPixelData", "DoubleFloatPixelData") if kw in ds]
+    raise NoPixelDataError(
+        "no pixel data" + (f" (only {others[0]})" if others else ""),
+        attribute=_attr("PixelData"),
+        value=ABSENT,
+        expected="one frame of integer pixel data",
+    )
+
+
+def _photometric(ds: Dataset, notes: list[str]) -> str:
+    """MONOCHROME1/2 with SamplesPerPixel 1, else a color/photometric/header error."""
+    value = _get(ds, "PhotometricInterpretation")
+    if value is ABSENT:
+        raise InvalidHeaderError(
+            "missing required attribute",
+            attribute=_attr("PhotometricInterpretation"),
+            value=ABSENT,
+            expected="MONOCHROME1 or MONOCHROME2",
+        )
+    photometric = _text(value)
+    if photometric.upper() in _COLOR_PHOTOMETRICS or photometric.upper().startswith("YBR"):
+        raise ColorImageError(
+            "color images are not supported",
+            attribute=_attr("PhotometricInterpretation"),
+            value=photometric,
+            expected="MONOCHROME1 or MONOCHROME2",
+        )
+    samples = _get(ds, "SamplesPerPixel")
+    if samples is ABSENT:
+        notes.append("SamplesPerPixel (0028,0002) is absent; assumed 1")
+    elif _try_int(samples) != 1:
+        raise ColorImageError(
+            "only single-sample (grayscale) images are supported",
+            attribute=_attr("SamplesPerPixel"),
+            value=samples,
+            expected="1",
+        )
+    if photometric not in _MONOCHROME:
+        raise UnsupportedPhotometricError(
+            "unsupported photometric interpretation",
+            attribute=_attr("PhotometricInterpretation"),
+            value=photometric,
+            expected="MONOCHROME1 or MONOCHROME2",
+        )
+    return photometric
+
+
+def _try_int(value: object) -> int | None:
+    """``_as_int(value)`` or ``None``."""
+    try:
+        return _as_int(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _single_frame(ds: Dataset) -> None:
+    """:class:`MultiFrameError` if NumberOfFrames > 1 (absent means 1)."""
+    value = _get(ds, "NumberOfFrames")
+    if value is ABSENT:
+        return
+    frames = _try_int(value)
+    if frames is None or frames < 1:
+        raise InvalidHeaderError(
+            "invalid number of frames",
+            attribute=_attr("NumberOfFrames"),
+            value=value,
+            expected="a positive integer (1)",
+        )
+    if frames > 1:
+        raise MultiFrameError(
+            "multi-frame images are not supported",
+            attribute=_attr("NumberOfFrames"),
+            value=frames,
+            expected="1",
+        )
+
+
+def _size(ds: Dataset, max_pixels: int) -> tuple[int, int]:
+    """``(rows, cols)``, both >= 1 and with ``rows * cols <= max_pixels``."""
+    rows = _required_int(ds, "Rows", "a positive integer")
+    cols = _required_int(ds, "Columns", "a positive integer")
+    for keyword, number in (("Rows", rows), ("Columns", cols)):
+        if number < 1:
+            raise InvalidHeaderError(
+                "empty image",
+                attribute=_attr(keyword),
+                value=number,
+                expected="a positive integer",
+            )
+    if rows * cols > max_pixels:
+        raise ImageTooLargeError(
+            f"image too large ({rows * cols} pixels)",
+            attribute=f"{_attr('Rows')} x {_attr('Columns')}",
+            value=Found(f"{rows} x {cols}"),
+            expected=f"at most {max_pixels} pixels",
+        )
+    return rows, cols
+
+
+def _bits(ds: Dataset, notes: list[str]) -> tuple[int, int, int, int]:
+    """``(bits_allocated, bits_stored, high_bit, pixel_representation)``, consistent."""
+    allocated = _required_int(ds, "BitsAllocated", "8 or 16")
+    if allocated not in (8, 16):
+        raise InvalidHeaderError(
+            "unsupported bits allocated",
+            attribute=_attr("BitsAllocated"),
+            value=allocated,
+            expected="8 or 16",
+        )
+    stored = _required_int(ds, "BitsStored", f"8 to {allocated}")
+    if not 8 <= stored <= allocated:
+        raise InvalidHeaderError(
+            "bits stored out of range" if stored < 8 else "bits stored exceed bits allocated",
+            attribute=_attr("BitsStored"),
+            value=stored,
+            expected=f"8 to BitsAllocated ({allocated})",
+        )
+    representation = _required_int(ds, "PixelRepresentation", "0 (unsigned) or 1 (signed)")
+    if representation not in (0, 1):
+        raise InvalidHeaderError(
+            "invalid pixel representation",
+            attribute=_attr("PixelRepresentation"),
+            value=representation,
+            expected="0 (unsigned) or 1 (signed)",
+        )
+    high_bit_value = _get(ds, "HighBit")
+    if high_bit_value is ABSENT:
+        notes.append(f"HighBit (0028,0102) is absent; assumed {stored - 1}")
+        return allocated, stored, stored - 1, representation
+    high_bit = _try_int(high_bit_value)
+    if high_bit != stored - 1:
+        raise InvalidHeaderError(
+            "high bit inconsistent with bits stored",
+            attribute=_attr("HighBit"),
+            value=high_bit_value,
+            expected=f"BitsStored - 1 = {stored - 1}",
+        )
+    return allocated, stored, high_bit, representation
+
+
+def _rescale(ds: Dataset, notes: list[str]) -> tuple[float, float]:
+    """``(slope, intercept)`` of the Modality LUT; ``(1.0, 0.0)`` when absent."""
+    result = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        value = _get(ds, keyword)
+        try:
+            number = default if value is ABSENT else _as_float(value)
+        except ValueError as exc:
+            raise InvalidHeaderError(
+                "not a number",
+                attribute=_attr(keyword),
+                value=value,
+                expected="one finite decimal number",
+            ) from exc
+        if not math.isfinite(number) or (keyword == "RescaleSlope" and number == 0.0):
+            raise InvalidHeaderError(
+                "invalid rescale",
+                attribute=_attr(keyword),
+                value=value,
+                expected="a finite number" + (", not 0" if keyword == "RescaleSlope" else ""),
+            )
+        result.append(number)
+    if "ModalityLUTSequence" in ds:
+        notes.append("ModalityLUTSequence (0028,3000) is not applied; only RescaleSlope/Intercept")
+    return result[0], result[1]
+
+
+def _value_range(
+    bits_stored: int, pixel_representation: int, slope: float, intercept: float, photometric: str
+) -> tuple[float, float]:
+    """Range of :attr:`Image.pixels` (see :attr:`ImageHeader.value_range`)."""
+    if pixel_representation:
+        lo, hi = -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    else:
+        lo, hi = 0, 2**bits_stored - 1
+    ends = (lo * slope + intercept, hi * slope + intercept)
+    low, high = min(ends), max(ends)
+    if photometric == "MONOCHROME1":
+        return (0.0, high - low)
+    return (low, high)
+
+
+# ---- spacing -------------------------------------------------------------------------------
+
+
+def _spacing_pair(ds: Dataset, keyword: str) -> tuple[object, tuple[float, float] | None]:
+    """``(value as found or ABSENT, valid (row, col) spacing in mm or None)``."""
+    try:
+        value = _get(ds, keyword)
+    except InvalidHeaderError as exc:
+        return Found(str(exc.value)), None
+    if value is ABSENT:
+        return ABSENT, None
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    if len(items) != 2:
+        return value, None
+    try:
+        pair = (_as_float(items[0]), _as_float(items[1]))
+    except ValueError:
+        return value, None
+    return value, pair if all(_valid_spacing(v) for v in pair) else None
+
+
+def _valid_spacing(value: float) -> bool:
+    return math.isfinite(value) and 0.0 < value <= MAX_SPACING_MM
+
+
+def _magnification(ds: Dataset, notes: list[str]) -> float | None:
+    """A valid (finite, > 0) EstimatedRadiographicMagnificationFactor, else ``None``."""
+    keyword = "EstimatedRadiographicMagnificationFactor"
+    try:
+        value = _get(ds, keyword)
+        if value is ABSENT:
+            return None
+        factor = _as_float(value)
+    except (InvalidHeaderError, ValueError):
+        notes.append(f"ignored unreadable {_attr(keyword)}")
+        return None
+    if not (math.isfinite(factor) and factor > 0.0):
+        notes.append(f"ignored invalid {_attr(keyword)} = {factor!r}; expected > 0")
+        return None
+    return factor
+
+
+def _spacing(
+    ds: Dataset, notes: list[str], *, allow_missing: bool
+) -> tuple[tuple[float, float] | None, SpacingSource]:
+    """Pixel spacing by precedence: PixelSpacing, ImagerPixelSpacing / magnification,
+    ImagerPixelSpacing. Raises Missing/InvalidSpacingError unless ``allow_missing``."""
+    invalid: list[tuple[str, object]] = []
+    found, pixel_spacing = _spacing_pair(ds, "PixelSpacing")
+    if pixel_spacing is not None:
+        return pixel_spacing, "PixelSpacing"
+    if found is not ABSENT:
+        invalid.append(("PixelSpacing", found))
+    found, imager = _spacing_pair(ds, "ImagerPixelSpacing")
+    if imager is None and found is not ABSENT:
+        invalid.append(("ImagerPixelSpacing", found))
+    for keyword, value in invalid:
+        notes.append(f"ignored invalid {_attr(keyword)} = {value!r}; expected {_SPACING_EXPECTED}")
+    if imager is not None:
+        return _imager_spacing(ds, imager, notes)
+    if allow_missing:
+        notes.append("no usable pixel spacing; spacing_mm is None")
+        return None, "none"
+    if invalid:
+        keyword, value = invalid[0]
+        raise InvalidSpacingError(
+            "invalid pixel spacing",
+            attribute=_attr(keyword),
+            value=value,
+            expected=_SPACING_EXPECTED,
+        )
+    raise MissingSpacingError(
+        "no pixel spacing", attribute=_SPACING_MISSING, value=ABSENT, expected=_SPACING_EXPECTED
+    )
+
+
+def _imager_spacing(
+    ds: Dataset, imager: tuple[float, float], notes: list[str]
+) -> tuple[tuple[float, float], SpacingSource]:
+    """ImagerPixelSpacing, divided by the magnification factor when that is valid."""
+    factor = _magnification(ds, notes)
+    if factor is None:
+        return imager, "ImagerPixelSpacing"
+    corrected = (imager[0] / factor, imager[1] / factor)
+    if not all(_valid_spacing(v) for v in corrected):
+        notes.append(
+            f"ignored EstimatedRadiographicMagnificationFactor {factor!r}: it gives spacing "
+            f"{corrected!r}"
+        )
+        return imager, "ImagerPixelSpacing"
+    return corrected, "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+
+
+# ---- laterality, view, orientation ---------------------------------------------------------
+
+
+def _laterality(ds: Dataset, notes: list[str]) -> Laterality:
+    """L/R from ImageLaterality, else Laterality; ``"U"`` otherwise (see ImageHeader)."""
+    image_lat = _optional_text(ds, "ImageLaterality", notes)
+    series_lat = _optional_text(ds, "Laterality", notes)
+    keyword, value = (
+        ("ImageLaterality", image_lat) if image_lat is not None else ("Laterality", series_lat)
+    )
+    if value is None:
+        notes.append(
+            "laterality unknown: ImageLaterality (0020,0062) and Laterality (0020,0060) are absent"
+        )
+        return "U"
+    normalized = value.upper()
+    if normalized == "L":
+        result: Laterality = "L"
+    elif normalized == "R":
+        result = "R"
+    else:
+        if normalized != "U":
+            notes.append(f"laterality unknown: {_attr(keyword)} is {value!r}; expected L or R")
+        return "U"
+    if image_lat is not None and series_lat is not None and series_lat.upper() != normalized:
+        notes.append(
+            f"ImageLaterality {image_lat!r} differs from Laterality {series_lat!r}; "
+            "used ImageLaterality"
+        )
+    return result
+
+
+def _view(ds: Dataset, notes: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """``(view, modifiers)`` from ViewCodeSequence, else ViewPosition (see ImageHeader)."""
+    coded, modifiers = _coded_view(ds, notes)
+    position_text = _optional_text(ds, "ViewPosition", notes)
+    position = position_text.upper() if position_text else None
+    if position is not None and position not in VIEW_POSITIONS:
+        notes.append(f"ignored unknown ViewPosition (0018,5101) {position_text!r}")
+        position = None
+    if coded is not None and position is not None and coded != position:
+        notes.append(
+            f"ViewCodeSequence says {coded} but ViewPosition says {position}; used ViewCodeSequence"
+        )
+    return (coded if coded is not None else position), modifiers
+
+
+def _coded_view(ds: Dataset, notes: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """View and modifier meanings from the first ViewCodeSequence item."""
+    try:
+        sequence = _get(ds, "ViewCodeSequence")
+        if sequence is ABSENT or not isinstance(sequence, DicomSequence):
+            return None, ()
+        item = sequence[0]
+        code = _optional_text(item, "CodeValue", notes)
+        modifiers = tuple(
+            _optional_text(m, "CodeMeaning", notes) or _optional_text(m, "CodeValue", notes) or ""
+            for m in (item.get("ViewModifierCodeSequence") or [])
+        )
+    except Exception:  # the view is optional: a malformed sequence only costs a warning
+        notes.append("ignored unreadable ViewCodeSequence (0054,0220)")
+        return None, ()
+    view = VIEW_CODES.get(code or "")
+    if view is None:
+        meaning = _optional_text(item, "CodeMeaning", notes)
+        notes.append(f"ignored unknown view code {code!r} ({meaning!r}) in ViewCodeSequence")
+    return view, tuple(m for m in modifiers if m)
+
+
+def _patient_orientation(ds: Dataset, notes: list[str]) -> tuple[str, str] | None:
+    """PatientOrientation as ``(row direction, column direction)``, or ``None`` (warning)."""
+    try:
+        value = _get(ds, "PatientOrientation")
+    except InvalidHeaderError:
+        value = Found("unreadable")
+    if value is ABSENT:
+        notes.append("PatientOrientation (0020,0020) is absent")
+        return None
+    items = (
+        [_text(v).upper() for v in value]
+        if isinstance(value, MultiValue | list | tuple)
+        else [_text(value).upper()]
+    )
+    if len(items) != 2 or not all(_ORIENTATION_VALUE.match(v) for v in items):
+        notes.append(
+            f"ignored malformed PatientOrientation (0020,0020) {value!r}; "
+            "expected two values like A\\R"
+        )
+        return None
+    return items[0], items[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Pixels
+# --------------------------------------------------------------------------------------------
+
+
+def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[Any]]:
+    """Decode the one frame of stored values, shape ``(rows, cols)``, unused high bits cleared
+    (sign-extended when signed).
+
+    Raises:
+        TruncatedPixelDataError: too few bytes (uncompressed), or a compressed frame that does
+            not decode or decodes to the wrong size.
+        DecodeError: any other decoder failure.
+    """
+    element = ds["PixelData"]
+    data = element.value
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(
+            "pixel data value is not bytes",
+            attribute=_attr("PixelData"),
+            value=Found(type(data).__name__),
+            expected="bytes",
+        )
+    uid = UID(header.transfer_syntax_uid)
+    if not uid.is_encapsulated:
+        data = _native_frame(bytes(data), header)
+    options: dict[str, Any] = {
+        "rows": header.rows,
+        "columns": header.cols,
+        "samples_per_pixel": 1,
+        "bits_allocated": header.bits_allocated,
+        "bits_stored": header.bits_stored,
+        "pixel_representation": header.pixel_representation,
+        "photometric_interpretation": header.photometric_interpretation,
+        "number_of_frames": 1,
+        "pixel_keyword": "PixelData",
+        "pixel_vr": element.VR,
+        "correct_unused_bits": True,
+    }
+    try:
+        array, _ = get_decoder(uid).as_array(bytes(data), index=0, raw=True, **options)
+    except Exception as exc:
+        error = TruncatedPixelDataError if uid.is_encapsulated else DecodeError
+        raise error(
+            f"pixel data cannot be decoded as {header.transfer_syntax_name}",
+            attribute=_attr("PixelData"),
+            value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
+            expected=f"one {header.rows} x {header.cols} frame",
+        ) from exc
+    if array.shape != (header.rows, header.cols):
+        raise TruncatedPixelDataError(
+            "pixel data decodes to the wrong size",
+            attribute=_attr("PixelData"),
+            value=Found(f"shape {array.shape}"),
+            expected=f"({header.rows}, {header.cols})",
+        )
+    return cast(npt.NDArray[np.integer[Any]], array)
+
+
+def _native_frame(data: bytes, header: ImageHeader) -> bytes:
+    """The bytes of the one uncompressed frame; :class:`TruncatedPixelDataError` if short."""
+    expected = header.rows * header.cols * header.bits_allocated // 8
+    if len(data) < expected:
+        raise TruncatedPixelDataError(
+            "pixel data is shorter than the image",
+            attribute=_attr("PixelData"),
+            value=Found(f"{len(data)} bytes"),
+            expected=f"Rows x Columns x BitsAllocated / 8 = {header.rows} x {header.cols} x "
+            f"{header.bits_allocated // 8} = {expected} bytes",
+        )
+    return data[: expected + expected % 2]
+
+
+def _to_pixels(
+    stored: npt.NDArray[np.integer[Any]], header: ImageHeader
+) -> npt.NDArray[np.float32]:
+    """Stored values -> read-only float32 pixels (rescale, then MONOCHROME1 inversion)."""
+    pixels = stored.astype(np.float32)
+    if header.rescale_slope != 1.0:
+        pixels *= np.float32(header.rescale_slope)
+    if header.rescale_intercept != 0.0:
+        pixels += np.float32(header.rescale_intercept)
+    if header.photometric_interpretation == "MONOCHROME1":
+        _, max_possible = _value_range(
+            header.bits_stored,
+            header.pixel_representation,
+            header.rescale_slope,
+            header.rescale_intercept,
+            "MONOCHROME2",
+        )
+        np.subtract(np.float32(max_possible), pixels, out=pixels)
+    pixels.setflags(write=False)
+    return pixels

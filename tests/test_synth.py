@@ -1,0 +1,236 @@
+"""The synthetic galactogram generator: geometry, ground truth, determinism, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.pipeline.dicom_in import read_image
+from training.synth.anatomy import BreastShape, clock_hour, grow_duct_tree, quadrant
+from training.synth.case import CaseParams, generate_case, patient_orientation
+from training.synth.dataset import SynthOptions, build_index, parse_split
+from training.synth.profiles import get_profile
+from training.synth.render import upsample, upsample_window
+
+TEST = get_profile("test")
+#: a mid-size detector (1024 x 832 at 0.28 mm) where lesions span enough pixels to measure
+MID = replace(TEST, name="mid", rows=1024, cols=832, detector_spacing_mm=0.28)
+LESION_CASES = CaseParams(normal_p=0.0)
+
+
+# ----------------------------------------------------------------------------- anatomy
+
+
+def test_clock_face_mirrors_between_breasts() -> None:
+    """12 superior; 3 o'clock is lateral on the left breast and medial on the right."""
+    sup, lat, inf, med = ([10, 5, 0], [10, 0, 5], [10, -5, 0], [10, 0, -5])
+    assert [clock_hour(np.array(p), "L") for p in (sup, lat, inf, med)] == [12, 3, 6, 9]
+    assert [clock_hour(np.array(p), "R") for p in (sup, lat, inf, med)] == [12, 9, 6, 3]
+    # upper outer is 1-2 o'clock on the left, 10-11 on the right
+    uo = np.array([30.0, 10.0, 10.0])
+    assert clock_hour(uo, "L") in (1, 2) and clock_hour(uo, "R") in (10, 11)
+    assert quadrant(uo, "L") == quadrant(uo, "R") == "UOQ"
+    assert quadrant(np.array([5.0, 1.0, 1.0]), "L") == "retroareolar"
+
+
+def test_duct_tree_respects_anatomy() -> None:
+    """Trees start at the nipple, taper, stay in the breast and within VICTRE's limits."""
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        breast = BreastShape(depth_mm=100.0, radius_sup_mm=60.0, radius_lat_mm=70.0)
+        tree = grow_duct_tree(breast, rng)
+        assert 1 <= len(tree.branches) <= 400
+        assert np.allclose(tree.branches[0].points[0], 0.0)
+        assert max(b.generation for b in tree.branches) <= 7
+        for b in tree.branches:
+            assert b.radii.min() >= 0.08, "branching stops near 0.1 mm radius"
+            assert b.radii.max() <= 4.0
+            assert np.all(b.points[:, 0] >= -1.0), "ducts run posterior from the nipple"
+            if b.parent is not None:
+                parent = tree.branches[b.parent]
+                assert np.allclose(b.points[0], parent.points[-1])
+                assert b.radii[0] <= parent.radii[-1] * 1.0 + 1e-9 or tree.ectasia
+
+
+# ----------------------------------------------------------------------------- views
+
+
+@pytest.mark.parametrize(("lat", "view", "hflip", "vflip", "expected"), [
+    ("L", "CC", False, False, ("A", "R")),
+    ("R", "CC", True, False, ("P", "L")),
+    ("L", "MLO", False, False, ("A", "FR")),
+    ("R", "MLO", True, False, ("P", "FL")),
+    ("R", "ML", False, True, ("A", "H")),
+    ("L", "CC", True, True, ("P", "L")),
+])
+def test_patient_orientation(lat: str, view: str, hflip: bool, vflip: bool,
+                             expected: tuple[str, str]) -> None:
+    assert patient_orientation(lat, view, hflip, vflip) == expected  # type: ignore[arg-type]
+
+
+def test_both_views_show_the_same_lesions_and_nipple_side() -> None:
+    """CC and ML/MLO project one 3D phantom: same lesion ids, nipple on the side the
+    orientation says, boxes inside the image, ground truth complete."""
+    seen_flip = set()
+    for index in range(6):
+        res = generate_case(11, index, MID, LESION_CASES)
+        cc, other = res.items
+        assert cc["view"] == "CC" and other["view"] in ("ML", "MLO")
+        assert cc["lesion_ids"] == other["lesion_ids"] == [
+            les["id"] for les in res.ground_truth["lesions"]]
+        for view, item in zip(res.views, res.items, strict=True):
+            rows, cols = view.pixels.shape
+            nx = item["nipple_xy"][0]
+            left, right = view.pixels[:, :8].mean(), view.pixels[:, -8:].mean()
+            if view.patient_orientation[0] == "A":  # columns run towards the nipple
+                assert left > right, "chest wall (tissue) on the left, air on the right"
+                assert view.pixels[:, int(nx) + 10:].mean() < left
+            else:
+                assert right > left
+                assert view.pixels[:, : int(nx) - 10].mean() < right
+            seen_flip.add(view.patient_orientation[0])
+            for x1, y1, x2, y2 in item["boxes"]:
+                assert 0 <= x1 < x2 <= cols and 0 <= y1 < y2 <= rows
+        for les in res.ground_truth["lesions"]:
+            assert 1 <= les["clock_hour"] <= 12
+            assert les["depth"] in ("anterior", "middle", "posterior")
+            assert 1.4 <= les["size_mm"] <= 16.0
+            assert les["distance_from_nipple_mm"] > 0
+    assert seen_flip == {"A", "P"}, "both nipple directions occur"
+
+
+def test_filling_defects_are_dark_voids_in_bright_contrast() -> None:
+    """Inside a lesion box the image is darker than the contrast rim just around it: the
+    defining sign of a filling defect. Checked on the stored pixels."""
+    darker, total = 0, 0
+    for index in range(10):
+        res = generate_case(21, index, MID, LESION_CASES)
+        for view, item in zip(res.views, res.items, strict=True):
+            img = view.pixels.astype(np.float32)
+            for x1, y1, x2, y2 in item["boxes"]:
+                cx, cy = int((x1 + x2) / 2), int((y1 + y2) / 2)
+                w = max(int((x2 - x1) / 2) + 3, 3)
+                core = img[cy - 1: cy + 2, cx - 1: cx + 2].mean()
+                ring = img[max(cy - w, 0): cy + w + 1, max(cx - w, 0): cx + w + 1]
+                total += 1
+                darker += bool(np.percentile(ring, 95) > core + 0.02 * float(np.ptp(img)))
+    assert total >= 8
+    assert darker / total >= 0.8, f"only {darker}/{total} lesions look like filling defects"
+
+
+def test_normal_share_and_mimics_are_not_labelled() -> None:
+    """Normal cases have no boxes; mimics are listed apart from the lesion boxes."""
+    normals = sum(not generate_case(4, i, TEST, CaseParams(normal_p=0.5)).ground_truth[
+        "lesions"] for i in range(12))
+    assert 2 <= normals <= 10
+    kinds = set()
+    for i in range(30):
+        res = generate_case(9, i, TEST, CaseParams(normal_p=1.0))
+        for item in res.items:
+            assert item["boxes"] == [] and item["labels"] == []
+            kinds.update(m["kind"] for m in item["mimics"])
+    assert "air_bubble" in kinds
+
+
+def test_upsample_matches_scipy_and_windows() -> None:
+    from scipy import ndimage
+
+    low = np.random.default_rng(0).random((37, 29)).astype(np.float32)
+    shape = (146, 113)
+    ref = ndimage.zoom(low, 4, order=1, grid_mode=True, mode="nearest",
+                       prefilter=False)[: shape[0], : shape[1]]
+    np.testing.assert_allclose(upsample(low, shape), ref, atol=1e-5)
+    win = upsample_window(low, shape, slice(10, 90), slice(50, 113))
+    np.testing.assert_allclose(win, ref[10:90, 50:113], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "synth_timing.json"}
+
+
+def _galacto(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_same_seed_same_bytes_any_worker_count(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--cases", "3", "--seed", "17", "--profile", "test",
+              "--split", "training=0.5,validation=0.25,test=0.25",
+              "--compressed-share", "0.7", "--monochrome1-share", "0.5"]
+    ra = _galacto("synth", "--out", str(a), "--workers", "1", *common)
+    rb = _galacto("synth", "--out", str(b), "--workers", "2", "--preview", *common)
+    assert ra.returncode == 0, ra.stderr
+    assert rb.returncode == 0, rb.stderr
+    da, db = _digest(a), _digest(b)
+    db.pop("preview.png")
+    assert da == db
+    assert (b / "preview.png").stat().st_size > 1000
+    index = json.loads((a / "dataset.json").read_text())
+    items = [it for s in ("training", "validation", "test") for it in index[s]]
+    assert len(items) == 6
+    for it in items:
+        img = read_image(a / it["image"])  # the service's intake reads every file
+        assert img.laterality == it["laterality"] and img.view == it["view"]
+        assert img.spacing_mm == pytest.approx((TEST.patient_spacing_mm,) * 2)
+        assert "\\".join(img.patient_orientation or ()) == it["patient_orientation"]
+        assert img.photometric_interpretation == it["photometric"]
+        assert img.transfer_syntax_uid == it["transfer_syntax"]
+        assert len(it["boxes"]) == len(it["labels"]) == len(it["lesion_ids"])
+    c = _galacto("synth", "--out", str(tmp_path / "c"), "--first-index", "1", *common[2:],
+                 "--cases", "1")
+    assert c.returncode == 0, c.stderr
+    same = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    case1 = [it for s in ("training", "validation", "test") for it in same[s]]
+    assert {it["image"] for it in case1} <= {it["image"] for it in items}
+    assert _digest(tmp_path / "c")["cases/case_000001/" + Path(case1[0]["image"]).name] == \
+        da["cases/case_000001/" + Path(case1[0]["image"]).name]
+
+
+def test_cli_rejects_bad_arguments(tmp_path: Path) -> None:
+    bad = _galacto("synth", "--out", str(tmp_path), "--cases", "1", "--split", "train=1")
+    assert bad.returncode == 2
+    assert "unknown split name" in bad.stderr and "train" in bad.stderr
+    bad = _galacto("synth", "--out", str(tmp_path), "--profile", "siemens")
+    assert bad.returncode == 2 and "siemens" in bad.stderr and "hologic" in bad.stderr
+    ok = _galacto("synth", "--out", str(tmp_path), "--cases", "1", "--profile", "test")
+    assert ok.returncode == 0, ok.stderr
+    again = _galacto("synth", "--out", str(tmp_path), "--cases", "1", "--profile", "test")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_parse_split() -> None:
+    assert parse_split("test") == {"test": 1.0}
+    assert parse_split("training=0.8,validation=0.2") == {"training": 0.8, "validation": 0.2}
+    with pytest.raises(ValueError, match="fraction"):
+        parse_split("training=abc")
+    with pytest.raises(ValueError, match="sum to 1"):
+        SynthOptions(cases=1, seed=0, split={"training": 0.5})
+    index = build_index(SynthOptions(cases=1, seed=0), [])
+    assert set(index) == {"training", "validation", "test", "meta"}
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None and os.environ.get("CI") != "true",
+                    reason="dicom3tools (dciodvfy) not installed")
+def test_generated_files_pass_dciodvfy(tmp_path: Path) -> None:
+    """dciodvfy (dicom3tools) reports no error on generated MG files."""
+    r = _galacto("synth", "--out", str(tmp_path), "--cases", "2", "--seed", "2",
+                 "--profile", "test", "--compressed-share", "0", "--monochrome1-share", "0.5")
+    assert r.returncode == 0, r.stderr
+    for f in sorted(tmp_path.rglob("*.dcm")):
+        out = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
+        errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, f"{f}: {errors}"

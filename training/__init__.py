@@ -1,0 +1,1 @@
+"""galacto training: synthetic galactograms, MONAI training, evaluation and ONNX export."""

@@ -1,0 +1,116 @@
+"""``galacto synth``: generate a synthetic galactogram dataset (and a preview contact sheet)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+from rich.table import Table
+
+from serving.errors import CommandError
+from training.synth.dataset import (
+    SynthOptions,
+    build_index,
+    iter_cases,
+    parse_profiles,
+    parse_split,
+    summarize,
+    write_index,
+)
+from training.synth.preview import contact_sheet
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``synth`` subcommand to the ``galacto`` parser."""
+    p = sub.add_parser(
+        "synth", help="generate synthetic galactograms (DICOM + dataset.json)",
+        description="Generate synthetic galactogram cases (CC and ML/MLO views of one "
+                    "3D duct system each) as DICOM MG files with a dataset.json.")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--cases", type=int, default=20, help="number of cases (2 images each)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (same seed, same bytes)")
+    p.add_argument("--profile", default="hologic",
+                   help="vendor profile: hologic, hologic_small, ge, test, a comma list, "
+                        "or 'mix' (all full-size profiles)")
+    p.add_argument("--split", default="training",
+                   help="a split name (training/validation/test) or fractions, e.g. "
+                        "'training=0.8,validation=0.1,test=0.1'")
+    p.add_argument("--normal-share", type=float, default=0.35,
+                   help="share of cases without a filling defect")
+    p.add_argument("--compressed-share", type=float, default=0.2,
+                   help="share of files with a lossless compressed transfer syntax")
+    p.add_argument("--monochrome1-share", type=float, default=0.3,
+                   help="share of files written as MONOCHROME1")
+    p.add_argument("--first-index", type=int, default=0,
+                   help="index of the first case (to extend an existing set)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: all cores)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write OUT/preview.png, a contact sheet of the first images")
+    p.add_argument("--preview-only", action="store_true",
+                   help="only (re)draw OUT/preview.png from an existing dataset")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow writing into a folder that already has a dataset.json")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace) -> SynthOptions:
+    try:
+        return SynthOptions(
+            cases=args.cases, seed=args.seed, profiles=parse_profiles(args.profile),
+            split=parse_split(args.split), normal_share=args.normal_share,
+            compressed_share=args.compressed_share, monochrome1_share=args.monochrome1_share,
+            first_index=args.first_index)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the dataset; print a summary table; optionally draw the preview."""
+    console = Console(stderr=True)
+    out: Path = args.out
+    if args.preview_only:
+        if not (out / "dataset.json").is_file():
+            raise CommandError(f"--preview-only: no dataset.json in {out}")
+        console.print(f"preview: {contact_sheet(out, out / 'preview.png')}")
+        return 0
+    opts = _options(args)
+    if (out / "dataset.json").exists() and not args.overwrite:
+        raise CommandError(f"{out / 'dataset.json'} exists; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
+               TimeElapsedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=console, disable=not console.is_terminal and
+                  os.environ.get("GALACTO_PROGRESS") != "1") as progress:
+        task = progress.add_task("synth", total=opts.cases, rate="")
+        for res in iter_cases(opts, out, max(1, args.workers)):
+            results.append(res)
+            dt = time.perf_counter() - t0
+            progress.update(task, advance=1, rate=f"{2 * len(results) / dt:.2f} img/s")
+    index = build_index(opts, results)
+    path = write_index(out, index)
+    elapsed = time.perf_counter() - t0
+    table = Table(title=f"galacto synth: {opts.cases} cases, seed {opts.seed}, "
+                        f"{'+'.join(opts.profiles)}")
+    for col in ("split", "images", "with lesion", "lesion boxes", "mimic boxes"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for row in summarize(index):
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)
+    console.print(f"wrote {path} in {elapsed:.1f} s ({2 * opts.cases / elapsed:.2f} images/s, "
+                  f"{args.workers} workers)")
+    if args.preview:
+        console.print(f"preview: {contact_sheet(out, out / 'preview.png')}")
+    (out / "synth_timing.json").write_text(json.dumps(
+        {"seconds": round(elapsed, 2), "workers": args.workers, "cases": opts.cases}) + "\n")
+    return 0

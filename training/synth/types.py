@@ -1,0 +1,108 @@
+"""Data types passed between the simulator's renderer and its DICOM writer.
+
+Conventions: arrays are ``(rows, cols)``; pixel boxes are ``[x1, y1, x2, y2]`` with x = column,
+y = row, origin at the top-left corner of the top-left pixel, x2/y2 exclusive (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Laterality = Literal["L", "R"]
+ViewName = Literal["CC", "ML", "MLO"]
+Photometric = Literal["MONOCHROME1", "MONOCHROME2"]
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    """A detector geometry and header style to imitate.
+
+    Attributes:
+        name: profile id used on the command line (e.g. ``hologic``).
+        manufacturer: value for Manufacturer (0008,0070).
+        model_name: value for ManufacturersModelName (0008,1090).
+        rows: image rows (pixels, chest wall runs along the rows' direction).
+        cols: image columns.
+        detector_spacing_mm: ImagerPixelSpacing at the detector, mm per pixel (square pixels).
+        magnification: EstimatedRadiographicMagnificationFactor (>= 1).
+        bits_stored: 12 or 14.
+        pixel_spacing_attribute: which spacing attributes the header carries:
+            ``"both"`` (PixelSpacing and ImagerPixelSpacing) or ``"imager"`` (ImagerPixelSpacing
+            with the magnification factor only).
+    """
+
+    name: str
+    manufacturer: str
+    model_name: str
+    rows: int
+    cols: int
+    detector_spacing_mm: float
+    magnification: float
+    bits_stored: int
+    pixel_spacing_attribute: Literal["both", "imager"]
+
+    @property
+    def patient_spacing_mm(self) -> float:
+        """Pixel spacing at the patient plane (mm): detector spacing / magnification."""
+        return self.detector_spacing_mm / self.magnification
+
+
+@dataclass
+class CaseHeader:
+    """Patient and study attributes shared by every view of one synthetic case.
+
+    All identifiers are synthetic; dates are ``YYYYMMDD``, times ``HHMMSS``.
+    """
+
+    patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_age: str  # DICOM AS, e.g. "052Y"
+    study_instance_uid: str
+    study_id: str
+    accession_number: str
+    study_date: str
+    study_time: str
+    contrast_agent: str  # ContrastBolusAgent, e.g. "Iohexol 300 mgI/mL"
+    contrast_volume_ml: float
+
+
+@dataclass
+class RenderedView:
+    """One rendered mammographic view, ready to be written as DICOM.
+
+    Attributes:
+        pixels: ``(rows, cols)`` uint16 stored values in MONOCHROME2 sense (larger = more
+            attenuation = brighter), in ``[0, 2**bits_stored - 1]``. The writer inverts for
+            MONOCHROME1.
+        bits_stored: 12 or 14.
+        laterality: ``"L"`` or ``"R"``.
+        view: ``"CC"``, ``"ML"`` or ``"MLO"``.
+        patient_orientation: the two PatientOrientation values ``(row_direction,
+            column_direction)``, e.g. ``("A", "R")``: increasing column index points anterior
+            (towards the nipple), increasing row index points to the patient's right.
+        series_instance_uid: the view's series UID; sop_instance_uid: its instance UID.
+        series_number / instance_number: as written in the header.
+        kvp / exposure_mas / body_part_thickness_mm / compression_force_n: acquisition values.
+        positioner_primary_angle_deg: C-arm angle (0 for CC, 90 for ML, 45-60 for MLO).
+    """
+
+    pixels: np.ndarray
+    bits_stored: int
+    laterality: Laterality
+    view: ViewName
+    patient_orientation: tuple[str, str]
+    series_instance_uid: str
+    sop_instance_uid: str
+    series_number: int
+    instance_number: int
+    kvp: float
+    exposure_mas: float
+    body_part_thickness_mm: float
+    compression_force_n: float
+    positioner_primary_angle_deg: float
+    acquisition_time: str = "000000"
+    extra: dict[str, object] = field(default_factory=dict)
