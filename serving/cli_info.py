@@ -64,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "info",
         help="show what the DICOM intake makes of files",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description="Run the DICOM intake on each file (pixels decoded) and show what it "
+        "makes of it: size, bits, photometric, spacing and its source, laterality, view, "
+        "orientation, transfer syntax, SOP class, UIDs, pixel min/max; or why it is rejected.",
+        epilog="Exit status: 0 all files accepted, 1 any file rejected, 2 usage error.",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM file(s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

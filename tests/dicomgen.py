@@ -157,7 +157,7 @@ def random_pixels(
 def smooth_pixels(
     rows: int, cols: int, bits_stored: int, signed: bool = False, seed: int = 0
 ) -> npt.NDArray[np.integer[Any]]:
-    """A smooth random image (gradient plus blobs) for lossy codecs: full range, ``(rows, cols)``."""
+    """A smooth random image (gradient plus blobs) over the full range, for lossy codecs."""
     lo, hi = stored_range(bits_stored, signed)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
@@ -372,7 +372,7 @@ def set_raw(ds: Dataset, tag: int, vr: str, value: bytes) -> None:
     The bytes are written as they are; pydicom converts (and may fail) only when read back.
     """
     length = len(value)
-    ds[tag] = RawDataElement(Tag(tag), vr, length, value, 0, False, True)  # type: ignore[assignment]
+    ds[tag] = RawDataElement(Tag(tag), vr, length, value, 0, False, True)
 
 
 def to_bytes(

@@ -17,6 +17,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -572,7 +573,7 @@ def test_compressed_frame_of_the_wrong_size() -> None:
 def test_unsupported_transfer_syntax(uid: str, name: str) -> None:
     ds = make_dataset()
     ds.PixelData = encapsulate([b"\x00" * 16])
-    ds.file_meta.TransferSyntaxUID = uid
+    ds.file_meta.TransferSyntaxUID = UID(uid)
     error = rejects(
         ds, UnsupportedTransferSyntaxError, "unsupported_transfer_syntax", "TransferSyntax", uid
     )
@@ -741,7 +742,7 @@ def test_spacing_is_row_then_column() -> None:
         (None, None, "U", True),
         ("B", None, "U", True),
         (None, "B", "U", True),
-        ("U", None, "U", False),
+        ("U", None, "U", True),
     ],
 )
 def test_laterality(

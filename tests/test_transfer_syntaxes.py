@@ -10,6 +10,7 @@ failed when ``CI=true``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ LOSSLESS = [
 #: the NEAR parameter for JPEG-LS, a fraction of the range for JPEG 2000 and JPEG).
 #: Lossy codecs get a smooth image, unsigned only: DCMTK re-labels lossy signed JPEG as
 #: unsigned and near-lossless JPEG-LS of two's complement data wraps around at the sign.
-LOSSY: list[tuple[str, int, dict[str, object], float]] = [
+LOSSY: list[tuple[str, int, dict[str, Any], float]] = [
     (JPEGLSNearLossless, 8, {"jls_error": 2}, 2),
     (JPEGLSNearLossless, 12, {"jls_error": 3}, 3),
     (JPEGLSNearLossless, 16, {"jls_error": 5}, 5),
@@ -93,7 +94,7 @@ def test_lossless_round_trip_is_exact(syntax: str, bits_stored: int, signed: boo
     [pytest.param(*case, id=case_id(case[0], case[1], False)) for case in LOSSY],
 )
 def test_lossy_round_trip_is_close(
-    syntax: str, bits_stored: int, options: dict[str, object], tolerance: float
+    syntax: str, bits_stored: int, options: dict[str, Any], tolerance: float
 ) -> None:
     pixels = smooth_pixels(64, 48, bits_stored, seed=bits_stored)
     ds = make_dataset(bits_stored=bits_stored, pixels=pixels)

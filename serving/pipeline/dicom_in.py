@@ -216,8 +216,8 @@ class ImageHeader:
             ``"ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"``,
             ``"ImagerPixelSpacing"`` or ``"none"``.
         laterality: ``"L"``/``"R"`` from ImageLaterality (0020,0062), else Laterality
-            (0020,0060); ``"U"`` when unknown (absent, ``U``, ``B`` or anything else; noted in
-            ``warnings`` unless the value was ``U``).
+            (0020,0060); ``"U"`` when unknown (absent, ``U``, ``B`` or anything else), which
+            is always noted in ``warnings``.
         view: mammography view (``"CC"``, ``"MLO"``, ``"ML"``, ``"LM"``, ``"LMO"``, ``"FB"``,
             ``"SIO"``, ``"ISO"``, ``"XCCL"``, ``"XCCM"``) from ViewCodeSequence (0054,0220),
             else ViewPosition (0018,5101); ``None`` if neither gives a known view.
@@ -521,7 +521,11 @@ def _pixel_data_cut_off(fp: BinaryIO, start: int) -> bool:
     """
     fp.seek(start)
     data = fp.read()
-    for tag, order in ((b"\xe0\x7f\x10\x00", "little"), (b"\x7f\xe0\x00\x10", "big")):
+    orders: tuple[tuple[bytes, Literal["little", "big"]], ...] = (
+        (b"\xe0\x7f\x10\x00", "little"),
+        (b"\x7f\xe0\x00\x10", "big"),
+    )
+    for tag, order in orders:
         pos = data.rfind(tag)
         if pos < 0:
             continue
@@ -1108,8 +1112,7 @@ def _laterality(ds: Dataset, notes: list[str]) -> Laterality:
     elif normalized == "R":
         result = "R"
     else:
-        if normalized != "U":
-            notes.append(f"laterality unknown: {_attr(keyword)} is {value!r}; expected L or R")
+        notes.append(f"laterality unknown: {_attr(keyword)} is {value!r}; expected L or R")
         return "U"
     if image_lat is not None and series_lat is not None and series_lat.upper() != normalized:
         notes.append(

@@ -1,1 +1,4 @@
-"""Synthetic galactogram generator: 3D duct trees projected into CC and ML/MLO mammographic views."""
+"""Synthetic galactogram generator.
+
+3D duct trees grown from the nipple, projected into CC and ML/MLO mammographic views.
+"""

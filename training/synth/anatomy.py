@@ -436,7 +436,7 @@ def place_lesions(ducts: DuctSystem, n: int, rng: np.random.Generator,
             continue
         bi, pi = far[int(rng.integers(len(far)))]
         kind_i = int(rng.choice(3, p=np.array(P.kind_p)))
-        kind: LesionKind = ("round", "lobulated", "irregular")[kind_i]  # type: ignore[assignment]
+        kind: LesionKind = ("round", "lobulated", "irregular")[kind_i]
         lesions.append(_make_lesion(i, kind, size, ducts, bi, pi, rng, P))
     return lesions
 
@@ -571,9 +571,11 @@ def depth_third(point: np.ndarray, breast: BreastShape) -> str:
     return "anterior" if f < 1 / 3 else ("middle" if f < 2 / 3 else "posterior")
 
 
-def sample_breast(rng: np.random.Generator, max_depth_mm: float) -> BreastShape:
-    """A breast that fits the detector: depth 55-140 mm (capped), radii 45-85 mm."""
+def sample_breast(rng: np.random.Generator, max_depth_mm: float, max_radius_mm: float = 1e9
+                  ) -> BreastShape:
+    """A breast that fits the detector: depth 55-140 mm and radii 50-100 mm (assumption),
+    capped at ``max_depth_mm`` and ``max_radius_mm``."""
     depth = float(min(rng.uniform(55.0, 140.0), max_depth_mm))
-    r_sup = float(rng.uniform(45.0, 80.0))
-    r_lat = float(r_sup * rng.uniform(0.9, 1.25))
+    r_sup = float(min(rng.uniform(50.0, 95.0), max_radius_mm))
+    r_lat = float(min(r_sup * rng.uniform(0.9, 1.2), max_radius_mm * 1.05))
     return BreastShape(depth_mm=depth, radius_sup_mm=r_sup, radius_lat_mm=r_lat)

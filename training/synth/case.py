@@ -7,7 +7,7 @@ are placed independently in each view).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,8 +48,8 @@ class CaseParams:
     alt_orientation_p: float = 0.25  # nipple pointing the non-standard way
     vflip_p: float = 0.08  # rows running the other way
     cannula_p: float = 0.8
-    tree: TreeParams = TreeParams()
-    lesions: LesionParams = LesionParams()
+    tree: TreeParams = field(default_factory=TreeParams)
+    lesions: LesionParams = field(default_factory=LesionParams)
 
 
 @dataclass
@@ -167,7 +167,9 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
     laterality: Laterality = "L" if rng.random() < 0.5 else "R"
     second: ViewName = "MLO" if rng.random() < P.mlo_p else "ML"
     width_mm = profile.cols * profile.patient_spacing_mm
-    breast = sample_breast(rng, max_depth_mm=0.82 * width_mm / 1.2)
+    height_mm = profile.rows * profile.patient_spacing_mm
+    breast = sample_breast(rng, max_depth_mm=0.82 * width_mm / 1.2,
+                           max_radius_mm=0.4 * height_mm / 1.2)
     ducts = grow_duct_tree(breast, rng, P.tree)
     n_les = 0
     if rng.random() >= P.normal_p:

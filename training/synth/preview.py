@@ -33,7 +33,7 @@ def render_tile(root: Path, item: dict[str, Any], height: int = TILE) -> PILImag
     scale = height / img.rows
     step = max(int(1 / scale), 1)
     thumb = PILImage.fromarray(_display(img.pixels[::step, ::step])).convert("RGB")
-    width = max(int(round(img.cols * scale)), 1)
+    width = max(round(img.cols * scale), 1)
     thumb = thumb.resize((width, height), PILImage.Resampling.BILINEAR)
     draw = ImageDraw.Draw(thumb)
     for m in item.get("mimics", []):

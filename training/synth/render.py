@@ -297,7 +297,7 @@ def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int]
     nipple_w = 4.0 + 0.5 * dn
     qn = ((d - dn) / dn) ** 2 + (v / nipple_w) ** 2
     gn = 2.0 * np.sqrt(((d - dn) / dn**2) ** 2 + (v / nipple_w**2) ** 2) + 1e-6
-    dist_n = np.where(d <= dn, (1.0 - qn) / gn, -1.0)
+    dist_n = (1.0 - qn) / gn
     dist = np.maximum(np.where(d >= dn, dist, -1.0), dist_n).astype(np.float32)
     mask = dist > 0
     half = geo.thickness_mm / 2.0
@@ -318,7 +318,7 @@ def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int]
     if tp.pectoral is not None:
         xp, yp, bow = tp.pectoral
         edge = yp * np.clip(1.0 - X / xp, 0.0, 1.0) ** bow
-        pec = (Y < edge) & mask
+        pec = (edge > Y) & mask
         soft = np.clip((edge - Y) / 3.0, 0.0, 1.0) * pec
         A += soft * t * (tp.mu_gland * 1.15 - tp.mu_fat)
     return A.astype(np.float32), mask
@@ -382,7 +382,7 @@ def contrast_layer(phantom: Phantom, geo: ViewGeometry, shape: tuple[int, int],
 
 
 def _max_sphere(c: np.ndarray, circ: tuple[float, float, float], strength: float) -> None:
-    res = sphere_thickness(c.shape, *circ)  # type: ignore[arg-type]
+    res = sphere_thickness(c.shape, *circ)
     if res is not None:
         (r0, r1, c0, c1), th = res
         np.maximum(c[r0:r1, c0:c1], th * strength, out=c[r0:r1, c0:c1])
@@ -432,7 +432,7 @@ def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
     Primary: ``exp(-(A_tissue - A_ref)) * exp(-mu_c * c)`` (relative to the breast median
     ``A_ref``); scatter: the masked primary blurred by ``scatter_sigma_mm`` times the SPR,
     computed on a 4x coarser grid still; counts ``N`` per pixel behind the median breast;
-    noise: Gaussian with variance ``I + sigma_e^2`` (Poisson-Gaussian).
+    noise: Gaussian with variance ``fluence + sigma_e^2`` (Poisson-Gaussian).
     """
     shape = contrast_mm.shape
     a_ref = float(np.median(A_low[mask_low])) if mask_low.any() else 0.0
@@ -444,18 +444,18 @@ def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
     small = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).mean((1, 3))
     scat_small = tp.spr * ndimage.gaussian_filter(small, sig, mode="constant")
     scat_low = upsample(scat_small, (lh, lw))
-    I = upsample(prim_low + scat_low, shape)  # noqa: E741
+    flu = upsample(prim_low + scat_low, shape)
     rs, cs = _contrast_window(contrast_mm)
     if rs.stop > rs.start:
         prim = upsample_window(prim_low, shape, rs, cs)
         att = np.exp(-mu_contrast * contrast_mm[rs, cs])
-        I[rs, cs] -= prim * (1.0 - att)
-    I *= np.float32(tp.counts)
+        flu[rs, cs] -= prim * (1.0 - att)
+    flu *= np.float32(tp.counts)
     noise = rng.standard_normal(shape, dtype=np.float32)
-    noise *= np.sqrt(I + np.float32(tp.electronic_sigma**2))
-    I += noise
-    np.maximum(I, 0.5, out=I)
-    P = np.log(I)
+    noise *= np.sqrt(flu + np.float32(tp.electronic_sigma**2))
+    flu += noise
+    np.maximum(flu, 0.5, out=flu)
+    P = np.log(flu)
     np.subtract(np.float32(np.log(tp.counts)), P, out=P)  # log attenuation re the median
     return _presentation_lut(P, bits_stored, rng)
 
