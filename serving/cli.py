@@ -21,6 +21,9 @@ from serving.errors import CommandError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
+#: Third-party loggers that are chatty at INFO level.
+NOISY_LOGGERS = ("openjpeg", "pydicom", "jpeg_ls", "PIL", "pylibjpeg", "libjpeg", "rle")
+
 #: Built-in subcommands (always available with the base install).
 BUILTIN: tuple[Register, ...] = (register_info,)
 
@@ -70,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # codecs log every tile and frame at INFO
+        for noisy in NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if getattr(args, "_unavailable", None):
         print(f"galacto: error: {args._unavailable}", file=sys.stderr)
         return 2

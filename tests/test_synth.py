@@ -234,3 +234,15 @@ def test_generated_files_pass_dciodvfy(tmp_path: Path) -> None:
         out = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
         errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
         assert not errors, f"{f}: {errors}"
+
+
+def test_many_cases_generate_without_error() -> None:
+    """A sweep over many seeds/cases with lesions, multiple lesions and mimics (tiny
+    geometry) finds no crash and keeps lesion ids aligned with the ground truth."""
+    params = CaseParams(normal_p=0.0, lesions=replace(CaseParams().lesions, multiple_p=0.8))
+    for index in range(80):
+        res = generate_case(1234, index, TEST, params)
+        ids = [les["id"] for les in res.ground_truth["lesions"]]
+        assert ids == list(range(len(ids)))
+        for item in res.items:
+            assert item["lesion_ids"] == ids

@@ -437,7 +437,7 @@ def place_lesions(ducts: DuctSystem, n: int, rng: np.random.Generator,
         bi, pi = far[int(rng.integers(len(far)))]
         kind_i = int(rng.choice(3, p=np.array(P.kind_p)))
         kind: LesionKind = ("round", "lobulated", "irregular")[kind_i]
-        lesions.append(_make_lesion(i, kind, size, ducts, bi, pi, rng, P))
+        lesions.append(_make_lesion(len(lesions), kind, size, ducts, bi, pi, rng, P))
     return lesions
 
 

@@ -7,30 +7,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from training.synth.dataset import SynthOptions
 
 from serving.errors import CommandError
-from training.synth.dataset import (
-    SynthOptions,
-    build_index,
-    iter_cases,
-    parse_profiles,
-    parse_split,
-    summarize,
-    write_index,
-)
-from training.synth.preview import contact_sheet
+
+# The heavy modules (numpy/scipy rendering, the DICOM writer) are imported inside ``run`` so
+# that registering this subcommand costs nothing when another subcommand is used.
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,6 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _options(args: argparse.Namespace) -> SynthOptions:
+    from training.synth.dataset import SynthOptions, parse_profiles, parse_split
+
     try:
         return SynthOptions(
             cases=args.cases, seed=args.seed, profiles=parse_profiles(args.profile),
@@ -80,6 +67,20 @@ def _options(args: argparse.Namespace) -> SynthOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset; print a summary table; optionally draw the preview."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from training.synth.dataset import build_index, iter_cases, summarize, write_index
+    from training.synth.preview import contact_sheet
+
     console = Console(stderr=True)
     out: Path = args.out
     if args.preview_only:
