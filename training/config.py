@@ -1,0 +1,186 @@
+"""Training configuration: one YAML file per experiment, validated into pydantic models.
+
+The resolved configuration is saved inside every checkpoint and model card. Override any value
+from the command line with ``--set section.key=value`` (the value is parsed as YAML, so
+``--set optim.lr=0.001`` and ``--set model.layers=[1,1,1,1]`` work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the data are. Paths are relative to the config file's working directory."""
+
+    train: str = Field(description="dataset folder (dataset.json) with a 'training' split")
+    val: str = Field(description="dataset folder whose 'validation' split is used")
+    cache: str = Field(default="runs/cache", description="folder for preprocessed arrays")
+    val_max_images: int = Field(default=120, ge=1, description="cap on validation images")
+
+
+class PreprocessSection(_Strict):
+    """Mirror of ``serving.pipeline.preprocess.PreprocessConfig`` (model spacing etc.)."""
+
+    spacing_mm: float = Field(default=0.2, gt=0.02, le=2.0)
+    crop_margin_mm: float = Field(default=4.0, ge=0.0)
+    low_percentile: float = Field(default=1.0, ge=0.0, lt=50.0)
+    high_percentile: float = Field(default=99.5, gt=50.0, le=100.0)
+    size_divisible: int = Field(default=32, ge=1)
+
+
+class ModelConfig(_Strict):
+    """RetinaNet with a MONAI ResNet + FPN backbone (no torchvision).
+
+    ``layers``/``widths``: blocks and channels of the four ResNet stages (strides 4, 8, 16,
+    32 px with the stem's stride-2 conv and max-pool). ``returned_layers``: stages fed to the
+    FPN (1-based). Anchors are ``base_anchor_shapes`` (pixels at the first returned level's
+    input scale) times ``feature_map_scales`` per level.
+    """
+
+    block: Literal["basic", "bottleneck"] = "basic"
+    layers: list[int] = Field(default_factory=lambda: [1, 1, 1, 1])
+    widths: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
+    returned_layers: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    fpn_channels: int = Field(default=32, ge=8)
+    base_anchor_shapes: list[list[float]] = Field(
+        default_factory=lambda: [[8.0, 8.0], [12.0, 12.0], [18.0, 18.0]])
+    num_classes: int = 1
+    class_names: list[str] = Field(default_factory=lambda: ["filling_defect"])
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if len(self.layers) != 4 or len(self.widths) != 4:
+            raise ValueError(f"model.layers and model.widths need 4 values, got "
+                             f"{self.layers} and {self.widths}")
+        if not self.returned_layers or any(r not in (1, 2, 3, 4) for r in self.returned_layers):
+            raise ValueError(f"model.returned_layers must be within 1..4, got "
+                             f"{self.returned_layers}")
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"model.class_names has {len(self.class_names)} names for "
+                             f"num_classes={self.num_classes}")
+        return self
+
+    @property
+    def feature_map_scales(self) -> list[int]:
+        """Scale of each returned level relative to the first one (1, 2, 4, ...)."""
+        first = self.returned_layers[0]
+        return [2 ** (r - first) for r in self.returned_layers]
+
+
+class MatcherConfig(_Strict):
+    """Anchor matching and sampling for the loss."""
+
+    kind: Literal["atss", "iou"] = "atss"
+    num_candidates: int = Field(default=4, ge=1)
+    center_in_gt: bool = False
+    fg_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    bg_iou: float = Field(default=0.4, ge=0.0, le=1.0)
+    batch_size_per_image: int = Field(default=64, ge=1)
+    positive_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    min_neg: int = Field(default=16, ge=0)
+    pool_size: float = Field(default=20.0, ge=1.0)
+    box_loss: Literal["giou", "smooth_l1"] = "giou"
+    focal_gamma: float = Field(default=2.0, ge=0.0)
+
+
+class OptimConfig(_Strict):
+    """Optimizer, schedule and batching (patch training, full-image validation)."""
+
+    epochs: int = Field(default=20, ge=1)
+    steps_per_epoch: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    patch_size: int = Field(default=256, ge=32)
+    positive_patch_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    lr: float = Field(default=2e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    warmup_steps: int = Field(default=100, ge=0)
+    grad_clip: float = Field(default=10.0, gt=0.0)
+    amp: bool = Field(default=True, description="mixed precision (CUDA only)")
+    num_workers: int = Field(default=0, ge=0)
+
+
+class AugmentConfig(_Strict):
+    """Box-aware spatial augmentations (MONAI) and intensity augmentations."""
+
+    flip_p: float = 0.5
+    rot90_p: float = 0.5
+    zoom_p: float = 0.3
+    zoom_range: tuple[float, float] = (0.8, 1.25)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    contrast_range: tuple[float, float] = (0.75, 1.3)
+    shift_range: float = 0.15
+    noise_std: float = 0.04
+    blur_p: float = 0.2
+
+
+class DecodeSection(_Strict):
+    """Inference post-processing (also written into the model card)."""
+
+    score_thresh: float = 0.05
+    topk_candidates_per_level: int = 1000
+    nms_thresh: float = 0.22
+    detections_per_img: int = 100
+    box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+
+class TrainConfig(_Strict):
+    """A whole experiment."""
+
+    name: str = "galacto-small"
+    seed: int = 0
+    output: str = "runs"
+    data: DataConfig
+    preprocess: PreprocessSection = Field(default_factory=PreprocessSection)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    matcher: MatcherConfig = Field(default_factory=MatcherConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    decode: DecodeSection = Field(default_factory=DecodeSection)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {dotted}: {k!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config, apply ``key=value`` overrides, and validate.
+
+    Raises:
+        ValueError: unreadable YAML, a malformed override, or a value that fails
+            validation (the message names the key).
+    """
+    tree: dict[str, Any] = dict(base or {})
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config {path} must be a YAML mapping, got {type(loaded).__name__}")
+        tree.update(loaded)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return TrainConfig.model_validate(tree)
+    except Exception as exc:  # pydantic.ValidationError: keep its field-by-field message
+        raise ValueError(f"invalid training config: {exc}") from None

@@ -1,0 +1,271 @@
+"""Training data: images run once through serving's preprocessing, cached, then sampled as
+augmented patches.
+
+Every image goes through ``serving.pipeline.dicom_in.read_image`` and
+``serving.pipeline.preprocess.prepare`` (decode, canonical orientation, breast crop, resample to
+the model spacing, normalisation): the network is trained on exactly what the service feeds it.
+The result is cached as ``.npz`` (float16 array, boxes in model pixels) keyed by the file and the
+preprocessing settings.
+
+Boxes here are ``[x1, y1, x2, y2]`` model pixels (x = column) until :func:`training.model.
+xyxy_to_monai` turns them into MONAI order for the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.apps.detection.transforms.box_ops import flip_boxes, rot90_boxes, zoom_boxes
+from scipy import ndimage
+
+from serving.pipeline.dicom_in import read_image
+from serving.pipeline.preprocess import PreprocessConfig, Transform, prepare
+from training.config import AugmentConfig, PreprocessSection
+from training.model import xyxy_to_monai
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class CachedImage:
+    """One preprocessed image.
+
+    Attributes:
+        array: ``(H, W)`` float32 network input (padded to the size divisor).
+        valid: ``(h, w)`` valid (unpadded) extent.
+        boxes: ``(M, 4)`` lesion boxes, model pixels ``[x1, y1, x2, y2]``.
+        mimics: ``(K, 4)`` mimic boxes, model pixels.
+        transform: stored-image <-> model-pixel mapping.
+        item: the dataset.json item (ground truth in stored pixels).
+    """
+
+    array: np.ndarray
+    valid: tuple[int, int]
+    boxes: np.ndarray
+    mimics: np.ndarray
+    transform: Transform
+    item: dict[str, Any]
+
+
+def transform_from_dict(d: dict[str, Any]) -> Transform:
+    """Rebuild a :class:`Transform` from ``dataclasses.asdict`` output (lists -> tuples)."""
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return Transform(**fields)
+
+
+def preprocess_config(section: PreprocessSection) -> PreprocessConfig:
+    """The serving ``PreprocessConfig`` equal to the training config's section."""
+    return PreprocessConfig.from_dict(section.model_dump())
+
+
+def load_split(root: Path, split: str) -> list[dict[str, Any]]:
+    """Items of ``split`` in ``root/dataset.json`` (ValueError naming the file if absent)."""
+    path = root / "dataset.json"
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    items = index.get(split)
+    if not isinstance(items, list):
+        raise ValueError(f"{path} has no '{split}' list")
+    return [dict(it, _root=str(root)) for it in items]
+
+
+def dataset_fingerprint(roots: Sequence[Path]) -> str:
+    """sha256 over the ``dataset.json`` files (order-sensitive), first 16 hex digits."""
+    h = hashlib.sha256()
+    for r in roots:
+        h.update((r / "dataset.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_key(item: dict[str, Any], cfg: PreprocessConfig) -> str:
+    path = Path(item["_root"]) / item["image"]
+    st = path.stat()
+    raw = json.dumps([CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns,
+                      cfg.to_dict()], sort_keys=True)
+    return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def _boxes(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).reshape(-1, 4)
+
+
+def _build_one(args: tuple[dict[str, Any], PreprocessConfig, Path]) -> Path:
+    item, cfg, out = args
+    if out.exists():
+        return out
+    image = read_image(Path(item["_root"]) / item["image"])
+    prep = prepare(image, cfg)
+    boxes = prep.transform.stored_to_model(_boxes(item["boxes"]))
+    mimics = prep.transform.stored_to_model(_boxes([m["box"] for m in item.get("mimics", [])]))
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, array=prep.array.astype(np.float16), valid=np.array(prep.transform.model_shape),
+             boxes=boxes, mimics=mimics,
+             transform=np.frombuffer(json.dumps(asdict(prep.transform)).encode(), np.uint8))
+    tmp.replace(out)
+    return out
+
+
+def build_cache(items: list[dict[str, Any]], cfg: PreprocessConfig, cache_dir: Path,
+                workers: int = 1, progress: Any = None) -> list[Path]:
+    """Preprocess every item once (skipping those already cached); return the cache files."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(it, cfg, cache_dir / f"{_cache_key(it, cfg)}.npz") for it in items]
+    if workers <= 1:
+        paths = []
+        for job in jobs:
+            paths.append(_build_one(job))
+            if progress is not None:
+                progress()
+        return paths
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        paths = []
+        for p in pool.map(_build_one, jobs, chunksize=2):
+            paths.append(p)
+            if progress is not None:
+                progress()
+        return paths
+
+
+def load_cached(path: Path, item: dict[str, Any]) -> CachedImage:
+    """Read one cache file back."""
+    with np.load(path) as z:
+        tr = transform_from_dict(json.loads(bytes(z["transform"]).decode()))
+        valid = (int(z["valid"][0]), int(z["valid"][1]))
+        return CachedImage(array=z["array"].astype(np.float32), valid=valid,
+                           boxes=z["boxes"].astype(np.float32),
+                           mimics=z["mimics"].astype(np.float32), transform=tr, item=item)
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def _crop(img: CachedImage, center: tuple[float, float], size: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """``size x size`` crop centred near ``center`` (x, y), zero-padded outside the image;
+    boxes clipped, kept when at least 60 % of their area stays inside."""
+    h, w = img.array.shape
+    x0 = int(np.clip(round(center[0] - size / 2), -size // 4, max(w - size + size // 4, 0)))
+    y0 = int(np.clip(round(center[1] - size / 2), -size // 4, max(h - size + size // 4, 0)))
+    patch = np.zeros((size, size), np.float32)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + size, w), min(y0 + size, h)
+    if sx1 > sx0 and sy1 > sy0:
+        patch[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = img.array[sy0:sy1, sx0:sx1]
+    b = img.boxes - np.array([x0, y0, x0, y0], np.float32)
+    clipped = np.clip(b, 0, size)
+    area = np.prod(np.maximum(b[:, 2:] - b[:, :2], 1e-6), axis=1)
+    kept_area = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
+    keep = kept_area >= 0.6 * area
+    return patch, clipped[keep]
+
+
+def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Spatial (MONAI box ops: flip, rot90, zoom) then intensity augmentation of one patch.
+
+    ``boxes`` are model-pixel ``[x1, y1, x2, y2]``; MONAI's box ops work in the array's
+    spatial order, so they receive MONAI-order boxes and the result is converted back.
+    """
+    mb = torch.as_tensor(xyxy_to_monai(boxes))
+    size = patch.shape
+    for axis in (0, 1):
+        if rng.random() < cfg.flip_p:
+            patch = np.flip(patch, axis=axis)
+            mb = flip_boxes(mb, spatial_size=size, flip_axes=axis)
+    if rng.random() < cfg.rot90_p:
+        k = int(rng.integers(1, 4))
+        mb = rot90_boxes(mb, spatial_size=size, k=k, axes=(0, 1))
+        patch = np.rot90(patch, k=k, axes=(0, 1))
+        size = patch.shape
+    if rng.random() < cfg.zoom_p:
+        z = float(rng.uniform(*cfg.zoom_range))
+        zoomed = ndimage.zoom(np.ascontiguousarray(patch), z, order=1)
+        mb = zoom_boxes(mb, zoom=(z, z))
+        n = patch.shape[0]
+        out = np.zeros_like(patch)
+        m = min(n, zoomed.shape[0])
+        off = (zoomed.shape[0] - n) // 2 if z > 1 else 0
+        if z > 1:
+            out[:] = zoomed[off: off + n, off: off + n]
+            mb = mb - off
+        else:
+            out[:m, :m] = zoomed[:m, :m]
+        patch = out
+        mb = mb.clamp(0, n)
+        keep = ((mb[:, 2] - mb[:, 0]) > 2) & ((mb[:, 3] - mb[:, 1]) > 2)
+        mb = mb[keep]
+    boxes = xyxy_to_monai(mb.numpy())  # the swap is its own inverse
+    patch = np.ascontiguousarray(patch, dtype=np.float32)
+    gamma = float(rng.uniform(*cfg.gamma_range))
+    patch = np.sign(patch) * np.abs(patch) ** gamma
+    patch = patch * float(rng.uniform(*cfg.contrast_range))
+    patch = patch + float(rng.uniform(-cfg.shift_range, cfg.shift_range))
+    if rng.random() < cfg.blur_p:
+        patch = ndimage.gaussian_filter(patch, float(rng.uniform(0.4, 1.2)))
+    patch = patch + rng.normal(0.0, cfg.noise_std * rng.random(), patch.shape)
+    return patch.astype(np.float32), boxes
+
+
+class PatchSampler:
+    """Deterministic batches of augmented patches: batch ``(epoch, step)`` depends only on the
+    seed, so CPU runs repeat exactly and a resumed run continues the same sequence.
+
+    A patch is centred on a random lesion with probability ``positive_fraction`` (when the
+    image has one), otherwise on a random point of the breast (which covers normal images,
+    air bubbles and other mimics as negatives without any special case).
+    """
+
+    def __init__(self, images: list[CachedImage], patch: int, positive_fraction: float,
+                 augment: AugmentConfig, seed: int) -> None:
+        if not images:
+            raise ValueError("no training images")
+        self.images = images
+        self.patch = patch
+        self.positive_fraction = positive_fraction
+        self.augment = augment
+        self.seed = seed
+        self.positives = [i for i, im in enumerate(images) if len(im.boxes)]
+
+    def _center(self, img: CachedImage, rng: np.random.Generator, positive: bool
+                ) -> tuple[float, float]:
+        if positive and len(img.boxes):
+            b = img.boxes[int(rng.integers(len(img.boxes)))]
+            jitter = rng.uniform(-0.35, 0.35, 2) * self.patch
+            return float((b[0] + b[2]) / 2 + jitter[0]), float((b[1] + b[3]) / 2 + jitter[1])
+        h, w = img.valid
+        for _ in range(10):
+            x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+            if img.array[int(y), int(x)] > 0.05:
+                return x, y
+        return x, y
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented patch ``(P, P)`` and its boxes ``(M, 4)`` model-pixel xyxy."""
+        positive = bool(self.positives) and rng.random() < self.positive_fraction
+        idx = (self.positives[int(rng.integers(len(self.positives)))] if positive
+               else int(rng.integers(len(self.images))))
+        img = self.images[idx]
+        patch, boxes = _crop(img, self._center(img, rng, positive), self.patch)
+        return _augment(patch, boxes, self.augment, rng)
+
+    def batch(self, epoch: int, step: int, size: int, rank: int = 0
+              ) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+        """``(B, 1, P, P)`` images, MONAI-order boxes and labels per patch."""
+        rng = np.random.default_rng([self.seed, epoch, step, rank])
+        patches, boxes, labels = [], [], []
+        for _ in range(size):
+            p, b = self.sample(rng)
+            patches.append(p)
+            boxes.append(xyxy_to_monai(b))
+            labels.append(np.zeros(len(b), np.int64))
+        return torch.from_numpy(np.stack(patches)[:, None]), boxes, labels

@@ -1,0 +1,327 @@
+"""``galacto train``: train the RetinaNet on preprocessed patches, validate on full images.
+
+Plain functions in the torchvision-references style: :func:`train_one_epoch`,
+:func:`validate`, :func:`main`. Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best
+validation mean sensitivity) carry the resolved config, git commit, dataset fingerprint and
+package versions; ``--resume RUN_DIR`` restores model, optimizer, scheduler, AMP scaler and
+epoch. Multi-GPU / multi-node: start with ``torchrun`` (DDP; NCCL on GPU, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from serving.pipeline.postprocess import decode
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from training.config import TrainConfig
+from training.data import (
+    CachedImage,
+    PatchSampler,
+    build_cache,
+    dataset_fingerprint,
+    load_cached,
+    load_split,
+    preprocess_config,
+)
+from training.loss import DetectionLoss, targets_from_numpy
+from training.metrics import froc, plot_froc
+from training.model import build_anchor_generator, build_network, set_prior_bias
+from training.modelcard import anchor_config, decode_config
+
+FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class Dist:
+    """Distributed context (``world == 1`` when not started by torchrun)."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Initialise DDP from torchrun's environment (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=rank, world=world, local_rank=local, device=device)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape a model."""
+    import monai
+    import onnx
+    import pydicom
+
+    import serving
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "monai": monai.__version__, "numpy": np.__version__, "pydicom": pydicom.__version__,
+            "onnx": onnx.__version__, "galacto": serving.__version__}
+
+
+def git_commit() -> str:
+    """The current git commit (``unknown`` outside a checkout), ``+dirty`` if modified."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def lr_lambda(cfg: TrainConfig) -> Any:
+    """Linear warm-up then cosine decay to 5 % over all steps."""
+    total = cfg.optim.epochs * cfg.optim.steps_per_epoch
+    warm = cfg.optim.warmup_steps
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(total - warm, 1)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return f
+
+
+def load_images(cfg: TrainConfig, split: str, root: Path, d: Dist, limit: int | None = None
+                ) -> list[CachedImage]:
+    """Preprocess (rank 0, cached) and load a split of a dataset."""
+    items = load_split(root, split)
+    if limit is not None:
+        items = items[:limit]
+    pcfg = preprocess_config(cfg.preprocess)
+    cache = Path(cfg.data.cache)
+    if d.main:
+        bar = tqdm(total=len(items), desc=f"preprocess {split}", unit="img", leave=False)
+        paths = build_cache(items, pcfg, cache, workers=min(2, os.cpu_count() or 1),
+                            progress=lambda: bar.update(1))
+        bar.close()
+    if d.world > 1:
+        dist.barrier()
+    if not d.main:
+        paths = build_cache(items, pcfg, cache, workers=1)
+    return [load_cached(p, it) for p, it in zip(paths, items, strict=True)]
+
+
+def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
+                    sampler: PatchSampler, opt: torch.optim.Optimizer, sched: Any,
+                    scaler: torch.amp.GradScaler, cfg: TrainConfig, epoch: int, d: Dist
+                    ) -> dict[str, float]:
+    """One epoch of ``steps_per_epoch`` batches; returns mean losses and images/s."""
+    net.train()
+    sums = {"loss": 0.0, "cls": 0.0, "box": 0.0}
+    use_amp = cfg.optim.amp and d.device.type == "cuda"
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.optim.steps_per_epoch), desc=f"epoch {epoch}", disable=not d.main,
+               unit="step")
+    for step in bar:
+        images, boxes, labels = sampler.batch(epoch, step, cfg.optim.batch_size, d.rank)
+        images = images.to(d.device, non_blocking=True)
+        tb, tl = targets_from_numpy(boxes, labels, d.device)
+        with torch.autocast(d.device.type, enabled=use_amp):
+            head = net(images)
+        anchors = anchor_gen(images, head["classification"])
+        head = {k: [t.float() for t in v] for k, v in head.items()}
+        losses = loss_fn(head, anchors, tb, tl)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        for k in sums:
+            sums[k] += float(losses[k].detach())
+        rate = (step + 1) * cfg.optim.batch_size * d.world / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", img_s=f"{rate:.1f}")
+    n = cfg.optim.steps_per_epoch
+    return {**{k: v / n for k, v in sums.items()},
+            "images_per_s": n * cfg.optim.batch_size * d.world / (time.perf_counter() - t0),
+            "lr": float(sched.get_last_lr()[0])}
+
+
+@torch.no_grad()
+def predict_cached(net: nn.Module, images: list[CachedImage], cfg: TrainConfig,
+                   device: torch.device) -> list[dict[str, np.ndarray]]:
+    """Full-image predictions in stored-image pixels, decoded by serving's numpy code."""
+    net.eval()
+    acfg, dcfg = anchor_config(cfg.model), decode_config(cfg.decode)
+    preds = []
+    for img in images:
+        x = torch.from_numpy(img.array)[None, None].to(device)
+        head = net(x)
+        cls = [t.float().cpu().numpy() for t in head["classification"]]
+        reg = [t.float().cpu().numpy() for t in head["box_regression"]]
+        boxes, scores, _ = decode(cls, reg, img.array.shape, acfg, dcfg)
+        preds.append({"boxes": img.transform.model_to_stored(boxes), "scores": scores})
+    return preds
+
+
+def validate(net: nn.Module, images: list[CachedImage], cfg: TrainConfig, device: torch.device
+             ) -> tuple[dict[str, float], Any]:
+    """FROC on the validation images: sensitivity at each FP rate and their mean (CPM)."""
+    preds = predict_cached(net, images, cfg, device)
+    result = froc([im.item for im in images], preds, FP_RATES)
+    at = result.sensitivity_at_rates
+    out = {f"sens@{r:g}": float(s) for r, s in zip(FP_RATES, at, strict=True)}
+    out["cpm"] = float(result.cpm)
+    return out, result
+
+
+def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    scaler: torch.amp.GradScaler, epoch: int, cfg: TrainConfig,
+                    meta: dict[str, Any]) -> None:
+    """Write a checkpoint atomically."""
+    module = net.module if isinstance(net, DistributedDataParallel) else net
+    state = {"model": module.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+             "config": cfg.model_dump(mode="json"), **meta}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ep = [r["epoch"] for r in rows]
+    for k in ("loss", "cls", "box"):
+        ax[0].plot(ep, [r[k] for r in rows], label=k)
+    ax[0].set_xlabel("epoch")
+    ax[0].set_title("training loss")
+    ax[0].legend()
+    ax[1].plot(ep, [r["cpm"] for r in rows], label="validation CPM")
+    ax[1].plot(ep, [r["sens@0.5"] for r in rows], label="sensitivity @ 0.5 FP/image")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylim(0, 1)
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
+    """Train ``cfg`` into ``run_dir``; return the path of ``best.pt``."""
+    d = setup_distributed()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if d.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_images = load_images(cfg, "training", Path(cfg.data.train), d)
+    val_images = load_images(cfg, "validation", Path(cfg.data.val), d, cfg.data.val_max_images)
+    sampler = PatchSampler(train_images, cfg.optim.patch_size,
+                           cfg.optim.positive_patch_fraction, cfg.augment, cfg.seed)
+    net: nn.Module = build_network(cfg.model)
+    set_prior_bias(net)  # type: ignore[arg-type]
+    net.to(d.device)
+    anchor_gen = build_anchor_generator(cfg.model)
+    loss_fn = DetectionLoss(cfg.matcher, len(cfg.model.base_anchor_shapes),
+                            cfg.decode.box_coder_weights)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr,
+                            weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    amp = cfg.optim.amp and d.device.type == "cuda"
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp)
+    start, best_cpm, rows = 0, -1.0, []
+    last = run_dir / "last.pt"
+    if resume:
+        state = torch.load(last, map_location=d.device, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best_cpm, rows = state["epoch"] + 1, state["best_cpm"], state["history"]
+    if d.world > 1:
+        net = DistributedDataParallel(net, device_ids=[d.local_rank] if d.device.type == "cuda"
+                                      else None)
+    meta = {"git_commit": git_commit(), "versions": versions(),
+            "dataset_fingerprint": dataset_fingerprint([Path(cfg.data.train),
+                                                        Path(cfg.data.val)])}
+    writer = None
+    if d.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+    best_result = None
+    for epoch in range(start, cfg.optim.epochs):
+        stats = train_one_epoch(net, loss_fn, anchor_gen, sampler, opt, sched, scaler, cfg,
+                                epoch, d)
+        if d.main:
+            module = net.module if isinstance(net, DistributedDataParallel) else net
+            val, result = validate(module, val_images, cfg, d.device)
+            row = {"epoch": epoch, **stats, **val}
+            rows.append(row)
+            assert writer is not None
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, epoch)
+            _write_csv(run_dir / "metrics.csv", rows)
+            improved = val["cpm"] > best_cpm
+            if improved:
+                best_cpm, best_result = val["cpm"], result
+            meta_e = {**meta, "best_cpm": best_cpm, "history": rows, "validation": val,
+                      "train_images": len(train_images), "val_images": len(val_images)}
+            save_checkpoint(last, net, opt, sched, scaler, epoch, cfg, meta_e)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", net, opt, sched, scaler, epoch, cfg,
+                                meta_e)
+            tqdm.write(f"epoch {epoch}: loss {stats['loss']:.3f}  {stats['images_per_s']:.1f} "
+                       f"img/s  val CPM {val['cpm']:.3f}  sens@0.5 {val['sens@0.5']:.3f}"
+                       + ("  (best)" if improved else ""))
+        if d.world > 1:
+            dist.barrier()
+    if d.main:
+        _plot_losses(rows, run_dir / "curves.png")
+        if best_result is not None:
+            plot_froc({"validation (best epoch)": best_result}, run_dir / "froc.png")
+        assert writer is not None
+        writer.close()
+    if d.world > 1:
+        dist.destroy_process_group()
+    return run_dir / "best.pt"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys = list(rows[0].keys())
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
