@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from serving.errors import CommandError
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
+    """A command function that imports ``module`` (torch and all) only when run."""
+
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).run(args))
+
+    return call
 
 
 def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,3 +71,37 @@ def run_train(args: argparse.Namespace) -> int:
     best = run(cfg, run_dir, resume=args.resume is not None)
     print(f"best checkpoint: {best}")
     return 0
+
+
+def register_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto export``."""
+    p = sub.add_parser("export", help="export a checkpoint to models/<name>/<version>",
+                       description="Export a training checkpoint to ONNX with a model card; "
+                                   "operating points are chosen on validation data.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="RUN_DIR/best.pt")
+    p.add_argument("--version", required=True, help="model version, e.g. 0.1.0")
+    p.add_argument("--out", type=Path, default=Path("models"), help="models root")
+    p.add_argument("--val", type=Path, default=None,
+                   help="dataset for operating points (default: the config's data.val)")
+    p.add_argument("--val-split", default="validation")
+    p.add_argument("--max-val", type=int, default=200, help="cap on validation images")
+    p.add_argument("--training-note", type=Path, default=None,
+                   help="JSON with how the model was trained (command, seeds, time, machine)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_lazy('training.export'))
+
+
+def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto evaluate``."""
+    p = sub.add_parser("evaluate", help="evaluate an exported model on a dataset",
+                       description="Evaluate models/<name>/<version> (ONNX, through the "
+                                   "serving pipeline) on a galacto dataset folder.")
+    p.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (dataset.json)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--operating-point", default=None,
+                   help="operating point for the per-threshold tables (default: the card's)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--out", type=Path, default=None, help="JSON report path")
+    p.add_argument("--plot", type=Path, default=None, help="FROC plot PNG path")
+    p.set_defaults(func=_lazy('training.evaluate'))

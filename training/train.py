@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from serving.pipeline.postprocess import decode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from serving.pipeline.postprocess import decode
 from training.config import TrainConfig
 from training.data import (
     CachedImage,
@@ -185,7 +185,9 @@ def predict_cached(net: nn.Module, images: list[CachedImage], cfg: TrainConfig,
         cls = [t.float().cpu().numpy() for t in head["classification"]]
         reg = [t.float().cpu().numpy() for t in head["box_regression"]]
         boxes, scores, _ = decode(cls, reg, img.array.shape, acfg, dcfg)
-        preds.append({"boxes": img.transform.model_to_stored(boxes), "scores": scores})
+        pred: dict[str, np.ndarray] = {"boxes": img.transform.model_to_stored(boxes),
+                                       "scores": np.asarray(scores)}
+        preds.append(pred)
     return preds
 
 

@@ -172,6 +172,31 @@ class Transform:
     scale: tuple[float, float]
     model_shape: tuple[int, int]
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples as lists); :meth:`from_dict` reverses it."""
+        return {
+            "stored_shape": list(self.stored_shape),
+            "flipped": self.flipped,
+            "crop": list(self.crop),
+            "scale": list(self.scale),
+            "model_shape": list(self.model_shape),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Transform:
+        """Rebuild from :meth:`to_dict` (or ``dataclasses.asdict``) output."""
+        r, c = d["stored_shape"]
+        r0, r1, c0, c1 = d["crop"]
+        sy, sx = d["scale"]
+        h, w = d["model_shape"]
+        return cls(
+            stored_shape=(int(r), int(c)),
+            flipped=bool(d["flipped"]),
+            crop=(int(r0), int(r1), int(c0), int(c1)),
+            scale=(float(sy), float(sx)),
+            model_shape=(int(h), int(w)),
+        )
+
     def stored_to_model(self, boxes: npt.ArrayLike) -> FloatArray:
         """Boxes ``(N, 4)`` ``[x1, y1, x2, y2]`` in stored pixels -> model pixels (not clipped)."""
         b = _as_boxes(boxes)

@@ -1,0 +1,186 @@
+"""A released detector: ``models/<name>/<version>/model.onnx`` plus its card ``model.json``.
+
+Serving reads everything it needs from the card (preprocessing, anchors, decoding, classes,
+operating points) and refuses a model whose card is missing, incomplete or inconsistent with
+the ONNX graph, with a :class:`ModelError` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.pipeline.postprocess import AnchorConfig, DecodeConfig
+from serving.pipeline.preprocess import PreprocessConfig
+
+CARD_SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "name", "version", "intended_use", "input", "outputs",
+                 "preprocess", "anchors", "decode", "classes", "operating_points",
+                 "default_operating_point", "onnx")
+
+
+class ModelError(Exception):
+    """The model folder cannot be served; the message says which file/key and why."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A named score threshold with the FP rate and sensitivity it had on validation data."""
+
+    name: str
+    score_threshold: float
+    max_fp_per_image: float
+    sensitivity: float | None
+    fp_per_image: float | None
+
+
+@dataclass
+class DetectorModel:
+    """A loaded ONNX detector and its validated card.
+
+    ``run(array)`` takes one ``(H, W)`` float32 preprocessed image (H, W multiples of
+    ``preprocess.size_divisible``) and returns per-level classification logits
+    ``(1, A*K, h, w)`` and box regressions ``(1, A*4, h, w)``.
+    """
+
+    path: Path
+    card: dict[str, Any]
+    session: ort.InferenceSession
+    preprocess: PreprocessConfig
+    anchors: AnchorConfig
+    decode: DecodeConfig
+    classes: list[str]
+    operating_points: dict[str, OperatingPoint]
+    default_operating_point: str
+    input_name: str
+    cls_outputs: list[str]
+    box_outputs: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    def run(self, array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Network outputs for one image ``(H, W)`` float32."""
+        x = np.ascontiguousarray(array, dtype=np.float32)[None, None]
+        outs = self.session.run(self.cls_outputs + self.box_outputs, {self.input_name: x})
+        n = len(self.cls_outputs)
+        return [np.asarray(o) for o in outs[:n]], [np.asarray(o) for o in outs[n:]]
+
+    def operating_point(self, name: str | None) -> OperatingPoint:
+        """The named operating point (the card's default when ``name`` is None)."""
+        key = name or self.default_operating_point
+        if key not in self.operating_points:
+            raise ModelError(f"unknown operating point {key!r}; this model has "
+                             f"{sorted(self.operating_points)}")
+        return self.operating_points[key]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """Parse ``folder/model.json`` and check its required keys."""
+    card_path = folder / "model.json"
+    if not card_path.is_file():
+        raise ModelError(f"{card_path}: model card missing (every model folder needs "
+                         f"model.json beside model.onnx)")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{card_path}: not valid JSON ({exc})") from None
+    missing = [k for k in REQUIRED_KEYS if k not in card]
+    if missing:
+        raise ModelError(f"{card_path}: missing key(s) {missing}")
+    if card["schema_version"] != CARD_SCHEMA_VERSION:
+        raise ModelError(f"{card_path}: schema_version {card['schema_version']!r}, this "
+                         f"galacto reads {CARD_SCHEMA_VERSION}")
+    return card
+
+
+def _operating_points(card: dict[str, Any], where: Path) -> dict[str, OperatingPoint]:
+    ops = {}
+    for name, op in card["operating_points"].items():
+        try:
+            ops[name] = OperatingPoint(name=name, score_threshold=float(op["score_threshold"]),
+                                       max_fp_per_image=float(op["max_fp_per_image"]),
+                                       sensitivity=op.get("sensitivity"),
+                                       fp_per_image=op.get("fp_per_image"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: operating point {name!r} is malformed ({exc})"
+                             ) from None
+    if card["default_operating_point"] not in ops:
+        raise ModelError(f"{where}: default_operating_point "
+                         f"{card['default_operating_point']!r} is not one of {sorted(ops)}")
+    return ops
+
+
+def _session(onnx_path: Path, threads: int | None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def load_model(folder: str | Path, *, threads: int | None = None) -> DetectorModel:
+    """Load and validate ``folder`` (``model.onnx`` + ``model.json``).
+
+    Raises:
+        ModelError: missing files, card keys or values, a checksum mismatch, or input and
+            output names/shapes that do not match the card.
+    """
+    folder = Path(folder)
+    card = read_card(folder)
+    onnx_path = folder / str(card["onnx"].get("file", "model.onnx"))
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path}: ONNX file missing")
+    expected = card["onnx"].get("sha256")
+    if expected and sha256_file(onnx_path) != expected:
+        raise ModelError(f"{onnx_path}: sha256 differs from the card's onnx.sha256 (the "
+                         f"model file was changed or truncated)")
+    try:
+        pre = PreprocessConfig.from_dict(card["preprocess"])
+        anchors = AnchorConfig.from_dict(card["anchors"])
+        decode = DecodeConfig.from_dict(card["decode"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{folder / 'model.json'}: {exc}") from None
+    session = _session(onnx_path, threads)
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    in_name = card["input"].get("name")
+    cls_names = list(card["outputs"].get("classification", []))
+    box_names = list(card["outputs"].get("box_regression", []))
+    if inputs != [in_name]:
+        raise ModelError(f"{folder}: card input {in_name!r} but the graph has inputs {inputs}")
+    if sorted(cls_names + box_names) != sorted(outputs) or len(cls_names) != len(box_names):
+        raise ModelError(f"{folder}: card outputs {cls_names + box_names} do not match the "
+                         f"graph outputs {outputs}")
+    if len(cls_names) != len(anchors.feature_map_scales):
+        raise ModelError(f"{folder}: {len(cls_names)} output levels but "
+                         f"{len(anchors.feature_map_scales)} anchor levels in the card")
+    classes = [str(c) for c in card["classes"]]
+    ops = _operating_points(card, folder / "model.json")
+    return DetectorModel(path=folder, card=card, session=session, preprocess=pre,
+                         anchors=anchors, decode=decode, classes=classes,
+                         operating_points=ops,
+                         default_operating_point=str(card["default_operating_point"]),
+                         input_name=in_name, cls_outputs=cls_names, box_outputs=box_names)
