@@ -46,6 +46,8 @@ class ResNetFPN(nn.Module):
                             conv1_t_stride=2, feed_forward=False)
         expansion = 4 if cfg.block == "bottleneck" else 1
         self.returned = list(cfg.returned_layers)
+        for stage in range(max(self.returned) + 1, 5):  # stages past the deepest returned
+            setattr(self.trunk, f"layer{stage}", nn.Identity())  # are never run: drop them
         in_channels = [cfg.widths[i - 1] * expansion for i in self.returned]
         self.fpn = FeaturePyramidNetwork(spatial_dims=2, in_channels_list=in_channels,
                                          out_channels=cfg.fpn_channels)

@@ -200,8 +200,12 @@ def _float_tuple(name: str, value: object) -> tuple[float, ...]:
 
 
 def _check_real(name: str, value: object, ok: Callable[[float], bool], expected: str) -> None:
-    valid = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (valid and math.isfinite(float(value)) and ok(float(value))):  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not ok(float(value))
+    ):
         raise ValueError(f"DecodeConfig.{name} must be a number {expected}, got {value!r}")
 
 

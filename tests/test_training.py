@@ -1,0 +1,181 @@
+"""Training, resume, export and evaluation end to end on tiny synthetic data (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from serving.pipeline.model import ModelError, load_model
+from training.config import MatcherConfig, ModelConfig, load_config
+from training.loss import DetectionLoss, targets_from_numpy
+from training.model import build_anchor_generator, build_network, set_prior_bias
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "galacto-small.yaml"
+TINY = ["--set", "optim.steps_per_epoch=2", "--set", "optim.batch_size=2",
+        "--set", "optim.patch_size=128", "--set", "preprocess.spacing_mm=0.4",
+        "--set", "optim.warmup_steps=1", "--set", "data.val_max_images=4"]
+
+
+def _galacto(*args: str, cwd: Path, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "serving.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny training and validation sets (test profile: 256 x 192 px at 0.4 mm)."""
+    root = tmp_path_factory.mktemp("train")
+    for out, seed, split, cases in (("tr", "1", "training", "6"), ("va", "2", "validation", "3")):
+        r = _galacto("synth", "--out", out, "--cases", cases, "--seed", seed, "--profile", "test",
+                     "--split", split, "--normal-share", "0.2", cwd=root)
+        assert r.returncode == 0, r.stderr
+    return root
+
+
+def _train_args(run: str, epochs: int) -> list[str]:
+    return ["train", "--config", str(CONFIG), "--set", "data.train=tr", "--set", "data.val=va",
+            "--set", "data.cache=cache", "--set", f"optim.epochs={epochs}", *TINY,
+            "--run-dir", run]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG, ["optim.lr=0.01", "model.layers=[2,2,2,2]"])
+    assert cfg.optim.lr == 0.01 and cfg.model.layers == [2, 2, 2, 2]
+    assert cfg.model.feature_map_scales == [1, 2, 4]
+    with pytest.raises(ValueError, match="optim.lrr"):
+        load_config(CONFIG, ["optim.lrr=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(CONFIG, ["optim.lr"])
+    with pytest.raises(ValueError, match="4 values"):
+        load_config(CONFIG, ["model.widths=[8,16]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(bad)
+
+
+def test_loss_handles_images_without_lesions_and_learns() -> None:
+    """A batch mixing lesion and lesion-free patches trains; an all-negative batch gives a
+    finite classification loss and zero box loss; a few steps reduce the loss."""
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    net = build_network(cfg)
+    set_prior_bias(net)
+    anchors_gen = build_anchor_generator(cfg)
+    loss_fn = DetectionLoss(MatcherConfig(), len(cfg.base_anchor_shapes))
+    x = torch.randn(3, 1, 128, 128)
+    boxes = [np.array([[40, 40, 60, 62]], np.float32), np.zeros((0, 4), np.float32),
+             np.array([[10, 80, 30, 96]], np.float32)]
+    tb, tl = targets_from_numpy(boxes, [np.zeros(len(b)) for b in boxes], torch.device("cpu"))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    first = last = None
+    for _ in range(8):
+        head = net(x)
+        losses = loss_fn(head, anchors_gen(x, head["classification"]), tb, tl)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        first = first if first is not None else float(losses["loss"])
+        last = float(losses["loss"])
+    assert last is not None and first is not None and last < first
+    empty = [torch.zeros((0, 4))] * 3
+    labels = [torch.zeros(0, dtype=torch.int64)] * 3
+    head = net(x)
+    neg = loss_fn(head, anchors_gen(x, head["classification"]), empty, labels)
+    assert torch.isfinite(neg["cls"]) and float(neg["box"]) == 0.0
+    neg["loss"].backward()
+
+
+def test_train_resume_export_evaluate(workdir: Path) -> None:
+    r = _galacto(*_train_args("run", 1), cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = workdir / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "config.json", "curves.png", "froc.png"):
+        assert (run / name).is_file(), name
+    assert (run / "tb").is_dir()
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["dataset_fingerprint"] and state["versions"]["torch"] and state["git_commit"]
+    assert state["config"]["optim"]["epochs"] == 1
+
+    r = _galacto("train", "--resume", "run", "--set", "optim.epochs=2", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(run / "metrics.csv")
+    assert [row["epoch"] for row in rows] == ["0", "1"], "resume continues at the next epoch"
+
+    r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.1", "--out",
+                 "models", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    folder = workdir / "models" / "galacto-small" / "0.0.1"
+    card = json.loads((folder / "model.json").read_text())
+    assert card["export_parity"]["max_abs_diff"] < 1e-3
+    assert set(card["operating_points"]) == {"high_specificity", "balanced", "high_sensitivity"}
+    assert "NOT FOR CLINICAL DIAGNOSIS" in card["intended_use"]
+    model = load_model(folder)
+    assert model.default_operating_point == "balanced"
+
+    r = _galacto("evaluate", "--model", str(folder), "--data", "va", "--split", "validation",
+                 "--out", "report.json", "--plot", "froc.png", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["images"] == 6 and "froc" in report and "ap" in report
+    assert (workdir / "froc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    broken = workdir / "models" / "broken"
+    shutil.copytree(folder, broken)
+    card["outputs"]["classification"] = ["cls_0"]
+    (broken / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not match the graph outputs"):
+        load_model(broken)
+    (broken / "model.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(broken)
+    (broken / "model.json").unlink()
+    with pytest.raises(ModelError, match="model card missing"):
+        load_model(broken)
+
+
+def test_cpu_runs_repeat_exactly(workdir: Path) -> None:
+    a = _galacto(*_train_args("rep_a", 1), cwd=workdir)
+    b = _galacto(*_train_args("rep_b", 1), cwd=workdir)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
+    ra, rb = _rows(workdir / "rep_a" / "metrics.csv"), _rows(workdir / "rep_b" / "metrics.csv")
+    assert ra[0]["loss"] == rb[0]["loss"] and ra[0]["cpm"] == rb[0]["cpm"]
+
+
+def test_train_cli_errors(workdir: Path) -> None:
+    r = _galacto("train", "--config", "nope.yaml", cwd=workdir)
+    assert r.returncode == 2 and "nope.yaml" in r.stderr
+    r = _galacto("train", "--config", str(CONFIG), "--set", "data.train=missing", cwd=workdir)
+    assert r.returncode == 2 and "missing" in r.stderr and "dataset.json" in r.stderr
+    r = _galacto("train", "--resume", "norun", cwd=workdir)
+    assert r.returncode == 2 and "norun" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name(
+    "torchrun").exists(), reason="torchrun not installed")
+def test_ddp_two_cpu_processes_with_gloo(workdir: Path) -> None:
+    """Two processes (gloo) train a couple of steps; rank 0 writes the run."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "serving.cli",
+           *_train_args("ddp", 1)]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert len(_rows(workdir / "ddp" / "metrics.csv")) == 1
+    assert (workdir / "ddp" / "best.pt").is_file()
