@@ -58,7 +58,7 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
     cfg = load_config(CONFIG, ["optim.lr=0.01", "model.layers=[2,2,2,2]"])
     assert cfg.optim.lr == 0.01 and cfg.model.layers == [2, 2, 2, 2]
     assert cfg.model.feature_map_scales == [1, 2, 4]
-    with pytest.raises(ValueError, match="optim.lrr"):
+    with pytest.raises(ValueError, match=r"optim\.lrr"):
         load_config(CONFIG, ["optim.lrr=1"])
     with pytest.raises(ValueError, match="key=value"):
         load_config(CONFIG, ["optim.lr"])

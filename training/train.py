@@ -184,7 +184,7 @@ def predict_cached(net: nn.Module, images: list[CachedImage], cfg: TrainConfig,
         head = net(x)
         cls = [t.float().cpu().numpy() for t in head["classification"]]
         reg = [t.float().cpu().numpy() for t in head["box_regression"]]
-        boxes, scores, _ = decode(cls, reg, img.array.shape, acfg, dcfg)
+        boxes, scores, _ = decode(cls, reg, img.array.shape, acfg, dcfg, clip_shape=img.valid)
         pred: dict[str, np.ndarray] = {"boxes": img.transform.model_to_stored(boxes),
                                        "scores": np.asarray(scores)}
         preds.append(pred)

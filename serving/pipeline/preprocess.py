@@ -7,9 +7,11 @@ exactly the same thing. Steps, in order:
    nipple points to increasing columns (PatientOrientation row direction ``A``). Rows are never
    flipped. See :func:`needs_mirroring`.
 2. **Breast crop.** On a copy reduced to about 1 mm (block mean), threshold background vs breast
-   (Otsu), remove thin attachments (cannula, tubing) by a binary opening, keep the largest
+   (15 % of the way from the air level to the tissue level, both from Otsu's two classes),
+   remove thin attachments (cannula, tubing) by a binary opening, keep the largest
    connected component, take its bounding box plus ``crop_margin_mm``. The whole image when
-   nothing is found. See :func:`segment_breast`.
+   nothing is found. See :func:`segment_breast`. Done on the mirrored view, so a mirrored copy
+   of an image gives a bit-identical result.
 3. **Resample** the crop to a square ``spacing_mm`` grid (Pillow mode ``"F"``, bilinear, which
    antialiases when it shrinks).
 4. **Normalize** to ``(v - p_low) / (p_high - p_low)`` with the percentiles taken inside the
@@ -51,7 +53,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-#: Pixel size of the reduced copy used for orientation and segmentation, mm (approximate).
+#: Pixel size of the reduced copy used for segmentation, mm (approximate).
 SEGMENTATION_SPACING_MM: Final = 1.0
 #: Radius of the opening that removes thin structures attached to the breast (cannula, tubing).
 OPENING_RADIUS_MM: Final = 2.0

@@ -50,7 +50,8 @@ def predict(image: Image, model: DetectorModel) -> RawDetections:
     t1 = time.perf_counter()
     cls, reg = model.run(prep.array)
     t2 = time.perf_counter()
-    boxes, scores, labels = decode(cls, reg, prep.array.shape, model.anchors, model.decode)
+    boxes, scores, labels = decode(cls, reg, prep.array.shape, model.anchors, model.decode,
+                                   clip_shape=prep.transform.model_shape)
     stored = prep.transform.model_to_stored(boxes)
     t3 = time.perf_counter()
     return RawDetections(boxes=stored, scores=scores, labels=labels, transform=prep.transform,
