@@ -87,6 +87,28 @@ class DetectorModel:
         return self.operating_points[key]
 
 
+DEFAULT_MODEL_NAME = "galacto-small"
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else -1 for p in v.split("."))
+
+
+def default_model_dir() -> Path:
+    """The model to serve when none is named: ``$GALACTO_MODEL`` if set, else the highest
+    version of ``models/galacto-small/`` in the working directory or beside the package."""
+    env = os.environ.get("GALACTO_MODEL")
+    if env:
+        return Path(env)
+    for root in (Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"):
+        base = root / DEFAULT_MODEL_NAME
+        versions = [p for p in base.glob("*") if (p / "model.json").is_file()]
+        if versions:
+            return max(versions, key=lambda p: _version_key(p.name))
+    raise ModelError("no model found: set GALACTO_MODEL or pass --model (looked for "
+                     f"models/{DEFAULT_MODEL_NAME}/<version>/model.json)")
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()

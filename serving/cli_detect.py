@@ -1,0 +1,108 @@
+"""``galacto detect``: detect and locate filling defects in DICOM files or folders.
+
+Files are read with the intake, grouped into studies by StudyInstanceUID, run through
+:func:`serving.pipeline.detect.detect`, and reported as a table (findings with their locations,
+and the two-view BI-RADS phrases), optionally as JSON (the HTTP API's schema) and as PNG
+overlays.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from serving.errors import CommandError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto detect``."""
+    p = sub.add_parser("detect", help="detect filling defects in DICOM files",
+                       description="Detect and locate filling defects in galactogram DICOM "
+                                   "files (folders are searched recursively for *.dcm).")
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    p.add_argument("--model", type=Path, default=None,
+                   help="models/<name>/<version> (default: $GALACTO_MODEL or the bundled "
+                        "galacto-small)")
+    p.add_argument("--operating-point", default=None,
+                   help="operating point name from the model card (default: the card's)")
+    p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here")
+    p.set_defaults(func=run)
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.dcm")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CommandError(f"{p}: no such file or folder")
+    if not files:
+        raise CommandError(f"no DICOM files (*.dcm) under {', '.join(map(str, paths))}")
+    return files
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when every file was analysed, 1 when some were rejected by the intake."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from serving.outputs.overlay import write_overlay
+    from serving.pipeline.detect import detect
+    from serving.pipeline.dicom_in import Image, read_image
+    from serving.pipeline.errors import IntakeError
+    from serving.pipeline.model import ModelError, default_model_dir, load_model
+
+    console = Console()
+    files = _files(args.paths)
+    try:
+        model = load_model(args.model or default_model_dir())
+        model.operating_point(args.operating_point)
+    except ModelError as exc:
+        raise CommandError(str(exc)) from None
+    images: list[Image] = []
+    sources: list[str | None] = []
+    rejected = 0
+    for path in files:
+        try:
+            images.append(read_image(path))
+            sources.append(str(path))
+        except IntakeError as exc:
+            rejected += 1
+            console.print(f"[red]rejected[/red] {path}: {exc.code}: {exc}")
+    if not images:
+        raise CommandError("no file could be read as a galactogram image")
+    result = detect(images, model, args.operating_point, sources=sources)
+    op = result.operating_point
+    for study in result.studies:
+        table = Table(title=f"study {study.study_instance_uid}  ({model.name} {model.version}, "
+                            f"{op.name}: score >= {op.score_threshold:.3f})")
+        for col in ("image", "view", "finding", "score", "box (px)", "size (mm)", "location"):
+            table.add_column(col)
+        for img in study.images:
+            name = Path(img.source).name if img.source else str(img.index)
+            if not img.findings:
+                table.add_row(name, f"{img.laterality} {img.view}", "-", "", "", "",
+                              "no finding")
+            for f in img.findings:
+                table.add_row(name, f"{img.laterality} {img.view}", f.id, f"{f.score:.2f}",
+                              " ".join(f"{v:.0f}" for v in f.box_px),
+                              f"{f.size_mm[0]:.1f} x {f.size_mm[1]:.1f}",
+                              f.location.text if f.location else "-")
+        console.print(table)
+        for fused in study.fused:
+            ids = ", ".join(fused.finding_ids)
+            console.print(f"  [bold]{fused.phrase}[/bold]  (findings {ids}, "
+                          f"score {fused.score:.2f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(result.model_dump_json(indent=1) + "\n")
+        console.print(f"wrote {args.json}")
+    if args.overlay:
+        flat = [img for s in result.studies for img in s.images]
+        for img_out in flat:
+            write_overlay(images[img_out.index], img_out, args.overlay)
+        console.print(f"wrote {len(flat)} overlay(s) to {args.overlay}")
+    return 1 if rejected else 0

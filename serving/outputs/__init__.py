@@ -1,0 +1,1 @@
+"""Result renderings: PNG overlays (and, later, DICOM SR and presentation states)."""

@@ -1,0 +1,102 @@
+"""The detection result schema (pydantic): what ``galacto detect`` writes as JSON and what the
+HTTP API returns. One schema for every adapter.
+
+Conventions: ``box_px`` is ``[x1, y1, x2, y2]`` in pixels of the stored DICOM image (x =
+column, y = row, origin at the top-left corner of the top-left pixel, x2/y2 exclusive);
+``box_mm`` is the same box in mm from that corner (pixels times PixelSpacing).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ViewLocationOut(BaseModel):
+    """What one view tells about a finding's location."""
+
+    distance_from_nipple_mm: float = Field(description="estimated, uncompressed breast (mm)")
+    distance_from_nipple_cm: int = Field(description="whole cm, as radiologists state it")
+    depth: str = Field(description="anterior, middle or posterior third of the PNL")
+    depth_fraction: float = Field(description="0 at the nipple, 1 at the chest wall/pectoral")
+    half: str | None = Field(description="outer/inner (CC) or upper/lower (ML, MLO)")
+    oblique: bool = Field(description="MLO: upper/lower mixes superior with lateral")
+    text: str = Field(description="e.g. 'Left breast, outer half (CC only), ...'")
+
+
+class FindingOut(BaseModel):
+    """One detected filling defect on one image."""
+
+    id: str = Field(description="unique within the response: '<image index>.<finding index>'")
+    label: str
+    score: float = Field(ge=0.0, le=1.0)
+    operating_points: list[str] = Field(description="the model's operating points it passes")
+    box_px: list[float] = Field(min_length=4, max_length=4)
+    box_mm: list[float] = Field(min_length=4, max_length=4)
+    center_px: list[float] = Field(min_length=2, max_length=2)
+    center_mm: list[float] = Field(min_length=2, max_length=2)
+    size_mm: list[float] = Field(min_length=2, max_length=2, description="[width, height]")
+    location: ViewLocationOut | None = None
+
+
+class ImageOut(BaseModel):
+    """The result for one image (instance)."""
+
+    index: int
+    source: str | None = Field(default=None, description="file name, when read from a file")
+    sop_instance_uid: str | None
+    series_instance_uid: str | None
+    study_instance_uid: str | None
+    laterality: str
+    view: str | None
+    rows: int
+    cols: int
+    spacing_mm: list[float]
+    spacing_source: str
+    nipple_px: list[float] | None = None
+    pnl_length_mm: float | None = None
+    findings: list[FindingOut]
+    timings_ms: dict[str, float]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class FusedFindingOut(BaseModel):
+    """A finding matched across CC and ML/MLO of one breast, located as in BI-RADS."""
+
+    laterality: str
+    finding_ids: list[str] = Field(description="[CC finding id, ML/MLO finding id]")
+    score: float
+    clock_hour: int | None
+    quadrant: str | None
+    depth: str
+    distance_from_nipple_mm: float
+    distance_from_nipple_cm: int
+    oblique: bool
+    phrase: str = Field(description="e.g. 'Right breast, 10 o'clock, middle depth, 3 cm "
+                                    "from nipple'")
+
+
+class StudyOut(BaseModel):
+    """All images of one study (StudyInstanceUID) and their two-view fusion."""
+
+    study_instance_uid: str | None
+    images: list[ImageOut]
+    fused: list[FusedFindingOut]
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+
+
+class OperatingPointOut(BaseModel):
+    name: str
+    score_threshold: float
+
+
+class DetectionResponse(BaseModel):
+    """The whole answer: model, operating point applied, studies."""
+
+    model: ModelOut
+    operating_point: OperatingPointOut
+    studies: list[StudyOut]
+    request_id: str | None = None
