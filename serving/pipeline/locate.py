@@ -127,8 +127,10 @@ PECTORAL_MIN_ROWS: Final = 20
 PECTORAL_MIN_DENSITY: Final = 0.75
 #: ... a median edge strength at least this many times the typical change in the breast,
 PECTORAL_MIN_CONTRAST: Final = 8.0
-#: ... and starts within this distance (mm) of the breast's superior end at the chest wall.
+#: ... starts within this distance (mm) of the breast's superior end at the chest wall,
 PECTORAL_MAX_TOP_GAP_MM: Final = 20.0
+#: ... and is the edge of a plateau (bright from the chest wall to the edge; see _plateau_ratio).
+PECTORAL_MIN_PLATEAU: Final = 0.5
 
 _OBLIQUE_VIEWS: Final = frozenset({"MLO", "LMO", "SIO", "ISO"})
 _LATERAL_VIEWS: Final = frozenset({"ML", "LM"})
@@ -156,8 +158,8 @@ class Landmarks:
         nipple_xy: nipple tip (the most anterior point of the breast contour), stored px.
         chest_wall_x: x of the chest-wall edge (the posterior edge of the breast; the image
             edge when the breast touches it), stored px.
-        pectoral: two points ``(top, bottom)`` of the fitted pectoral edge line (ML/MLO), stored
-            px, or ``None`` when none was found (always ``None`` for CC).
+        pectoral: two points ``(superior end, inferior end)`` of the fitted pectoral edge line
+            (ML/MLO), stored px, or ``None`` when none was found (always ``None`` for CC).
         pnl_end_xy: where the posterior nipple line ends, stored px.
         pnl_end: what it ends on: the pectoral edge, the chest-wall edge (CC, or ML/MLO
             without a pectoral edge, perpendicular to the image edge), or the image edge
@@ -373,14 +375,21 @@ def _find_pectoral(
     muscle -> fattier breast) within the posterior 85 % of the nipple depth and at least
     5 mm inside the breast contour. A line ``col = a + b * row`` is fitted to these points by
     a deterministic consensus search over point pairs (inliers within
-    :data:`PECTORAL_INLIER_MM`) and refitted by least squares on its inliers. Accepted when it
-    has at least :data:`PECTORAL_MIN_ROWS` inlier rows covering :data:`PECTORAL_MIN_DENSITY`
-    of the rows it spans, a median edge strength :data:`PECTORAL_MIN_CONTRAST` times the
-    typical intensity change in the breast, starts within :data:`PECTORAL_MAX_TOP_GAP_MM` of
-    the first row where the searched interior reaches it (the muscle starts at the breast's
-    upper end), and leans like a pectoral muscle (the edge moves
-    towards the chest wall going down, ``b < -0.05``). Row 0 must be the superior end (the
-    caller flips the rows otherwise).
+    :data:`PECTORAL_INLIER_MM`) and refitted by least squares on its inliers. Accepted when:
+
+    - it has at least :data:`PECTORAL_MIN_ROWS` inlier rows, on at least
+      :data:`PECTORAL_MIN_DENSITY` of the rows it spans (a muscle edge is continuous);
+    - its median edge strength is :data:`PECTORAL_MIN_CONTRAST` times the typical intensity
+      change along the rows of the breast;
+    - it starts within :data:`PECTORAL_MAX_TOP_GAP_MM` of the first row where the searched
+      interior reaches it (the muscle starts at the breast's upper end);
+    - it meets the chest-wall edge within the breast (the edge of the breast's thickness
+      fall-off, or of dense tissue, runs parallel to the contour instead);
+    - it bounds a plateau (:data:`PECTORAL_MIN_PLATEAU`; the edge of a bright duct does not);
+    - it leans like a pectoral muscle: the edge moves towards the chest wall going down
+      (``b < -0.05``).
+
+    Row 0 must be the superior end (the caller flips the rows otherwise).
     """
     k = max(1, round(PECTORAL_EDGE_MM))
     smooth = _box_smooth(small.astype(np.float64), 1)
@@ -429,15 +438,36 @@ def _find_pectoral(
     rows = np.arange(mask.shape[0])
     seen = np.flatnonzero(reach > a + b * rows + k)
     first = float(seen[0]) if seen.size else top
+    # where the line meets the chest-wall edge; a muscle edge does so inside the breast
+    wall_col = int(np.flatnonzero(mask.any(axis=0))[0])
+    wall_rows = np.flatnonzero(mask[:, wall_col])
+    meets = (wall_col - a) / b if b != 0 else math.inf
     if (
-        inliers.sum() < PECTORAL_MIN_ROWS
+        not wall_rows[0] <= meets <= wall_rows[-1]
+        or inliers.sum() < PECTORAL_MIN_ROWS
         or inliers.sum() < PECTORAL_MIN_DENSITY * (bottom - top + 1)
         or float(np.median(ws[inliers])) < PECTORAL_MIN_CONTRAST * noise
         or top - first > PECTORAL_MAX_TOP_GAP_MM
         or b >= -0.05
+        or _plateau_ratio(smooth, rs[inliers], cs[inliers], ws[inliers], k)
+        < PECTORAL_MIN_PLATEAU
     ):
         return None
     return (top, a + b * top), (bottom, a + b * bottom)
+
+
+def _plateau_ratio(smooth: FloatArray, rs: FloatArray, cs: FloatArray, ws: FloatArray,
+                   k: int) -> float:
+    """How much of the edge step is a plateau: the median over rows of (median from the chest
+    wall to the edge - median over ``3k`` px in front of it) / (the local step). About 1 for a
+    muscle (bright from the wall to its edge), about 0 for the edge of a bright duct."""
+    ratios = []
+    for r, c, w in zip(rs.astype(int), cs.astype(int), ws, strict=True):
+        behind = smooth[r, : max(1, c - k)]
+        ahead = smooth[r, c + k: c + 4 * k]
+        if ahead.size and w > 0:
+            ratios.append((float(np.median(behind)) - float(np.median(ahead))) / float(w))
+    return float(np.median(ratios)) if ratios else 0.0
 
 
 def _consensus_line(
@@ -705,8 +735,9 @@ def clock_hour(superior_mm: float, lateral_mm: float, laterality: str) -> int:
     if laterality not in ("L", "R"):
         raise ValueError(f"clock face needs laterality L or R, got {laterality!r}")
     psi = math.degrees(math.atan2(lateral_mm, superior_mm)) % 360.0  # 0 superior, 90 lateral
-    theta = psi if laterality == "L" else (360.0 - psi) % 360.0
-    hour = math.floor(theta / 30.0 + 0.5) % 12
+    hour = math.floor(psi / 30.0 + 0.5) % 12  # the left breast's clock; halves round up
+    if laterality == "R":
+        hour = (12 - hour) % 12  # mirrored, so a right breast rounds exactly as its mirror
     return 12 if hour == 0 else hour
 
 
