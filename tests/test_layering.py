@@ -1,4 +1,5 @@
-"""Architecture rules: ``serving`` never imports torch, monai, torchvision or ``training``."""
+"""Architecture rules: ``serving`` never imports torch, monai, torchvision, scipy or
+``training`` (the container ships without them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import serving
 
-FORBIDDEN = ("torch", "monai", "torchvision", "training")
+FORBIDDEN = ("torch", "monai", "torchvision", "training", "scipy")
 SERVING = Path(serving.__file__).parent
 
 
