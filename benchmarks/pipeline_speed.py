@@ -75,7 +75,7 @@ def main() -> None:
             per: dict[str, list[float]] = {s: [] for s in (*STAGES, "end to end")}
             for i in range(args.repeats + 2):
                 t0 = time.perf_counter()
-                image = read_image(data)
+                image = read_image(data, reduce_to_spacing_mm=model.preprocess.spacing_mm)
                 t1 = time.perf_counter()
                 result = detect([image], model)
                 t2 = time.perf_counter()

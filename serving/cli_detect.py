@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     rejected = 0
     for path in files:
         try:
-            images.append(read_image(path))
+            images.append(read_image(path, reduce_to_spacing_mm=model.preprocess.spacing_mm))
             sources.append(str(path))
         except IntakeError as exc:
             rejected += 1

@@ -34,7 +34,8 @@ def predict_items(model: DetectorModel, items: list[dict[str, Any]], desc: str =
                          "postprocess": 0.0}
     for it in tqdm(items, desc=desc, unit="img"):
         t0 = time.perf_counter()
-        image = read_image(Path(it["_root"]) / it["image"])
+        image = read_image(Path(it["_root"]) / it["image"],
+                           reduce_to_spacing_mm=model.preprocess.spacing_mm)
         totals["decode"] += (time.perf_counter() - t0) * 1e3
         det = predict(image, model)
         for k, v in det.timings_ms.items():

@@ -28,11 +28,12 @@ def display_window(pixels: np.ndarray) -> np.ndarray:
 
 def render_overlay(image: Image, result: ImageOut, max_height: int = 1600) -> PILImage.Image:
     """The annotated picture of one image."""
-    step = max(int(np.ceil(image.rows / max_height)), 1)
-    small = display_window(np.asarray(image.pixels)[::step, ::step])
+    arr = np.asarray(image.pixels)  # may be a reduced-resolution decode (decode_scale)
+    step = max(int(np.ceil(arr.shape[0] / max_height)), 1)
+    small = display_window(arr[::step, ::step])
     pic = PILImage.fromarray(small).convert("RGB")
     draw = ImageDraw.Draw(pic)
-    s = 1.0 / step
+    s = 1.0 / (step * image.decode_scale)  # stored pixels -> picture pixels
     for f in result.findings:
         x1, y1, x2, y2 = (v * s for v in f.box_px)
         pad = 4

@@ -36,7 +36,7 @@ from serving.pipeline.locate import (
     match_views,
 )
 from serving.pipeline.model import DetectorModel
-from serving.pipeline.run import RawDetections, predict
+from serving.pipeline.run import RawDetections, decoded_grid, predict
 
 log = logging.getLogger(__name__)
 OTHER_VIEWS = ("ML", "MLO", "LM")
@@ -79,11 +79,14 @@ def detect_image(index: int, image: Image, model: DetectorModel, threshold: floa
     warnings = list(image.warnings)
     raw: RawDetections = predict(image, model).above(threshold)
     t0 = time.perf_counter()
-    marks = _landmarks(image, warnings)
+    grid = decoded_grid(image)  # landmarks work on the decoded pixels' own grid
+    scale = float(image.decode_scale)
+    marks = _landmarks(grid, warnings)
     locs: list[ViewLocation | None] = []
     findings = []
     for k, (box, score, lab) in enumerate(zip(raw.boxes, raw.scores, raw.labels, strict=True)):
-        loc = locate_in_view(box, image, marks, score=float(score)) if marks else None
+        loc = (locate_in_view(box / scale, grid, marks, score=float(score)) if marks
+               else None)
         locs.append(loc)
         findings.append(_finding(index, k, box, float(score), model.classes[int(lab)], image,
                                  model, loc))
@@ -95,7 +98,7 @@ def detect_image(index: int, image: Image, model: DetectorModel, threshold: floa
         study_instance_uid=image.study_instance_uid, laterality=image.laterality,
         view=image.view, rows=image.rows, cols=image.cols,
         spacing_mm=list(image.spacing_mm or ()), spacing_source=image.spacing_source,
-        nipple_px=[round(v, 1) for v in marks.nipple_xy] if marks else None,
+        nipple_px=[round(v * scale, 1) for v in marks.nipple_xy] if marks else None,
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
         findings=findings, timings_ms=timings, warnings=warnings)
     return out, locs

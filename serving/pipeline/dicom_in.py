@@ -298,11 +298,17 @@ class Image(ImageHeader):
             largest rescaled value BitsStored/PixelRepresentation allow; so larger always means
             more attenuation (contrast-filled ducts are bright) and values lie in
             :attr:`ImageHeader.value_range`. No VOI LUT or window is applied.
+            Shape ``(ceil(rows / decode_scale), ceil(cols / decode_scale))``.
+        decode_scale: stored pixels per ``pixels`` element along each axis: 1 normally;
+            2, 4 or 8 when a JPEG 2000 image was decoded at a reduced resolution level
+            (``read_image(..., reduce_to_spacing_mm=...)``); ``pixels[i, j]`` then covers
+            stored pixels ``[i*s, (i+1)*s) x [j*s, (j+1)*s)``.
 
     Equality compares the header fields and the pixel values; images are not hashable.
     """
 
     pixels: npt.NDArray[np.float32]
+    decode_scale: int = 1
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Image):
@@ -360,6 +366,7 @@ def read_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_missing_spacing: bool = False,
+    reduce_to_spacing_mm: float | None = None,
 ) -> Image:
     """Read, check and decode a single-frame grayscale DICOM image.
 
@@ -373,6 +380,10 @@ def read_image(
         max_pixels: largest accepted Rows x Columns.
         allow_missing_spacing: accept objects without a usable spacing (``spacing_mm`` is then
             ``None`` and ``spacing_source`` ``"none"``) instead of raising.
+        reduce_to_spacing_mm: when given and the image is JPEG 2000, decode only the
+            resolution levels needed for this spacing (mm): the largest power-of-two
+            reduction whose spacing stays at or below it (at most 8x). Much faster for large
+            images; see :attr:`Image.decode_scale`. Other transfer syntaxes ignore it.
 
     Returns:
         The decoded :class:`Image`.
@@ -389,9 +400,13 @@ def read_image(
         header = _read_header(
             ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing
         )
-        stored = _decode_stored(ds, header)
+        scale = _reduction(header, reduce_to_spacing_mm)
+        stored = _decode_j2k_reduced(ds, header, scale) if scale > 1 else None
+        if stored is None:
+            scale = 1
+            stored = _decode_stored(ds, header)
         pixels = _to_pixels(stored, header)
-        return Image(**_header_fields(header), pixels=pixels)
+        return Image(**_header_fields(header), pixels=pixels, decode_scale=scale)
 
 
 def _check_max_pixels(max_pixels: int) -> None:
@@ -1239,6 +1254,60 @@ def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[A
             expected=f"({header.rows}, {header.cols})",
         )
     return cast(npt.NDArray[np.integer[Any]], array)
+
+
+_J2K_UIDS: Final = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+
+
+def _reduction(header: ImageHeader, target_mm: float | None) -> int:
+    """Power-of-two decode reduction (1 = none) for a JPEG 2000 image and a target spacing."""
+    if target_mm is None or header.spacing_mm is None or \
+            header.transfer_syntax_uid not in _J2K_UIDS:
+        return 1
+    if not (math.isfinite(target_mm) and target_mm > 0):
+        raise ValueError(f"reduce_to_spacing_mm must be a positive number, got {target_mm!r}")
+    ratio = target_mm / max(header.spacing_mm)
+    k = math.floor(math.log2(ratio) + 1e-9) if ratio >= 1 else 0
+    return 2 ** min(max(k, 0), 3)
+
+
+def _j2k_precision(codestream: bytes) -> tuple[int, bool, int] | None:
+    """``(bit depth, signed, components)`` from the codestream's SIZ marker, or None."""
+    if len(codestream) < 43 or codestream[:4] != b"\xff\x4f\xff\x51":
+        return None
+    components = int.from_bytes(codestream[40:42], "big")
+    ssiz = codestream[42]
+    return (ssiz & 0x7F) + 1, bool(ssiz & 0x80), components
+
+
+def _decode_j2k_reduced(
+    ds: Dataset, header: ImageHeader, scale: int
+) -> npt.NDArray[np.integer[Any]] | None:
+    """Stored values at ``1/scale`` resolution from the JPEG 2000 resolution levels (Pillow's
+    ``reduce``), or None when this path does not apply (signed or multi-component data, an
+    unexpected mode or size, a decoder failure): the caller then decodes in full."""
+    from PIL import Image as PILImage  # the serve extra's Pillow; imported only when used
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        info = _j2k_precision(frame)
+        if info is None or info[1] or info[2] != 1 or info[0] > 16:
+            return None
+        with PILImage.open(io.BytesIO(frame)) as im:
+            im.reduce = int(math.log2(scale))  # type: ignore[method-assign, assignment]
+            im.load()
+            mode = im.mode
+            array = np.asarray(im)
+    except Exception:  # any decoder trouble: fall back to the full, checked decode
+        return None
+    expected = (-(-header.rows // scale), -(-header.cols // scale))
+    if array.shape != expected or mode not in ("I;16", "L"):
+        return None
+    if mode == "I;16" and info[0] < 16:  # Pillow scales the samples up to 16 bits
+        shift = 16 - info[0]
+        array = (array.astype(np.uint32) + (1 << (shift - 1))) >> shift
+    return cast(npt.NDArray[np.integer[Any]], array.astype(np.uint16))
 
 
 def _native_frame(data: bytes, header: ImageHeader) -> bytes:

@@ -6,7 +6,7 @@ calls, so what is evaluated is what is deployed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,17 +42,32 @@ class RawDetections:
                              self.transform, dict(self.timings_ms))
 
 
+def decoded_grid(image: Image) -> Image:
+    """``image`` described on the grid of its ``pixels`` array: for a reduced-resolution
+    decode (``decode_scale`` s > 1) rows/cols become the array's and the spacing s times
+    coarser; otherwise ``image`` itself."""
+    s = image.decode_scale
+    if s == 1:
+        return image
+    spacing = None if image.spacing_mm is None else (image.spacing_mm[0] * s,
+                                                      image.spacing_mm[1] * s)
+    return replace(image, rows=int(image.pixels.shape[0]), cols=int(image.pixels.shape[1]),
+                   spacing_mm=spacing, decode_scale=1)
+
+
 def predict(image: Image, model: DetectorModel) -> RawDetections:
     """Detect filling defects in one image with ``model`` (all candidates, no threshold
-    beyond the card's decode ``score_thresh``)."""
+    beyond the card's decode ``score_thresh``). Boxes are in stored pixels also for a
+    reduced-resolution decode; ``transform`` then refers to the decoded grid."""
     t0 = time.perf_counter()
-    prep = prepare(image, model.preprocess)
+    grid = decoded_grid(image)
+    prep = prepare(grid, model.preprocess)
     t1 = time.perf_counter()
     cls, reg = model.run(prep.array)
     t2 = time.perf_counter()
     boxes, scores, labels = decode(cls, reg, prep.array.shape, model.anchors, model.decode,
                                    clip_shape=prep.transform.model_shape)
-    stored = prep.transform.model_to_stored(boxes)
+    stored = prep.transform.model_to_stored(boxes) * np.float32(image.decode_scale)
     t3 = time.perf_counter()
     return RawDetections(boxes=stored, scores=scores, labels=labels, transform=prep.transform,
                          timings_ms={"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
