@@ -13,6 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.pipeline.preprocess import PreprocessConfig
+
+_PRE = PreprocessConfig()
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -28,13 +32,14 @@ class DataConfig(_Strict):
 
 
 class PreprocessSection(_Strict):
-    """Mirror of ``serving.pipeline.preprocess.PreprocessConfig`` (model spacing etc.)."""
+    """Mirror of ``serving.pipeline.preprocess.PreprocessConfig`` (model spacing etc.); the
+    defaults are serving's, so they are stated once."""
 
-    spacing_mm: float = Field(default=0.2, gt=0.02, le=2.0)
-    crop_margin_mm: float = Field(default=4.0, ge=0.0)
-    low_percentile: float = Field(default=1.0, ge=0.0, lt=50.0)
-    high_percentile: float = Field(default=99.5, gt=50.0, le=100.0)
-    size_divisible: int = Field(default=32, ge=1)
+    spacing_mm: float = Field(default=_PRE.spacing_mm, gt=0.02, le=2.0)
+    crop_margin_mm: float = Field(default=_PRE.crop_margin_mm, ge=0.0)
+    low_percentile: float = Field(default=_PRE.low_percentile, ge=0.0, lt=50.0)
+    high_percentile: float = Field(default=_PRE.high_percentile, gt=50.0, le=100.0)
+    size_divisible: int = Field(default=_PRE.size_divisible, ge=1)
 
 
 class ModelConfig(_Strict):

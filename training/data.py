@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,6 @@ class CachedImage:
     mimics: np.ndarray
     transform: Transform
     item: dict[str, Any]
-
-
-def transform_from_dict(d: dict[str, Any]) -> Transform:
-    """Rebuild a :class:`Transform` from ``dataclasses.asdict`` output (lists -> tuples)."""
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return Transform(**fields)
 
 
 def preprocess_config(section: PreprocessSection) -> PreprocessConfig:
@@ -110,7 +104,7 @@ def _build_one(args: tuple[dict[str, Any], PreprocessConfig, Path]) -> Path:
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, array=prep.array.astype(np.float16), valid=np.array(prep.transform.model_shape),
              boxes=boxes, mimics=mimics,
-             transform=np.frombuffer(json.dumps(asdict(prep.transform)).encode(), np.uint8))
+             transform=np.frombuffer(json.dumps(prep.transform.to_dict()).encode(), np.uint8))
     tmp.replace(out)
     return out
 
@@ -139,7 +133,7 @@ def build_cache(items: list[dict[str, Any]], cfg: PreprocessConfig, cache_dir: P
 def load_cached(path: Path, item: dict[str, Any]) -> CachedImage:
     """Read one cache file back."""
     with np.load(path) as z:
-        tr = transform_from_dict(json.loads(bytes(z["transform"]).decode()))
+        tr = Transform.from_dict(json.loads(bytes(z["transform"]).decode()))
         valid = (int(z["valid"][0]), int(z["valid"][1]))
         return CachedImage(array=z["array"].astype(np.float32), valid=valid,
                            boxes=z["boxes"].astype(np.float32),

@@ -258,22 +258,22 @@ class Transform:
         return corners.reshape(-1, 4)
 
 
+def _as_rows(values: npt.ArrayLike, width: int, what: str) -> FloatArray:
+    """``values`` as a float64 ``(N, width)`` array (an empty input gives ``(0, width)``)."""
+    a = np.array(values, dtype=np.float64)
+    if a.size == 0:
+        a = a.reshape(-1, width)
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"{what} must have shape (N, {width}), got {a.shape}")
+    return a
+
+
 def _as_boxes(boxes: npt.ArrayLike) -> FloatArray:
-    b = np.array(boxes, dtype=np.float64)
-    if b.size == 0:
-        b = b.reshape(-1, 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4), got {b.shape}")
-    return b
+    return _as_rows(boxes, 4, "boxes")
 
 
 def _as_points(points: npt.ArrayLike) -> FloatArray:
-    p = np.array(points, dtype=np.float64)
-    if p.size == 0:
-        p = p.reshape(-1, 2)
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise ValueError(f"points must have shape (N, 2), got {p.shape}")
-    return p
+    return _as_rows(points, 2, "points")
 
 
 # --------------------------------------------------------------------------------------------

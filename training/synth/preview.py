@@ -12,19 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from serving.outputs.overlay import display_window
 from serving.pipeline.dicom_in import read_image
 
 TILE = 360  # tile height in pixels
-
-
-def _display(pixels: np.ndarray) -> np.ndarray:
-    """Window a float image (larger = brighter) to uint8 with robust percentiles."""
-    lo, hi = np.percentile(pixels[::4, ::4], [0.5, 99.9])
-    return (np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
 def render_tile(root: Path, item: dict[str, Any], height: int = TILE) -> PILImage.Image:
@@ -32,7 +26,7 @@ def render_tile(root: Path, item: dict[str, Any], height: int = TILE) -> PILImag
     img = read_image(root / item["image"])
     scale = height / img.rows
     step = max(int(1 / scale), 1)
-    thumb = PILImage.fromarray(_display(img.pixels[::step, ::step])).convert("RGB")
+    thumb = PILImage.fromarray(display_window(img.pixels[::step, ::step])).convert("RGB")
     width = max(round(img.cols * scale), 1)
     thumb = thumb.resize((width, height), PILImage.Resampling.BILINEAR)
     draw = ImageDraw.Draw(thumb)
