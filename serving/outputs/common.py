@@ -1,0 +1,148 @@
+"""What every DICOM result object (Mammography CAD SR, TID 1500 SR, GSPS) is built from, and
+the attributes they share.
+
+A result belongs to the source study: same StudyInstanceUID and patient/study attributes
+(copied exactly from the first source instance), a new series with new UIDs, the algorithm
+named in Contributing Equipment. Everything but UIDs and the creation date/time is a function
+of the input alone (no clocks or randomness elsewhere), so the same input gives the same object.
+
+Coordinates: findings carry ``box_px`` ``[x1, y1, x2, y2]`` in stored-image pixels with the
+origin at the top-left corner of the top-left pixel (x = column, y = row, x2/y2 exclusive).
+DICOM SCOORD and GRAPHIC data use the same image-relative pixel frame with (column, row)
+pairs and sub-pixel resolution (PS3.3 C.18.6.1.1: "the top left corner of the top left pixel
+is 0.0\\0.0"), so boxes go into DICOM unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+import serving
+from serving.pipeline.findings import ImageOut, ModelOut, OperatingPointOut, StudyOut
+
+MANUFACTURER = "galacto"
+"""Manufacturer written in every result object and in Contributing Equipment."""
+
+#: Patient and study attributes copied verbatim from the source (when present there).
+PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "OtherPatientIDsSequence", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+    "IssuerOfAccessionNumberSequence",
+)
+
+
+class ResultKind(StrEnum):
+    """The DICOM result objects the service produces."""
+
+    CAD_SR = "sr"
+    """Mammography CAD SR (TID 4000), what mammography workstations read for CAD marks."""
+    TID1500 = "tid1500"
+    """Comprehensive 3D SR with a TID 1500 measurement report (highdicom), for OHIF and co."""
+    GSPS = "gsps"
+    """Grayscale Softcopy Presentation State with rectangles and labels (highdicom)."""
+
+
+#: Series number of each result kind: fixed, so a PACS shows them in a stable order.
+SERIES_NUMBER: dict[ResultKind, int] = {
+    ResultKind.CAD_SR: 9001, ResultKind.TID1500: 9002, ResultKind.GSPS: 9003,
+}
+SERIES_DESCRIPTION: dict[ResultKind, str] = {
+    ResultKind.CAD_SR: "galacto CAD SR",
+    ResultKind.TID1500: "galacto measurement report",
+    ResultKind.GSPS: "galacto CAD marks",
+}
+
+
+@dataclass(frozen=True)
+class ResultInput:
+    """One study's detection result and the instances it was computed from.
+
+    Attributes:
+        sources: the analysed source instances, ``sources[i]`` being the image described by
+            ``study.images[i]`` (same order, same length). Headers suffice: builders never
+            read Pixel Data (it may have been removed to save memory).
+        study: the study's per-image findings and two-view fused findings.
+        model: name and version of the model that produced them.
+        operating_point: the operating point (name, score threshold) that was applied.
+    """
+
+    sources: Sequence[Dataset]
+    study: StudyOut
+    model: ModelOut
+    operating_point: OperatingPointOut
+
+    def __post_init__(self) -> None:
+        if len(self.sources) != len(self.study.images):
+            raise ValueError(f"ResultInput needs one source dataset per image: got "
+                             f"{len(self.sources)} sources for {len(self.study.images)} images")
+        for src, img in zip(self.sources, self.study.images, strict=True):
+            uid = str(getattr(src, "SOPInstanceUID", ""))
+            if img.sop_instance_uid is not None and uid != img.sop_instance_uid:
+                raise ValueError(f"source SOPInstanceUID {uid!r} does not match image "
+                                 f"{img.index}'s {img.sop_instance_uid!r}")
+        studies = {str(getattr(s, "StudyInstanceUID", "")) for s in self.sources}
+        if len(studies) != 1:
+            raise ValueError(f"all sources must belong to one study, found {len(studies)}")
+
+    @property
+    def pairs(self) -> list[tuple[Dataset, ImageOut]]:
+        """``(source dataset, its ImageOut)`` for each analysed image."""
+        return list(zip(self.sources, self.study.images, strict=True))
+
+    @property
+    def algorithm_name(self) -> str:
+        """The model name, e.g. ``"galacto-small"``."""
+        return self.model.name
+
+    @property
+    def algorithm_version(self) -> str:
+        """The model version, e.g. ``"0.1.0"``."""
+        return self.model.version
+
+
+def software_versions(model: ModelOut) -> str:
+    """SoftwareVersions value: package and model version, e.g. ``"galacto 0.1.0 model 0.1.0"``."""
+    return f"{MANUFACTURER} {serving.__version__} model {model.version}"
+
+
+def copy_patient_study(source: Dataset, target: Dataset) -> None:
+    """Copy :data:`PATIENT_STUDY_KEYWORDS` present in ``source`` into ``target`` verbatim."""
+    for keyword in PATIENT_STUDY_KEYWORDS:
+        if keyword in source:
+            target[keyword] = source[keyword]
+
+
+def contributing_equipment(model: ModelOut, when: dt.datetime) -> Dataset:
+    """One Contributing Equipment Sequence (0018,A001) item naming the algorithm.
+
+    Purpose of reference (DCM, 109102, "Processing Equipment") from CID 7005.
+    """
+    purpose = Dataset()
+    purpose.CodeValue = "109102"
+    purpose.CodingSchemeDesignator = "DCM"
+    purpose.CodeMeaning = "Processing Equipment"
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    item.Manufacturer = MANUFACTURER
+    item.ManufacturerModelName = model.name
+    item.SoftwareVersions = software_versions(model)
+    item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
+    item.ContributionDescription = f"Filling-defect detection by {model.name} {model.version}"
+    return item
+
+
+def new_uid() -> str:
+    """A new UID (pydicom's root, random)."""
+    return str(generate_uid())
+
+
+def now() -> dt.datetime:
+    """Creation time for result objects (local time, no time zone), whole seconds."""
+    return dt.datetime.now().replace(microsecond=0)

@@ -1,0 +1,52 @@
+"""Shared fixtures: one generated galactogram study (GE profile, CC + ML/MLO of one breast
+with filling defects) and its detection result by the bundled model, for the tests of the
+DICOM results, the HTTP service and the gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from serving.outputs.common import ResultInput
+from serving.pipeline.detect import detect
+from serving.pipeline.dicom_in import read_image
+from serving.pipeline.model import DetectorModel, default_model_dir, load_model
+
+
+@pytest.fixture(scope="session")
+def galactogram_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The two views of one generated case with lesions (uncompressed, MONOCHROME2)."""
+    out = tmp_path_factory.mktemp("galactogram") / "study"
+    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
+                        "--cases", "1", "--seed", "77", "--profile", "ge", "--normal-share", "0",
+                        "--compressed-share", "0", "--monochrome1-share", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = sorted(out.rglob("*.dcm"))
+    assert len(files) == 2, files
+    return files
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> DetectorModel:
+    """The bundled default model."""
+    return load_model(default_model_dir(), threads=1)
+
+
+@pytest.fixture(scope="session")
+def study_result(galactogram_files: list[Path], bundled_model: DetectorModel) -> ResultInput:
+    """``galactogram_files`` detected at the high-sensitivity operating point (several
+    findings per image, fused CC/MLO findings), with the source headers."""
+    images = [read_image(f) for f in galactogram_files]
+    response = detect(images, bundled_model, "high_sensitivity",
+                      sources=[str(f) for f in galactogram_files])
+    assert len(response.studies) == 1
+    study = response.studies[0]
+    assert all(img.findings for img in study.images) and study.fused
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in galactogram_files]
+    return ResultInput(sources=sources, study=study, model=response.model,
+                       operating_point=response.operating_point)
