@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from serving import __version__
 from serving.cli_detect import register as register_detect
 from serving.cli_info import register as register_info
+from serving.cli_serve import register as register_serve
 from serving.errors import CommandError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -26,7 +27,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 NOISY_LOGGERS = ("openjpeg", "pydicom", "jpeg_ls", "PIL", "pylibjpeg", "libjpeg", "rle")
 
 #: Built-in subcommands (always available with the base install).
-BUILTIN: tuple[Register, ...] = (register_info, register_detect)
+BUILTIN: tuple[Register, ...] = (register_info, register_detect, register_serve)
 
 
 def _plugin_commands() -> list[tuple[str, Register | None, str | None]]:

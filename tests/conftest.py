@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -50,3 +51,53 @@ def study_result(galactogram_files: list[Path], bundled_model: DetectorModel) ->
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in galactogram_files]
     return ResultInput(sources=sources, study=study, model=response.model,
                        operating_point=response.operating_point)
+
+
+def free_port() -> int:
+    """A TCP port free on localhost right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real ``galacto serve`` (uvicorn) on a free localhost port, no auth, JSON logs.
+
+    Yields ``(base URL, path of its log file)``; the process is stopped at the end.
+    """
+    import os
+    import time
+
+    import httpx
+
+    folder = tmp_path_factory.mktemp("server")
+    log_path = folder / "server.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
+             "--results-dir", str(folder / "results")],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 60 s"
+            time.sleep(0.2)
+        yield url, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,108 @@
+"""The blocking work of one request, run in an inference worker thread: read the parts with
+the intake, detect, and build DICOM results. Shared by ``/v1/detect`` and STOW-RS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from serving.api.body import Part
+from serving.api.errors import intake_status
+from serving.api.schemas import RejectedOut
+from serving.outputs.common import ResultInput, ResultKind
+from serving.pipeline.detect import detect
+from serving.pipeline.dicom_in import Image, read_image
+from serving.pipeline.errors import IntakeError
+from serving.pipeline.findings import DetectionResponse
+from serving.pipeline.model import DetectorModel
+
+
+@dataclass
+class Analysis:
+    """What one request produced.
+
+    ``images[i]`` / ``headers[i]`` / ``parts[i]`` belong to the response's image index ``i``.
+    """
+
+    response: DetectionResponse | None
+    images: list[Image] = field(default_factory=list)
+    headers: list[Dataset] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    rejected: list[RejectedOut] = field(default_factory=list)
+    rejected_headers: list[Dataset | None] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _header(data: bytes) -> Dataset | None:
+    """The header of a part (no pixels), or None when pydicom cannot read it."""
+    try:
+        return pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+    except Exception:
+        return None
+
+
+def read_parts(parts: Sequence[Part], model: DetectorModel, max_pixels: int) -> Analysis:
+    """Read every part with the intake; refused parts are listed, not raised."""
+    out = Analysis(response=None)
+    for part in parts:
+        try:
+            image = read_image(part.data, max_pixels=max_pixels,
+                               reduce_to_spacing_mm=model.preprocess.spacing_mm)
+        except IntakeError as exc:
+            out.rejected.append(RejectedOut(part=part.index, name=part.name, detail=exc.code,
+                                            status=intake_status(exc), message=str(exc)))
+            out.rejected_headers.append(_header(part.data))
+            continue
+        header = _header(part.data)
+        assert header is not None  # the intake has just read it
+        out.images.append(image)
+        out.headers.append(header)
+        out.parts.append(part)
+    return out
+
+
+def analyse(parts: Sequence[Part], model: DetectorModel, operating_point: str | None,
+            max_pixels: int, request_id: str | None) -> Analysis:
+    """Read the parts and detect on the accepted images (grouped into studies)."""
+    t0 = time.perf_counter()
+    out = read_parts(parts, model, max_pixels)
+    t1 = time.perf_counter()
+    if out.images:
+        out.response = detect(out.images, model, operating_point,
+                              sources=[p.name for p in out.parts], request_id=request_id)
+    t2 = time.perf_counter()
+    out.timings_ms = {"read": round((t1 - t0) * 1e3, 1), "detect": round((t2 - t1) * 1e3, 1)}
+    return out
+
+
+def result_inputs(analysis: Analysis) -> list[ResultInput]:
+    """One :class:`ResultInput` per study of the analysis."""
+    if analysis.response is None:
+        return []
+    resp = analysis.response
+    return [ResultInput(sources=[analysis.headers[img.index] for img in study.images],
+                        study=study, model=resp.model, operating_point=resp.operating_point)
+            for study in resp.studies]
+
+
+def build_results(analysis: Analysis, kinds: Sequence[ResultKind]) -> list[Dataset]:
+    """The DICOM result objects of ``kinds`` for every study, in study then kind order."""
+    from serving.outputs.cad_sr import build_cad_sr
+    from serving.outputs.gsps import build_gsps
+    from serving.outputs.tid1500 import build_tid1500
+
+    results: list[Dataset] = []
+    for item in result_inputs(analysis):
+        for kind in kinds:
+            if kind is ResultKind.CAD_SR:
+                results.append(build_cad_sr(item))
+            elif kind is ResultKind.TID1500:
+                results.append(build_tid1500(item))
+            else:
+                results.extend(build_gsps(item))
+    return results

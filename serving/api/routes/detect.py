@@ -1,0 +1,173 @@
+"""``POST /v1/detect`` (JSON or DICOM results) and ``POST /v1/render`` (PNG for the viewer)."""
+
+from __future__ import annotations
+
+import io
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from PIL import Image as PILImage
+from starlette.responses import Response
+
+from serving.api.analysis import Analysis, analyse, build_results, read_parts
+from serving.api.body import read_parts as read_body_parts
+from serving.api.errors import ApiError
+from serving.api.logs import request_id_var
+from serving.api.responses import multipart_related, wants_dicom
+from serving.api.schemas import DetectResponse, ErrorOut
+from serving.api.state import AppState, get_state
+from serving.api.store import to_bytes
+from serving.outputs.common import ResultKind
+from serving.outputs.overlay import display_window
+
+router = APIRouter(tags=["detection"])
+
+DICOM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One galactogram instance (application/dicom), several "
+                       "(multipart/related; type=\"application/dicom\"), or file uploads "
+                       "(multipart/form-data).",
+        "content": {
+            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {"file": {"type": "array",
+                                        "items": {"type": "string", "format": "binary"}}}}},
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in (
+        (400, "not DICOM, truncated, malformed body, unknown operating point"),
+        (401, "missing or invalid API key"),
+        (413, "body or image too large"),
+        (415, "unsupported Content-Type or transfer syntax"),
+        (422, "DICOM the detector cannot analyse (SOP class, color, multi-frame, no spacing)"),
+        (503, "model not ready, or all inference slots and the queue are full"),
+    )}
+
+
+class Output(StrEnum):
+    """What ``/v1/detect`` returns."""
+
+    json = "json"
+    sr = "sr"
+    tid1500 = "tid1500"
+    gsps = "gsps"
+
+
+def _operating_point(state: AppState, name: str | None) -> str:
+    model = state.require_model()
+    key = name or state.settings.operating_point or model.default_operating_point
+    if key not in model.operating_points:
+        raise ApiError(400, "unknown_operating_point",
+                       f"operating_point must be one of {sorted(model.operating_points)}, "
+                       f"found {key!r}")
+    return key
+
+
+def _all_rejected(analysis: Analysis) -> ApiError:
+    first = analysis.rejected[0]
+    same = all(r.status == first.status for r in analysis.rejected)
+    extra = {"rejected": [r.model_dump() for r in analysis.rejected]}
+    if len(analysis.rejected) == 1 or same:
+        return ApiError(first.status, first.detail, first.message, extra=extra)
+    return ApiError(400, "no_valid_instance",
+                    f"none of the {len(analysis.rejected)} parts could be analysed; see "
+                    "'rejected'", extra=extra)
+
+
+def _record(state: AppState, analysis: Analysis, seconds: float) -> None:
+    m = state.metrics
+    m.inference.observe(seconds)
+    m.images.labels("analysed").inc(len(analysis.images))
+    m.images.labels("rejected").inc(len(analysis.rejected))
+    if analysis.response is not None:
+        m.findings.inc(sum(len(i.findings) for s in analysis.response.studies
+                           for i in s.images))
+
+
+@router.post("/v1/detect", response_model=DetectResponse, openapi_extra=DICOM_BODY,
+             responses={200: {"content": {"application/dicom": {}, "multipart/related": {}},
+                              "description": "JSON, or the DICOM result object(s) with "
+                                             "output=sr|tid1500|gsps"}, **ERRORS},
+             summary="Detect filling defects in galactogram instances")
+async def detect_route(
+    request: Request,
+    operating_point: Annotated[str | None, Query(
+        description="model operating point name (default: the configured one)")] = None,
+    output: Annotated[Output | None, Query(
+        description="json (default) or a DICOM result: sr (Mammography CAD SR), tid1500, "
+                    "gsps; Accept: application/dicom means sr")] = None,
+) -> Response:
+    """Findings per instance (boxes in px and mm, score, location), fused CC/ML(O) findings
+    per breast, model and operating point, timings and the request id."""
+    state = get_state(request)
+    t0 = time.perf_counter()
+    op = _operating_point(state, operating_point)
+    kind = output or (Output.sr if wants_dicom(request.headers.get("accept")) else Output.json)
+    parts = await read_body_parts(request, state.settings.max_upload_bytes)
+    model = state.require_model()
+    rid = request_id_var.get()
+
+    def work() -> tuple[Analysis, list[bytes], float]:
+        started = time.perf_counter()
+        analysis = analyse(parts, model, op, state.settings.max_pixels, rid)
+        blobs = []
+        if kind is not Output.json and analysis.response is not None:
+            blobs = [to_bytes(ds) for ds in build_results(analysis, [ResultKind(kind.value)])]
+        return analysis, blobs, started
+
+    queued = time.perf_counter()
+    analysis, blobs, started = await state.limiter.run(work)
+    _record(state, analysis, time.perf_counter() - started)
+    if analysis.response is None:
+        raise _all_rejected(analysis)
+    headers = {"X-Galacto-Rejected": str(len(analysis.rejected))}
+    if kind is not Output.json:
+        if len(blobs) == 1:
+            return Response(blobs[0], media_type="application/dicom", headers=headers)
+        resp = multipart_related(blobs)
+        resp.headers.update(headers)
+        return resp
+    timings = {"queue": round((started - queued) * 1e3, 1), **analysis.timings_ms,
+               "total": round((time.perf_counter() - t0) * 1e3, 1)}
+    body = DetectResponse(**analysis.response.model_dump(), rejected=analysis.rejected,
+                          timings_ms=timings)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+
+
+@router.post("/v1/render", openapi_extra=DICOM_BODY, response_class=Response,
+             responses={200: {"content": {"image/png": {}},
+                              "description": "the image windowed for display; header "
+                                             "X-Galacto-Scale = stored pixels per PNG pixel"},
+                        **ERRORS},
+             summary="Render one instance as a PNG (for the viewer)")
+async def render_route(request: Request,
+                       max_size: Annotated[int, Query(
+                           ge=64, le=4096, description="longest side of the PNG (px)")] = 1024
+                       ) -> Response:
+    """The first instance of the body as an 8-bit PNG (bright = contrast), at most
+    ``max_size`` pixels on its longest side."""
+    state = get_state(request)
+    parts = await read_body_parts(request, state.settings.max_upload_bytes)
+    model = state.require_model()
+
+    def work() -> tuple[bytes, float]:
+        analysis = read_parts(parts[:1], model, state.settings.max_pixels)
+        if not analysis.images:
+            raise _all_rejected(analysis)
+        image = analysis.images[0]
+        arr = np.asarray(image.pixels)
+        step = max(int(np.ceil(max(arr.shape) / max_size)), 1)
+        png = io.BytesIO()
+        PILImage.fromarray(display_window(arr[::step, ::step])).save(png, format="PNG")
+        return png.getvalue(), float(step * image.decode_scale)
+
+    data, scale = await state.limiter.run(work)
+    return Response(data, media_type="image/png", headers={"X-Galacto-Scale": f"{scale:g}"})

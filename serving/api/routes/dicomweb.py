@@ -1,0 +1,206 @@
+"""DICOMweb: STOW-RS (PS3.18 10.5) that runs detection and stores the results, and WADO-RS
+retrieval of those results.
+
+STOW-RS answers with a DICOM JSON body (``application/dicom+json``):
+
+- ``ReferencedSOPSequence`` (0008,1199): the received instances that were accepted and
+  analysed. The received images are not kept (the service stores only its results), so these
+  items carry no RetrieveURL.
+- ``FailedSOPSequence`` (0008,1198): refused instances with ``FailureReason`` (0008,1197):
+  ``0xC000`` cannot understand (not DICOM, unreadable, truncated), ``0xC122`` transfer syntax
+  not supported, ``0x0122`` SOP class not supported, ``0xA900`` Study Instance UID differs
+  from the one in the URL, ``0x0110`` processing failure (a valid object the detector cannot
+  analyse: color, multi-frame, no spacing, too large, ...).
+- ``RetrieveURL`` (0008,1190): the study URL where the results are retrieved (WADO-RS).
+
+Status: 200 all accepted; 202 some refused; 400 none accepted and every refusal was
+"cannot understand"; 409 none accepted for another reason; 415 not
+``multipart/related; type="application/dicom"``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from starlette.responses import JSONResponse, Response
+
+from serving.api.analysis import Analysis, build_results, read_parts
+from serving.api.body import RELATED
+from serving.api.body import read_parts as read_body_parts
+from serving.api.errors import ApiError
+from serving.api.logs import request_id_var
+from serving.api.responses import multipart_related
+from serving.api.schemas import RejectedOut
+from serving.api.state import get_state
+from serving.api.store import check_uid, to_bytes
+from serving.pipeline.detect import detect
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+CANNOT_UNDERSTAND = 0xC000
+FAILURE_REASON: dict[str, int] = {
+    "not_dicom": CANNOT_UNDERSTAND, "invalid_header": CANNOT_UNDERSTAND,
+    "decode_error": CANNOT_UNDERSTAND, "truncated_pixel_data": CANNOT_UNDERSTAND,
+    "unsupported_transfer_syntax": 0xC122, "unsupported_sop_class": 0x0122,
+    "study_mismatch": 0xA900,
+}
+PROCESSING_FAILURE = 0x0110
+STOW_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
+UID_PATH = r"^[0-9.]{1,64}$"
+Uid = Annotated[str, Path(pattern=UID_PATH, description="a DICOM UID")]
+
+
+def _ref_item(sop_class: str | None, sop_instance: str | None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class or ""
+    item.ReferencedSOPInstanceUID = sop_instance or ""
+    return item
+
+
+def _stow_body(analysis: Analysis, failures: list[tuple[Dataset | None, int]],
+               study_url: str | None) -> dict[str, Any]:
+    ds = Dataset()
+    if study_url:
+        ds.RetrieveURL = study_url
+    if analysis.headers:
+        ds.ReferencedSOPSequence = [_ref_item(str(h.get("SOPClassUID", "")),
+                                              str(h.get("SOPInstanceUID", "")))
+                                    for h in analysis.headers]
+    if failures:
+        items = []
+        for header, reason in failures:
+            item = _ref_item(str(header.get("SOPClassUID", "")) if header else None,
+                             str(header.get("SOPInstanceUID", "")) if header else None)
+            item.FailureReason = reason
+            items.append(item)
+        ds.FailedSOPSequence = items
+    body: dict[str, Any] = ds.to_json_dict()
+    return body
+
+
+def _split_study(analysis: Analysis, study: str | None) -> None:
+    """Move accepted images of another study than ``study`` to the rejected list."""
+    if study is None:
+        return
+    keep = [i for i, h in enumerate(analysis.headers) if str(h.get("StudyInstanceUID")) == study]
+    for i in range(len(analysis.headers)):
+        if i not in keep:
+            analysis.rejected.append(RejectedOut(
+                part=analysis.parts[i].index, name=analysis.parts[i].name,
+                detail="study_mismatch", status=409,
+                message="StudyInstanceUID of the instance differs from the study in the URL"))
+            analysis.rejected_headers.append(analysis.headers[i])
+    analysis.images = [analysis.images[i] for i in keep]
+    analysis.headers = [analysis.headers[i] for i in keep]
+    analysis.parts = [analysis.parts[i] for i in keep]
+
+
+@router.post("/studies", openapi_extra=STOW_BODY, summary="STOW-RS: store instances")
+async def stow(request: Request) -> Response:
+    """Run detection on the received instances and store the configured results
+    (``GALACTO_STOW_RESULTS``); answer per PS3.18 with a DICOM JSON body."""
+    return await _stow(request, None)
+
+
+@router.post("/studies/{study}", openapi_extra=STOW_BODY,
+             summary="STOW-RS: store instances of one study")
+async def stow_study(request: Request, study: Uid) -> Response:
+    """As ``POST /dicomweb/studies``; instances of another study are refused (0xA900)."""
+    return await _stow(request, study)
+
+
+async def _stow(request: Request, study: str | None) -> Response:
+    state = get_state(request)
+    if study is not None:
+        check_uid(study, "the study in the URL")
+    parts = await read_body_parts(request, state.settings.max_upload_bytes, allowed=(RELATED,))
+    model = state.require_model()
+    rid = request_id_var.get()
+    kinds = list(state.settings.stow_results)
+
+    def work() -> tuple[Analysis, list[str]]:
+        started = time.perf_counter()
+        analysis = read_parts(parts, model, state.settings.max_pixels)
+        _split_study(analysis, study)
+        stored: list[str] = []
+        if analysis.images:
+            analysis.response = detect(analysis.images, model, state.settings.operating_point,
+                                       sources=[p.name for p in analysis.parts], request_id=rid)
+            for ds in build_results(analysis, kinds):
+                state.store.put(ds)
+                stored.append(str(ds.StudyInstanceUID))
+        state.metrics.inference.observe(time.perf_counter() - started)
+        return analysis, stored
+
+    analysis, stored = await state.limiter.run(work)
+    m = state.metrics
+    m.images.labels("analysed").inc(len(analysis.images))
+    m.images.labels("rejected").inc(len(analysis.rejected))
+    failures = [(h, FAILURE_REASON.get(r.detail, PROCESSING_FAILURE))
+                for r, h in zip(analysis.rejected, analysis.rejected_headers, strict=True)]
+    base = str(request.base_url).rstrip("/")
+    study_url = f"{base}/dicomweb/studies/{stored[0]}" if stored else None
+    if analysis.images and not failures:
+        status = 200
+    elif analysis.images:
+        status = 202
+    else:
+        status = 400 if all(r == CANNOT_UNDERSTAND for _, r in failures) else 409
+    return JSONResponse(_stow_body(analysis, failures, study_url), status_code=status,
+                        media_type="application/dicom+json")
+
+
+def _check_accept(request: Request) -> None:
+    accept = request.headers.get("accept", "*/*").lower()
+    if not any(a in accept for a in ("*/*", "multipart/related", "application/dicom",
+                                     "multipart/*")):
+        raise ApiError(406, "not_acceptable",
+                       f"results are returned as multipart/related; type=\"application/dicom\","
+                       f" the Accept header asks for {accept!r}")
+
+
+def _retrieve(request: Request, study: str, series: str | None, instance: str | None
+              ) -> Response:
+    _check_accept(request)
+    paths = get_state(request).store.find(study, series, instance)
+    if not paths:
+        raise ApiError(404, "not_found", "no stored result matches these UIDs")
+    return multipart_related([p.read_bytes() for p in paths])
+
+
+@router.get("/studies/{study}", summary="WADO-RS: retrieve the results of a study",
+            response_class=Response)
+async def retrieve_study(request: Request, study: Uid) -> Response:
+    return _retrieve(request, study, None, None)
+
+
+@router.get("/studies/{study}/series/{series}", response_class=Response,
+            summary="WADO-RS: retrieve a result series")
+async def retrieve_series(request: Request, study: Uid,
+                          series: Uid) -> Response:
+    return _retrieve(request, study, series, None)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response,
+            summary="WADO-RS: retrieve one result instance")
+async def retrieve_instance(request: Request, study: Uid,
+                            series: Uid,
+                            instance: Uid) -> Response:
+    return _retrieve(request, study, series, instance)
+
+
+@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study's results")
+async def study_metadata(request: Request, study: Uid) -> Response:
+    paths = get_state(request).store.find(study)
+    if not paths:
+        raise ApiError(404, "not_found", "no stored result matches this study")
+    items = [dcmread(p).to_json_dict() for p in paths]
+    return JSONResponse(items, media_type="application/dicom+json")
+
+
+__all__ = ["router", "to_bytes"]

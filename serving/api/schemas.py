@@ -1,0 +1,61 @@
+"""Request/response models of the HTTP API beyond the pipeline's result schema."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from serving.pipeline.findings import DetectionResponse
+
+
+class RejectedOut(BaseModel):
+    """An uploaded part the intake refused; the others were analysed."""
+
+    part: int = Field(description="0-based position of the part in the request body")
+    name: str | None = Field(description="the part's file name, when it had one")
+    detail: str = Field(description="stable code, e.g. 'not_dicom', 'color_image'")
+    status: int = Field(description="the HTTP status this part alone would have received")
+    message: str
+
+
+class DetectResponse(DetectionResponse):
+    """``POST /v1/detect`` JSON: the detection result, the refused parts, request timings."""
+
+    rejected: list[RejectedOut] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict,
+                                         description="queue wait, analysis and total (ms)")
+
+
+class ErrorOut(BaseModel):
+    """Every error response."""
+
+    detail: str = Field(description="stable snake_case code")
+    message: str = Field(description="what was expected and what was found")
+    request_id: str | None = None
+    rejected: list[RejectedOut] | None = None
+
+
+class OperatingPointInfo(BaseModel):
+    name: str
+    score_threshold: float
+    max_fp_per_image: float
+    sensitivity: float | None
+    fp_per_image: float | None
+
+
+class ModelInfo(BaseModel):
+    """``GET /v1/models`` entry: the loaded model and a summary of its card."""
+
+    name: str
+    version: str
+    default_operating_point: str
+    operating_points: list[OperatingPointInfo]
+    spacing_mm: float
+    classes: list[str]
+    sha256: str | None
+    card: dict[str, object] = Field(description="card summary: description, training data, "
+                                                "metrics")
+
+
+class Health(BaseModel):
+    status: str
+    model: str | None = None

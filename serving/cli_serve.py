@@ -1,0 +1,68 @@
+"""``galacto serve``: the HTTP service (FastAPI on uvicorn) with the bundled model.
+
+Settings come from ``GALACTO_*`` environment variables (see :mod:`serving.settings`); the
+flags override the most common ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from serving.errors import CommandError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto serve``."""
+    p = sub.add_parser("serve", help="run the HTTP service",
+                       description="Serve the detector over HTTP: /v1/detect, DICOMweb "
+                                   "STOW-RS/WADO-RS, /v1/models, /healthz, /readyz, /metrics "
+                                   "and a viewer page at /. Configured by GALACTO_* "
+                                   "environment variables; flags override them.")
+    p.add_argument("--host", default=None, help="listen address (GALACTO_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (GALACTO_PORT, 8000)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="models/<name>/<version> (GALACTO_MODEL, the bundled galacto-small)")
+    p.add_argument("--operating-point", default=None,
+                   help="default operating point (GALACTO_OPERATING_POINT, the card's)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where STOW-RS results are kept (GALACTO_RESULTS_DIR)")
+    p.add_argument("--plain-logs", action="store_true",
+                   help="human-readable log lines instead of JSON (GALACTO_LOG_JSON=false)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start uvicorn; returns when the server stops."""
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from serving.api.logs import configure
+    from serving.api.main import create_app
+    from serving.settings import Settings, SettingsError
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("model", args.model),
+                                   ("operating_point", args.operating_point),
+                                   ("results_dir", args.results_dir)) if v is not None}
+    if args.plain_logs:
+        overrides["log_json"] = False
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise CommandError(f"invalid settings: {exc}") from None
+    configure(json_lines=settings.log_json,
+              level=logging.DEBUG if args.verbose else logging.INFO)
+    if settings.model is not None and not (settings.model / "model.json").is_file():
+        raise CommandError(f"{settings.model}: not a model folder (no model.json)")
+    try:
+        app = create_app(settings)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    logging.getLogger("galacto.api").info(
+        "serving on http://%s:%d (docs at /docs, viewer at /)", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                access_log=False, server_header=False)
+    return 0
