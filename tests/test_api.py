@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from dicomgen import make_dataset, to_bytes
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from dicomgen import make_dataset, to_bytes
 from serving.api.errors import ApiError
 from serving.api.limiter import InferenceLimiter
 from serving.api.main import create_app
@@ -184,7 +184,7 @@ def test_dicom_outputs(client: TestClient, galactogram_files: list[Path],
         got = sorted(parsed[str(img.sop_instance_uid)])
         want = sorted((f.box_px, f.score) for f in img.findings)
         assert len(got) == len(want)
-        for (gb, gs), (wb, ws) in zip(got, want, strict=True):
+        for (gb, _gs), (wb, _ws) in zip(got, want, strict=True):
             assert max(abs(a - b) for a, b in zip(gb, wb, strict=True)) < 1e-2
     r = client.post("/v1/detect", content=body,
                     headers={**headers, "Accept": "application/dicom"})
