@@ -20,11 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import serving
-from serving.pipeline.findings import ImageOut, ModelOut, OperatingPointOut, StudyOut
+from serving.pipeline.findings import (
+    FusedFindingOut,
+    ImageOut,
+    ModelOut,
+    OperatingPointOut,
+    StudyOut,
+)
 
 MANUFACTURER = "galacto"
 """Manufacturer written in every result object and in Contributing Equipment."""
@@ -146,3 +154,100 @@ def new_uid() -> str:
 def now() -> dt.datetime:
     """Creation time for result objects (local time, no time zone), whole seconds."""
     return dt.datetime.now().replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of the result builders
+# --------------------------------------------------------------------------------------------
+
+#: Patient/study attributes highdicom reads from the first source without a default.
+_HIGHDICOM_REQUIRED: tuple[str, ...] = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyID", "StudyDate", "StudyTime",
+)
+
+
+
+
+def evidence_header(source: Dataset) -> Dataset:
+    """A shallow copy of ``source`` without Pixel Data, with the Type 2 patient/study
+    attributes highdicom reads unconditionally added empty where the source lacks them.
+
+    The result objects copy the real values from the source afterwards
+    (:func:`serving.outputs.common.copy_patient_study`), so nothing is invented."""
+    header = Dataset()
+    for element in source:
+        if element.keyword != "PixelData":
+            header.add(element)
+    for keyword in _HIGHDICOM_REQUIRED:
+        if keyword not in header:
+            setattr(header, keyword, None)
+    return header
+
+
+def box_polyline(box: Sequence[float], rows: int, cols: int, what: str) -> npt.NDArray[np.float64]:
+    """The closed rectangle polyline of ``box`` ``[x1, y1, x2, y2]`` (stored-image pixels,
+    origin at the top-left corner of the top-left pixel): 5 (column, row) points,
+    (x1,y1) (x2,y1) (x2,y2) (x1,y2) (x1,y1).
+
+    Raises:
+        ValueError: unless ``0 <= x1 < x2 <= cols`` and ``0 <= y1 < y2 <= rows``; ``what``
+            names the box in the message.
+    """
+    if len(box) != 4:
+        raise ValueError(f"{what}: expected a box [x1, y1, x2, y2], got {list(box)!r}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0.0 <= x1 < x2 <= cols and 0.0 <= y1 < y2 <= rows):
+        raise ValueError(f"{what}: expected 0 <= x1 < x2 <= {cols} and 0 <= y1 < y2 <= {rows} "
+                         f"(image {cols} x {rows} px), got {[x1, y1, x2, y2]!r}")
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float64)
+
+
+def polyline_box(graphic_data: Sequence[float]) -> list[float]:
+    """``[x1, y1, x2, y2]`` bounding the flat (column, row) pairs ``graphic_data`` (pixels).
+
+    Raises:
+        ValueError: for an odd number of values or fewer than two points.
+    """
+    values = [float(v) for v in graphic_data]
+    if len(values) % 2 or len(values) < 4:
+        raise ValueError(f"expected (column, row) pairs of at least two points, got "
+                         f"{len(values)} values")
+    xs, ys = values[0::2], values[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def fused_by_finding(images: Sequence[ImageOut],
+                     fused: Sequence[FusedFindingOut]) -> dict[str, tuple[int, FusedFindingOut]]:
+    """Finding id -> (lesion number from 1, its fused finding) for every finding that was
+    matched across two views.
+
+    Raises:
+        ValueError: when a fused finding names a finding id that no image has.
+    """
+    known = {f.id for img in images for f in img.findings}
+    out: dict[str, tuple[int, FusedFindingOut]] = {}
+    for k, lesion in enumerate(fused, start=1):
+        for fid in lesion.finding_ids:
+            if fid not in known:
+                raise ValueError(f"fused finding {k} names finding id {fid!r}, expected one of "
+                                 f"{sorted(known)}")
+            out[fid] = (k, lesion)
+    return out
+
+
+def device_uid(model: ModelOut) -> str:
+    """A UID that identifies the algorithm (manufacturer, name, version): the same model always
+    gets the same UID (a hash, not random)."""
+    return str(generate_uid(entropy_srcs=[MANUFACTURER, model.name, model.version]))
+
+
+def stamp_result(ds: Dataset, result: ResultInput, when: dt.datetime) -> None:
+    """After construction by highdicom: patient/study attributes verbatim from the first
+    source, Manufacturer, instance creation date/time ``when`` and Contributing Equipment
+    (the algorithm only, replacing highdicom's own items)."""
+    copy_patient_study(result.sources[0], ds)
+    ds.Manufacturer = MANUFACTURER
+    ds.InstanceCreationDate = when.strftime("%Y%m%d")
+    ds.InstanceCreationTime = when.strftime("%H%M%S")
+    ds.ContributingEquipmentSequence = [contributing_equipment(result.model, when)]
