@@ -101,3 +101,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def without_findings(result: ResultInput) -> ResultInput:
+    """``result`` with every finding and every fused finding removed."""
+    images = [img.model_copy(update={"findings": []}) for img in result.study.images]
+    study = result.study.model_copy(update={"images": images, "fused": []})
+    return ResultInput(sources=result.sources, study=study, model=result.model,
+                       operating_point=result.operating_point)

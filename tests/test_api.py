@@ -181,11 +181,12 @@ def test_dicom_outputs(client: TestClient, galactogram_files: list[Path],
     assert sr.StudyInstanceUID == study_result.sources[0].StudyInstanceUID
     parsed = read_cad_sr(sr)
     for img in study_result.study.images:
-        got = sorted(parsed[str(img.sop_instance_uid)])
+        got = sorted((list(m.box), m.certainty) for m in parsed[str(img.sop_instance_uid)])
         want = sorted((f.box_px, f.score) for f in img.findings)
-        assert len(got) == len(want)
-        for (gb, _gs), (wb, _ws) in zip(got, want, strict=True):
+        assert len(got) == len(want) > 0
+        for (gb, gs), (wb, ws) in zip(got, want, strict=True):
             assert max(abs(a - b) for a, b in zip(gb, wb, strict=True)) < 1e-2
+            assert abs(gs - ws) < 1e-6
     r = client.post("/v1/detect", content=body,
                     headers={**headers, "Accept": "application/dicom"})
     assert pydicom.dcmread(io.BytesIO(r.content)).SOPClassUID == sr.SOPClassUID

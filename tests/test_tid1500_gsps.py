@@ -11,6 +11,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from conftest import without_findings
 from pydicom.dataset import Dataset
 
 from serving.outputs.common import (
@@ -34,21 +35,13 @@ def _save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def _empty_result(result: ResultInput) -> ResultInput:
-    """``result`` with every finding and every fused finding removed."""
-    images = [img.model_copy(update={"findings": []}) for img in result.study.images]
-    study = result.study.model_copy(update={"images": images, "fused": []})
-    return ResultInput(sources=result.sources, study=study, model=result.model,
-                       operating_point=result.operating_point)
-
-
 @pytest.fixture(scope="module")
 def written(study_result: ResultInput, tmp_path_factory: pytest.TempPathFactory,
             ) -> dict[str, list[Path]]:
     """The SR and GSPS of ``study_result`` and of the same study without findings, on disk."""
     out = tmp_path_factory.mktemp("tid1500_gsps")
     files: dict[str, list[Path]] = {}
-    for name, result in (("findings", study_result), ("empty", _empty_result(study_result))):
+    for name, result in (("findings", study_result), ("empty", without_findings(study_result))):
         sr = _save(build_tid1500(result, when=WHEN), out / f"{name}_sr.dcm")
         ps = [_save(p, out / f"{name}_gsps_{i}.dcm")
               for i, p in enumerate(build_gsps(result, when=WHEN))]
