@@ -8,6 +8,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -25,7 +26,9 @@ from serving.settings import Settings, SettingsError
 KEY = "k-3f9a8c1e5b7d2f40a6c9"
 
 
+@contextmanager
 def _client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:
+    """A TestClient of an app with these settings, its model loaded."""
     app: FastAPI = create_app(Settings(results_dir=tmp_path / "results", log_json=True,
                                        **settings))  # type: ignore[arg-type]
     with TestClient(app) as client:
@@ -36,7 +39,8 @@ def _client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    yield from _client(tmp_path_factory.mktemp("api"))
+    with _client(tmp_path_factory.mktemp("api")) as c:
+        yield c
 
 
 def _related(parts: list[bytes], boundary: str = "galacto-test-boundary") -> tuple[bytes, str]:
@@ -153,7 +157,7 @@ def test_unknown_operating_point_and_output(client: TestClient,
 def test_upload_limit_is_enforced_before_reading(tmp_path: Path,
                                                  galactogram_files: list[Path]) -> None:
     data = galactogram_files[0].read_bytes()
-    for client in _client(tmp_path, max_upload_mb=len(data) / 2 / 1024 / 1024):
+    with _client(tmp_path, max_upload_mb=len(data) / 2 / 1024 / 1024) as client:
         r = client.post("/v1/detect", content=data,
                         headers={"Content-Type": "application/dicom"})
         assert (r.status_code, r.json()["detail"]) == (413, "upload_too_large")
@@ -215,7 +219,7 @@ def test_render_png(client: TestClient, galactogram_files: list[Path]) -> None:
 
 
 def test_auth(tmp_path: Path, galactogram_files: list[Path]) -> None:
-    for client in _client(tmp_path, api_keys=[KEY]):
+    with _client(tmp_path, api_keys=[KEY]) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
         assert client.get("/").status_code == 200  # the viewer page holds no data
@@ -304,3 +308,20 @@ def test_no_patient_data_in_logs_metrics_or_errors(client: TestClient,
         str(r1.json()["rejected"])
     for secret in secrets:
         assert secret not in exposed, secret
+
+
+def test_full_queue_answers_503_and_keeps_serving(tmp_path: Path,
+                                                  galactogram_files: list[Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body, ctype = _related([f.read_bytes() for f in galactogram_files])
+    with _client(tmp_path, max_concurrent_inferences=1, max_queue=0, retry_after_s=3) as client:
+        def post(_: int) -> tuple[int, str | None, str | None]:
+            r = client.post("/v1/detect", content=body, headers={"Content-Type": ctype})
+            return r.status_code, r.json().get("detail"), r.headers.get("retry-after")
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(post, range(4)))
+        assert (200, None, None) in results
+        assert (503, "busy", "3") in results
+        assert {r[0] for r in results} <= {200, 503}
+        assert post(0)[0] == 200  # served again once the slot is free
