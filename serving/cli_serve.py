@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="default operating point (GALACTO_OPERATING_POINT, the card's)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="where STOW-RS results are kept (GALACTO_RESULTS_DIR)")
+    p.add_argument("--gateway", action="store_true",
+                   help="also run the DICOM gateway in this process (GALACTO_GATEWAY_ENABLED; "
+                        "configured by GALACTO_GATEWAY_*)")
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable log lines instead of JSON (GALACTO_LOG_JSON=false)")
     p.set_defaults(func=run)
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start uvicorn; returns when the server stops."""
     import logging
+    import os
 
     import uvicorn
     from pydantic import ValidationError
@@ -49,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
                                    ("results_dir", args.results_dir)) if v is not None}
     if args.plain_logs:
         overrides["log_json"] = False
+    if args.gateway:
+        os.environ["GALACTO_GATEWAY_ENABLED"] = "true"
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

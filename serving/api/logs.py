@@ -66,7 +66,7 @@ def configure(json_lines: bool = True, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("openjpeg", "pydicom", "jpeg_ls", "PIL", "pylibjpeg", "libjpeg", "rle",
-                  "python_multipart", "highdicom"):
+                  "python_multipart", "highdicom", "pynetdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []

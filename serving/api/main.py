@@ -6,6 +6,7 @@ Run it with ``galacto serve`` or ``uvicorn serving.api.main:create_app --factory
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -26,6 +27,8 @@ from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.routes import detect, dicomweb, info
 from serving.api.state import AppState
+from serving.gateway import http as gateway_http
+from serving.gateway.service import embedded_gateway
 from serving.settings import Settings
 
 log = logging.getLogger("galacto.api")
@@ -126,7 +129,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.start_loading()
+        gateway = await asyncio.to_thread(embedded_gateway, state.metrics.registry)
+        app.state.gateway = gateway  # None unless GALACTO_GATEWAY_ENABLED=true
         yield
+        if gateway is not None:
+            await asyncio.to_thread(gateway.stop)
         state.limiter.shutdown()
 
     app = FastAPI(title="galacto", version=__version__, description=DESCRIPTION,
@@ -134,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.galacto = state
     _install_handlers(app)
     _install_middleware(app, state)
-    for module in (info, detect, dicomweb):
+    for module in (info, detect, dicomweb, gateway_http):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

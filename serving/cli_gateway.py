@@ -1,0 +1,293 @@
+"""``galacto gateway run|jobs|resend``: the DICOM gateway from the command line.
+
+Settings come from ``GALACTO_GATEWAY_*`` environment variables (see
+:mod:`serving.gateway.settings`); the flags override the common ones. ``jobs`` and ``resend``
+work on the spool folder directly, whether or not a gateway is running on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.errors import CommandError
+
+#: Loggers kept at WARNING unless ``-v`` (pynetdicom logs every request; at DEBUG it logs UIDs).
+QUIET_LOGGERS = ("pynetdicom", "highdicom")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto gateway`` and its actions."""
+    p = sub.add_parser("gateway", help="DICOM gateway: C-STORE in, results back",
+                       description="A DICOM node for PACS: receives studies by C-STORE, keeps "
+                                   "them in a durable spool, runs the detector once a study is "
+                                   "complete, and sends the results back by C-STORE (or "
+                                   "STOW-RS). Configured by GALACTO_GATEWAY_* variables.")
+    actions = p.add_subparsers(dest="gateway_action", metavar="ACTION")
+    _add_run(actions)
+    _add_jobs(actions)
+    _add_resend(actions)
+    p.set_defaults(func=lambda args: _no_action(p))
+
+
+def _no_action(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _spool_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spool-dir", type=Path, default=None,
+                   help="spool folder (GALACTO_GATEWAY_SPOOL_DIR, ./galacto-spool)")
+
+
+def _add_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser("run", help="run the gateway (until Ctrl-C or SIGTERM)")
+    p.add_argument("--ae-title", default=None, help="our AE title (GALACTO_GATEWAY_AE_TITLE)")
+    p.add_argument("--host", default=None, help="listen address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="DICOM port (11112; 0: any free)")
+    _spool_flag(p)
+    p.add_argument("--destination", default=None, metavar="AE@HOST:PORT",
+                   help="where results are sent by C-STORE (GALACTO_GATEWAY_DESTINATION_*)")
+    p.add_argument("--stow-url", default=None, help="send results by STOW-RS to this "
+                   "DICOMweb base URL instead (GALACTO_GATEWAY_STOW_URL)")
+    p.add_argument("--allowed-callers", default=None, metavar="AE[@HOST],...",
+                   help="calling AE titles allowed (GALACTO_GATEWAY_ALLOWED_CALLERS; "
+                        "default: anyone)")
+    p.add_argument("--quiet-period", type=float, default=None, metavar="SECONDS",
+                   help="seconds without a new instance before a study is processed (10)")
+    p.add_argument("--workers", type=int, default=None, help="studies processed at once (1)")
+    p.add_argument("--results", default=None, metavar="KINDS",
+                   help="result objects, comma list of sr, tid1500, gsps (sr)")
+    p.add_argument("--model", type=Path, default=None, help="models/<name>/<version>")
+    p.add_argument("--operating-point", default=None, help="operating point name")
+    p.add_argument("--plain-logs", action="store_true",
+                   help="human-readable log lines instead of JSON")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_jobs(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser("jobs", help="list the study jobs of a spool")
+    _spool_flag(p)
+    p.add_argument("--state", default=None, help="only jobs in this state")
+    p.add_argument("--limit", type=int, default=50, help="newest N jobs (50)")
+    p.add_argument("--uids", action="store_true",
+                   help="show Study Instance UIDs (default: a short hash of them)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.set_defaults(func=cmd_jobs)
+
+
+def _add_resend(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser("resend", help="send a job's results again",
+                           description="Queue a sent, kept or failed job for sending again. "
+                                       "When a gateway runs on the spool it sends the job; "
+                                       "otherwise this command sends it itself (one attempt).")
+    p.add_argument("job", type=int, help="job number (see `galacto gateway jobs`)")
+    _spool_flag(p)
+    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for a running gateway to finish it (60)")
+    p.set_defaults(func=cmd_resend)
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """GatewaySettings from the environment and the flags present in ``args``."""
+    from pydantic import ValidationError
+
+    from serving.gateway.settings import GatewaySettings, parse_destination
+
+    flags = {"ae_title": "ae_title", "host": "host", "port": "port", "spool_dir": "spool_dir",
+             "stow_url": "stow_url", "allowed_callers": "allowed_callers",
+             "quiet_period": "quiet_period_s", "workers": "workers", "results": "results",
+             "model": "model", "operating_point": "operating_point"}
+    overrides: dict[str, Any] = {field: getattr(args, flag) for flag, field in flags.items()
+                                 if getattr(args, flag, None) is not None}
+    try:
+        if getattr(args, "destination", None):
+            ae, host, port = parse_destination(args.destination)
+            overrides.update(destination_ae_title=ae, destination_host=host,
+                             destination_port=port)
+        return GatewaySettings(**overrides)
+    except (ValidationError, ValueError) as exc:
+        raise CommandError(f"invalid gateway settings: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGINT/SIGTERM."""
+    from serving.api.logs import configure
+    from serving.gateway.service import Gateway, GatewayError
+    from serving.pipeline.model import ModelError
+
+    settings = _settings(args)
+    configure(json_lines=not args.plain_logs,
+              level=logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        gateway = Gateway(settings).start()
+    except (GatewayError, ModelError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        stop.wait()
+    finally:
+        logging.getLogger("galacto.gateway").info("stopping")
+        gateway.stop()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# jobs
+# --------------------------------------------------------------------------------------------
+
+
+def _open_spool(args: argparse.Namespace) -> Any:
+    from serving.gateway.settings import GatewaySettings
+    from serving.gateway.spool import DB_NAME, Spool
+
+    folder = args.spool_dir or GatewaySettings().spool_dir
+    if not (Path(folder) / DB_NAME).is_file():
+        raise CommandError(f"{folder}: not a gateway spool (no {DB_NAME}); pass --spool-dir")
+    return Spool(Path(folder))
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_json(job: Any) -> str:
+    from dataclasses import asdict
+
+    data = asdict(job)
+    data["state"] = job.state.value
+    return json.dumps(data, default=str)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Print the spool's jobs as a table (or JSON lines)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from serving.gateway.spool import JobState, uid_tag
+
+    try:
+        state = JobState(args.state) if args.state else None
+    except ValueError:
+        raise CommandError(f"unknown state {args.state!r}; expected one of "
+                           f"{', '.join(s.value for s in JobState)}") from None
+    spool = _open_spool(args)
+    try:
+        jobs = spool.jobs(state=state, limit=args.limit)
+        counts = spool.counts()
+    finally:
+        spool.close()
+    if args.json:
+        for job in jobs:
+            print(_job_json(job))
+        return 0
+    summary = ", ".join(f"{s.value} {n}" for s, n in counts.items() if n) or "none"
+    table = Table(title=f"gateway jobs ({summary})")
+    for column in ("job", "state", "study", "received", "instances", "findings", "results",
+                   "attempts", "duration", "reason"):
+        table.add_column(column, justify="right" if column in (
+            "job", "instances", "findings", "results", "attempts", "duration") else "left")
+    for job in jobs:
+        duration = "" if job.finished_at is None else f"{job.finished_at - job.created_at:.1f} s"
+        table.add_row(str(job.id), job.state.value,
+                      job.study_instance_uid if args.uids else uid_tag(job.study_instance_uid),
+                      _when(job.created_at),
+                      f"{job.instances_analysed}/{job.instances_received}"
+                      + (f" ({len(job.skipped)} skipped)" if job.skipped else ""),
+                      str(job.findings), f"{job.results_sent}/{job.results_total}",
+                      str(job.attempts), duration, (job.reason or "")[:80])
+    Console().print(table)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# resend
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    """Queue the job again; send it here when no gateway runs on the spool."""
+    from serving.gateway.service import Gateway, GatewayError, spool_in_use
+    from serving.gateway.spool import TERMINAL, SpoolError
+
+    settings = _settings(args)
+    if spool_in_use(settings.spool_dir):
+        spool = _open_spool(args)
+        try:
+            job = spool.resend(args.job)
+            print(f"job {job.id} queued for re-send; the running gateway sends it")
+            job = _wait(spool, args.job, args.wait)
+        except SpoolError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            spool.close()
+    else:
+        gateway = Gateway(settings, listen=False)
+        try:
+            gateway.open()
+            gateway.resend(args.job)
+            job = gateway.process_now(args.job)
+        except (SpoolError, GatewayError) as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            gateway.close()
+    print(f"job {job.id}: {job.state.value}" + (f" ({job.reason})" if job.reason else ""))
+    return 0 if job.state in TERMINAL and job.state.value != "failed" else 1
+
+
+def _wait(spool: Any, job_id: int, timeout_s: float) -> Any:
+    from serving.gateway.spool import TERMINAL
+
+    deadline = time.monotonic() + timeout_s
+    job = spool.job(job_id)
+    while job.state not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = spool.job(job_id)
+    return job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m serving.cli_gateway ACTION ...``: the same as ``galacto gateway ACTION``,
+    usable before the subcommand is registered in :mod:`serving.cli`."""
+    parser = argparse.ArgumentParser(prog="galacto")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"galacto: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

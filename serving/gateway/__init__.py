@@ -1,0 +1,18 @@
+"""The DICOM gateway: C-ECHO/C-STORE listener, durable spool, study grouping, workers that run
+the detection pipeline, and results sent back by C-STORE (or STOW-RS).
+
+- :mod:`~serving.gateway.settings`: ``GALACTO_GATEWAY_*`` settings.
+- :mod:`~serving.gateway.spool`: SQLite job table and instance/result files.
+- :mod:`~serving.gateway.scp`: the pynetdicom listener and its allow-list.
+- :mod:`~serving.gateway.triage`, :mod:`~serving.gateway.analysis`: what is analysed, and how.
+- :mod:`~serving.gateway.sender`: C-STORE SCU and STOW-RS senders.
+- :mod:`~serving.gateway.service`: :class:`Gateway`, which runs all of it.
+- :mod:`~serving.gateway.http`: ``/v1/jobs`` endpoints for the HTTP app.
+- :mod:`~serving.gateway.metrics`: Prometheus metrics.
+"""
+
+from serving.gateway.service import Gateway, GatewayError, embedded_gateway
+from serving.gateway.settings import GatewaySettings
+from serving.gateway.spool import Job, JobState
+
+__all__ = ["Gateway", "GatewayError", "GatewaySettings", "Job", "JobState", "embedded_gateway"]

@@ -1,0 +1,262 @@
+"""Gateway settings from ``GALACTO_GATEWAY_*`` environment variables (pydantic-settings).
+
+Defaults run on a laptop: AE title ``GALACTO`` on ``127.0.0.1:11112``, a spool in
+``./galacto-spool``, any caller accepted, results kept in the spool (no destination). Nonsense
+refuses to start with a message naming the variable, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from serving.outputs.common import ResultKind
+
+#: AE title: 1-16 characters of the DICOM default repertoire, no backslash or control
+#: characters, not only spaces (PS3.5 6.2, VR AE).
+AE_TITLE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+#: A host name (RFC 1123 labels) or an IPv4/IPv6 address (checked separately).
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+ENV = "GALACTO_GATEWAY_"
+
+
+def check_ae_title(value: str, what: str) -> str:
+    """``value`` stripped if it is a valid AE title, else ``ValueError`` saying why.
+
+    Args:
+        value: the AE title as configured.
+        what: the setting's name, for the message.
+    """
+    stripped = value.strip()
+    if not stripped or not AE_TITLE_RE.match(stripped):
+        raise ValueError(f"{what} must be an AE title of 1 to 16 printable ASCII characters "
+                         f"without a backslash, not only spaces; found {value!r}")
+    return stripped
+
+
+def check_host(value: str, what: str) -> str:
+    """``value`` if it is an IP address, a CIDR network or a host name, else ``ValueError``."""
+    text = value.strip()
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return text
+    except ValueError:
+        pass
+    if HOSTNAME_RE.match(text):
+        return text
+    raise ValueError(f"{what} must be an IP address, a network (10.0.0.0/8) or a host name; "
+                     f"found {value!r}")
+
+
+@dataclass(frozen=True)
+class CallerRule:
+    """One allow-list entry: a calling AE title, optionally bound to a host.
+
+    Attributes:
+        ae_title: the calling AE title (stripped, compared exactly, case-sensitive as DICOM).
+        host: an IP address, a CIDR network or a host name the association must come from;
+            ``None`` accepts the AE title from any host.
+    """
+
+    ae_title: str
+    host: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> CallerRule:
+        """``"AE"`` or ``"AE@host"`` -> rule; ``ValueError`` naming the entry otherwise."""
+        ae, sep, host = text.strip().partition("@")
+        what = f"{ENV}ALLOWED_CALLERS entry {text!r}"
+        if sep and not host.strip():
+            raise ValueError(f"{what}: nothing after '@'; expected AE or AE@host")
+        return cls(ae_title=check_ae_title(ae, what),
+                   host=check_host(host, what) if sep else None)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}" if self.host else self.ae_title
+
+
+def _split(value: object) -> object:
+    """A comma-separated environment string -> list of non-empty stripped items."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class GatewaySettings(BaseSettings):
+    """Everything ``galacto gateway`` can be configured with (prefix ``GALACTO_GATEWAY_``).
+
+    Attributes:
+        enabled: start the gateway inside ``galacto serve`` too (``galacto gateway run``
+            ignores it).
+        ae_title: our AE title (called AE title the peers use, calling AE title when sending).
+        host, port: where the DICOM listener listens (port 0: any free port).
+        check_called_ae: refuse associations addressed to another AE title.
+        allowed_callers: comma list of calling AE titles, ``AE`` or ``AE@host`` (host: IP,
+            CIDR network or name); empty: anyone may send.
+        max_associations: associations served at once.
+        spool_dir: where instances, results and the job database are kept.
+        spool_max_mb: quota of the spool (MiB of instance and result files); a C-STORE that
+            would exceed it is refused with 0xA700 (out of resources).
+        keep_instances: keep received instance files after their results were sent (default:
+            delete them then; the job record stays).
+        quiet_period_s: seconds without a new instance after which a study is processed.
+        workers: studies processed at once (threads).
+        ort_threads: ONNX Runtime threads per inference (default: the runtime's choice).
+        max_pixels: largest accepted Rows x Columns of one image.
+        results: result objects to produce, comma list of ``sr`` (Mammography CAD SR),
+            ``tid1500`` and ``gsps``.
+        destination_ae_title, destination_host, destination_port: where results are sent by
+            C-STORE; all three or none (none: results stay in the spool).
+        stow_url: DICOMweb base URL to send results by STOW-RS instead
+            (``POST {stow_url}/studies``).
+        stow_token: bearer token for ``stow_url`` (optional).
+        send_retries: retries after a failed send (so ``send_retries + 1`` attempts).
+        backoff_s: base of the exponential backoff: retry ``k`` waits ``backoff_s * 2**(k-1)``
+            seconds.
+        network_timeout_s: DICOM association, DIMSE and network timeouts (seconds), and the
+            STOW-RS request timeout.
+        operating_point: operating point name (default: the model card's).
+        model: model folder ``models/<name>/<version>`` (default: the bundled galacto-small).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV, extra="ignore")
+
+    enabled: bool = False
+    ae_title: str = "GALACTO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    check_called_ae: bool = True
+    allowed_callers: Annotated[list[CallerRule], NoDecode] = Field(default_factory=list)
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    spool_dir: Path = Path("galacto-spool")
+    spool_max_mb: float = Field(default=10240.0, gt=0)
+    keep_instances: bool = False
+    quiet_period_s: float = Field(default=10.0, gt=0, le=86400)
+    workers: int = Field(default=1, ge=1, le=64)
+    ort_threads: int | None = Field(default=None, ge=1)
+    max_pixels: int = Field(default=8192 * 8192, ge=1)
+    results: Annotated[list[ResultKind], NoDecode] = Field(
+        default_factory=lambda: [ResultKind.CAD_SR])
+    destination_ae_title: str | None = None
+    destination_host: str | None = None
+    destination_port: int | None = Field(default=None, ge=1, le=65535)
+    stow_url: str | None = None
+    stow_token: str | None = None
+    send_retries: int = Field(default=5, ge=0, le=100)
+    backoff_s: float = Field(default=2.0, ge=0, le=3600)
+    network_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    operating_point: str | None = None
+    model: Path | None = None
+
+    @field_validator("allowed_callers", mode="before")
+    @classmethod
+    def _callers(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list):
+            return [CallerRule.parse(i) if isinstance(i, str) else i for i in items]
+        return items
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _results(cls, value: object) -> object:
+        items = _split(value)
+        if isinstance(items, list):
+            known = [k.value for k in ResultKind]
+            for item in items:
+                if isinstance(item, str) and item not in known:
+                    raise ValueError(f"unknown result kind {item!r}; expected a comma list "
+                                     f"of {', '.join(known)}")
+        return items
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value, f"{ENV}AE_TITLE")
+
+    @field_validator("destination_ae_title")
+    @classmethod
+    def _destination_ae(cls, value: str | None) -> str | None:
+        return None if value is None else check_ae_title(value, f"{ENV}DESTINATION_AE_TITLE")
+
+    @field_validator("destination_host")
+    @classmethod
+    def _destination_host(cls, value: str | None) -> str | None:
+        return None if value is None else check_host(value, f"{ENV}DESTINATION_HOST")
+
+    @field_validator("stow_url")
+    @classmethod
+    def _stow_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{ENV}STOW_URL must be an http:// or https:// URL; found "
+                             f"{value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewaySettings:
+        if not self.results:
+            raise ValueError(f"{ENV}RESULTS is empty; expected at least one of "
+                             f"{', '.join(k.value for k in ResultKind)}")
+        if len(set(self.results)) != len(self.results):
+            raise ValueError(f"{ENV}RESULTS lists a kind twice: "
+                             f"{','.join(k.value for k in self.results)}")
+        parts = {"AE_TITLE": self.destination_ae_title, "HOST": self.destination_host,
+                 "PORT": self.destination_port}
+        given = [k for k, v in parts.items() if v is not None]
+        if given and len(given) != 3:
+            missing = [f"{ENV}DESTINATION_{k}" for k, v in parts.items() if v is None]
+            raise ValueError(f"the destination needs AE title, host and port; "
+                             f"{', '.join(missing)} missing (set all three or none)")
+        if given and self.stow_url:
+            raise ValueError(f"both a C-STORE destination and {ENV}STOW_URL are set; "
+                             "expected one of them")
+        if self.stow_token and not self.stow_url:
+            raise ValueError(f"{ENV}STOW_TOKEN is set but {ENV}STOW_URL is not")
+        return self
+
+    @property
+    def spool_max_bytes(self) -> int:
+        """``spool_max_mb`` in bytes."""
+        return int(self.spool_max_mb * 1024 * 1024)
+
+    @property
+    def has_destination(self) -> bool:
+        """True when results are sent somewhere (C-STORE or STOW-RS)."""
+        return self.destination_ae_title is not None or self.stow_url is not None
+
+    def describe_destination(self) -> str:
+        """``AE@host:port``, the STOW-RS URL, or ``"none (results stay in the spool)"``."""
+        if self.destination_ae_title is not None:
+            return f"{self.destination_ae_title}@{self.destination_host}:{self.destination_port}"
+        if self.stow_url is not None:
+            return f"STOW-RS {self.stow_url}"
+        return "none (results stay in the spool)"
+
+    def with_overrides(self, **values: Any) -> GatewaySettings:
+        """A validated copy with ``values`` (``None`` values ignored), for CLI flags."""
+        data = self.model_dump()
+        data.update({k: v for k, v in values.items() if v is not None})
+        return GatewaySettings.model_validate(data)
+
+
+def parse_destination(text: str) -> tuple[str, str, int]:
+    """``"AE@host:port"`` -> ``(AE, host, port)``; ``ValueError`` saying what was expected.
+
+    IPv6 hosts go in brackets: ``AE@[::1]:104``.
+    """
+    m = re.match(r"^([^@]+)@(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$", text.strip())
+    if m is None:
+        raise ValueError(f"destination must be AE@host:port (e.g. PACS@10.0.0.5:104); "
+                         f"found {text!r}")
+    ae, host, port = m.group(1), m.group(2).strip("[]"), int(m.group(3))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"destination port must be 1..65535; found {port}")
+    return check_ae_title(ae, "destination AE title"), check_host(host, "destination host"), port

@@ -1,0 +1,72 @@
+"""Which received instances of a study are galactogram images worth analysing.
+
+A PACS routing rule often sends a whole study: besides the MG/DX/CR images it may hold
+secondary captures of reports, color photos, other modalities, or the results this gateway
+sent back earlier. :func:`skip_reason` looks at the header only and names why an instance is
+not analysed; the intake (:func:`serving.pipeline.dicom_in.read_image`) then refuses what the
+header did not reveal (color, no spacing, multi-frame, ...), which the worker records the same
+way. Reasons are ``code: explanation`` and never quote patient data.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydicom.dataset import Dataset
+
+from serving.outputs.common import MANUFACTURER
+from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES
+
+SECONDARY_CAPTURE_CLASSES: Final = frozenset({
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
+})
+#: Modalities of projection X-ray images a galactogram may come as.
+IMAGE_MODALITIES: Final = frozenset({"MG", "DX", "CR"})
+#: Extra modalities accepted for Secondary Capture only (sites label SC as OT or XC).
+SC_MODALITIES: Final = IMAGE_MODALITIES | {"OT"}
+
+
+def _text(header: Dataset, keyword: str) -> str:
+    value = header.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def is_own_result(header: Dataset) -> bool:
+    """True for an object this service produced (our Manufacturer, or the algorithm named as
+    Processing Equipment in Contributing Equipment)."""
+    if _text(header, "Manufacturer") == MANUFACTURER:
+        return True
+    for item in header.get("ContributingEquipmentSequence") or []:
+        if str(item.get("Manufacturer", "")).strip() == MANUFACTURER:
+            return True
+    return False
+
+
+def skip_reason(header: Dataset) -> str | None:
+    """Why this instance is not analysed, or None when it may be a galactogram image.
+
+    Checks, in order: our own result, SOP class (an image class the intake accepts),
+    modality, color, and for Secondary Capture the presence of a pixel spacing.
+    """
+    if is_own_result(header):
+        return f"own_result: produced by {MANUFACTURER}"
+    sop_class = _text(header, "SOPClassUID")
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        return (f"unsupported_sop_class: SOPClassUID is {sop_class or 'absent'}; expected "
+                "an MG, DX, CR or Secondary Capture image")
+    modality = _text(header, "Modality").upper()
+    allowed = SC_MODALITIES if sop_class in SECONDARY_CAPTURE_CLASSES else IMAGE_MODALITIES
+    if modality and modality not in allowed:
+        return (f"wrong_modality: Modality is {modality[:16]!r}; expected one of "
+                f"{', '.join(sorted(allowed))}")
+    samples = _text(header, "SamplesPerPixel")
+    photometric = _text(header, "PhotometricInterpretation").upper()
+    if samples not in ("", "1") or \
+            (photometric and not photometric.startswith("MONOCHROME")):
+        return (f"color_image: PhotometricInterpretation is {photometric[:16] or 'absent'!r}, "
+                f"SamplesPerPixel {samples[:8] or 'absent'}; expected a grayscale image")
+    if sop_class in SECONDARY_CAPTURE_CLASSES and "PixelSpacing" not in header \
+            and "ImagerPixelSpacing" not in header:
+        return ("missing_spacing: Secondary Capture without PixelSpacing or "
+                "ImagerPixelSpacing; expected a spacing to measure in mm")
+    return None
