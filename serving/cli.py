@@ -92,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"galacto: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        print(f"galacto: error: 'galacto {args.command}' needs a module that is not installed "
+              f"({exc.name}); install the extra it belongs to, e.g. pip install "
+              "'galacto[train]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("galacto: interrupted", file=sys.stderr)
         return 130
