@@ -31,6 +31,8 @@ import io
 import math
 import os
 import re
+import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -39,8 +41,10 @@ from typing import Any, BinaryIO, Final, Literal, TypeAlias, cast
 import numpy as np
 import numpy.typing as npt
 import pydicom
+import pydicom.filereader
 from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence as DicomSequence
@@ -108,6 +112,16 @@ MAX_SPACING_MM: Final = 10.0
 
 #: Bytes above which :func:`read_header` leaves an element's value unread (the pixel data).
 HEADER_DEFER_SIZE: Final = 4096
+
+#: Bytes a deflated data set may inflate to beyond 2 bytes per allowed pixel (its other
+#: attributes); anything larger is refused before pydicom inflates it (a deflate bomb).
+DEFLATE_HEADER_ALLOWANCE: Final = 8 * 1024 * 1024
+
+#: Most data elements plus sequence items pydicom may parse for one object (a real image
+#: header has a few hundred). Parsing costs about 300 bytes of memory per element of 8 to 12
+#: input bytes (700 per empty item): 12 MB of tiny elements took 5 s and 350 MB (fuzz corpus
+#: 007), so floods of elements or items are refused as soon as they exceed the budget.
+MAX_DATA_ELEMENTS: Final = 50_000
 
 Laterality: TypeAlias = Literal["L", "R", "U"]
 SpacingSource: TypeAlias = Literal[
@@ -356,8 +370,8 @@ def read_header(
         TypeError: ``source`` is none of the accepted types.
     """
     _check_max_pixels(max_pixels)
-    with _open_source(source) as opened, _guard():
-        ds = _as_dataset(opened, header_only=True)
+    with _open_source(source) as opened, _guard(), _element_budget():
+        ds = _as_dataset(opened, header_only=True, max_pixels=max_pixels)
         return _read_header(ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing)
 
 
@@ -395,11 +409,12 @@ def read_image(
         TypeError: ``source`` is none of the accepted types.
     """
     _check_max_pixels(max_pixels)
-    with _open_source(source) as opened, _guard():
-        ds = _as_dataset(opened, header_only=False)
+    with _open_source(source) as opened, _guard(), _element_budget():
+        ds = _as_dataset(opened, header_only=False, max_pixels=max_pixels)
         header = _read_header(
             ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing
         )
+        _check_frame_header(ds, header)
         scale = _reduction(header, reduce_to_spacing_mm)
         stored = _decode_j2k_reduced(ds, header, scale) if scale > 1 else None
         if stored is None:
@@ -414,19 +429,79 @@ def _check_max_pixels(max_pixels: int) -> None:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
 
 
+def _is_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means "this object cannot be read": any ``Exception``, and the
+    ``PanicException`` a Rust codec (pylibjpeg-rle) raises on malformed data, which PyO3
+    derives from ``BaseException`` (fuzz corpus 001). KeyboardInterrupt, SystemExit and
+    friends are not failures of the object."""
+    return isinstance(exc, Exception) or type(exc).__module__ == "pyo3_runtime"
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
-    """Let :class:`IntakeError` through; wrap anything else into :class:`DecodeError`."""
+    """Let :class:`IntakeError` through; wrap any other failure (see :func:`_is_failure`)
+    into :class:`DecodeError`."""
     try:
         yield
     except IntakeError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if not _is_failure(exc):
+            raise
         raise DecodeError(
             "unexpected error while reading the DICOM object",
             value=Found(f"{type(exc).__name__}: {exc}"),
             expected="an object pydicom and its plugins can read",
         ) from exc
+
+
+# ---- element budget ------------------------------------------------------------------------
+#
+# pydicom has no limit on how many elements it parses, and parses undefined-length sequences
+# eagerly and nested ones recursively. Its reader creates each data set (top level and every
+# sequence item) with ``pydicom.filereader.data_element_generator``; that name is replaced
+# once, here, by a wrapper that charges every data set and element to a per-thread budget.
+# Outside an intake call (other threads, other code using pydicom) there is no budget and the
+# wrapper only passes the elements on.
+
+_budget = threading.local()
+_data_element_generator = pydicom.filereader.data_element_generator
+
+
+def _charge() -> None:
+    """Count one data set or element against the calling thread's budget, if it has one."""
+    left: int | None = getattr(_budget, "left", None)
+    if left is None:
+        return
+    if left <= 0:
+        raise InvalidHeaderError(
+            "too many data elements and sequence items",
+            value=Found(f"more than {MAX_DATA_ELEMENTS}"),
+            expected=f"at most {MAX_DATA_ELEMENTS} (an image header has a few hundred)",
+        )
+    _budget.left = left - 1
+
+
+def _budgeted_data_element_generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """pydicom's ``data_element_generator``, charging the data set and each element."""
+    _charge()
+    for element in _data_element_generator(*args, **kwargs):
+        _charge()
+        yield element
+
+
+pydicom.filereader.data_element_generator = _budgeted_data_element_generator
+
+
+@contextmanager
+def _element_budget() -> Iterator[None]:
+    """Give the calling thread a budget of :data:`MAX_DATA_ELEMENTS` while the block runs."""
+    previous = getattr(_budget, "left", None)
+    _budget.left = MAX_DATA_ELEMENTS
+    try:
+        yield
+    finally:
+        _budget.left = previous
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,11 +544,13 @@ def _seekable(fp: BinaryIO) -> BinaryIO:
     return io.BytesIO(bytes(data))
 
 
-def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool) -> Dataset:
+def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool, max_pixels: int) -> Dataset:
     """Parse ``opened`` (unless it is a Dataset already); :class:`NotDicomError` if impossible.
 
     With ``header_only``, values longer than :data:`HEADER_DEFER_SIZE` (the pixel data) are
-    left unread: their elements are present but their values are never loaded here.
+    left unread: their elements are present but their values are never loaded here. A
+    deflated data set is refused (:class:`ImageTooLargeError`) when it inflates beyond what an
+    image of ``max_pixels`` needs, before pydicom inflates it.
     """
     if isinstance(opened, Dataset):
         return opened
@@ -490,12 +567,15 @@ def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool) -> Dataset:
             expected="a 128-byte preamble followed by b'DICM' "
             "(or a data set starting with group 0002 or 0008)",
         )
+    _check_inflated_size(opened, start, force=not has_prefix, max_pixels=max_pixels)
     try:
         ds = pydicom.dcmread(
             opened,
             force=not has_prefix,
             defer_size=HEADER_DEFER_SIZE if header_only else None,
         )
+    except IntakeError:
+        raise
     except Exception as exc:
         raise NotDicomError(
             "cannot be parsed as DICOM",
@@ -517,6 +597,56 @@ def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool) -> Dataset:
             expected="a DICOM data set (SOPClassUID, Rows, Columns, PixelData, ...)",
         )
     return ds
+
+
+def _check_inflated_size(fp: BinaryIO, start: int, *, force: bool, max_pixels: int) -> None:
+    """Refuse a Deflated Explicit VR Little Endian data set that inflates to more than
+    ``2 * max_pixels`` + :data:`DEFLATE_HEADER_ALLOWANCE` bytes.
+
+    pydicom inflates the whole data set in memory with no limit (a 300 KB deflate bomb became
+    600 MB, fuzz corpus 002). This reads the file meta exactly as ``dcmread`` does (pydicom's
+    own readers) and, when the transfer syntax is deflated, inflates in 1 MiB steps that are
+    counted and dropped. Problems reading the file meta are left to ``dcmread`` (it reads the
+    same bytes the same way, and fails before inflating anything).
+    """
+    from pydicom.filereader import (  # the steps of pydicom.filereader.read_partial
+        _read_command_set_elements,
+        _read_file_meta_info,
+        read_preamble,
+    )
+
+    try:
+        fp.seek(start)
+        read_preamble(fp, force)
+        meta = _read_file_meta_info(fp)
+        syntax = meta.get("TransferSyntaxUID")
+        if syntax != DeflatedExplicitVRLittleEndian:
+            return
+        _read_command_set_elements(fp)
+        zipped = fp.read()
+    except Exception:
+        return
+    finally:
+        fp.seek(start)
+    limit = 2 * max_pixels + DEFLATE_HEADER_ALLOWANCE
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, pending = 0, zipped
+    try:
+        while True:
+            size += len(inflater.decompress(pending, 1024 * 1024))
+            pending = inflater.unconsumed_tail
+            if size > limit:
+                raise ImageTooLargeError(
+                    "deflated data set inflates beyond the pixel limit",
+                    attribute=_attr("TransferSyntaxUID"),
+                    value=Found(f"{len(zipped)} deflated bytes inflate to more than {limit}"),
+                    expected=f"at most 2 x {max_pixels} pixel bytes + "
+                    f"{DEFLATE_HEADER_ALLOWANCE} bytes of other attributes",
+                )
+            if inflater.eof or not pending:
+                break
+    except zlib.error:
+        return  # not a valid deflate stream: dcmread fails on it before inflating it all
 
 
 def _plausible_raw_dataset(head: bytes) -> bool:
@@ -1236,9 +1366,17 @@ def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[A
         "pixel_vr": element.VR,
         "correct_unused_bits": True,
     }
+    decoder = get_decoder(uid)
+    if uid == RLELossless and "pylibjpeg" in decoder.available_plugins:
+        # pydicom's own RLE decoder, the fallback when pylibjpeg-rle refuses a frame, expands
+        # every segment whole (up to 64x the input) before checking its length (fuzz corpus
+        # 006): decode with the bounded pylibjpeg-rle alone when it is installed.
+        options["decoding_plugin"] = "pylibjpeg"
     try:
-        array, _ = get_decoder(uid).as_array(bytes(data), index=0, raw=True, **options)
-    except Exception as exc:
+        array, _ = decoder.as_array(bytes(data), index=0, raw=True, **options)
+    except BaseException as exc:
+        if not _is_failure(exc):  # a Rust decoder's PanicException is a failure, see there
+            raise
         error = TruncatedPixelDataError if uid.is_encapsulated else DecodeError
         raise error(
             f"pixel data cannot be decoded as {header.transfer_syntax_name}",
@@ -1257,6 +1395,84 @@ def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[A
 
 
 _J2K_UIDS: Final = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+#: JPEG (10918) and JPEG-LS (14495) transfer syntaxes: frame size in an SOFn / SOF55 segment.
+_JPEG_UIDS: Final = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
+                               JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless})
+#: Start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (JPEG) and SOF55 (JPEG-LS).
+_SOF_MARKERS: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
+                                 0xCD, 0xCE, 0xCF, 0xF7})
+
+
+def _check_frame_header(ds: Dataset, header: ImageHeader) -> None:
+    """Refuse a JPEG / JPEG-LS / JPEG 2000 frame whose own frame header does not give
+    ``Rows x Columns`` and one component, before any decoder sees it.
+
+    The decoders allocate what the codestream's header claims, not what Rows and Columns
+    (checked against ``max_pixels``) say: an 8 KB frame claiming 20000 x 20000 took 2.4 GB
+    and up to a minute to refuse (fuzz corpus 003-005). Such a frame could never decode to
+    the image anyway. The frame is taken as pydicom's decoders take it; when that fails, the
+    decoder fails the same way and reports it.
+
+    Raises:
+        TruncatedPixelDataError: no frame header found, or it gives another size.
+    """
+    uid = header.transfer_syntax_uid
+    if uid not in _J2K_UIDS and uid not in _JPEG_UIDS:
+        return
+    try:
+        frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+    except Exception:
+        return
+    found = _j2k_frame_size(frame) if uid in _J2K_UIDS else _jpeg_frame_size(frame)
+    if found != (header.rows, header.cols, 1):
+        raise TruncatedPixelDataError(
+            "the compressed frame does not match the image header",
+            attribute=_attr("PixelData"),
+            value=Found("no frame header" if found is None
+                        else f"a {found[0]} x {found[1]} frame of {found[2]} component(s)"),
+            expected=f"a {header.rows} x {header.cols} frame of 1 component (Rows x Columns)",
+        )
+
+
+def _j2k_frame_size(frame: bytes) -> tuple[int, int, int] | None:
+    """``(rows, cols, components)`` from the SIZ segment of a JPEG 2000 codestream that
+    starts with SOC (DICOM carries the bare codestream, no JP2 header); None if not found."""
+    if len(frame) < 42 or frame[:4] != b"\xff\x4f\xff\x51":
+        return None
+    xsiz, ysiz, xosiz, yosiz = (int.from_bytes(frame[i : i + 4], "big") for i in (8, 12, 16, 20))
+    return ysiz - yosiz, xsiz - xosiz, int.from_bytes(frame[40:42], "big")
+
+
+def _jpeg_frame_size(frame: bytes) -> tuple[int, int, int] | None:
+    """``(rows, cols, components)`` from the first SOFn/SOF55 segment of a JPEG or JPEG-LS
+    codestream that starts with SOI, walking the marker segments; None if there is none
+    before the first scan."""
+    if frame[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(frame):
+        if frame[pos] != 0xFF:
+            return None
+        marker = frame[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
+            return None
+        if marker in _SOF_MARKERS:
+            if pos + 10 > len(frame):
+                return None
+            rows = int.from_bytes(frame[pos + 5 : pos + 7], "big")
+            cols = int.from_bytes(frame[pos + 7 : pos + 9], "big")
+            return rows, cols, frame[pos + 9]
+        length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
 
 
 def _reduction(header: ImageHeader, target_mm: float | None) -> int:
