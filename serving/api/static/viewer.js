@@ -1,0 +1,525 @@
+// galacto viewer: send DICOM files to /v1/render and /v1/detect, draw the findings.
+// Plain JavaScript, no dependencies, nothing fetched from outside this server.
+//
+// For tests: <ul id="boxes"> gets one <li> per drawn box (data-box = x1,y1,x2,y2 in stored
+// pixels, recomputed from the drawn canvas rectangle), and <body data-state> goes
+// idle -> busy -> done | error.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "galacto.apiKey";
+  const RENDER_MAX_SIZE = 1024;
+  const BOX_COLOR = "#ffc933";
+  const NIPPLE_COLOR = "#35d0e6";
+
+  const $ = (id) => document.getElementById(id);
+
+  /** A new element with attributes (data-* via "data-...") and children (strings or nodes). */
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") node.className = value;
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // ---------------------------------------------------------------- API key (sessionStorage)
+
+  function getKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  function setKey(value) {
+    try {
+      if (value) sessionStorage.setItem(KEY_STORAGE, value);
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch {
+      // storage disabled: the key is simply not remembered
+    }
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  class ApiError extends Error {
+    constructor(status, detail, message, body) {
+      super(message);
+      this.status = status;
+      this.detail = detail;
+      this.body = body;
+    }
+  }
+
+  /** fetch() with the API key; a non-2xx answer throws ApiError(detail, message). */
+  async function api(path, init = {}) {
+    const headers = new Headers(init.headers || {});
+    const key = getKey();
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    let resp;
+    try {
+      resp = await fetch(path, { ...init, headers });
+    } catch (exc) {
+      throw new ApiError(0, "network_error", `the server could not be reached (${exc.message})`);
+    }
+    if (!resp.ok) {
+      let body = null;
+      try {
+        body = await resp.json();
+      } catch {
+        // not JSON (a proxy page, say)
+      }
+      const detail = body && typeof body.detail === "string" ? body.detail : `http_${resp.status}`;
+      const message = body && typeof body.message === "string" ? body.message
+        : `${resp.status} ${resp.statusText}`.trim();
+      throw new ApiError(resp.status, detail, message, body);
+    }
+    return resp;
+  }
+
+  // ---------------------------------------------------------------- model / operating points
+
+  let modelsLoaded = false;
+  let modelsRetry = null;
+
+  function describeOperatingPoint() {
+    const option = $("operating-point").selectedOptions[0];
+    $("op-info").textContent = option ? option.dataset.info || "" : "";
+  }
+
+  async function loadModels() {
+    clearTimeout(modelsRetry);
+    const info = $("model-info");
+    try {
+      const models = await (await api("/v1/models")).json();
+      const model = models[0];
+      const select = $("operating-point");
+      const previous = select.value;
+      select.replaceChildren(...model.operating_points.map((op) => el("option", {
+        value: op.name,
+        "data-info": op.sensitivity !== null && op.fp_per_image !== null
+          ? `validation: sensitivity ${op.sensitivity.toFixed(2)} at ${op.fp_per_image} `
+            + "false positives per image" : "",
+      }, `${op.name} (score ≥ ${op.score_threshold.toFixed(2)})`)));
+      const names = model.operating_points.map((op) => op.name);
+      select.value = names.includes(previous) ? previous : model.default_operating_point;
+      select.disabled = false;
+      describeOperatingPoint();
+      info.textContent = `model: ${model.name} ${model.version}`;
+      info.classList.remove("bad");
+      modelsLoaded = true;
+    } catch (exc) {
+      info.classList.add("bad");
+      if (exc.status === 503) {
+        info.textContent = "model: loading on the server…";
+        modelsRetry = setTimeout(loadModels, 2000);
+      } else if (exc.status === 401) {
+        info.textContent = "model: enter the API key";
+      } else {
+        info.textContent = `model: unavailable (${exc.detail})`;
+      }
+    }
+    return modelsLoaded;
+  }
+
+  // ---------------------------------------------------------------- state and messages
+
+  function setState(state) {
+    document.body.dataset.state = state;
+  }
+
+  function setStatus(text) {
+    $("status").textContent = text;
+  }
+
+  function showError(exc, context) {
+    const box = $("error");
+    const detail = exc instanceof ApiError ? exc.detail : "client_error";
+    const items = [];
+    const rejected = exc instanceof ApiError && exc.body && Array.isArray(exc.body.rejected)
+      ? exc.body.rejected : [];
+    if (rejected.length > 1) {
+      for (const r of rejected) {
+        items.push(el("li", {}, `${r.name || `part ${r.part + 1}`}: `,
+          el("code", { class: "detail" }, r.detail), ` — ${r.message}`));
+      }
+    }
+    box.replaceChildren(...[
+      el("div", { class: "error-head" }, context ? `${context}: ` : "",
+        el("code", { class: "detail" }, detail)),
+      el("div", { class: "error-message" }, exc.message || String(exc)),
+      items.length ? el("ul", {}, items) : null,
+      exc instanceof ApiError && exc.status === 401
+        ? el("div", { class: "hint" }, "Enter a valid API key above and try again.") : null,
+    ].filter(Boolean));
+    box.hidden = false;
+  }
+
+  function showWarnings(lines) {
+    const box = $("warnings");
+    box.replaceChildren(...lines.map((line) => el("div", {}, line)));
+    box.hidden = lines.length === 0;
+  }
+
+  function clearResults() {
+    $("error").hidden = true;
+    showWarnings([]);
+    $("results").hidden = true;
+    $("images").replaceChildren();
+    $("findings").tBodies[0].replaceChildren();
+    $("fused").replaceChildren();
+    $("boxes").replaceChildren();
+    $("raw").hidden = true;
+    $("raw-json").textContent = "";
+  }
+
+  function showRaw(value) {
+    $("raw-json").textContent = JSON.stringify(value, null, 2);
+    $("raw").hidden = false;
+  }
+
+  // ---------------------------------------------------------------- requests for one run
+
+  async function decodePng(blob) {
+    if (typeof createImageBitmap === "function") return createImageBitmap(blob);
+    const url = URL.createObjectURL(blob);
+    try {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      return img;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  }
+
+  /** The file as a PNG and its scale (stored pixels per PNG pixel); ApiError on failure. */
+  async function render(file) {
+    const resp = await api(`/v1/render?max_size=${RENDER_MAX_SIZE}`, {
+      method: "POST", body: file, headers: { "Content-Type": "application/dicom" },
+    });
+    const scale = parseFloat(resp.headers.get("X-Galacto-Scale") || "");
+    if (!(scale > 0)) {
+      throw new ApiError(resp.status, "bad_scale",
+        "the render response has no valid X-Galacto-Scale header");
+    }
+    return { bitmap: await decodePng(await resp.blob()), scale };
+  }
+
+  /** One file as application/dicom; several as multipart/form-data (fused per breast). */
+  async function detect(files, operatingPoint) {
+    const query = operatingPoint ? `?operating_point=${encodeURIComponent(operatingPoint)}` : "";
+    let init;
+    if (files.length === 1) {
+      init = { method: "POST", body: files[0], headers: { "Content-Type": "application/dicom" } };
+    } else {
+      const form = new FormData();
+      for (const file of files) form.append("file", file, file.name);
+      init = { method: "POST", body: form };
+    }
+    const started = performance.now();
+    const resp = await api(`/v1/detect${query}`, init);
+    const result = await resp.json();
+    return { result, ms: performance.now() - started };
+  }
+
+  // ---------------------------------------------------------------- drawing
+
+  function shortLocation(loc) {
+    if (!loc) return "";
+    return [loc.half, loc.depth, `${loc.distance_from_nipple_cm} cm`].filter(Boolean).join(", ");
+  }
+
+  function fmt(value, digits) {
+    return Number(value.toFixed(digits)).toString();
+  }
+
+  function overlaps(a, b) {
+    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  }
+
+  /**
+   * A label for the box {x1, y1, x2, y2}: above it when that spot is free, else below, else
+   * further up or down; `taken` (labels and boxes already on the canvas) grows by the label.
+   * A label moved away from its box gets a thin leader line.
+   */
+  function label(ctx, text, box, font, line, taken) {
+    const { width, height } = ctx.canvas;
+    ctx.font = `600 ${font}px system-ui, sans-serif`;
+    const pad = Math.round(font * 0.3);
+    const w = Math.ceil(ctx.measureText(text).width) + 2 * pad;
+    const h = font + 2 * pad;
+    const x = Math.min(Math.max(box.x1 - line / 2, 0), Math.max(width - w, 0));
+    const above = box.y1 - line - h;
+    const below = box.y2 + line;
+    const tops = [above, below];
+    for (let k = 1; k <= 6; k++) tops.push(above - k * (h + 1), below + k * (h + 1));
+    const fits = tops.filter((t) => t >= 0 && t + h <= height);
+    const free = fits.find((t) => !taken.some((r) => overlaps(r, { x, y: t, w, h })));
+    const top = free ?? fits[0] ?? Math.max(above, 0);
+    taken.push({ x, y: top, w, h });
+    if (top !== above && top !== below) {
+      ctx.lineWidth = 1;
+      ctx.strokeStyle = BOX_COLOR;
+      ctx.beginPath();
+      ctx.moveTo(box.x1, top < box.y1 ? top + h : top);
+      ctx.lineTo(box.x1, top < box.y1 ? box.y1 : box.y2);
+      ctx.stroke();
+    }
+    ctx.fillStyle = "rgba(0, 0, 0, 0.75)";
+    ctx.fillRect(x, top, w, h);
+    ctx.fillStyle = BOX_COLOR;
+    ctx.textBaseline = "top";
+    ctx.fillText(text, x + pad, top + pad);
+  }
+
+  /** Draw the image, its boxes and nipple marker; one #boxes <li> per box. */
+  function drawImage(canvas, rendered, image, fileIndex) {
+    const { bitmap, scale } = rendered;
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    const line = Math.max(2, Math.round(canvas.width / 400));
+    const font = Math.max(12, Math.round(canvas.width / 52));
+    const list = $("boxes");
+    let nipple = null;
+    if (image.nipple_px) {
+      const [nx, ny] = image.nipple_px.map((v) => v / scale);
+      const r = Math.max(6, Math.round(canvas.width / 80));
+      ctx.lineWidth = line;
+      ctx.strokeStyle = NIPPLE_COLOR;
+      ctx.beginPath();
+      ctx.arc(nx, ny, r, 0, 2 * Math.PI);
+      ctx.moveTo(nx - 2 * r, ny);
+      ctx.lineTo(nx - r, ny);
+      ctx.moveTo(nx + r, ny);
+      ctx.lineTo(nx + 2 * r, ny);
+      ctx.moveTo(nx, ny - 2 * r);
+      ctx.lineTo(nx, ny - r);
+      ctx.moveTo(nx, ny + r);
+      ctx.lineTo(nx, ny + 2 * r);
+      ctx.stroke();
+      ctx.font = `600 ${font}px system-ui, sans-serif`;
+      ctx.fillStyle = NIPPLE_COLOR;
+      ctx.textBaseline = "top";
+      ctx.fillText("N", Math.min(nx + r + 2, canvas.width - font), ny + r + 2);
+      canvas.dataset.nipple = image.nipple_px.join(",");
+      nipple = { x: nx - 2 * r, y: ny - 2 * r, w: 4 * r + font, h: 4 * r + font };
+    }
+    const boxes = image.findings.map((f) => {
+      const [x1, y1, x2, y2] = f.box_px.map((v) => v / scale);
+      return { f, x1, y1, x2, y2 };
+    });
+    for (const { x1, y1, x2, y2 } of boxes) {
+      ctx.lineWidth = line + 2;
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      ctx.lineWidth = line;
+      ctx.strokeStyle = BOX_COLOR;
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
+    // labels after all boxes, so that none hides under a later box; highest score first
+    const taken = boxes.map((b) => ({ x: b.x1 - line, y: b.y1 - line,
+      w: b.x2 - b.x1 + 2 * line, h: b.y2 - b.y1 + 2 * line }));
+    if (nipple) taken.push(nipple);
+    for (const b of [...boxes].sort((p, q) => q.f.score - p.f.score)) {
+      const where = shortLocation(b.f.location);
+      label(ctx, `${b.f.id}  ${b.f.score.toFixed(2)}${where ? ` · ${where}` : ""}`, b, font,
+        line, taken);
+    }
+    for (const { f, x1, y1, x2, y2 } of boxes) {
+      list.append(el("li", {
+        "data-image": image.index,
+        "data-file": fileIndex,
+        "data-id": f.id,
+        "data-score": f.score,
+        "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
+        "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
+      }, `${f.id} ${f.score}`));
+    }
+    canvas.dataset.scale = String(scale);
+  }
+
+  function imageTitle(image) {
+    return [image.laterality, image.view].filter((v) => v && v !== "U").join(" ") || "image";
+  }
+
+  // ---------------------------------------------------------------- one analysis
+
+  let current = null;   // {files, renders: Promise<settled[]>}
+  let runId = 0;
+
+  function showResult(files, renders, result, ms) {
+    const rejected = result.rejected || [];
+    const rejectedParts = new Set(rejected.map((r) => r.part));
+    const accepted = files.map((_, i) => i).filter((i) => !rejectedParts.has(i));
+    const images = $("images");
+    const rows = [];
+    const warnings = rejected.map((r) =>
+      `${r.name || files[r.part]?.name || `file ${r.part + 1}`} was not analysed: ${r.detail} — ${r.message}`);
+    let findingCount = 0;
+    let imageCount = 0;
+    const fused = [];
+
+    for (const study of result.studies) {
+      for (const image of study.images) {
+        imageCount += 1;
+        const fileIndex = accepted[image.index];
+        const file = files[fileIndex];
+        const rendered = renders[fileIndex];
+        const n = image.findings.length;
+        findingCount += n;
+        const caption = el("figcaption", {},
+          el("strong", {}, imageTitle(image)),
+          ` · ${file ? file.name : image.source || ""} · ${image.cols}×${image.rows} px`
+          + ` · ${n} finding${n === 1 ? "" : "s"}`);
+        const figure = el("figure", { class: "image", "data-image": image.index }, caption);
+        if (rendered && rendered.status === "fulfilled") {
+          const canvas = el("canvas", { "data-image": image.index,
+            "aria-label": `${imageTitle(image)} with ${n} marked finding(s)` });
+          figure.append(el("div", { class: "canvas-wrap" }, canvas));
+          drawImage(canvas, rendered.value, image, fileIndex);
+        } else {
+          const exc = rendered ? rendered.reason : new Error("not rendered");
+          figure.append(el("div", { class: "no-image" }, "The image could not be displayed: ",
+            el("code", {}, exc.detail || "client_error"), ` — ${exc.message}`));
+        }
+        for (const w of image.warnings || []) figure.append(el("div", { class: "image-warning" }, w));
+        images.append(figure);
+
+        for (const f of image.findings) {
+          rows.push(el("tr", { "data-id": f.id },
+            el("td", {}, f.id),
+            el("td", {}, imageTitle(image)),
+            el("td", { class: "num" }, f.score.toFixed(3)),
+            el("td", { class: "num" }, `${f.size_mm[0].toFixed(1)} × ${f.size_mm[1].toFixed(1)}`),
+            el("td", {}, f.location ? f.location.text : "—")));
+        }
+      }
+      for (const item of study.fused) fused.push({ item, images: study.images.length });
+    }
+
+    const tbody = $("findings").tBodies[0];
+    if (rows.length) tbody.replaceChildren(...rows);
+    else {
+      tbody.replaceChildren(el("tr", { class: "empty" },
+        el("td", { colspan: 5 }, "No finding at this operating point.")));
+    }
+
+    const fusedList = $("fused");
+    if (fused.length) {
+      fusedList.replaceChildren(...fused.map(({ item }) => el("li", { "data-ids": item.finding_ids.join(",") },
+        el("span", { class: "phrase" }, item.phrase),
+        el("span", { class: "meta" }, ` findings ${item.finding_ids.join(" + ")}, score ${item.score.toFixed(2)}`))));
+    } else {
+      const twoViews = result.studies.some((s) => s.images.length > 1);
+      fusedList.replaceChildren(el("li", { class: "empty" }, twoViews
+        ? "No finding was matched between the CC and ML/MLO views."
+        : "Two-view locations need the CC and ML/MLO views of one breast sent together."));
+    }
+
+    $("results").hidden = false;
+    showWarnings(warnings);
+    const op = result.operating_point;
+    setStatus(`${findingCount} finding${findingCount === 1 ? "" : "s"} on ${imageCount} `
+      + `image${imageCount === 1 ? "" : "s"} · operating point ${op.name} `
+      + `(score ≥ ${op.score_threshold.toFixed(2)}) · ${result.model.name} ${result.model.version}`
+      + ` · ${Math.round(ms)} ms`);
+  }
+
+  async function analyse(files, reuseRenders) {
+    const id = ++runId;
+    setState("busy");
+    clearResults();
+    $("file-names").textContent = files.map((f) => f.name).join(", ");
+    setStatus(`Analysing ${files.length} file${files.length === 1 ? "" : "s"}…`);
+    if (!modelsLoaded) await loadModels();
+    const operatingPoint = $("operating-point").value;
+    const renders = reuseRenders || Promise.allSettled(files.map(render));
+    current = { files, renders };
+    let detected;
+    try {
+      detected = await detect(files, operatingPoint);
+    } catch (exc) {
+      if (id !== runId) return;
+      showError(exc, "Detection failed");
+      if (exc.body) showRaw(exc.body);
+      setStatus("No result.");
+      setState("error");
+      return;
+    }
+    const settled = await renders;
+    if (id !== runId) return;   // a newer run started meanwhile
+    try {
+      showResult(files, settled, detected.result, detected.ms);
+      showRaw(detected.result);
+      setState("done");
+    } catch (exc) {
+      showError(exc, "Displaying the result failed");
+      setState("error");
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function start(fileList) {
+    const files = Array.from(fileList || []);
+    if (files.length) analyse(files);
+  }
+
+  function init() {
+    const input = $("file-input");
+    input.addEventListener("change", () => {
+      start(input.files);
+      input.value = "";   // choosing the same file again analyses it again
+    });
+
+    const zone = $("drop-zone");
+    for (const type of ["dragenter", "dragover"]) {
+      zone.addEventListener(type, (e) => {
+        e.preventDefault();
+        zone.classList.add("dragging");
+      });
+    }
+    for (const type of ["dragleave", "drop"]) {
+      zone.addEventListener(type, () => zone.classList.remove("dragging"));
+    }
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      start(e.dataTransfer && e.dataTransfer.files);
+    });
+    // a file dropped beside the zone must not navigate away from the page
+    window.addEventListener("dragover", (e) => e.preventDefault());
+    window.addEventListener("drop", (e) => e.preventDefault());
+
+    const key = $("api-key");
+    key.value = getKey();
+    key.addEventListener("change", () => {
+      setKey(key.value.trim());
+      loadModels();
+    });
+    $("api-key-clear").addEventListener("click", () => {
+      key.value = "";
+      setKey("");
+      loadModels();
+    });
+
+    $("operating-point").addEventListener("change", () => {
+      describeOperatingPoint();
+      if (current) analyse(current.files, current.renders);
+    });
+
+    loadModels();
+  }
+
+  init();
+})();
