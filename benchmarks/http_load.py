@@ -1,7 +1,8 @@
 """Latency, throughput and memory of ``galacto serve`` over real HTTP (a benchmark, not a test).
 
 Starts ``galacto serve`` on a free port (or uses ``--url``), then drives ``POST /v1/detect``
-with ``--concurrency`` clients for ``--duration`` seconds (after ``--warmup`` requests), each
+with ``--concurrency`` clients for ``--duration`` seconds (after ``--warmup`` seconds of the
+same load), each
 request one generated galactogram (Hologic-like 4096 x 3328 and GE-like 2294 x 1914 images,
 uncompressed, in turn). Prints a table: requests, successes, intended 503s (``busy``), other
 errors, throughput, p50/p95/p99 latency, and the server's resident memory after warm-up and at
@@ -101,9 +102,10 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="an already running server (default: start one)")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of measurement")
-    ap.add_argument("--warmup", type=int, default=4, help="requests before measuring")
+    ap.add_argument("--warmup", type=float, default=20.0,
+                    help="seconds of the same load before measuring (memory baseline)")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         files = _make_files(tmp)
@@ -115,9 +117,7 @@ def main() -> None:
             proc = _start_server(tmp, port)
             url = f"http://127.0.0.1:{port}"
         try:
-            for body in (bodies * args.warmup)[: args.warmup]:
-                httpx.post(f"{url}/v1/detect", content=body, timeout=300,
-                           headers={"Content-Type": "application/dicom"})
+            asyncio.run(_drive(url, bodies, args.concurrency, args.warmup))
             rss0 = _rss_mb(proc.pid) if proc else float("nan")
             t0 = time.perf_counter()
             results = asyncio.run(_drive(url, bodies, args.concurrency, args.duration))
