@@ -2,11 +2,12 @@
 
 Starts ``galacto serve`` on a free port (or uses ``--url``), then drives ``POST /v1/detect``
 with ``--concurrency`` clients for ``--duration`` seconds (after ``--warmup`` seconds of the
-same load), each
-request one generated galactogram (Hologic-like 4096 x 3328 and GE-like 2294 x 1914 images,
-uncompressed, in turn). Prints a table: requests, successes, intended 503s (``busy``), other
-errors, throughput, p50/p95/p99 latency, and the server's resident memory after warm-up and at
-the end (growth in %), sampled from ``/proc`` when this script started the server.
+same load), each request one generated galactogram (Hologic-like 4096 x 3328 and GE-like
+2294 x 1914 images, uncompressed, in turn). Prints a table: requests, successes, intended
+503s (``busy``), other errors, throughput, p50/p95/p99 latency, and the server's resident
+memory sampled from ``/proc`` every 0.5 s during the measurement (when this script started
+the server): the median of the first and of the last quarter of the samples, the growth
+between them, and the maximum.
 
     python benchmarks/http_load.py                       # one client, 30 s: single-request latency
     python benchmarks/http_load.py --concurrency 8 --duration 180   # load and soak
@@ -89,11 +90,20 @@ async def _client(url: str, bodies: list[bytes], stop: float, out: list[tuple[in
             out.append((status, time.perf_counter() - t0))
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int, seconds: float
+async def _sample_rss(pid: int | None, stop: float, samples: list[float]) -> None:
+    """RSS (MB) of ``pid`` every 0.5 s until ``stop``."""
+    while pid is not None and time.monotonic() < stop:
+        samples.append(_rss_mb(pid))
+        await asyncio.sleep(0.5)
+
+
+async def _drive(url: str, bodies: list[bytes], concurrency: int, seconds: float,
+                 pid: int | None = None, samples: list[float] | None = None
                  ) -> list[tuple[int, float]]:
     out: list[tuple[int, float]] = []
     stop = time.monotonic() + seconds
-    await asyncio.gather(*(_client(url, bodies, stop, out, k) for k in range(concurrency)))
+    await asyncio.gather(*(_client(url, bodies, stop, out, k) for k in range(concurrency)),
+                         _sample_rss(pid, stop, samples if samples is not None else []))
     return out
 
 
@@ -118,11 +128,11 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(_drive(url, bodies, args.concurrency, args.warmup))
-            rss0 = _rss_mb(proc.pid) if proc else float("nan")
+            samples: list[float] = []
             t0 = time.perf_counter()
-            results = asyncio.run(_drive(url, bodies, args.concurrency, args.duration))
+            results = asyncio.run(_drive(url, bodies, args.concurrency, args.duration,
+                                         proc.pid if proc else None, samples))
             wall = time.perf_counter() - t0
-            rss1 = _rss_mb(proc.pid) if proc else float("nan")
         finally:
             if proc is not None:
                 proc.terminate()
@@ -134,12 +144,16 @@ def main() -> None:
     table = Table(title=f"POST /v1/detect, {args.concurrency} client(s), {args.duration:.0f} s, "
                         f"{len(files)} images (Hologic 4096x3328 and GE 2294x1914, uncompressed)")
     for col in ("requests", "200", "503 busy", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                "RSS after warm-up MB", "RSS end MB", "RSS growth"):
+                "RSS first quarter MB", "RSS last quarter MB", "RSS growth", "RSS max MB"):
         table.add_column(col, justify="right")
-    growth = (rss1 - rss0) / rss0 * 100 if rss0 == rss0 else float("nan")
+    quarter = max(len(samples) // 4, 1)
+    rss0 = float(np.median(samples[:quarter])) if samples else float("nan")
+    rss1 = float(np.median(samples[-quarter:])) if samples else float("nan")
+    growth = (rss1 - rss0) / rss0 * 100 if samples else float("nan")
     table.add_row(str(len(results)), str(len(ok)), str(busy), str(errors),
                   f"{len(ok) / wall:.2f}", *(f"{np.percentile(lat, q):.0f}" for q in (50, 95, 99)),
-                  f"{rss0:.0f}", f"{rss1:.0f}", f"{growth:+.1f} %")
+                  f"{rss0:.0f}", f"{rss1:.0f}", f"{growth:+.1f} %",
+                  f"{max(samples) if samples else float('nan'):.0f}")
     console.print(table)
 
 
