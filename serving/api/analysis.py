@@ -47,8 +47,11 @@ def _header(data: bytes) -> Dataset | None:
 
 
 def read_parts(parts: Sequence[Part], model: DetectorModel, max_pixels: int) -> Analysis:
-    """Read every part with the intake; refused parts are listed, not raised."""
+    """Read every part with the intake; refused parts are listed, not raised. An instance
+    sent twice in one request is analysed once: the GSPS of a study cannot reference the same
+    instance twice (highdicom refused it: a 500, found by tests/test_schemathesis.py)."""
     out = Analysis(response=None)
+    seen: dict[str, int] = {}  # SOP Instance UID -> part index
     for part in parts:
         try:
             image = read_image(part.data, max_pixels=max_pixels,
@@ -58,6 +61,16 @@ def read_parts(parts: Sequence[Part], model: DetectorModel, max_pixels: int) -> 
                                             status=intake_status(exc), message=str(exc)))
             out.rejected_headers.append(_header(part.data))
             continue
+        uid = image.sop_instance_uid
+        if uid is not None and uid in seen:
+            out.rejected.append(RejectedOut(
+                part=part.index, name=part.name, detail="duplicate_instance", status=409,
+                message=f"the same SOP Instance UID as part {seen[uid]} of this request; "
+                        "each instance is analysed once"))
+            out.rejected_headers.append(_header(part.data))
+            continue
+        if uid is not None:
+            seen[uid] = part.index
         header = _header(part.data)
         assert header is not None  # the intake has just read it
         out.images.append(image)

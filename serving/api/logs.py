@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import traceback
 from typing import Any
@@ -58,10 +59,33 @@ class PlainFormatter(logging.Formatter):
         return line
 
 
+#: Loggers of libraries that quote values read from a DICOM object in their messages, e.g.
+#: pydicom's ``Invalid value for VR DA: '1947-03-12'`` (a birth date) or ``... VR UI: ...``
+#: (an instance UID); ``py.warnings`` carries the same text when it is also a warning.
+QUOTING_LOGGERS = ("pydicom", "highdicom", "pynetdicom", "py.warnings")
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+class RedactQuotedValues(logging.Filter):
+    """Replace every quoted string in the messages of :data:`QUOTING_LOGGERS` by
+    ``'<redacted>'`` (found by tests/test_security.py: malformed dates and UIDs of uploaded
+    instances reached the log through pydicom's validation warnings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(record.name == n or record.name.startswith(n + ".") for n in QUOTING_LOGGERS):
+            record.msg = _QUOTED.sub("'<redacted>'", record.getMessage())
+            record.args = None
+        return True
+
+
 def configure(json_lines: bool = True, level: int = logging.INFO) -> None:
-    """Route the root logger to stderr with the JSON (or plain) formatter."""
+    """Route the root logger to stderr with the JSON (or plain) formatter; Python warnings
+    go through it too (as ``py.warnings``), third-party messages with quoted values are
+    redacted (:class:`RedactQuotedValues`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    handler.addFilter(RedactQuotedValues())
+    logging.captureWarnings(True)  # not raw on stderr: pydicom warns with the values too
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

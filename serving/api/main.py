@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from serving.api.auth import check_bearer, is_open
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.routes import detect, dicomweb, info
+from serving.api.schemas import ErrorOut
 from serving.api.state import AppState
 from serving.gateway import http as gateway_http
 from serving.gateway.service import embedded_gateway
@@ -66,6 +68,28 @@ def _install_handlers(app: FastAPI) -> None:
                                                                    "http_error")
         return _error_response(exc.status_code, detail, str(exc.detail),
                                headers=getattr(exc, "headers", None))
+
+
+#: Error statuses each router's operations can answer (every error body is ErrorOut, also the
+#: 422 of invalid parameters, which FastAPI would document as HTTPValidationError): the
+#: OpenAPI schema lists them so that clients, and tests/test_schemathesis.py, can rely on it.
+_ROUTER_ERRORS: dict[str, dict[int, str]] = {
+    "info": {401: "missing or invalid API key", 503: "model not ready"},
+    "detect": {},  # documented on the routes (serving.api.routes.detect.ERRORS)
+    "dicomweb": {400: "invalid UID, or no instance could be read", 401: "missing or invalid "
+                 "API key", 404: "no stored result matches", 406: "Accept not satisfiable",
+                 409: "no instance accepted", 413: "body or image too large",
+                 415: "not multipart/related; type=\"application/dicom\"",
+                 422: "invalid request parameters", 503: "model not ready or busy"},
+    "http": {401: "missing or invalid API key", 404: "gateway not running, or no such job",
+             409: "job not resendable, or no destination", 422: "invalid request parameters"},
+}
+
+
+def _documented_errors(module: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for ``include_router``: the router's error statuses, as ErrorOut."""
+    codes = _ROUTER_ERRORS[module.rsplit(".", 1)[-1]]
+    return {code: {"model": ErrorOut, "description": text} for code, text in codes.items()}
 
 
 def _endpoint(request: Request) -> str:
@@ -142,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_handlers(app)
     _install_middleware(app, state)
     for module in (info, detect, dicomweb, gateway_http):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=_documented_errors(module.__name__))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

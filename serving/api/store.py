@@ -23,7 +23,8 @@ UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 def check_uid(value: str, what: str) -> str:
     """``value`` if it is a valid DICOM UID, else 400 ``invalid_uid``."""
-    if len(value) > 64 or not UID_RE.match(value):
+    # fullmatch: with match, "$" also matches before a trailing newline ("1.2.3\n" passed)
+    if len(value) > 64 or not UID_RE.fullmatch(value):
         raise ApiError(400, "invalid_uid",
                        f"{what} must be a DICOM UID (digits and dots, at most 64 characters)")
     return value

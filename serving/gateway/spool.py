@@ -147,7 +147,8 @@ def check_uid(value: object, what: str) -> str:
     text = str(value or "").strip("\x00 ")
     if not text:
         raise InvalidInstanceError(f"{what} is absent; expected a UID")
-    if len(text) > MAX_UID_LENGTH or not UID_RE.match(text):
+    # fullmatch: with match, "$" also matches before a trailing newline ("1.2.3\n" passed)
+    if len(text) > MAX_UID_LENGTH or not UID_RE.fullmatch(text):
         raise InvalidInstanceError(f"{what} is not a valid UID ({len(text)} characters); "
                                    f"expected digits and dots, at most {MAX_UID_LENGTH}")
     return text

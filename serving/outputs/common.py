@@ -16,12 +16,14 @@ is 0.0\\0.0"), so boxes go into DICOM unchanged.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -169,6 +171,21 @@ _HIGHDICOM_REQUIRED: tuple[str, ...] = (
 
 
 
+#: DA, TM and DT value syntax (PS3.5 6.2), one value.
+_TEMPORAL_FORMS: dict[str, re.Pattern[str]] = {
+    "DA": re.compile(r"\d{8}"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "DT": re.compile(r"\d{4}(\d{2}){0,5}(\.\d{1,6})?([+-]\d{4})?"),
+}
+
+
+def _valid_temporal(element: DataElement) -> bool:
+    """Whether every value of a DA/TM/DT element has the standard's syntax (empty is valid)."""
+    values = element.value if element.VM > 1 else [element.value]
+    form = _TEMPORAL_FORMS[element.VR]
+    return all(v in (None, "") or form.fullmatch(str(v).strip()) is not None for v in values)
+
+
 def evidence_header(source: Dataset) -> Dataset:
     """A shallow copy of ``source`` without Pixel Data, with the Type 2 patient/study
     attributes highdicom reads unconditionally added empty where the source lacks them.
@@ -177,8 +194,15 @@ def evidence_header(source: Dataset) -> Dataset:
     (:func:`serving.outputs.common.copy_patient_study`), so nothing is invented."""
     header = Dataset()
     for element in source:
-        if element.keyword != "PixelData":
-            header.add(element)
+        if element.keyword == "PixelData":
+            continue
+        if element.VR in _TEMPORAL_FORMS and not _valid_temporal(element):
+            # highdicom parses dates and times and fails on malformed ones (e.g. a birth date
+            # written 1947-03-12); the header copy gets an empty value, the result object
+            # still receives the source's value verbatim.
+            header.add(DataElement(element.tag, element.VR, None))
+            continue
+        header.add(element)
     for keyword in _HIGHDICOM_REQUIRED:
         if keyword not in header:
             setattr(header, keyword, None)

@@ -119,13 +119,30 @@ def _nipple_objects(image: ImageOut, rows: int, cols: int,
         return [], []
     spacing = float(image.spacing_mm[1]) if len(image.spacing_mm) > 1 else 0.0  # [row, col]
     radius = NIPPLE_RADIUS_MM / spacing if spacing > 0 else NIPPLE_RADIUS_PX_FALLBACK
-    circle = hd.pr.GraphicObject(
-        graphic_type=hd.pr.GraphicTypeValues.CIRCLE,
-        graphic_data=np.array([[x, y], [x + radius, y]], dtype=np.float64),
-        units=hd.pr.AnnotationUnitsValues.PIXEL)
     text = hd.pr.TextObject(text_value="nipple", units=hd.pr.AnnotationUnitsValues.PIXEL,
                             anchor_point=(x, y), anchor_point_visible=False)
+    rim = _rim_point(x, y, radius, rows, cols)
+    if rim is None:  # the nipple sits on the image border: the label alone
+        return [], [text]
+    circle = hd.pr.GraphicObject(
+        graphic_type=hd.pr.GraphicTypeValues.CIRCLE,
+        graphic_data=np.array([[x, y], rim], dtype=np.float64),
+        units=hd.pr.AnnotationUnitsValues.PIXEL)
     return [circle], [text]
+
+
+def _rim_point(x: float, y: float, radius: float, rows: int, cols: int
+               ) -> tuple[float, float] | None:
+    """A point at ``radius`` pixels from ``(x, y)`` inside the image (GRAPHIC data outside it
+    is refused), shrinking the radius to the room there is near an edge; None without room."""
+    r = min(radius, max(cols - x, x, rows - y, y))
+    if r < 1.0:
+        return None
+    for dx, dy in ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0)):
+        px, py = x + dx * r, y + dy * r
+        if 0.0 <= px <= cols and 0.0 <= py <= rows:
+            return px, py
+    return None
 
 
 def _annotations(sources: Sequence[Dataset], images: Sequence[ImageOut],

@@ -9,8 +9,9 @@ STOW-RS answers with a DICOM JSON body (``application/dicom+json``):
 - ``FailedSOPSequence`` (0008,1198): refused instances with ``FailureReason`` (0008,1197):
   ``0xC000`` cannot understand (not DICOM, unreadable, truncated), ``0xC122`` transfer syntax
   not supported, ``0x0122`` SOP class not supported, ``0xA900`` Study Instance UID differs
-  from the one in the URL, ``0x0110`` processing failure (a valid object the detector cannot
-  analyse: color, multi-frame, no spacing, too large, ...).
+  from the one in the URL, ``0x0111`` the same instance twice in the request, ``0x0110``
+  processing failure (a valid object the detector cannot analyse: color, multi-frame, no
+  spacing, too large, ...).
 - ``RetrieveURL`` (0008,1190): the study URL where the results are retrieved (WADO-RS).
 
 Status: 200 all accepted; 202 some refused; 400 none accepted and every refusal was
@@ -34,7 +35,7 @@ from serving.api.body import read_parts as read_body_parts
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
-from serving.api.schemas import RejectedOut
+from serving.api.schemas import ErrorOut, RejectedOut
 from serving.api.state import get_state
 from serving.api.store import check_uid, to_bytes
 from serving.pipeline.detect import detect
@@ -47,12 +48,36 @@ FAILURE_REASON: dict[str, int] = {
     "decode_error": CANNOT_UNDERSTAND, "truncated_pixel_data": CANNOT_UNDERSTAND,
     "unsupported_transfer_syntax": 0xC122, "unsupported_sop_class": 0x0122,
     "study_mismatch": 0xA900,
+    "duplicate_instance": 0x0111,  # PS3.7 "Duplicate SOP Instance": sent twice in one request
 }
 PROCESSING_FAILURE = 0x0110
 STOW_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
-UID_PATH = r"^[0-9.]{1,64}$"
-Uid = Annotated[str, Path(pattern=UID_PATH, description="a DICOM UID")]
+#: What the operations answer besides the router's ErrorOut errors (serving.api.main): STOW-RS
+#: bodies are DICOM JSON for 200/202/409 and for a 400 where nothing could be read, WADO-RS
+#: answers multipart/related instances or DICOM JSON metadata (tests/test_schemathesis.py).
+def _dicom_json() -> dict[str, Any]:
+    """A fresh ``content`` entry (FastAPI adds the model's media type into it in place)."""
+    return {"application/dicom+json": {"schema": {"type": "object"}}}
+
+
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "all instances accepted (DICOM JSON)", "content": _dicom_json()},
+    202: {"description": "some instances refused (DICOM JSON)", "content": _dicom_json()},
+    400: {"description": "invalid UID (ErrorOut), or no instance could be read (DICOM JSON)",
+          "model": ErrorOut, "content": _dicom_json()},
+    409: {"description": "no instance accepted (DICOM JSON)", "content": _dicom_json()},
+}
+RETRIEVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the stored result instances", "content": {
+        "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
+METADATA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "DICOM JSON of every stored result of the study", "content": {
+        "application/dicom+json": {"schema": {"type": "array", "items": {"type": "object"}}}}}}
+# The UID syntax itself (as serving.api.store.check_uid), so that the schema promises no more
+# than the service accepts: "1..2" or "01" matched the old [0-9.] pattern and got a 400
+UID_PATH = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+Uid = Annotated[str, Path(pattern=UID_PATH, max_length=64, description="a DICOM UID")]
 
 
 def _ref_item(sop_class: str | None, sop_instance: str | None) -> Dataset:
@@ -100,14 +125,15 @@ def _split_study(analysis: Analysis, study: str | None) -> None:
     analysis.parts = [analysis.parts[i] for i in keep]
 
 
-@router.post("/studies", openapi_extra=STOW_BODY, summary="STOW-RS: store instances")
+@router.post("/studies", openapi_extra=STOW_BODY, responses=STOW_RESPONSES,
+             summary="STOW-RS: store instances")
 async def stow(request: Request) -> Response:
     """Run detection on the received instances and store the configured results
     (``GALACTO_STOW_RESULTS``); answer per PS3.18 with a DICOM JSON body."""
     return await _stow(request, None)
 
 
-@router.post("/studies/{study}", openapi_extra=STOW_BODY,
+@router.post("/studies/{study}", openapi_extra=STOW_BODY, responses=STOW_RESPONSES,
              summary="STOW-RS: store instances of one study")
 async def stow_study(request: Request, study: Uid) -> Response:
     """As ``POST /dicomweb/studies``; instances of another study are refused (0xA900)."""
@@ -174,27 +200,28 @@ def _retrieve(request: Request, study: str, series: str | None, instance: str | 
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve the results of a study",
-            response_class=Response)
+            response_class=Response, responses=RETRIEVE_RESPONSES)
 async def retrieve_study(request: Request, study: Uid) -> Response:
     return _retrieve(request, study, None, None)
 
 
 @router.get("/studies/{study}/series/{series}", response_class=Response,
-            summary="WADO-RS: retrieve a result series")
+            responses=RETRIEVE_RESPONSES, summary="WADO-RS: retrieve a result series")
 async def retrieve_series(request: Request, study: Uid,
                           series: Uid) -> Response:
     return _retrieve(request, study, series, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response,
-            summary="WADO-RS: retrieve one result instance")
+            responses=RETRIEVE_RESPONSES, summary="WADO-RS: retrieve one result instance")
 async def retrieve_instance(request: Request, study: Uid,
                             series: Uid,
                             instance: Uid) -> Response:
     return _retrieve(request, study, series, instance)
 
 
-@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study's results")
+@router.get("/studies/{study}/metadata", responses=METADATA_RESPONSES,
+            summary="WADO-RS: metadata of a study's results")
 async def study_metadata(request: Request, study: Uid) -> Response:
     paths = get_state(request).store.find(study)
     if not paths:
