@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -62,45 +64,78 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class LiveServer:
+    """A ``galacto serve`` subprocess: its base URL, port and log file."""
+
+    url: str
+    port: int
+    log: Path
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log_path: Path,
+                  timeout_s: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the process's log if the process exits
+    or ``timeout_s`` seconds pass."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, f"exited ({proc.returncode}):\n{log_path.read_text()}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, \
+            f"{url} not up in {timeout_s:.0f} s:\n{log_path.read_text()[-4000:]}"
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """Terminate ``proc``, killing it if it does not exit in ``timeout_s`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def galacto_serve(folder: Path, env: dict[str, str] | None = None,
+                  timeout_s: float = 120) -> Iterator[LiveServer]:
+    """``galacto serve`` on a free localhost port with results in ``folder``, the caller's
+    ``GALACTO_*`` variables replaced by ``env``; yields once ``/readyz`` answers 200."""
+    import os
+
+    port = free_port()
+    log_path = folder / "server.log"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
+    environment.update(env or {})
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
+             "--results-dir", str(folder / "results")],
+            stdout=log, stderr=subprocess.STDOUT, env=environment)
+    server = LiveServer(f"http://127.0.0.1:{port}", port, log_path)
+    try:
+        wait_until_up(proc, f"{server.url}/readyz", log_path, timeout_s)
+        yield server
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A real ``galacto serve`` (uvicorn) on a free localhost port, no auth, JSON logs.
 
     Yields ``(base URL, path of its log file)``; the process is stopped at the end.
     """
-    import os
-    import time
-
-    import httpx
-
-    folder = tmp_path_factory.mktemp("server")
-    log_path = folder / "server.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
-             "--results-dir", str(folder / "results")],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            time.sleep(0.2)
-        yield url, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with galacto_serve(tmp_path_factory.mktemp("server")) as server:
+        yield server.url, server.log
 
 
 def without_findings(result: ResultInput) -> ResultInput:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
+from conftest import stop, wait_until_up
 from pydicom.dataset import Dataset
 from test_gateway import (
     CAD_SR,
@@ -111,23 +112,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, gateway_port: int) -> Iter
                                 stderr=subprocess.STDOUT)
     server = Orthanc(f"http://127.0.0.1:{http_port}", dicom_port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (folder / "orthanc.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{server.url}/system", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "Orthanc did not start in 30 s"
-            time.sleep(0.1)
+        wait_until_up(proc, f"{server.url}/system", folder / "orthanc.log", 30)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")

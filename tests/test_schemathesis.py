@@ -40,13 +40,8 @@ failure left. The first runs found, and this change fixed:
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,6 +58,8 @@ except ImportError:  # the dev extra brings it; CI must have it, a laptop may sk
         raise
     pytest.skip("schemathesis is not installed (pip install 'galacto[dev]')",
                 allow_module_level=True)
+
+from conftest import LiveServer, galacto_serve
 
 from tests.dicomgen import make_dataset, to_bytes
 
@@ -119,59 +116,18 @@ schemathesis.openapi.media_type("multipart/related", related_bodies())
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class LiveApi:
-    """The server under test: base URL and its log file."""
-
-    url: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``galacto serve`` with an API key and the gateway (spool in a temporary folder)."""
     folder = tmp_path_factory.mktemp("schemathesis")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
-    env.update({"GALACTO_API_KEYS": KEY, "GALACTO_GATEWAY_ENABLED": "true",
-                "GALACTO_GATEWAY_PORT": "0", "GALACTO_GATEWAY_SPOOL_DIR": str(folder / "spool")})
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
-             "--results-dir", str(folder / "results")],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.2)
-        yield LiveApi(url, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with galacto_serve(folder, {"GALACTO_API_KEYS": KEY, "GALACTO_GATEWAY_ENABLED": "true",
+                                "GALACTO_GATEWAY_PORT": "0",
+                                "GALACTO_GATEWAY_SPOOL_DIR": str(folder / "spool")}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def api_schema(live_api: LiveApi) -> Any:
+def api_schema(live_api: LiveServer) -> Any:
     """The running service's own OpenAPI schema."""
     return schemathesis.openapi.from_url(f"{live_api.url}/openapi.json", headers=AUTH,
                                          timeout=30)
@@ -215,7 +171,7 @@ def test_every_operation_was_exercised(api_schema: Any) -> None:
         print(f"  {key}: {count}")
 
 
-def test_schema_names_every_error_shape(live_api: LiveApi) -> None:
+def test_schema_names_every_error_shape(live_api: LiveServer) -> None:
     """422 bodies are the service's error shape, and the schema says so (not FastAPI's
     HTTPValidationError); a job id beyond 64 bits is a 422, not a 500."""
     document = httpx.get(f"{live_api.url}/openapi.json", headers=AUTH, timeout=30).json()
@@ -226,7 +182,7 @@ def test_schema_names_every_error_shape(live_api: LiveApi) -> None:
     assert r.status_code == 422
 
 
-def test_server_logged_no_internal_error(live_api: LiveApi) -> None:
+def test_server_logged_no_internal_error(live_api: LiveServer) -> None:
     """After all of the above, the server's log holds no unexpected exception (every 500 is
     logged as "internal error"; uvicorn logs what escapes the app)."""
     text = live_api.log.read_text()
@@ -235,7 +191,7 @@ def test_server_logged_no_internal_error(live_api: LiveApi) -> None:
 
 
 
-def test_gsps_nipple_at_the_right_edge(live_api: LiveApi) -> None:
+def test_gsps_nipple_at_the_right_edge(live_api: LiveServer) -> None:
     """Found by this module's first runs (a 96 x 72 image: nipple found at column 70)."""
     data = to_bytes(make_dataset(rows=96, cols=72))
     r = httpx.post(f"{live_api.url}/v1/detect?output=gsps", content=data, timeout=60,

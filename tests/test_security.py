@@ -32,8 +32,6 @@ import os
 import re
 import select
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +44,7 @@ import fastapi.routing
 import httpx
 import pydicom
 import pytest
+from conftest import LiveServer, galacto_serve
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
@@ -630,54 +629,13 @@ def test_malformed_dates_do_not_break_result_objects(service: Service) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    """A ``galacto serve`` subprocess: its base URL, port and log file."""
-
-    url: str
-    port: int
-    log: Path
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``galacto serve`` with an API key, ``GALACTO_MAX_UPLOAD_MB=1`` and JSON logs."""
-    folder = tmp_path_factory.mktemp("live-secure")
-    port = _free_port()
-    log_path = folder / "server.log"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
-    environment.update({"GALACTO_API_KEYS": KEY, "GALACTO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
-                        "GALACTO_LOG_JSON": "true"})
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
-             "--results-dir", str(folder / "results")],
-            stdout=log, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.2)
-        yield LiveServer(url, port, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with galacto_serve(tmp_path_factory.mktemp("live-secure"),
+                       {"GALACTO_API_KEYS": KEY, "GALACTO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
+                        "GALACTO_LOG_JSON": "true"}) as server:
+        yield server
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, stop, wait_until_up
 from test_container import (
     IN_CI,
     REPO,
@@ -144,16 +144,7 @@ def test_serve_extra_in_a_fresh_venv(tmp_path: Path, galactogram_files: list[Pat
     proc, log = _start(venv, tmp_path, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 90 s:\n" + log.read_text()
-            time.sleep(0.3)
+        wait_until_up(proc, f"{url}/readyz", log, 90)
         # the viewer's files are in the wheel (package data)
         page = httpx.get(f"{url}/", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -170,9 +161,5 @@ def test_serve_extra_in_a_fresh_venv(tmp_path: Path, galactogram_files: list[Pat
         assert all(img["findings"] for img in images), body
         assert body["model"]["name"] == "galacto-small"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 15)
     print(f"serve extra: install {t_install:.0f} s, total {time.monotonic() - t0:.0f} s")

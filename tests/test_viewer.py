@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +34,6 @@ OPERATING_POINT = "high_sensitivity"
 WAIT_S = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _find_browser() -> tuple[str, str] | None:
     """(chromium binary, chromedriver) when both are installed."""
     browser = next((p for p in (os.environ.get("CHROME_BIN"), shutil.which("chromium"),
@@ -54,38 +44,9 @@ def _find_browser() -> tuple[str, str] | None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``galacto serve`` on a free port, without authentication; its base URL."""
-    tmp = tmp_path_factory.mktemp("viewer-server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("GALACTO_API_KEYS", "GALACTO_AUTH")}
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
-                                 "--results-dir", str(tmp / "results")],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"galacto serve exited ({proc.returncode}):\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"galacto serve not ready after 60 s:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def server(live_server: tuple[str, Path]) -> str:
+    """The session's ``galacto serve`` (no authentication); its base URL."""
+    return live_server[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 from serving.api.body import Part
 from serving.api.errors import intake_status
 from serving.api.schemas import RejectedOut
-from serving.outputs.common import ResultInput, ResultKind
+from serving.outputs import results
+from serving.outputs.common import ResultKind
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import Image, read_image
 from serving.pipeline.errors import IntakeError
@@ -93,29 +94,8 @@ def analyse(parts: Sequence[Part], model: DetectorModel, operating_point: str | 
     return out
 
 
-def result_inputs(analysis: Analysis) -> list[ResultInput]:
-    """One :class:`ResultInput` per study of the analysis."""
-    if analysis.response is None:
-        return []
-    resp = analysis.response
-    return [ResultInput(sources=[analysis.headers[img.index] for img in study.images],
-                        study=study, model=resp.model, operating_point=resp.operating_point)
-            for study in resp.studies]
-
-
 def build_results(analysis: Analysis, kinds: Sequence[ResultKind]) -> list[Dataset]:
     """The DICOM result objects of ``kinds`` for every study, in study then kind order."""
-    from serving.outputs.cad_sr import build_cad_sr
-    from serving.outputs.gsps import build_gsps
-    from serving.outputs.tid1500 import build_tid1500
-
-    results: list[Dataset] = []
-    for item in result_inputs(analysis):
-        for kind in kinds:
-            if kind is ResultKind.CAD_SR:
-                results.append(build_cad_sr(item))
-            elif kind is ResultKind.TID1500:
-                results.append(build_tid1500(item))
-            else:
-                results.extend(build_gsps(item))
-    return results
+    if analysis.response is None:
+        return []
+    return results.build_results(analysis.response, analysis.headers, kinds)

@@ -18,11 +18,11 @@ from pydicom.dataset import Dataset
 
 from serving.gateway.spool import InstanceRecord, Skipped
 from serving.gateway.triage import skip_reason
-from serving.outputs.common import ResultInput, ResultKind
+from serving.outputs.common import ResultKind
+from serving.outputs.results import build_results
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import Image, read_image
 from serving.pipeline.errors import IntakeError
-from serving.pipeline.findings import DetectionResponse
 from serving.pipeline.model import DetectorModel
 
 log = logging.getLogger("galacto.gateway")
@@ -88,28 +88,6 @@ def read_instances(instances: Sequence[InstanceRecord], model: DetectorModel,
         out.images.append(got[0])
         out.headers.append(got[1])
     return out
-
-
-def build_results(response: DetectionResponse, headers: Sequence[Dataset],
-                  kinds: Sequence[ResultKind]) -> list[Dataset]:
-    """The result objects of ``kinds`` for every study of ``response``; ``headers[i]`` is the
-    source of the response's image index ``i``."""
-    from serving.outputs.cad_sr import build_cad_sr
-    from serving.outputs.gsps import build_gsps
-    from serving.outputs.tid1500 import build_tid1500
-
-    results: list[Dataset] = []
-    for study in response.studies:
-        item = ResultInput(sources=[headers[img.index] for img in study.images], study=study,
-                           model=response.model, operating_point=response.operating_point)
-        for kind in kinds:
-            if kind is ResultKind.CAD_SR:
-                results.append(build_cad_sr(item))
-            elif kind is ResultKind.TID1500:
-                results.append(build_tid1500(item))
-            else:
-                results.extend(build_gsps(item))
-    return results
 
 
 def analyse_study(instances: Sequence[InstanceRecord], model: DetectorModel, *,

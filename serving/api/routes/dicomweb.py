@@ -37,7 +37,7 @@ from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
 from serving.api.schemas import ErrorOut, RejectedOut
 from serving.api.state import get_state
-from serving.api.store import check_uid, to_bytes
+from serving.api.store import check_uid
 from serving.pipeline.detect import detect
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -229,5 +229,3 @@ async def study_metadata(request: Request, study: Uid) -> Response:
     items = [dcmread(p).to_json_dict() for p in paths]
     return JSONResponse(items, media_type="application/dicom+json")
 
-
-__all__ = ["router", "to_bytes"]
