@@ -128,6 +128,17 @@ def test_train_resume_export_evaluate(workdir: Path) -> None:
     assert "NOT FOR CLINICAL DIAGNOSIS" in card["intended_use"]
     model = load_model(folder)
     assert model.default_operating_point == "balanced"
+    assert model.decode.test_time_flips == ()
+
+    r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.2", "--out",
+                 "models", "--test-time-flips", "rows,cols", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    flipped = load_model(workdir / "models" / "galacto-small" / "0.0.2")
+    assert flipped.decode.test_time_flips == ("rows", "cols")
+    r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.3", "--out",
+                 "models", "--test-time-flips", "diagonal", cwd=workdir)
+    assert r.returncode != 0 and "--test-time-flips 'diagonal'" in r.stderr, r.stderr[-2000:]
+    assert not (workdir / "models" / "galacto-small" / "0.0.3").exists()
 
     r = _galacto("evaluate", "--model", str(folder), "--data", "va", "--split", "validation",
                  "--out", "report.json", "--plot", "froc.png", cwd=workdir)

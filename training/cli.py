@@ -87,6 +87,10 @@ def register_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--max-val", type=int, default=200, help="cap on validation images")
     p.add_argument("--training-note", type=Path, default=None,
                    help="JSON with how the model was trained (command, seeds, time, machine)")
+    p.add_argument("--test-time-flips", default=None, metavar="LIST",
+                   help="comma list of rows, cols, rows+cols: flipped passes serving averages "
+                        "with the plain one ('' for none; default: the config's "
+                        "decode.test_time_flips)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_lazy('training.export'))
 

@@ -135,6 +135,10 @@ class DecodeSection(_Strict):
     nms_thresh: float = 0.22
     detections_per_img: int = 100
     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    test_time_flips: list[Literal["rows", "cols", "rows+cols"]] = Field(
+        default_factory=list,
+        description="serving: extra passes on flipped inputs, averaged with the plain pass "
+                    "(validation during training uses the plain pass only)")
 
 
 class TrainConfig(_Strict):

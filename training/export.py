@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from serving.errors import CommandError
-from training.config import TrainConfig
+from training.config import DecodeSection, TrainConfig
 from training.model import FlatOutputs, build_network
 
 OPSET = 17
@@ -84,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from training.modelcard import build_card
 
     cfg, net, meta = load_checkpoint(args.checkpoint)
+    if args.test_time_flips is not None:
+        flips = [f.strip() for f in args.test_time_flips.split(",") if f.strip()]
+        try:
+            decode = DecodeSection(**{**cfg.decode.model_dump(), "test_time_flips": flips})
+        except ValidationError as exc:
+            raise CommandError(f"--test-time-flips {args.test_time_flips!r}: expected a comma "
+                               f"list of rows, cols, rows+cols ({exc.errors()[0]['msg']})"
+                               ) from None
+        cfg = cfg.model_copy(update={"decode": decode})
     folder = args.out / cfg.name / args.version
     if folder.exists() and not args.overwrite:
         raise CommandError(f"{folder} exists; pass --overwrite to replace it")

@@ -37,6 +37,7 @@ def decode_config(cfg: DecodeSection) -> DecodeConfig:
         "topk_candidates_per_level": cfg.topk_candidates_per_level,
         "nms_thresh": cfg.nms_thresh,
         "detections_per_img": cfg.detections_per_img,
+        "test_time_flips": list(cfg.test_time_flips),
     })
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving.pipeline.postprocess import AnchorConfig, DecodeConfig
+from serving.pipeline.postprocess import FLIP_AXES, AnchorConfig, DecodeConfig, unflip_outputs
 from serving.pipeline.preprocess import PreprocessConfig
 
 CARD_SCHEMA_VERSION = 1
@@ -72,7 +72,26 @@ class DetectorModel:
         return str(self.card["version"])
 
     def run(self, array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Network outputs for one image ``(H, W)`` float32."""
+        """Network outputs for one image ``(H, W)`` float32: the plain pass, averaged with
+        the card's test-time flips (``decode.test_time_flips``) mapped back, if any."""
+        cls, reg = self.run_once(array)
+        flips = self.decode.test_time_flips
+        if not flips:
+            return cls, reg
+        cls_sum = [c.astype(np.float32) for c in cls]
+        reg_sum = [r.astype(np.float32) for r in reg]
+        shape = (int(array.shape[0]), int(array.shape[1]))
+        for name in flips:
+            axes = FLIP_AXES[name]
+            c_f, r_f = self.run_once(np.flip(array, axis=axes))
+            c_b, r_b = unflip_outputs(c_f, r_f, axes, shape, self.anchors.num_anchors)
+            cls_sum = [a + b for a, b in zip(cls_sum, c_b, strict=True)]
+            reg_sum = [a + b for a, b in zip(reg_sum, r_b, strict=True)]
+        n = np.float32(1 + len(flips))
+        return [c / n for c in cls_sum], [r / n for r in reg_sum]
+
+    def run_once(self, array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """One plain network pass for one image ``(H, W)`` float32."""
         x = np.ascontiguousarray(array, dtype=np.float32)[None, None]
         outs = self.session.run(self.cls_outputs + self.box_outputs, {self.input_name: x})
         n = len(self.cls_outputs)

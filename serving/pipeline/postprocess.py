@@ -121,6 +121,10 @@ class AnchorConfig:
         )
 
 
+#: test-time flips and the input axes they reverse (0 = rows, 1 = columns)
+FLIP_AXES: dict[str, tuple[int, ...]] = {"rows": (0,), "cols": (1,), "rows+cols": (0, 1)}
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """Box coder and selection settings (MONAI ``BoxCoder`` and ``set_box_selector_parameters``).
@@ -133,6 +137,10 @@ class DecodeConfig:
         topk_candidates_per_level: at most this many boxes per level before NMS, >= 1.
         nms_thresh: a box whose IoU with a better box of the same class exceeds this is dropped.
         detections_per_img: at most this many boxes are returned, >= 1.
+        test_time_flips: extra network passes on flipped copies of the input, each one of
+            ``rows`` (upside down), ``cols`` (left-right) or ``rows+cols``; their outputs are
+            flipped back and averaged with the plain pass (logits and box deltas) before
+            decoding. Empty: one plain pass.
     """
 
     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -141,6 +149,7 @@ class DecodeConfig:
     topk_candidates_per_level: int = 1000
     nms_thresh: float = 0.5
     detections_per_img: int = 300
+    test_time_flips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         weights = _float_tuple("DecodeConfig.box_coder_weights", self.box_coder_weights)
@@ -155,11 +164,20 @@ class DecodeConfig:
         _check_real("nms_thresh", self.nms_thresh, lambda v: 0 <= v <= 1, "in [0, 1]")
         _check_int("topk_candidates_per_level", self.topk_candidates_per_level)
         _check_int("detections_per_img", self.detections_per_img)
+        flips = self.test_time_flips
+        if isinstance(flips, str) or not isinstance(flips, Sequence) or any(
+                f not in FLIP_AXES for f in flips) or len(set(flips)) != len(flips):
+            raise ValueError(
+                "DecodeConfig.test_time_flips must be a list of distinct values from "
+                f"{sorted(FLIP_AXES)}, got {flips!r}"
+            )
+        object.__setattr__(self, "test_time_flips", tuple(flips))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict for the model card."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["box_coder_weights"] = list(self.box_coder_weights)
+        d["test_time_flips"] = list(self.test_time_flips)
         return d
 
     @classmethod
@@ -509,3 +527,42 @@ def decode(
         all_boxes, all_scores, all_labels, decode_cfg.nms_thresh, decode_cfg.detections_per_img
     )
     return monai_to_xyxy(all_boxes[kept]), all_scores[kept], all_labels[kept]
+
+
+def unflip_outputs(
+    cls_logits: Sequence[npt.NDArray[Any]],
+    box_regression: Sequence[npt.NDArray[Any]],
+    axes: tuple[int, ...],
+    image_shape: tuple[int, int],
+    num_anchors: int,
+) -> tuple[list[F32], list[F32]]:
+    """Head outputs of a flipped input, mapped back onto the unflipped input's anchors.
+
+    Reversing input axis ``d`` (0 = rows, 1 = columns) of an ``(H, W)`` input reverses that
+    axis of every ``(1, C, h, w)`` output map and negates the anchor-centre delta along ``d``
+    (box-coder component ``d``; the size deltas are unchanged, the anchors being symmetric
+    about their centres). This is exact only when every level's stride ``H / h`` (``W / w``)
+    is an even integer, so that anchor centres ``i * s + s // 2`` map onto anchor centres.
+
+    Raises:
+        ValueError: a level whose stride does not divide the input evenly.
+    """
+    for c in cls_logits:
+        for d in axes:
+            n, size = int(c.shape[2 + d]), image_shape[d]
+            if n == 0 or size % n or (size // n) % 2:
+                raise ValueError(
+                    f"test-time flips need even integer strides: input axis {d} has {size} "
+                    f"pixels but an output level has {n} cells"
+                )
+    map_axes = tuple(2 + d for d in axes)
+    cls_back = [np.ascontiguousarray(np.flip(c, axis=map_axes), dtype=np.float32)
+                for c in cls_logits]
+    reg_back = []
+    for r in box_regression:
+        _, _, h, w = r.shape
+        m = np.flip(r, axis=map_axes).reshape(1, num_anchors, 4, h, w).astype(np.float32)
+        for d in axes:
+            m[:, :, d] = -m[:, :, d]
+        reg_back.append(np.ascontiguousarray(m.reshape(1, num_anchors * 4, h, w)))
+    return cls_back, reg_back
