@@ -128,8 +128,13 @@ def test_jpeg2000_reduced_resolution_decode_finds_the_same(study: Path, tmp_path
     boxes_a = [f.box_px for s in a.studies for im in s.images for f in im.findings]
     boxes_b = [f.box_px for s in b.studies for im in s.images for f in im.findings]
     assert boxes_a, "the study must give findings to compare"
-    matched = sum(any(np.abs(np.subtract(x, y)).max() <= 4.0 for y in boxes_b)
-                  for x in boxes_a)
+    def same(x: list[float], y: list[float]) -> bool:
+        """Within 4 stored pixels, or 5 % of the box size for large boxes (the reduced
+        decode works on 2x2 stored pixels)."""
+        size = max(x[2] - x[0], x[3] - x[1])
+        return bool(np.abs(np.subtract(x, y)).max() <= max(4.0, 0.05 * size))
+
+    matched = sum(any(same(x, y) for y in boxes_b) for x in boxes_a)
     assert matched >= 0.8 * len(boxes_a) and abs(len(boxes_a) - len(boxes_b)) <= 1
     nip_a = [im.nipple_px for s in a.studies for im in s.images]
     nip_b = [im.nipple_px for s in b.studies for im in s.images]
