@@ -25,10 +25,10 @@ MODEL = ROOT / "models" / "galacto-small" / "0.2.0"
 TEST_SEED = "4004"
 
 #: gates (measured values are in the README's model table)
-MIN_SENS_3MM = 0.9  # lesions >= 3 mm at the balanced point (measured 28/28)
+MIN_SENS_3MM = 0.9  # lesions >= 3 mm at the balanced point (measured 27/28)
 MIN_SENS_SMALL = 0.78  # lesions 1.5-3 mm at the balanced point (measured 13/14 = 0.93)
 MAX_FP_PER_IMAGE = 0.9  # at the balanced point (measured 0.75 here, 0.48 on the README test set)
-MIN_CPM = 0.8  # measured 0.885
+MIN_CPM = 0.8  # measured 0.877
 
 
 @pytest.fixture(scope="module")

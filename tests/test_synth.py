@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from serving.pipeline.dicom_in import read_image
-from training.synth.anatomy import BreastShape, clock_hour, grow_duct_tree, quadrant
+from training.synth.anatomy import (
+    BreastShape,
+    LesionParams,
+    clock_hour,
+    grow_duct_tree,
+    place_lesions,
+    quadrant,
+)
 from training.synth.case import CaseParams, generate_case, patient_orientation
 from training.synth.dataset import SynthOptions, build_index, parse_split
 from training.synth.profiles import get_profile
@@ -59,6 +66,22 @@ def test_duct_tree_respects_anatomy() -> None:
                 parent = tree.branches[b.parent]
                 assert np.allclose(b.points[0], parent.points[-1])
                 assert b.radii[0] <= parent.radii[-1] * 1.0 + 1e-9 or tree.ectasia
+
+
+def test_every_lesion_sits_in_an_opacified_duct() -> None:
+    """A cut-off stops the filling distal to it; it must never leave an earlier lesion in an
+    unfilled duct (that lesion would be drawn as a bare contrast ring)."""
+    breast = BreastShape(depth_mm=100.0, radius_sup_mm=60.0, radius_lat_mm=70.0)
+    params = LesionParams(cutoff_p=0.9, multiple_p=1.0)
+    cutoffs = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        tree = grow_duct_tree(breast, rng)
+        lesions = place_lesions(tree, 4, rng, params)
+        for les in lesions:
+            cutoffs += les.cutoff
+            assert les.point_index < tree.branches[les.branch].fill_until, (seed, les.lesion_id)
+    assert cutoffs >= 20, "the test must exercise cut-offs"
 
 
 # ----------------------------------------------------------------------------- views

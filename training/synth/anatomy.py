@@ -437,13 +437,27 @@ def place_lesions(ducts: DuctSystem, n: int, rng: np.random.Generator,
         bi, pi = far[int(rng.integers(len(far)))]
         kind_i = int(rng.choice(3, p=np.array(P.kind_p)))
         kind: LesionKind = ("round", "lobulated", "irregular")[kind_i]
-        lesions.append(_make_lesion(len(lesions), kind, size, ducts, bi, pi, rng, P))
+        lesions.append(_make_lesion(len(lesions), kind, size, ducts, bi, pi, rng, P,
+                                    earlier=lesions))
     return lesions
 
 
+def _downstream(ducts: DuctSystem, bi: int, pi: int, lesions: list[Lesion]) -> bool:
+    """Whether any of ``lesions`` lies distal to point ``pi`` of branch ``bi`` (where a
+    cut-off there would leave it in an unfilled duct)."""
+    below = set(descendants(ducts.branches, bi))
+    return any(les.branch in below or (les.branch == bi and les.point_index > pi)
+               for les in lesions)
+
+
 def _make_lesion(i: int, kind: LesionKind, size: float, ducts: DuctSystem, bi: int, pi: int,
-                 rng: np.random.Generator, P: LesionParams) -> Lesion:
-    """Build the lesion body (spheres), its contrast rim, and apply a cut-off if drawn."""
+                 rng: np.random.Generator, P: LesionParams, earlier: list[Lesion] | None = None
+                 ) -> Lesion:
+    """Build the lesion body (spheres), its contrast rim, and apply a cut-off if drawn.
+
+    A cut-off is not applied where it would stop the filling of a duct holding one of the
+    ``earlier`` lesions: an unopacified duct shows no filling defect (the earlier lesion
+    would be drawn as a contrast ring with no duct around it)."""
     b = ducts.branches[bi]
     center = b.points[pi].copy()
     radius = size / 2.0
@@ -469,6 +483,8 @@ def _make_lesion(i: int, kind: LesionKind, size: float, ducts: DuctSystem, bi: i
     spheres = [Sphere(center + (s.center - center) * k, s.radius * k) for s in spheres]
     extent = radius
     cutoff = bool(rng.random() < P.cutoff_p)
+    if cutoff and earlier and _downstream(ducts, bi, pi, earlier):
+        cutoff = False
     rim = 0.0 if cutoff else float(rng.uniform(*P.rim_mm))
     distension = Sphere(center, max(float(b.radii[pi]), extent + rim))
     if cutoff:
