@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pydicom
 import pytest
@@ -144,3 +146,12 @@ def without_findings(result: ResultInput) -> ResultInput:
     study = result.study.model_copy(update={"images": images, "fused": []})
     return ResultInput(sources=result.sources, study=study, model=result.model,
                        operating_point=result.operating_point)
+
+
+def store_event(data: bytes, sop_class: str, sop_instance: str, calling_ae: str) -> Any:
+    """The parts of a pynetdicom C-STORE event that the gateway's store handler reads."""
+    return SimpleNamespace(
+        encoded_dataset=lambda include_meta=True: data,
+        request=SimpleNamespace(AffectedSOPClassUID=sop_class,
+                                AffectedSOPInstanceUID=sop_instance),
+        assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title=calling_ae)))

@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pydicom
 import pytest
+from conftest import store_event
 from dicomgen import make_dataset
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -333,11 +333,7 @@ def test_disk_errors_and_bad_data_sets_get_dimse_statuses(
     scp = StoreSCP(gw.settings, gw.spool, gw.metrics)
 
     def event(data: bytes, sop_class: str, sop_instance: str) -> Any:
-        return SimpleNamespace(
-            encoded_dataset=lambda include_meta=True: data,
-            request=SimpleNamespace(AffectedSOPClassUID=sop_class,
-                                    AffectedSOPInstanceUID=sop_instance),
-            assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="TESTSCU")))
+        return store_event(data, sop_class, sop_instance, "TESTSCU")
 
     ds = images[1]
     buf = io.BytesIO()

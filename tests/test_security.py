@@ -37,14 +37,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import fastapi.routing
 import httpx
 import pydicom
 import pytest
-from conftest import LiveServer, galacto_serve
+from conftest import LiveServer, galacto_serve, store_event
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
@@ -492,12 +491,8 @@ def test_stow_with_crafted_uids_stores_nothing_outside(service: Service,
 
 
 def _event(data: bytes, sop_class: str, sop_instance: str) -> Any:
-    """The parts of a pynetdicom C-STORE event the SCP handler reads."""
-    return SimpleNamespace(
-        encoded_dataset=lambda include_meta=True: data,
-        request=SimpleNamespace(AffectedSOPClassUID=sop_class,
-                                AffectedSOPInstanceUID=sop_instance),
-        assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="EVIL")))
+    """A C-STORE event from the calling AE ``EVIL``."""
+    return store_event(data, sop_class, sop_instance, "EVIL")
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
