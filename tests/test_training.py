@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from serving.pipeline.model import ModelError, load_model
-from training.config import MatcherConfig, ModelConfig, load_config
+from training.config import AugmentConfig, MatcherConfig, ModelConfig, load_config
+from training.data import CachedImage, PatchSampler
 from training.loss import DetectionLoss, targets_from_numpy
 from training.model import build_anchor_generator, build_network, set_prior_bias
 
@@ -68,6 +69,45 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(bad)
+
+
+def _marked_image(size: int = 1024) -> CachedImage:
+    """A flat breast with one lesion (value 0.9) and one mimic (value 0.7), 12 px squares, far
+    apart; the rest of the image is 0.3."""
+    array = np.full((size, size), 0.3, np.float32)
+    array[100:112, 100:112] = 0.9
+    array[900:912, 900:912] = 0.7
+    return CachedImage(array=array, valid=(size, size),
+                       boxes=np.array([[100, 100, 112, 112]], np.float32),
+                       mimics=np.array([[900, 900, 912, 912]], np.float32),
+                       transform=None, item={})  # type: ignore[arg-type]
+
+
+def test_patch_sampler_centres_hard_negatives_on_mimics() -> None:
+    """With augmentation off a patch is a plain crop: mimic_fraction=1 puts the mimic in every
+    patch (and the lesion in none, as no box); mimic_fraction=0 rarely shows it; the shares
+    of lesion and mimic patches follow the fractions."""
+    plain = AugmentConfig(flip_p=0, rot90_p=0, zoom_p=0, gamma_range=(1, 1),
+                          contrast_range=(1, 1), shift_range=0, noise_std=0, blur_p=0)
+    rng = np.random.default_rng(0)
+    img = _marked_image()
+    only_mimics = PatchSampler([img], 128, 0.0, plain, seed=0, mimic_fraction=1.0)
+    for _ in range(50):
+        patch, boxes = only_mimics.sample(rng)
+        assert np.isclose(patch, 0.7).sum() >= 72 and len(boxes) == 0
+    mixed = PatchSampler([img], 128, 0.25, plain, seed=0, mimic_fraction=0.5)
+    kinds = []
+    for _ in range(400):
+        patch, boxes = mixed.sample(rng)
+        kinds.append("lesion" if len(boxes) else
+                     "mimic" if np.isclose(patch, 0.7).any() else "other")
+    share = {k: kinds.count(k) / len(kinds) for k in ("lesion", "mimic", "other")}
+    assert 0.18 < share["lesion"] < 0.34 and 0.42 < share["mimic"] < 0.6, share
+    with pytest.raises(ValueError, match="at most 1"):
+        PatchSampler([img], 128, 0.6, plain, seed=0, mimic_fraction=0.5)
+    with pytest.raises(ValueError, match="mimic_patch_fraction"):
+        load_config(CONFIG, ["optim.positive_patch_fraction=0.7",
+                             "optim.mimic_patch_fraction=0.5"])
 
 
 def test_loss_handles_images_without_lesions_and_learns() -> None:
@@ -167,6 +207,50 @@ def test_cpu_runs_repeat_exactly(workdir: Path) -> None:
     assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
     ra, rb = _rows(workdir / "rep_a" / "metrics.csv"), _rows(workdir / "rep_b" / "metrics.csv")
     assert ra[0]["loss"] == rb[0]["loss"] and ra[0]["cpm"] == rb[0]["cpm"]
+
+
+def test_fine_tune_starts_from_a_checkpoint(workdir: Path) -> None:
+    """optim.init_from starts a new run from another run's weights (with a vanishing learning
+    rate its parameters stay put), mimic patches included; another architecture is refused
+    by name."""
+    r = _galacto(*_train_args("base", 1), cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _galacto(*_train_args("ft", 1), "--set", "optim.init_from=base/best.pt",
+                 "--set", "optim.mimic_patch_fraction=0.3", "--set", "optim.lr=1e-12",
+                 "--set", "optim.weight_decay=0", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    base = torch.load(workdir / "base" / "best.pt", weights_only=False)
+    ft = torch.load(workdir / "ft" / "last.pt", weights_only=False)
+    assert ft["config"]["optim"]["init_from"] == "base/best.pt"
+    for name, tensor in base["model"].items():
+        if "running_" in name or "num_batches" in name:
+            continue  # batch-norm statistics follow the batches even at lr 0
+        assert torch.allclose(tensor.float(), ft["model"][name].float(), atol=1e-6), name
+    r = _galacto(*_train_args("ft2", 1), "--set", "optim.init_from=base/best.pt",
+                 "--set", "model.fpn_channels=16", cwd=workdir)
+    assert r.returncode == 2 and "model.fpn_channels is 48 there, 16 here" in r.stderr, \
+        r.stderr[-2000:]
+    r = _galacto(*_train_args("ft3", 1), "--set", "optim.init_from=nothing.pt", cwd=workdir)
+    assert r.returncode == 2 and "nothing.pt" in r.stderr, r.stderr[-2000:]
+
+
+def test_weight_average_is_saved_validated_and_resumed(workdir: Path) -> None:
+    """With optim.ema_decay the checkpoint's ``model`` is the moving average (what export
+    and validation use), ``trained`` the optimizer's weights; a resumed run continues both."""
+    r = _galacto(*_train_args("ema", 1), "--set", "optim.ema_decay=0.5", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = torch.load(workdir / "ema" / "last.pt", weights_only=False)
+    assert int(first["ema"]["n_averaged"]) == 2, "one update per step"
+    differs = [k for k, v in first["model"].items()
+               if v.is_floating_point() and not torch.equal(v, first["trained"][k])]
+    assert differs, "the average of two steps differs from the last step's weights"
+    r = _galacto("train", "--resume", "ema", "--set", "optim.epochs=2", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = torch.load(workdir / "ema" / "last.pt", weights_only=False)
+    assert int(second["ema"]["n_averaged"]) == 4 and second["epoch"] == 1
+    r = _galacto("export", "--checkpoint", "ema/last.pt", "--version", "0.0.9", "--out",
+                 "models-ema", cwd=workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 def test_train_cli_errors(workdir: Path) -> None:

@@ -66,9 +66,11 @@ def run_train(args: argparse.Namespace) -> int:
             if not (Path(name) / "dataset.json").is_file():
                 raise CommandError(f"dataset folder {name} has no dataset.json "
                                    f"(make one with galacto synth)")
+        if cfg.optim.init_from and not Path(cfg.optim.init_from).is_file():
+            raise CommandError(f"optim.init_from {cfg.optim.init_from}: no such checkpoint")
+        best = run(cfg, run_dir, resume=args.resume is not None)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    best = run(cfg, run_dir, resume=args.resume is not None)
     print(f"best checkpoint: {best}")
     return 0
 

@@ -105,12 +105,32 @@ class OptimConfig(_Strict):
     batch_size: int = Field(default=8, ge=1)
     patch_size: int = Field(default=256, ge=32)
     positive_patch_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    mimic_patch_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of patches centred on a labelled mimic (air bubble, cyst, "
+                    "extravasation): hard negatives; the rest are centred at random")
+    ema_decay: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="exponential moving average of the weights, updated every step (0: off; "
+                    "0.998 averages over about 500 steps); validation, best.pt and export use "
+                    "the average")
+    init_from: str | None = Field(
+        default=None, description="checkpoint (RUN_DIR/best.pt) whose model weights start "
+                                  "this run, for fine-tuning; its architecture must match")
     lr: float = Field(default=2e-3, gt=0.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
     warmup_steps: int = Field(default=100, ge=0)
     grad_clip: float = Field(default=10.0, gt=0.0)
     amp: bool = Field(default=True, description="mixed precision (CUDA only)")
     num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        total = self.positive_patch_fraction + self.mimic_patch_fraction
+        if total > 1.0:
+            raise ValueError(f"optim.positive_patch_fraction + optim.mimic_patch_fraction must "
+                             f"be at most 1, got {total:g}")
+        return self
 
 
 class AugmentConfig(_Strict):

@@ -214,28 +214,38 @@ class PatchSampler:
     """Deterministic batches of augmented patches: batch ``(epoch, step)`` depends only on the
     seed, so CPU runs repeat exactly and a resumed run continues the same sequence.
 
-    A patch is centred on a random lesion with probability ``positive_fraction`` (when the
-    image has one), otherwise on a random point of the breast (which covers normal images,
-    air bubbles and other mimics as negatives without any special case).
+    A patch is centred on a random lesion with probability ``positive_fraction`` (when some
+    image has one), on a random labelled mimic (air bubble, cyst, extravasation: a hard
+    negative) with probability ``mimic_fraction`` (when some image has one), otherwise on a
+    random point of the breast (normal tissue, and mimics by chance). Centres are jittered by
+    up to 35 % of the patch so the object is not always in the middle; a patch keeps every
+    lesion box it overlaps, so a mimic patch that catches a lesion is still a positive.
     """
 
     def __init__(self, images: list[CachedImage], patch: int, positive_fraction: float,
-                 augment: AugmentConfig, seed: int) -> None:
+                 augment: AugmentConfig, seed: int, mimic_fraction: float = 0.0) -> None:
         if not images:
             raise ValueError("no training images")
+        if positive_fraction + mimic_fraction > 1.0:
+            raise ValueError(f"positive_fraction + mimic_fraction must be at most 1, got "
+                             f"{positive_fraction:g} + {mimic_fraction:g}")
         self.images = images
         self.patch = patch
         self.positive_fraction = positive_fraction
+        self.mimic_fraction = mimic_fraction
         self.augment = augment
         self.seed = seed
         self.positives = [i for i, im in enumerate(images) if len(im.boxes)]
+        self.with_mimics = [i for i, im in enumerate(images) if len(im.mimics)]
 
-    def _center(self, img: CachedImage, rng: np.random.Generator, positive: bool
-                ) -> tuple[float, float]:
-        if positive and len(img.boxes):
-            b = img.boxes[int(rng.integers(len(img.boxes)))]
-            jitter = rng.uniform(-0.35, 0.35, 2) * self.patch
-            return float((b[0] + b[2]) / 2 + jitter[0]), float((b[1] + b[3]) / 2 + jitter[1])
+    def _around(self, boxes: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+        """A jittered centre near one of ``boxes`` ``(K, 4)`` xyxy (model pixels)."""
+        b = boxes[int(rng.integers(len(boxes)))]
+        jitter = rng.uniform(-0.35, 0.35, 2) * self.patch
+        return float((b[0] + b[2]) / 2 + jitter[0]), float((b[1] + b[3]) / 2 + jitter[1])
+
+    def _random_point(self, img: CachedImage, rng: np.random.Generator) -> tuple[float, float]:
+        """A random centre, preferring breast (non-background) pixels."""
         h, w = img.valid
         for _ in range(10):
             x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
@@ -243,13 +253,22 @@ class PatchSampler:
                 return x, y
         return x, y
 
+    def _pick(self, rng: np.random.Generator) -> tuple[CachedImage, tuple[float, float]]:
+        """The image and the patch centre (x, y model pixels) of the next sample."""
+        u = rng.random()
+        if self.positives and u < self.positive_fraction:
+            img = self.images[self.positives[int(rng.integers(len(self.positives)))]]
+            return img, self._around(img.boxes, rng)
+        if self.with_mimics and u < self.positive_fraction + self.mimic_fraction:
+            img = self.images[self.with_mimics[int(rng.integers(len(self.with_mimics)))]]
+            return img, self._around(img.mimics, rng)
+        img = self.images[int(rng.integers(len(self.images)))]
+        return img, self._random_point(img, rng)
+
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One augmented patch ``(P, P)`` and its boxes ``(M, 4)`` model-pixel xyxy."""
-        positive = bool(self.positives) and rng.random() < self.positive_fraction
-        idx = (self.positives[int(rng.integers(len(self.positives)))] if positive
-               else int(rng.integers(len(self.images))))
-        img = self.images[idx]
-        patch, boxes = _crop(img, self._center(img, rng, positive), self.patch)
+        img, center = self._pick(rng)
+        patch, boxes = _crop(img, center, self.patch)
         return _augment(patch, boxes, self.augment, rng)
 
     def batch(self, epoch: int, step: int, size: int, rank: int = 0

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from serving.pipeline.postprocess import decode
@@ -137,9 +138,10 @@ def load_images(cfg: TrainConfig, split: str, root: Path, d: Dist, limit: int | 
 
 def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
                     sampler: PatchSampler, opt: torch.optim.Optimizer, sched: Any,
-                    scaler: torch.amp.GradScaler, cfg: TrainConfig, epoch: int, d: Dist
-                    ) -> dict[str, float]:
-    """One epoch of ``steps_per_epoch`` batches; returns mean losses and images/s."""
+                    scaler: torch.amp.GradScaler, cfg: TrainConfig, epoch: int, d: Dist,
+                    ema: AveragedModel | None = None) -> dict[str, float]:
+    """One epoch of ``steps_per_epoch`` batches (updating ``ema`` after every step); returns
+    mean losses and images/s."""
     net.train()
     sums = {"loss": 0.0, "cls": 0.0, "box": 0.0}
     use_amp = cfg.optim.amp and d.device.type == "cuda"
@@ -162,6 +164,8 @@ def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(_unwrap(net))
         for k in sums:
             sums[k] += float(losses[k].detach())
         rate = (step + 1) * cfg.optim.batch_size * d.world / (time.perf_counter() - t0)
@@ -202,12 +206,54 @@ def validate(net: nn.Module, images: list[CachedImage], cfg: TrainConfig, device
     return out, result
 
 
+def load_initial_weights(net: nn.Module, path: Path, cfg: TrainConfig) -> None:
+    """Start ``net`` from the model weights of checkpoint ``path`` (fine-tuning).
+
+    Raises:
+        ValueError: the checkpoint cannot be read, or its architecture (``model`` section)
+            differs from ``cfg.model``; the message names the differing keys.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ValueError(f"optim.init_from: cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"optim.init_from: {path} is not a galacto checkpoint "
+                         f"(expected a dict with 'model', found {type(state).__name__})")
+    theirs = (state.get("config") or {}).get("model", {})
+    ours = cfg.model.model_dump(mode="json")
+    differ = sorted(k for k in ours if theirs.get(k) != ours[k])
+    if differ:
+        raise ValueError(f"optim.init_from: {path} has another architecture; model."
+                         + ", model.".join(f"{k} is {theirs.get(k)!r} there, {ours[k]!r} here"
+                                           for k in differ))
+    net.load_state_dict(state["model"])
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (or ``net`` itself)."""
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def make_ema(net: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``net``'s weights and buffers, or None when off."""
+    if decay <= 0.0:
+        return None
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def save_checkpoint(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any,
                     scaler: torch.amp.GradScaler, epoch: int, cfg: TrainConfig,
-                    meta: dict[str, Any]) -> None:
-    """Write a checkpoint atomically."""
-    module = net.module if isinstance(net, DistributedDataParallel) else net
-    state = {"model": module.state_dict(), "optimizer": opt.state_dict(),
+                    meta: dict[str, Any], ema: AveragedModel | None = None) -> None:
+    """Write a checkpoint atomically. ``model`` holds the weights to use (the moving average
+    when ``ema`` is on; then ``trained`` holds the optimizer's weights and ``ema`` the
+    averager's state, for resuming)."""
+    module = _unwrap(net)
+    extra: dict[str, Any] = {}
+    if ema is not None:
+        extra = {"trained": module.state_dict(), "ema": ema.state_dict()}
+    used = ema.module if ema is not None else module
+    state = {"model": used.state_dict(), **extra, "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
              "config": cfg.model_dump(mode="json"), **meta}
     tmp = path.with_suffix(".tmp")
@@ -249,10 +295,14 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
     train_images = load_images(cfg, "training", Path(cfg.data.train), d)
     val_images = load_images(cfg, "validation", Path(cfg.data.val), d, cfg.data.val_max_images)
     sampler = PatchSampler(train_images, cfg.optim.patch_size,
-                           cfg.optim.positive_patch_fraction, cfg.augment, cfg.seed)
+                           cfg.optim.positive_patch_fraction, cfg.augment, cfg.seed,
+                           mimic_fraction=cfg.optim.mimic_patch_fraction)
     net: nn.Module = build_network(cfg.model)
     set_prior_bias(net)  # type: ignore[arg-type]
+    if cfg.optim.init_from and not resume:
+        load_initial_weights(net, Path(cfg.optim.init_from), cfg)
     net.to(d.device)
+    ema = make_ema(net, cfg.optim.ema_decay)
     anchor_gen = build_anchor_generator(cfg.model)
     loss_fn = DetectionLoss(cfg.matcher, len(cfg.model.base_anchor_shapes),
                             cfg.decode.box_coder_weights)
@@ -265,7 +315,9 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
     last = run_dir / "last.pt"
     if resume:
         state = torch.load(last, map_location=d.device, weights_only=False)
-        net.load_state_dict(state["model"])
+        net.load_state_dict(state.get("trained", state["model"]))
+        if ema is not None and "ema" in state:  # else the first update copies the weights
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -285,9 +337,9 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
     best_result = None
     for epoch in range(start, cfg.optim.epochs):
         stats = train_one_epoch(net, loss_fn, anchor_gen, sampler, opt, sched, scaler, cfg,
-                                epoch, d)
+                                epoch, d, ema)
         if d.main:
-            module = net.module if isinstance(net, DistributedDataParallel) else net
+            module = ema.module if ema is not None else _unwrap(net)
             val, result = validate(module, val_images, cfg, d.device)
             row = {"epoch": epoch, **stats, **val}
             rows.append(row)
@@ -301,10 +353,10 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
                 best_cpm, best_result = val["cpm"], result
             meta_e = {**meta, "best_cpm": best_cpm, "history": rows, "validation": val,
                       "train_images": len(train_images), "val_images": len(val_images)}
-            save_checkpoint(last, net, opt, sched, scaler, epoch, cfg, meta_e)
+            save_checkpoint(last, net, opt, sched, scaler, epoch, cfg, meta_e, ema)
             if improved:
                 save_checkpoint(run_dir / "best.pt", net, opt, sched, scaler, epoch, cfg,
-                                meta_e)
+                                meta_e, ema)
             tqdm.write(f"epoch {epoch}: loss {stats['loss']:.3f}  {stats['images_per_s']:.1f} "
                        f"img/s  val CPM {val['cpm']:.3f}  sens@0.5 {val['sens@0.5']:.3f}"
                        + ("  (best)" if improved else ""))
