@@ -39,6 +39,7 @@ from training.data import (
     load_split,
     preprocess_config,
 )
+from training.export import load_checkpoint
 from training.loss import DetectionLoss, targets_from_numpy
 from training.metrics import froc, plot_froc
 from training.model import build_anchor_generator, build_network, set_prior_bias
@@ -210,24 +211,18 @@ def load_initial_weights(net: nn.Module, path: Path, cfg: TrainConfig) -> None:
     """Start ``net`` from the model weights of checkpoint ``path`` (fine-tuning).
 
     Raises:
-        ValueError: the checkpoint cannot be read, or its architecture (``model`` section)
-            differs from ``cfg.model``; the message names the differing keys.
+        ValueError: the checkpoint's architecture (``model`` section) differs from
+            ``cfg.model``; the message names the differing keys.
+        CommandError: no checkpoint at ``path``.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"optim.init_from: cannot read checkpoint {path}: {exc}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"optim.init_from: {path} is not a galacto checkpoint "
-                         f"(expected a dict with 'model', found {type(state).__name__})")
-    theirs = (state.get("config") or {}).get("model", {})
-    ours = cfg.model.model_dump(mode="json")
+    theirs_cfg, theirs_net, _ = load_checkpoint(path)
+    theirs, ours = theirs_cfg.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
     differ = sorted(k for k in ours if theirs.get(k) != ours[k])
     if differ:
         raise ValueError(f"optim.init_from: {path} has another architecture; model."
                          + ", model.".join(f"{k} is {theirs.get(k)!r} there, {ours[k]!r} here"
                                            for k in differ))
-    net.load_state_dict(state["model"])
+    net.load_state_dict(theirs_net.state_dict())
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -302,7 +297,7 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
     if cfg.optim.init_from and not resume:
         load_initial_weights(net, Path(cfg.optim.init_from), cfg)
     net.to(d.device)
-    ema = make_ema(net, cfg.optim.ema_decay)
+    ema = make_ema(net, cfg.optim.ema_decay) if d.main else None  # rank 0 validates and saves
     anchor_gen = build_anchor_generator(cfg.model)
     loss_fn = DetectionLoss(cfg.matcher, len(cfg.model.base_anchor_shapes),
                             cfg.decode.box_coder_weights)
