@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from serving import __version__
+from serving.cli_calibrate import register as register_calibrate
 from serving.cli_detect import register as register_detect
 from serving.cli_gateway import register as register_gateway
 from serving.cli_info import register as register_info
@@ -28,8 +29,8 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 NOISY_LOGGERS = ("openjpeg", "pydicom", "jpeg_ls", "PIL", "pylibjpeg", "libjpeg", "rle")
 
 #: Built-in subcommands (always available with the base install).
-BUILTIN: tuple[Register, ...] = (register_info, register_detect, register_serve,
-                                  register_gateway)
+BUILTIN: tuple[Register, ...] = (register_info, register_detect, register_calibrate,
+                                  register_serve, register_gateway)
 
 
 def _plugin_commands() -> list[tuple[str, Register | None, str | None]]:

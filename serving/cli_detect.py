@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="models/<name>/<version> (default: $GALACTO_MODEL or the bundled "
                         "galacto-small)")
     p.add_argument("--operating-point", default=None,
-                   help="operating point name from the model card (default: the card's)")
+                   help="operating point name from the model card or the calibration "
+                        "(default: theirs)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                   help="site calibration file from `galacto calibrate`: its thresholds "
+                        "replace the card's operating points (default: $GALACTO_CALIBRATION, "
+                        "if set)")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here")
     p.set_defaults(func=run)
@@ -44,12 +49,21 @@ def _files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def calibration_file(given: Path | None) -> Path | None:
+    """``--calibration``, else ``$GALACTO_CALIBRATION`` when set and not empty, else None."""
+    import os
+
+    env = os.environ.get("GALACTO_CALIBRATION", "").strip()
+    return given if given is not None else (Path(env) if env else None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every file was analysed, 1 when some were rejected by the intake."""
     from rich.console import Console
     from rich.table import Table
 
     from serving.outputs.overlay import write_overlay
+    from serving.pipeline.calibration import calibrated_model
     from serving.pipeline.detect import detect
     from serving.pipeline.dicom_in import Image, read_image
     from serving.pipeline.errors import IntakeError
@@ -58,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     files = _files(args.paths)
     try:
-        model = load_model(args.model or default_model_dir())
+        model = calibrated_model(load_model(args.model or default_model_dir()),
+                                 calibration_file(args.calibration))
         model.operating_point(args.operating_point)
     except ModelError as exc:
         raise CommandError(str(exc)) from None
@@ -78,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     op = result.operating_point
     for study in result.studies:
         table = Table(title=f"study {study.study_instance_uid}  ({model.name} {model.version}, "
-                            f"{op.name}: score >= {op.score_threshold:.3f})")
+                            f"{op.name}: score >= {op.score_threshold:.3f}, {op.source})")
         for col in ("image", "view", "finding", "score", "box (px)", "size (mm)", "location"):
             table.add_column(col)
         for img in study.images:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import CommandError
+
+if TYPE_CHECKING:
+    from serving.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="models/<name>/<version> (GALACTO_MODEL, the bundled galacto-small)")
     p.add_argument("--operating-point", default=None,
                    help="default operating point (GALACTO_OPERATING_POINT, the card's)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                   help="site calibration from `galacto calibrate` (GALACTO_CALIBRATION)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="where STOW-RS results are kept (GALACTO_RESULTS_DIR)")
     p.add_argument("--gateway", action="store_true",
@@ -33,6 +39,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable log lines instead of JSON (GALACTO_LOG_JSON=false)")
     p.set_defaults(func=run)
+
+
+def _check_calibration(settings: Settings) -> None:
+    """Refuse, before listening, a GALACTO_CALIBRATION file that is unreadable or made for
+    another model (the model itself loads in the background)."""
+    from serving.pipeline.calibration import check_file_for_folder
+    from serving.pipeline.model import ModelError, default_model_dir
+
+    if settings.calibration is None:
+        return
+    try:
+        check_file_for_folder(settings.calibration, settings.model or default_model_dir())
+    except ModelError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
                                    ("model", args.model),
                                    ("operating_point", args.operating_point),
+                                   ("calibration", args.calibration),
                                    ("results_dir", args.results_dir)) if v is not None}
     if args.plain_logs:
         overrides["log_json"] = False
     if args.gateway:
         os.environ["GALACTO_GATEWAY_ENABLED"] = "true"
+    if args.calibration is not None:  # the embedded gateway applies the same file
+        os.environ["GALACTO_CALIBRATION"] = str(args.calibration)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -63,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
               level=logging.DEBUG if args.verbose else logging.INFO)
     if settings.model is not None and not (settings.model / "model.json").is_file():
         raise CommandError(f"{settings.model}: not a model folder (no model.json)")
+    _check_calibration(settings)
     try:
         app = create_app(settings)
     except SettingsError as exc:

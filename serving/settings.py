@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         model: model folder ``models/<name>/<version>`` (default: the bundled galacto-small,
             highest version).
         operating_point: default operating point name (default: the model card's).
+        calibration: a site calibration file written by ``galacto calibrate``; its thresholds
+            replace the card's operating points (a file made for another model is refused
+            when the model loads).
         host, port: where the HTTP server listens.
         ort_threads: ONNX Runtime intra-op threads per inference (default: ORT's choice).
         max_upload_mb: largest accepted request body (MiB), checked before it is read whole.
@@ -55,6 +58,7 @@ class Settings(BaseSettings):
 
     model: Path | None = None
     operating_point: str | None = None
+    calibration: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     ort_threads: int | None = Field(default=None, ge=1)

@@ -155,7 +155,7 @@ def test_normal_share_and_mimics_are_not_labelled() -> None:
     normals = sum(not generate_case(4, i, TEST, CaseParams(normal_p=0.5)).ground_truth[
         "lesions"] for i in range(12))
     assert 2 <= normals <= 10
-    kinds = set()
+    kinds: set[str] = set()
     for i in range(30):
         res = generate_case(9, i, TEST, CaseParams(normal_p=1.0))
         for item in res.items:
@@ -269,3 +269,120 @@ def test_many_cases_generate_without_error() -> None:
         assert ids == list(range(len(ids)))
         for item in res.items:
             assert item["lesion_ids"] == ids
+
+
+# ----------------------------------------------------------------------------- styles
+
+
+def test_alt_style_differs_from_standard_and_both_are_deterministic() -> None:
+    """Same seed, same case: each style reproduces its bytes; the two styles differ."""
+    for index in range(2):
+        std = generate_case(31, index, TEST, CaseParams(style="standard"))
+        std2 = generate_case(31, index, TEST, CaseParams(style="standard"))
+        alt = generate_case(31, index, TEST, CaseParams(style="alt"))
+        alt2 = generate_case(31, index, TEST, CaseParams(style="alt"))
+        for a, b in ((std, std2), (alt, alt2)):
+            assert [v.pixels.tobytes() for v in a.views] == [v.pixels.tobytes() for v in b.views]
+            assert a.items == b.items and a.ground_truth == b.ground_truth
+        assert std.views[0].pixels.tobytes() != alt.views[0].pixels.tobytes()
+        assert {it["style"] for it in std.items} == {"standard"} == {std.ground_truth["style"]}
+        assert {it["style"] for it in alt.items} == {"alt"} == {alt.ground_truth["style"]}
+
+
+@pytest.mark.parametrize("style", ["standard", "alt"])
+def test_truth_boxes_lie_inside_the_breast(style: str, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """Lesion and air-bubble boxes are centred inside the rendered breast mask, for both
+    styles; bubbles occur at a similar rate in both (1-5 per case in ~30 % of cases)."""
+    import training.synth.case as case_mod
+    from training.synth.render import LOWRES
+
+    renders: list = []
+    original = case_mod.render
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(*args, **kwargs)
+        renders.append(out)
+        return out
+
+    monkeypatch.setattr(case_mod, "render", spy)
+    params = CaseParams(normal_p=0.2, style=style)  # type: ignore[arg-type]
+    checked, with_bubbles = 0, 0
+    for index in range(24):
+        res = generate_case(77, index, TEST, params)
+        with_bubbles += "air_bubble" in res.ground_truth["mimics"]
+    for vr in renders:
+        mask = vr.breast_mask_low
+        assert mask is not None
+        boxes = list(vr.lesion_boxes.values()) + [b for k, b in vr.mimic_boxes
+                                                  if k == "air_bubble"]
+        for x1, y1, x2, y2 in boxes:
+            r, c = int((y1 + y2) / 2) // LOWRES, int((x1 + x2) / 2) // LOWRES
+            assert mask[min(r, mask.shape[0] - 1), min(c, mask.shape[1] - 1)], (x1, y1, x2, y2)
+            checked += 1
+    assert checked >= 10
+    assert 2 <= with_bubbles <= 16
+
+
+def test_style_recorded_in_dataset_json(tmp_path: Path) -> None:
+    from training.synth.dataset import generate_one
+
+    opts = SynthOptions(cases=1, seed=3, profiles=("test",), style="alt")
+    res = generate_one(opts, tmp_path, 0)
+    assert [it["style"] for it in res["items"]] == ["alt", "alt"]
+    assert all(it["case"]["style"] == "alt" for it in res["items"])
+    index = build_index(opts, [res])
+    assert index["meta"]["options"]["style"] == "alt"
+    assert all(it["style"] == "alt" for it in index["training"])
+    with pytest.raises(ValueError, match="style"):
+        SynthOptions(cases=1, seed=3, style="fancy")
+
+
+def test_widened_ranges_occur() -> None:
+    """Over many cases the standard family shows every nipple kind (some not protruding),
+    both cannula types, air pockets, varied trees, every LUT, structures; alt never has a
+    protruding nipple and uses its own cannula and processing."""
+    from training.synth.variety import (
+        look_rng,
+        sample_case_look,
+        sample_processing,
+        sample_structures,
+    )
+
+    looks = [sample_case_look("standard", look_rng(5, i)) for i in range(300)]
+    assert {lk.nipple.kind for lk in looks} == {"protruding", "flat", "inverted"}
+    assert sum(lk.nipple.kind != "protruding" for lk in looks) >= 60
+    assert {lk.cannula.kind for lk in looks} == {"metal", "catheter"}
+    assert {lk.cannula.tubing_path for lk in looks} == {"quadratic", "s_curve", "straight"}
+    assert 10 <= sum(lk.cannula.air_pocket_mm > 0 for lk in looks) <= 70
+    assert {lk.tree.max_generations for lk in looks} == {4, 5, 6, 7}
+    assert min(lk.tree.branch_angle_deg[1] for lk in looks) < 45 < max(
+        lk.tree.branch_angle_deg[1] for lk in looks)
+    assert all(lk.tree.max_branches <= 400 for lk in looks)
+    procs = [sample_processing("standard", look_rng(5, i, 0)) for i in range(300)]
+    assert {p.lut for p in procs} == {"gamma", "sigmoid", "log", "hist_eq"}
+    assert any(p.periph_eq > 0 for p in procs) and any(p.usm_gain == 0 for p in procs)
+    structs = [sample_structures("standard", look_rng(5, i, 1)) for i in range(300)]
+    assert any(s.skin_fold for s in structs) and any(s.calcifications for s in structs)
+    assert any(s.vessels for s in structs) and any(s.ligaments > 20 for s in structs)
+    alt = [sample_case_look("alt", look_rng(5, i)) for i in range(50)]
+    assert all(lk.nipple.length_mm == 0 and lk.nipple.kind == "flat" for lk in alt)
+    assert {lk.cannula.kind for lk in alt} == {"alt_line"}
+    assert {sample_processing("alt", look_rng(5, i, 0)).lut for i in range(20)} == {"sigmoid"}
+    # the duct trees of generated cases vary in size
+    sizes = {generate_case(8, i, TEST).ground_truth["branches"] for i in range(6)}
+    assert len(sizes) >= 4
+
+
+def test_cli_alt_style_same_bytes_any_worker_count(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--cases", "2", "--seed", "19", "--profile", "test", "--style", "alt"]
+    ra = _galacto("synth", "--out", str(a), "--workers", "1", *common)
+    rb = _galacto("synth", "--out", str(b), "--workers", "2", *common)
+    assert ra.returncode == 0, ra.stderr
+    assert rb.returncode == 0, rb.stderr
+    assert _digest(a) == _digest(b)
+    index = json.loads((a / "dataset.json").read_text())
+    assert {it["style"] for it in index["training"]} == {"alt"}
+    bad = _galacto("synth", "--out", str(tmp_path / "c"), "--style", "other")
+    assert bad.returncode == 2 and "style" in bad.stderr

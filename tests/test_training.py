@@ -93,12 +93,12 @@ def test_patch_sampler_centres_hard_negatives_on_mimics() -> None:
     img = _marked_image()
     only_mimics = PatchSampler([img], 128, 0.0, plain, seed=0, mimic_fraction=1.0)
     for _ in range(50):
-        patch, boxes = only_mimics.sample(rng)
+        patch, boxes, _ = only_mimics.sample(rng)
         assert np.isclose(patch, 0.7).sum() >= 72 and len(boxes) == 0
     mixed = PatchSampler([img], 128, 0.25, plain, seed=0, mimic_fraction=0.5)
     kinds = []
     for _ in range(400):
-        patch, boxes = mixed.sample(rng)
+        patch, boxes, _ = mixed.sample(rng)
         kinds.append("lesion" if len(boxes) else
                      "mimic" if np.isclose(patch, 0.7).any() else "other")
     share = {k: kinds.count(k) / len(kinds) for k in ("lesion", "mimic", "other")}
@@ -108,6 +108,56 @@ def test_patch_sampler_centres_hard_negatives_on_mimics() -> None:
     with pytest.raises(ValueError, match="mimic_patch_fraction"):
         load_config(CONFIG, ["optim.positive_patch_fraction=0.7",
                              "optim.mimic_patch_fraction=0.5"])
+
+
+def test_patch_sampler_labels_mimics_with_their_own_class() -> None:
+    """With mimic classes named, a patch centred on an air bubble carries its box with the
+    air_bubble class index, a lesion patch carries class 0, and mimic kinds the model does
+    not name (here cyst) stay background."""
+    plain = AugmentConfig(flip_p=0, rot90_p=0, zoom_p=0, gamma_range=(1, 1),
+                          contrast_range=(1, 1), shift_range=0, noise_std=0, blur_p=0)
+    rng = np.random.default_rng(1)
+    img = _marked_image()
+    img.item = {"mimics": [{"kind": "air_bubble", "box": [0, 0, 1, 1]}]}
+    names = ("filling_defect", "cyst", "air_bubble")
+    only_mimics = PatchSampler([img], 128, 0.0, plain, seed=0, mimic_fraction=1.0,
+                               class_names=names)
+    for _ in range(20):
+        _, boxes, labels = only_mimics.sample(rng)
+        assert labels.tolist() == [2]
+        np.testing.assert_allclose(boxes[0, 2:] - boxes[0, :2], [12, 12])
+    only_lesions = PatchSampler([img], 128, 1.0, plain, seed=0, class_names=names)
+    assert only_lesions.sample(rng)[2].tolist() == [0]
+    img.item = {"mimics": [{"kind": "extravasation", "box": [0, 0, 1, 1]}]}
+    unnamed = PatchSampler([img], 128, 0.0, plain, seed=0, mimic_fraction=1.0,
+                           class_names=names)
+    assert unnamed.sample(rng)[2].tolist() == []
+    with pytest.raises(ValueError, match="start with 'filling_defect'"):
+        load_config(CONFIG, ["model.num_classes=2", "model.class_names=[air_bubble,cyst]"])
+
+
+def test_widening_the_classes_keeps_the_lesion_output() -> None:
+    """Fine-tuning a one-class network into one with mimic classes copies every weight; the
+    lesion logits of the widened network equal the old network's exactly, and the new
+    classes start at the prior."""
+    from training.train import _extend_classes
+
+    torch.manual_seed(0)
+    old_cfg = ModelConfig()
+    new_cfg = ModelConfig(num_classes=3, class_names=["filling_defect", "air_bubble", "cyst"])
+    old, new = build_network(old_cfg), build_network(new_cfg)
+    set_prior_bias(new)
+    a = len(old_cfg.base_anchor_shapes)
+    new.load_state_dict(_extend_classes(old.state_dict(), new.state_dict(), 1, 3, a))
+    old.eval()
+    new.eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        lo, ln = old(x)["classification"][0], new(x)["classification"][0]
+    b, _, h, w = lo.shape
+    ln = ln.view(b, a, 3, h, w)
+    torch.testing.assert_close(ln[:, :, 0], lo.view(b, a, h, w))
+    assert torch.all(new.classification_head.cls_logits.bias.view(a, 3)[:, 1:] < -4)
 
 
 def test_loss_handles_images_without_lesions_and_learns() -> None:

@@ -62,7 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
             cfg = load_config(args.config, args.set)
             run_dir = args.run_dir or Path(cfg.output) / (
                 f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        for name in (cfg.data.train, cfg.data.val):
+        for name in (cfg.data.train, *cfg.data.val_dirs):
             if not (Path(name) / "dataset.json").is_file():
                 raise CommandError(f"dataset folder {name} has no dataset.json "
                                    f"(make one with galacto synth)")
@@ -84,9 +84,13 @@ def register_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--version", required=True, help="model version, e.g. 0.1.0")
     p.add_argument("--out", type=Path, default=Path("models"), help="models root")
     p.add_argument("--val", type=Path, default=None,
-                   help="dataset for operating points (default: the config's data.val)")
+                   help="dataset for operating points and the rescoring fit (default: the "
+                        "config's data.val folders, pooled)")
     p.add_argument("--val-split", default="validation")
-    p.add_argument("--max-val", type=int, default=200, help="cap on validation images")
+    p.add_argument("--max-val", type=int, default=200,
+                   help="cap on validation images per folder")
+    p.add_argument("--no-rescoring", action="store_true",
+                   help="do not fit the two-view/mimic rescoring (final score = network score)")
     p.add_argument("--training-note", type=Path, default=None,
                    help="JSON with how the model was trained (command, seeds, time, machine)")
     p.add_argument("--test-time-flips", default=None, metavar="LIST",

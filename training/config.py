@@ -18,6 +18,11 @@ from serving.pipeline.preprocess import PreprocessConfig
 _PRE = PreprocessConfig()
 
 
+#: Class 0 of every model: the lesion. Other classes name mimic kinds of the simulator's truth
+#: (``air_bubble``, ``cyst``, ``extravasation``), learnt so that they are told apart.
+LESION_CLASS = "filling_defect"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,9 +31,17 @@ class DataConfig(_Strict):
     """Where the data are. Paths are relative to the config file's working directory."""
 
     train: str = Field(description="dataset folder (dataset.json) with a 'training' split")
-    val: str = Field(description="dataset folder whose 'validation' split is used")
+    val: str | list[str] = Field(
+        description="dataset folder(s) whose 'validation' split is used; several folders "
+                    "(e.g. the training style and an unseen style) are pooled")
     cache: str = Field(default="runs/cache", description="folder for preprocessed arrays")
-    val_max_images: int = Field(default=120, ge=1, description="cap on validation images")
+    val_max_images: int = Field(default=120, ge=1,
+                                description="cap on validation images per folder")
+
+    @property
+    def val_dirs(self) -> list[str]:
+        """The validation folders as a list (one or more)."""
+        return [self.val] if isinstance(self.val, str) else list(self.val)
 
 
 class PreprocessSection(_Strict):
@@ -72,6 +85,11 @@ class ModelConfig(_Strict):
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"model.class_names has {len(self.class_names)} names for "
                              f"num_classes={self.num_classes}")
+        if self.class_names[0] != LESION_CLASS or len(set(self.class_names)) != len(
+                self.class_names):
+            raise ValueError(f"model.class_names must start with {LESION_CLASS!r} and be "
+                             f"distinct (the others name mimic kinds, e.g. air_bubble), got "
+                             f"{self.class_names}")
         return self
 
     @property
@@ -159,6 +177,10 @@ class DecodeSection(_Strict):
         default_factory=list,
         description="serving: extra passes on flipped inputs, averaged with the plain pass "
                     "(validation during training uses the plain pass only)")
+    nested_ios_thresh: float = Field(
+        default=0.6, gt=0.0, le=1.0,
+        description="a box covering this share of a smaller or larger better box of the same "
+                    "class (intersection over the smaller box) is the same object: dropped")
 
 
 class TrainConfig(_Strict):

@@ -143,10 +143,13 @@ def load_cached(path: Path, item: dict[str, Any]) -> CachedImage:
 # --------------------------------------------------------------------------- patches
 
 
-def _crop(img: CachedImage, center: tuple[float, float], size: int
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """``size x size`` crop centred near ``center`` (x, y), zero-padded outside the image;
-    boxes clipped, kept when at least 60 % of their area stays inside."""
+def _crop(img: CachedImage, center: tuple[float, float], size: int,
+          boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``size x size`` crop centred near ``center`` (x, y), zero-padded outside the image.
+
+    ``boxes`` ``(M, 4)`` model-pixel xyxy default to the image's lesion boxes. They are
+    clipped and kept when at least 60 % of their area stays inside. Returns the patch, the
+    kept boxes ``(M', 4)`` and their indices into ``boxes`` ``(M',)``."""
     h, w = img.array.shape
     x0 = int(np.clip(round(center[0] - size / 2), -size // 4, max(w - size + size // 4, 0)))
     y0 = int(np.clip(round(center[1] - size / 2), -size // 4, max(h - size + size // 4, 0)))
@@ -155,21 +158,46 @@ def _crop(img: CachedImage, center: tuple[float, float], size: int
     sx1, sy1 = min(x0 + size, w), min(y0 + size, h)
     if sx1 > sx0 and sy1 > sy0:
         patch[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = img.array[sy0:sy1, sx0:sx1]
-    b = img.boxes - np.array([x0, y0, x0, y0], np.float32)
+    src = img.boxes if boxes is None else boxes
+    b = src.reshape(-1, 4) - np.array([x0, y0, x0, y0], np.float32)
     clipped = np.clip(b, 0, size)
     area = np.prod(np.maximum(b[:, 2:] - b[:, :2], 1e-6), axis=1)
     kept_area = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
     keep = kept_area >= 0.6 * area
-    return patch, clipped[keep]
+    return patch, clipped[keep], np.flatnonzero(keep)
+
+
+def class_targets(img: CachedImage, class_names: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """All labelled boxes of ``img`` for a model with ``class_names``: the lesions (class 0)
+    and the mimics whose ``kind`` is one of the other names (class index of that name).
+    Mimics of kinds the model does not name are left out (background).
+
+    Returns:
+        ``(M, 4)`` model-pixel xyxy boxes and ``(M,)`` int64 class indices.
+    """
+    index = {name: k for k, name in enumerate(class_names) if k > 0}
+    kinds = [m.get("kind") if isinstance(m, dict) else None
+             for m in img.item.get("mimics", [])]
+    mimic_labels = np.array([index.get(str(k), -1) for k in kinds], np.int64)
+    if len(mimic_labels) != len(img.mimics):  # a cache that does not match its item
+        mimic_labels = np.full(len(img.mimics), -1, np.int64)
+    named = mimic_labels >= 0
+    boxes = np.concatenate([img.boxes.reshape(-1, 4), img.mimics.reshape(-1, 4)[named]])
+    labels = np.concatenate([np.zeros(len(img.boxes), np.int64), mimic_labels[named]])
+    return boxes.astype(np.float32), labels
 
 
 def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+             rng: np.random.Generator, labels: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spatial (MONAI box ops: flip, rot90, zoom) then intensity augmentation of one patch.
 
     ``boxes`` are model-pixel ``[x1, y1, x2, y2]``; MONAI's box ops work in the array's
     spatial order, so they receive MONAI-order boxes and the result is converted back.
+    ``labels`` ``(M,)`` (default: all 0) follow their boxes; returns patch, boxes, labels.
     """
+    labels = np.zeros(len(boxes), np.int64) if labels is None else np.asarray(labels)
     mb = torch.as_tensor(xyxy_to_monai(boxes))
     size = patch.shape
     for axis in (0, 1):
@@ -198,6 +226,7 @@ def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
         mb = mb.clamp(0, n)
         keep = ((mb[:, 2] - mb[:, 0]) > 2) & ((mb[:, 3] - mb[:, 1]) > 2)
         mb = mb[keep]
+        labels = labels[keep.numpy()]
     boxes = xyxy_to_monai(mb.numpy())  # the swap is its own inverse
     patch = np.ascontiguousarray(patch, dtype=np.float32)
     gamma = float(rng.uniform(*cfg.gamma_range))
@@ -207,7 +236,7 @@ def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
     if rng.random() < cfg.blur_p:
         patch = ndimage.gaussian_filter(patch, float(rng.uniform(0.4, 1.2)))
     patch = patch + rng.normal(0.0, cfg.noise_std * rng.random(), patch.shape)
-    return patch.astype(np.float32), boxes
+    return patch.astype(np.float32), boxes, labels
 
 
 class PatchSampler:
@@ -220,10 +249,13 @@ class PatchSampler:
     random point of the breast (normal tissue, and mimics by chance). Centres are jittered by
     up to 35 % of the patch so the object is not always in the middle; a patch keeps every
     lesion box it overlaps, so a mimic patch that catches a lesion is still a positive.
+    With ``class_names`` beyond the lesion class, mimics of those kinds are targets of their
+    own class (e.g. ``air_bubble``) instead of background.
     """
 
     def __init__(self, images: list[CachedImage], patch: int, positive_fraction: float,
-                 augment: AugmentConfig, seed: int, mimic_fraction: float = 0.0) -> None:
+                 augment: AugmentConfig, seed: int, mimic_fraction: float = 0.0,
+                 class_names: Sequence[str] = ("filling_defect",)) -> None:
         if not images:
             raise ValueError("no training images")
         if positive_fraction + mimic_fraction > 1.0:
@@ -237,6 +269,7 @@ class PatchSampler:
         self.seed = seed
         self.positives = [i for i, im in enumerate(images) if len(im.boxes)]
         self.with_mimics = [i for i, im in enumerate(images) if len(im.mimics)]
+        self.targets = [class_targets(im, class_names) for im in images]
 
     def _around(self, boxes: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
         """A jittered centre near one of ``boxes`` ``(K, 4)`` xyxy (model pixels)."""
@@ -253,23 +286,25 @@ class PatchSampler:
                 return x, y
         return x, y
 
-    def _pick(self, rng: np.random.Generator) -> tuple[CachedImage, tuple[float, float]]:
-        """The image and the patch centre (x, y model pixels) of the next sample."""
+    def _pick(self, rng: np.random.Generator) -> tuple[int, tuple[float, float]]:
+        """The image index and the patch centre (x, y model pixels) of the next sample."""
         u = rng.random()
         if self.positives and u < self.positive_fraction:
-            img = self.images[self.positives[int(rng.integers(len(self.positives)))]]
-            return img, self._around(img.boxes, rng)
+            i = self.positives[int(rng.integers(len(self.positives)))]
+            return i, self._around(self.images[i].boxes, rng)
         if self.with_mimics and u < self.positive_fraction + self.mimic_fraction:
-            img = self.images[self.with_mimics[int(rng.integers(len(self.with_mimics)))]]
-            return img, self._around(img.mimics, rng)
-        img = self.images[int(rng.integers(len(self.images)))]
-        return img, self._random_point(img, rng)
+            i = self.with_mimics[int(rng.integers(len(self.with_mimics)))]
+            return i, self._around(self.images[i].mimics, rng)
+        i = int(rng.integers(len(self.images)))
+        return i, self._random_point(self.images[i], rng)
 
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented patch ``(P, P)`` and its boxes ``(M, 4)`` model-pixel xyxy."""
-        img, center = self._pick(rng)
-        patch, boxes = _crop(img, center, self.patch)
-        return _augment(patch, boxes, self.augment, rng)
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One augmented patch ``(P, P)``, its boxes ``(M, 4)`` model-pixel xyxy and their
+        class indices ``(M,)``."""
+        i, center = self._pick(rng)
+        boxes, labels = self.targets[i]
+        patch, kept, idx = _crop(self.images[i], center, self.patch, boxes)
+        return _augment(patch, kept, self.augment, rng, labels[idx])
 
     def batch(self, epoch: int, step: int, size: int, rank: int = 0
               ) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
@@ -277,8 +312,8 @@ class PatchSampler:
         rng = np.random.default_rng([self.seed, epoch, step, rank])
         patches, boxes, labels = [], [], []
         for _ in range(size):
-            p, b = self.sample(rng)
+            p, b, lab = self.sample(rng)
             patches.append(p)
             boxes.append(xyxy_to_monai(b))
-            labels.append(np.zeros(len(b), np.int64))
+            labels.append(lab.astype(np.int64))
         return torch.from_numpy(np.stack(patches)[:, None]), boxes, labels

@@ -3,49 +3,48 @@
 What is measured is what is deployed: DICOM -> ``serving.pipeline.dicom_in`` -> preprocess ->
 ONNX Runtime -> numpy decoding -> boxes in stored pixels, compared with ``dataset.json``
 using :mod:`training.metrics` (hit rule: predicted box centre inside the true box, or IoU
->= 0.3; air bubbles and other mimics count as false positives).
+>= 0.3; air bubbles and other mimics count as false positives) and
+:mod:`training.mimic_metrics` (air bubbles flagged, FP/image by mimic kind and near the nipple,
+nested findings, mimics the model recognised, every named operating point's FP/image against
+the card's promise; all also per ``style``), written under the report's ``mimics`` key.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from serving.errors import CommandError
-from serving.pipeline.dicom_in import read_image
+from serving.pipeline.candidates import rescore_model
 from serving.pipeline.model import DetectorModel, ModelError, load_model
-from serving.pipeline.run import predict
 from training.data import load_split
 from training.metrics import evaluate, format_tables, froc, plot_froc
+from training.mimic_metrics import format_mimic_table, mimic_report
+from training.rescore_fit import analyse_items, predictions
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def predict_items(model: DetectorModel, items: list[dict[str, Any]], desc: str = "evaluate"
-                  ) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
-    """Predictions (all candidates) per item, and mean per-stage timings in ms."""
-    preds, totals = [], {"decode": 0.0, "preprocess": 0.0, "inference": 0.0,
-                         "postprocess": 0.0}
-    for it in tqdm(items, desc=desc, unit="img"):
-        t0 = time.perf_counter()
-        image = read_image(Path(it["_root"]) / it["image"],
-                           reduce_to_spacing_mm=model.preprocess.spacing_mm)
-        totals["decode"] += (time.perf_counter() - t0) * 1e3
-        det = predict(image, model)
-        for k, v in det.timings_ms.items():
-            totals[k] += v
-        preds.append({"boxes": det.boxes, "scores": det.scores})
+                  ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Predictions per item through serving's candidate analysis (both views of a case
+    together, so the card's two-view rescoring applies), and mean per-stage timings in ms.
+    Each prediction holds the lesion candidates (``boxes``, final ``scores``) and the mimic
+    calls (``mimic_boxes``, ``mimic_scores``, ``mimic_labels``) and ``spacing_mm``."""
+    cands = analyse_items(model, items, rescore=False, final=False, desc=desc)
+    preds = predictions(cands, model, rescore_model(model))
+    totals: dict[str, float] = {}
+    for c in cands:
+        for k, v in c.timings_ms.items():
+            totals[k] = totals.get(k, 0.0) + v
     n = max(len(items), 1)
     return preds, {k: v / n for k, v in totals.items()}
 
 
-def operating_points(items: list[dict[str, Any]], preds: list[dict[str, np.ndarray]]
+def operating_points(items: list[dict[str, Any]], preds: list[dict[str, Any]]
                      ) -> dict[str, dict[str, Any]]:
     """Named operating points read off the FROC curve of validation predictions:
     ``high_specificity`` (<= 0.125 FP/image), ``balanced`` (<= 0.5) and
@@ -60,6 +59,27 @@ def operating_points(items: list[dict[str, Any]], preds: list[dict[str, np.ndarr
                      "sensitivity": None if np.isnan(sens) else round(float(sens), 4),
                      "fp_per_image": round(float(fppi), 4)}
     return ops
+
+
+def style_spread(items: list[dict[str, Any]], preds: list[dict[str, Any]],
+                 ops: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per image ``style`` (items without one: ``standard``): images, CPM, and at each
+    operating point of ``ops`` the FP/image and sensitivity measured on that style alone,
+    so the spread of an operating point's FP rate across styles can be reported."""
+    out: dict[str, dict[str, Any]] = {}
+    for style in sorted({str(it.get("style", "standard")) for it in items}):
+        idx = [i for i, it in enumerate(items) if str(it.get("style", "standard")) == style]
+        sub_items, sub_preds = [items[i] for i in idx], [preds[i] for i in idx]
+        res = froc(sub_items, sub_preds, FP_RATES)
+        points = {}
+        for name, op in ops.items():
+            rep = evaluate(sub_items, sub_preds, float(op["score_threshold"]), fp_rates=())
+            at = rep["at_threshold"]
+            points[name] = {"fp_per_image": at["false_positives"]["per_image"],
+                            "sensitivity": at["overall"]["sensitivity"]}
+        out[style] = {"images": len(idx), "cpm": round(float(res.cpm), 4),
+                      "operating_points": points}
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(items, preds, op.score_threshold, fp_rates=FP_RATES)
     report["model"] = {"name": model.name, "version": model.version,
                        "operating_point": op.name, "score_threshold": op.score_threshold}
+    report["mimics"] = mimic_report(items, preds, op.score_threshold, model.operating_points)
     report["mean_timings_ms"] = timings
     console = Console()
-    for table in format_tables(report):
+    for table in [*format_tables(report), format_mimic_table(report["mimics"])]:
         console.print(table)
     console.print(f"operating point {op.name} (score >= {op.score_threshold:.3f}); mean ms per "
                   "image: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

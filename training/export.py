@@ -80,9 +80,16 @@ def run(args: argparse.Namespace) -> int:
     """Export, check parity, choose operating points, write the card."""
     from serving.pipeline.model import load_model, sha256_file
     from training.data import load_split
-    from training.evaluate import FP_RATES, operating_points, predict_items
+    from training.evaluate import FP_RATES, operating_points, style_spread
     from training.metrics import froc
     from training.modelcard import build_card
+    from training.rescore_fit import (
+        analyse_items,
+        fit,
+        mimic_threshold,
+        predictions,
+        training_rows,
+    )
 
     cfg, net, meta = load_checkpoint(args.checkpoint)
     if args.test_time_flips is not None:
@@ -109,29 +116,45 @@ def run(args: argparse.Namespace) -> int:
     provisional = {"all": {"score_threshold": cfg.decode.score_thresh,
                            "max_fp_per_image": float("inf")}}
 
-    def write(ops: dict[str, Any], default: str, metrics: dict[str, Any]) -> None:
+    def write(ops: dict[str, Any], default: str, metrics: dict[str, Any],
+              rescoring: dict[str, Any] | None = None,
+              mimic_score_thresh: float | None = None) -> None:
         card = build_card(cfg, version=args.version, onnx_file="model.onnx",
                           onnx_sha256=sha256_file(onnx_path), opset=OPSET, num_levels=levels,
                           checkpoint_meta=meta, operating_points=ops,
                           default_operating_point=default, parity=par, metrics=metrics,
-                          training=training)
+                          training=training, rescoring=rescoring,
+                          mimic_score_thresh=mimic_score_thresh)
         (folder / "model.json").write_text(json.dumps(card, indent=1) + "\n")
 
     write(provisional, "all", {})
     model = load_model(folder)
-    val_root = args.val or Path(cfg.data.val)
-    items = load_split(val_root, args.val_split)[: args.max_val]
-    preds, timings = predict_items(model, items, desc="operating points")
+    roots = [args.val] if args.val else [Path(v) for v in cfg.data.val_dirs]
+    items = [it for root in roots for it in load_split(root, args.val_split)[: args.max_val]]
+    cands = analyse_items(model, items, rescore=False, final=False, desc="operating points")
+    rescoring = None
+    if len(cfg.model.class_names) > 1 and not args.no_rescoring:
+        x, y, w = training_rows(items, cands)
+        rescoring = fit(x, y, w, fitted_on={"data": [str(r) for r in roots],
+                                            "images": len(items)})
+    preds = predictions(cands, model, rescoring)
     ops = operating_points(items, preds)
+    mimic_thr, mimic_summary = mimic_threshold(items, preds)
     result = froc(items, preds, FP_RATES)
     metrics = {"validation": {
-        "data": str(val_root), "split": args.val_split, "images": len(items),
+        "data": [str(r) for r in roots], "split": args.val_split, "images": len(items),
         "cpm": round(float(result.cpm), 4),
         "sensitivity_at_fp": {f"{r:g}": round(float(s), 4)
                               for r, s in zip(FP_RATES, result.sensitivity_at_rates,
                                               strict=True)},
-        "mean_timings_ms": {k: round(v, 1) for k, v in timings.items()}}}
-    write(ops, "balanced", metrics)
+        "by_style": style_spread(items, preds, ops),
+        "mimic_calls": {"score_threshold": mimic_thr, **mimic_summary},
+        "mean_timings_ms": {k: round(float(np.mean([c.timings_ms.get(k, 0.0)
+                                                    for c in cands])), 1)
+                            for k in ("preprocess", "inference", "postprocess", "locate")}}}
+    write(ops, "balanced", metrics,
+          rescoring=None if rescoring is None else rescoring.to_dict(),
+          mimic_score_thresh=mimic_thr)
     load_model(folder)  # the final card must validate
     print(f"exported {folder}: parity {par['max_abs_diff']:.2e}, "
           f"{onnx_path.stat().st_size / 1e6:.2f} MB, validation CPM {result.cpm:.3f}")

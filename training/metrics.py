@@ -11,8 +11,12 @@ no boxes is a normal image: it contributes false positives but no lesions. A les
 two views is two lesions here (one per image).
 
 ``predictions`` is a list of the same length, in the same order: for each image a mapping
-with ``boxes`` (``(N, 4)``, same convention as the truths) and ``scores`` (``(N,)``). A
-prediction is *reported* at a score threshold ``t`` when ``score >= t``.
+with ``boxes`` (``(N, 4)``, same convention as the truths) and ``scores`` (``(N,)``): the
+reported ``filling_defect`` candidates. A prediction is *reported* at a score threshold ``t``
+when ``score >= t``. Other keys (the model's own mimic calls ``mimic_boxes``/``mimic_scores``/
+``mimic_labels``, ``spacing_mm``) are ignored here; :mod:`training.mimic_metrics` uses them,
+together with the truths' ``nipple_xy``, ``spacing_mm`` and ``style``, for air bubbles
+flagged, FP/image by mimic kind and near the nipple, nested findings and operating-point checks.
 
 Hit rule (FROC, operating points, sensitivity and false-positive breakdowns)
 -----------------------------------------------------------------------------

@@ -29,9 +29,13 @@ def anchor_config(cfg: ModelConfig) -> AnchorConfig:
     })
 
 
-def decode_config(cfg: DecodeSection) -> DecodeConfig:
-    """Serving's decoding settings for a training decode section."""
-    return DecodeConfig.from_dict({
+def decode_config(cfg: DecodeSection, mimic_score_thresh: float | None = None
+                  ) -> DecodeConfig:
+    """Serving's decoding settings for a training decode section (and the mimic reporting
+    threshold chosen at export, when given)."""
+    extra = {} if mimic_score_thresh is None else {"mimic_score_thresh": mimic_score_thresh}
+    return DecodeConfig.from_dict({**extra,
+        "nested_ios_thresh": cfg.nested_ios_thresh,
         "box_coder_weights": list(cfg.box_coder_weights),
         "score_thresh": cfg.score_thresh,
         "topk_candidates_per_level": cfg.topk_candidates_per_level,
@@ -44,10 +48,11 @@ def decode_config(cfg: DecodeSection) -> DecodeConfig:
 def build_card(cfg: TrainConfig, *, version: str, onnx_file: str, onnx_sha256: str,
                opset: int, num_levels: int, checkpoint_meta: dict[str, Any],
                operating_points: dict[str, dict[str, Any]], default_operating_point: str,
-               parity: dict[str, Any], metrics: dict[str, Any], training: dict[str, Any]
-               ) -> dict[str, Any]:
-    """Assemble ``model.json``."""
-    return {
+               parity: dict[str, Any], metrics: dict[str, Any], training: dict[str, Any],
+               rescoring: dict[str, Any] | None = None,
+               mimic_score_thresh: float | None = None) -> dict[str, Any]:
+    """Assemble ``model.json`` (with the ``rescoring`` section when given)."""
+    card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "name": cfg.name,
         "version": version,
@@ -62,7 +67,7 @@ def build_card(cfg: TrainConfig, *, version: str, onnx_file: str, onnx_sha256: s
                               "box-coder deltas in the network's row/column order"},
         "preprocess": preprocess_config(cfg.preprocess).to_dict(),
         "anchors": anchor_config(cfg.model).to_dict(),
-        "decode": decode_config(cfg.decode).to_dict(),
+        "decode": decode_config(cfg.decode, mimic_score_thresh).to_dict(),
         "classes": list(cfg.model.class_names),
         "operating_points": operating_points,
         "default_operating_point": default_operating_point,
@@ -76,3 +81,6 @@ def build_card(cfg: TrainConfig, *, version: str, onnx_file: str, onnx_sha256: s
                      "validation_during_training": checkpoint_meta.get("validation")},
         "versions": checkpoint_meta.get("versions", {}),
     }
+    if rescoring is not None:
+        card["rescoring"] = rescoring
+    return card

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
@@ -180,7 +180,8 @@ def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
 @torch.no_grad()
 def predict_cached(net: nn.Module, images: list[CachedImage], cfg: TrainConfig,
                    device: torch.device) -> list[dict[str, np.ndarray]]:
-    """Full-image predictions in stored-image pixels, decoded by serving's numpy code."""
+    """Full-image lesion (class 0) predictions in stored-image pixels, decoded by serving's
+    numpy code."""
     net.eval()
     acfg, dcfg = anchor_config(cfg.model), decode_config(cfg.decode)
     preds = []
@@ -189,9 +190,11 @@ def predict_cached(net: nn.Module, images: list[CachedImage], cfg: TrainConfig,
         head = net(x)
         cls = [t.float().cpu().numpy() for t in head["classification"]]
         reg = [t.float().cpu().numpy() for t in head["box_regression"]]
-        boxes, scores, _ = decode(cls, reg, img.array.shape, acfg, dcfg, clip_shape=img.valid)
-        pred: dict[str, np.ndarray] = {"boxes": img.transform.model_to_stored(boxes),
-                                       "scores": np.asarray(scores)}
+        boxes, scores, labels = decode(cls, reg, img.array.shape, acfg, dcfg,
+                                       clip_shape=img.valid)
+        lesion = labels == 0  # class 0 is the lesion; the others are mimic kinds
+        pred: dict[str, np.ndarray] = {"boxes": img.transform.model_to_stored(boxes[lesion]),
+                                       "scores": np.asarray(scores[lesion])}
         preds.append(pred)
     return preds
 
@@ -210,19 +213,44 @@ def validate(net: nn.Module, images: list[CachedImage], cfg: TrainConfig, device
 def load_initial_weights(net: nn.Module, path: Path, cfg: TrainConfig) -> None:
     """Start ``net`` from the model weights of checkpoint ``path`` (fine-tuning).
 
+    The checkpoint may have fewer classes than ``cfg.model`` when its ``class_names`` are the
+    first ones of ours (e.g. ``[filling_defect]`` -> ``[filling_defect, air_bubble, ...]``):
+    every weight is copied and the classification output layer keeps the old classes' rows,
+    the new classes' rows starting from ``net``'s own (prior-bias) initialisation.
+
     Raises:
         ValueError: the checkpoint's architecture (``model`` section) differs from
-            ``cfg.model``; the message names the differing keys.
+            ``cfg.model`` otherwise; the message names the differing keys.
         CommandError: no checkpoint at ``path``.
     """
     theirs_cfg, theirs_net, _ = load_checkpoint(path)
     theirs, ours = theirs_cfg.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
     differ = sorted(k for k in ours if theirs.get(k) != ours[k])
-    if differ:
+    old_names, new_names = theirs["class_names"], ours["class_names"]
+    extends = (set(differ) <= {"num_classes", "class_names"}
+               and new_names[: len(old_names)] == old_names)
+    if differ and not extends:
         raise ValueError(f"optim.init_from: {path} has another architecture; model."
                          + ", model.".join(f"{k} is {theirs.get(k)!r} there, {ours[k]!r} here"
                                            for k in differ))
-    net.load_state_dict(theirs_net.state_dict())
+    state = theirs_net.state_dict()
+    if extends and differ:
+        state = _extend_classes(state, net.state_dict(), len(old_names), len(new_names),
+                                len(cfg.model.base_anchor_shapes))
+    net.load_state_dict(state)
+
+
+def _extend_classes(theirs: dict[str, Tensor], ours: dict[str, Tensor], k_old: int,
+                    k_new: int, anchors: int) -> dict[str, Tensor]:
+    """``theirs`` with the classification output layer widened from ``A * k_old`` to
+    ``A * k_new`` channels (channel ``a * K + k``, MONAI's layout), new rows from ``ours``."""
+    out = dict(theirs)
+    for key in ("classification_head.cls_logits.weight", "classification_head.cls_logits.bias"):
+        new = ours[key].clone()
+        for a in range(anchors):
+            new[a * k_new: a * k_new + k_old] = theirs[key][a * k_old: (a + 1) * k_old]
+        out[key] = new
+    return out
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -288,10 +316,13 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
     run_dir.mkdir(parents=True, exist_ok=True)
     train_images = load_images(cfg, "training", Path(cfg.data.train), d)
-    val_images = load_images(cfg, "validation", Path(cfg.data.val), d, cfg.data.val_max_images)
+    val_images = [im for root in cfg.data.val_dirs
+                  for im in load_images(cfg, "validation", Path(root), d,
+                                        cfg.data.val_max_images)]
     sampler = PatchSampler(train_images, cfg.optim.patch_size,
                            cfg.optim.positive_patch_fraction, cfg.augment, cfg.seed,
-                           mimic_fraction=cfg.optim.mimic_patch_fraction)
+                           mimic_fraction=cfg.optim.mimic_patch_fraction,
+                           class_names=cfg.model.class_names)
     net: nn.Module = build_network(cfg.model)
     set_prior_bias(net)  # type: ignore[arg-type]
     if cfg.optim.init_from and not resume:
@@ -321,8 +352,8 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
         net = DistributedDataParallel(net, device_ids=[d.local_rank] if d.device.type == "cuda"
                                       else None)
     meta = {"git_commit": git_commit(), "versions": versions(),
-            "dataset_fingerprint": dataset_fingerprint([Path(cfg.data.train),
-                                                        Path(cfg.data.val)])}
+            "dataset_fingerprint": dataset_fingerprint(
+                [Path(cfg.data.train), *(Path(v) for v in cfg.data.val_dirs)])}
     writer = None
     if d.main:
         from torch.utils.tensorboard import SummaryWriter

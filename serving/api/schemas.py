@@ -40,6 +40,8 @@ class OperatingPointInfo(BaseModel):
     max_fp_per_image: float
     sensitivity: float | None
     fp_per_image: float | None
+    source: str = Field(default="model card", description="where the threshold is from: "
+                        "'model card' or 'site calibration <file name>, <created date>'")
 
 
 class ModelInfo(BaseModel):

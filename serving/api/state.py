@@ -14,6 +14,7 @@ from serving.api.errors import ApiError
 from serving.api.limiter import InferenceLimiter
 from serving.api.metrics import Metrics
 from serving.api.store import ResultStore
+from serving.pipeline.calibration import calibrated_model
 from serving.pipeline.model import DetectorModel, ModelError, default_model_dir, load_model
 from serving.settings import Settings
 
@@ -48,7 +49,8 @@ class AppState:
         t0 = time.perf_counter()
         try:
             folder = self.settings.model or default_model_dir()
-            model = load_model(folder, threads=self.settings.ort_threads)
+            model = calibrated_model(load_model(folder, threads=self.settings.ort_threads),
+                                     self.settings.calibration)
             model.operating_point(self.settings.operating_point)  # refuse an unknown name now
             d = max(int(model.preprocess.size_divisible), 32)
             model.run(np.zeros((4 * d, 4 * d), np.float32))  # warm-up
@@ -61,8 +63,9 @@ class AppState:
                                  "operating_point": model.operating_point(
                                      self.settings.operating_point).name})
         self.ready = True
-        log.info("model %s %s loaded and warmed up in %.1f s", model.name, model.version,
-                 time.perf_counter() - t0)
+        log.info("model %s %s loaded and warmed up in %.1f s; operating points from %s",
+                 model.name, model.version, time.perf_counter() - t0,
+                 model.operating_points_source)
 
     def require_model(self) -> DetectorModel:
         """The model, or 503 ``not_ready`` while it is loading (or failed to load)."""

@@ -42,6 +42,7 @@ from serving.gateway.scp import StoreSCP
 from serving.gateway.sender import Sender, make_sender
 from serving.gateway.settings import GatewaySettings
 from serving.gateway.spool import LOCK_NAME, TERMINAL, Job, JobState, Spool, uid_tag
+from serving.pipeline.calibration import calibrated_model
 from serving.pipeline.model import DetectorModel, default_model_dir, load_model
 
 log = logging.getLogger("galacto.gateway")
@@ -233,7 +234,9 @@ class Gateway:
         with self._model_lock:
             if self._model is None:
                 folder = self.settings.model or default_model_dir()
-                self._model = load_model(folder, threads=self.settings.ort_threads)
+                self._model = calibrated_model(
+                    load_model(folder, threads=self.settings.ort_threads),
+                    self.settings.calibration)
             self._model.operating_point(self.settings.operating_point)
             return self._model
 

@@ -8,6 +8,7 @@ refuses to start with a message naming the variable, what was expected and what 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,12 @@ class CallerRule:
         return f"{self.ae_title}@{self.host}" if self.host else self.ae_title
 
 
+def _env_path(name: str) -> Path | None:
+    """The path in environment variable ``name``, or None when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
 def _split(value: object) -> object:
     """A comma-separated environment string -> list of non-empty stripped items."""
     if isinstance(value, str):
@@ -124,6 +131,9 @@ class GatewaySettings(BaseSettings):
             STOW-RS request timeout.
         operating_point: operating point name (default: the model card's).
         model: model folder ``models/<name>/<version>`` (default: the bundled galacto-small).
+        calibration: a site calibration file written by ``galacto calibrate`` (default:
+            ``GALACTO_CALIBRATION``, the one ``galacto serve`` uses); its thresholds replace
+            the card's operating points.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV, extra="ignore")
@@ -154,6 +164,7 @@ class GatewaySettings(BaseSettings):
     network_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     operating_point: str | None = None
     model: Path | None = None
+    calibration: Path | None = Field(default_factory=lambda: _env_path("GALACTO_CALIBRATION"))
 
     @field_validator("allowed_callers", mode="before")
     @classmethod

@@ -48,6 +48,8 @@ Operating point: the service reports findings at one operating point (``ResultIn
 carries only the one applied), so the CAD Operating Points [4023] have one bin: Maximum
 CAD Operating Point 0, every finding at CAD Operating Point 0, and the table row for point 0
 gives the operating point's name and its score threshold as a Certainty of Finding in %.
+The Algorithm Parameters text also says where the threshold is from (the model card or a
+site calibration file and its date).
 
 Coordinates: SCOORD GraphicData are (column, row) pairs in stored-image pixels with
 0.0\\0.0 the top-left corner of the top-left pixel (PS3.3 C.18.6.1.1), the frame of
@@ -313,7 +315,8 @@ def _algorithm_identification(relationship: str, result: ResultInput) -> list[Da
         _text(relationship, ALGORITHM_NAME, result.algorithm_name),
         _text(relationship, ALGORITHM_VERSION, result.algorithm_version),
         _text(relationship, ALGORITHM_PARAMETERS,
-              f"operating point {op.name}: findings with score >= {op.score_threshold:g}"),
+              f"operating point {op.name}: findings with score >= {op.score_threshold:g} "
+              f"({op.source})"),
     ]
 
 

@@ -134,7 +134,8 @@ def _algorithm(result: ResultInput) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
         name=result.algorithm_name,
         version=result.algorithm_version,
-        parameters=[f"operating point {op.name}", f"score threshold {op.score_threshold:g}"],
+        parameters=[f"operating point {op.name}", f"score threshold {op.score_threshold:g}",
+                    f"threshold source: {op.source}"],
         manufacturer=MANUFACTURER,
     )
 

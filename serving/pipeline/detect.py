@@ -9,41 +9,63 @@ landmarks and per-view location (``serving.pipeline.locate``) -> grouping by stu
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
+from serving.pipeline.candidates import (
+    LESION_CLASS,
+    ImageCandidates,
+    analyse_study,
+    rescore_model,
+)
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.findings import (
     DetectionResponse,
     FindingOut,
     FusedFindingOut,
     ImageOut,
+    MimicOut,
     ModelOut,
     OperatingPointOut,
     StudyOut,
     ViewLocationOut,
 )
-from serving.pipeline.locate import (
-    LandmarkError,
-    Landmarks,
-    ViewLocation,
-    describe_view,
-    find_landmarks,
-    locate_in_view,
-    match_views,
-)
+from serving.pipeline.locate import ViewLocation, describe_view, match_views
 from serving.pipeline.model import DetectorModel
-from serving.pipeline.run import RawDetections, decoded_grid, predict
+from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 
 log = logging.getLogger(__name__)
 OTHER_VIEWS = ("ML", "MLO", "LM")
+#: how a mimic class is worded for a reader
+MIMIC_TEXT = {"air_bubble": "probable air bubble", "cyst": "probable contrast-filled cyst",
+              "extravasation": "probable contrast extravasation"}
 
 
-def _finding(index: int, k: int, box: np.ndarray, score: float, label: str,
-             image: Image, model: DetectorModel, loc: ViewLocation | None) -> FindingOut:
+def _mm_box(box: np.ndarray, image: Image) -> tuple[list[float], list[float]]:
+    sy, sx = image.spacing_mm or (1.0, 1.0)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return ([round(v, 1) for v in (x1, y1, x2, y2)],
+            [round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2), round(y2 * sy, 2)])
+
+
+def _evidence_text(ev: CandidateEvidence, rescored: bool) -> str | None:
+    if not rescored:
+        return None
+    parts = ["other view: " + (f"partner scored {ev.partner:.2f}" if ev.partner > 0
+                               else "no partner at this depth")
+             if ev.other_view else "single view"]
+    if ev.bubble_here >= 0.05:
+        parts.append(f"air-bubble score here {ev.bubble_here:.2f}")
+    if ev.other_mimic_here >= 0.05:
+        parts.append(f"other mimic score here {ev.other_mimic_here:.2f}")
+    return "; ".join(parts)
+
+
+def _finding(index: int, k: int, box: np.ndarray, score: float, detector_score: float,
+             evidence: str | None, image: Image, model: DetectorModel,
+             loc: ViewLocation | None) -> FindingOut:
     sy, sx = image.spacing_mm or (1.0, 1.0)
     x1, y1, x2, y2 = (float(v) for v in box)
     passes = [name for name, op in model.operating_points.items() if score >= op.score_threshold]
@@ -54,44 +76,51 @@ def _finding(index: int, k: int, box: np.ndarray, score: float, label: str,
                                    depth_fraction=round(loc.depth_fraction, 3),
                                    half=loc.half, oblique=loc.oblique,
                                    text=describe_view(loc))
+    box_px, box_mm = _mm_box(box, image)
     return FindingOut(
-        id=f"{index}.{k}", label=label, score=round(score, 4), operating_points=passes,
-        box_px=[round(v, 1) for v in (x1, y1, x2, y2)],
-        box_mm=[round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2), round(y2 * sy, 2)],
+        id=f"{index}.{k}", label=LESION_CLASS, score=round(score, 4),
+        detector_score=round(detector_score, 4), evidence=evidence, operating_points=passes,
+        box_px=box_px, box_mm=box_mm,
         center_px=[round((x1 + x2) / 2, 1), round((y1 + y2) / 2, 1)],
         center_mm=[round((x1 + x2) / 2 * sx, 2), round((y1 + y2) / 2 * sy, 2)],
         size_mm=[round((x2 - x1) * sx, 2), round((y2 - y1) * sy, 2)],
         location=location)
 
 
-def _landmarks(image: Image, warnings: list[str]) -> Landmarks | None:
-    try:
-        return find_landmarks(image)
-    except LandmarkError as exc:
-        warnings.append(f"no location: {exc}")
-        return None
+def _mimics(c: ImageCandidates, reported: np.ndarray, threshold: float) -> list[MimicOut]:
+    """Mimic calls scoring at least ``threshold`` that are not at the place of a reported
+    finding (the finding's score already weighed them)."""
+    out = []
+    ios = intersection_over_smaller(c.mimic_boxes, reported)
+    for k, (box, score, label) in enumerate(zip(c.mimic_boxes, c.mimic_scores, c.mimic_labels,
+                                                strict=True)):
+        if score < threshold or (ios.shape[1] and ios[k].max() >= OVERLAP_IOS):
+            continue
+        box_px, box_mm = _mm_box(box, c.image)
+        out.append(MimicOut(label=label, text=MIMIC_TEXT.get(label, f"probable {label}"),
+                            score=round(float(score), 4), box_px=box_px, box_mm=box_mm))
+    return out
 
 
-def detect_image(index: int, image: Image, model: DetectorModel, threshold: float,
-                 source: str | None = None
+def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold: float,
+                 source: str | None = None, rescored: bool = False
                  ) -> tuple[ImageOut, list[ViewLocation | None]]:
-    """Detections, landmarks and per-view locations of one image."""
-    warnings = list(image.warnings)
-    raw: RawDetections = predict(image, model).above(threshold)
-    t0 = time.perf_counter()
-    grid = decoded_grid(image)  # landmarks work on the decoded pixels' own grid
+    """The findings (lesion candidates with final score >= ``threshold``), mimics and
+    per-view locations of one analysed image."""
+    image = c.image
     scale = float(image.decode_scale)
-    marks = _landmarks(grid, warnings)
-    locs: list[ViewLocation | None] = []
-    findings = []
-    for k, (box, score, lab) in enumerate(zip(raw.boxes, raw.scores, raw.labels, strict=True)):
-        loc = (locate_in_view(box / scale, grid, marks, score=float(score)) if marks
-               else None)
-        locs.append(loc)
-        findings.append(_finding(index, k, box, float(score), model.classes[int(lab)], image,
-                                 model, loc))
-    timings = {k: round(v, 1) for k, v in raw.timings_ms.items()}
-    timings["locate"] = round((time.perf_counter() - t0) * 1e3, 1)
+    keep = c.scores >= threshold
+    findings, locs = [], []
+    for k, i in enumerate(np.flatnonzero(keep)):
+        locs.append(c.locations[i])
+        findings.append(_finding(index, k, c.boxes[i], float(c.scores[i]),
+                                 float(c.detector_scores[i]),
+                                 _evidence_text(c.evidence[i], rescored), image, model,
+                                 c.locations[i]))
+    mimic_threshold = max(model.decode.mimic_score_thresh, threshold) if threshold > 0 \
+        else model.decode.mimic_score_thresh
+    timings = {k: round(v, 1) for k, v in c.timings_ms.items()}
+    marks = c.landmarks
     out = ImageOut(
         index=index, source=source, sop_instance_uid=image.sop_instance_uid,
         series_instance_uid=image.series_instance_uid,
@@ -100,7 +129,8 @@ def detect_image(index: int, image: Image, model: DetectorModel, threshold: floa
         spacing_mm=list(image.spacing_mm or ()), spacing_source=image.spacing_source,
         nipple_px=[round(v * scale, 1) for v in marks.nipple_xy] if marks else None,
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
-        findings=findings, timings_ms=timings, warnings=warnings)
+        findings=findings, mimics=_mimics(c, c.boxes[keep], mimic_threshold),
+        timings_ms=timings, warnings=c.warnings)
     return out, locs
 
 
@@ -134,24 +164,31 @@ def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
 
 
 def detect(images: Sequence[Image], model: DetectorModel, operating_point: str | None = None,
-           sources: Sequence[str | None] | None = None, request_id: str | None = None
-           ) -> DetectionResponse:
+           sources: Sequence[str | None] | None = None, request_id: str | None = None,
+           score_threshold: float | None = None) -> DetectionResponse:
     """Detect and locate filling defects in ``images`` (any number of studies).
 
     Images are grouped by StudyInstanceUID (in order of first appearance); within a study,
     findings of the CC and ML/MLO images of each breast are matched and located.
+    ``score_threshold`` overrides the operating point's threshold (0.0: every candidate).
     """
     op = model.operating_point(operating_point)
+    threshold = op.score_threshold if score_threshold is None else score_threshold
     srcs = list(sources) if sources is not None else [None] * len(images)
-    groups: OrderedDict[str | None, list[tuple[ImageOut, list[ViewLocation | None]]]] = \
-        OrderedDict()
-    for i, (image, src) in enumerate(zip(images, srcs, strict=True)):
-        out, locs = detect_image(i, image, model, op.score_threshold, src)
-        groups.setdefault(image.study_instance_uid, []).append((out, locs))
-    studies = [StudyOut(study_instance_uid=uid, images=[g[0] for g in group],
-                        fused=_fuse_study([g[0] for g in group], [g[1] for g in group]))
-               for uid, group in groups.items()]
+    order: OrderedDict[str | None, list[int]] = OrderedDict()
+    for i, image in enumerate(images):
+        order.setdefault(image.study_instance_uid, []).append(i)
+    rescored = rescore_model(model) is not None
+    studies = []
+    for uid, members in order.items():
+        analysed = analyse_study([images[i] for i in members], model)
+        group = [detect_image(i, c, model, threshold, srcs[i], rescored)
+                 for i, c in zip(members, analysed, strict=True)]
+        studies.append(StudyOut(study_instance_uid=uid, images=[g[0] for g in group],
+                                fused=_fuse_study([g[0] for g in group],
+                                                  [g[1] for g in group])))
     return DetectionResponse(model=ModelOut(name=model.name, version=model.version),
                              operating_point=OperatingPointOut(
-                                 name=op.name, score_threshold=op.score_threshold),
+                                 name=op.name, score_threshold=threshold,
+                                 source=model.operating_points_source),
                              studies=studies, request_id=request_id)

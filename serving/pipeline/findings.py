@@ -28,7 +28,13 @@ class FindingOut(BaseModel):
 
     id: str = Field(description="unique within the response: '<image index>.<finding index>'")
     label: str
-    score: float = Field(ge=0.0, le=1.0)
+    score: float = Field(ge=0.0, le=1.0, description="the score operating points compare: "
+                         "the detector's score rescored with the other view(s) of the same "
+                         "breast in the request when the model card has a rescoring model")
+    detector_score: float | None = Field(default=None, ge=0.0, le=1.0,
+                                         description="the network's own score for this box")
+    evidence: str | None = Field(default=None, description="what the rescoring used, e.g. "
+                                 "'partner in MLO at 2 mm depth difference' or 'single view'")
     operating_points: list[str] = Field(description="the model's operating points it passes")
     box_px: list[float] = Field(min_length=4, max_length=4)
     box_mm: list[float] = Field(min_length=4, max_length=4)
@@ -36,6 +42,17 @@ class FindingOut(BaseModel):
     center_mm: list[float] = Field(min_length=2, max_length=2)
     size_mm: list[float] = Field(min_length=2, max_length=2, description="[width, height]")
     location: ViewLocationOut | None = None
+
+
+class MimicOut(BaseModel):
+    """Something the model recognised as a lesion mimic (air bubble, cyst, extravasation).
+    Never a finding: it is not counted, fused, or written into result objects as a lesion."""
+
+    label: str = Field(description="the mimic class, e.g. 'air_bubble'")
+    text: str = Field(description="e.g. 'probable air bubble'")
+    score: float = Field(ge=0.0, le=1.0)
+    box_px: list[float] = Field(min_length=4, max_length=4)
+    box_mm: list[float] = Field(min_length=4, max_length=4)
 
 
 class ImageOut(BaseModel):
@@ -55,6 +72,8 @@ class ImageOut(BaseModel):
     nipple_px: list[float] | None = None
     pnl_length_mm: float | None = None
     findings: list[FindingOut]
+    mimics: list[MimicOut] = Field(default_factory=list, description="probable mimics at the "
+                                   "operating point's threshold; not lesions")
     timings_ms: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
 
@@ -89,8 +108,12 @@ class ModelOut(BaseModel):
 
 
 class OperatingPointOut(BaseModel):
+    """The operating point applied: its name, threshold, and where the threshold is from."""
+
     name: str
     score_threshold: float
+    source: str = Field(default="model card", description="'model card', or 'site "
+                        "calibration <file name>, <created date>' (galacto calibrate)")
 
 
 class DetectionResponse(BaseModel):

@@ -942,6 +942,21 @@ def match_views(
     return out
 
 
+def pair_admissible(
+    a: ViewLocation,
+    b: ViewLocation,
+    *,
+    tolerance_mm: float = 10.0,
+    tolerance_fraction: float = 0.2,
+    max_size_ratio: float = 3.0,
+) -> bool:
+    """True when ``a`` (one view) and ``b`` (the complementary view of the same breast) could
+    be the same object: the admissibility rule of :func:`match_views` (depth behind the nipple
+    along the nipple axis within ``max(tolerance_mm, tolerance_fraction * mean depth)``,
+    sizes within ``max_size_ratio``), with its defaults."""
+    return _pair_cost(a, b, tolerance_mm, tolerance_fraction, max_size_ratio) is not None
+
+
 def _pair_cost(
     a: ViewLocation, b: ViewLocation, tol_mm: float, tol_frac: float, max_ratio: float
 ) -> float | None:

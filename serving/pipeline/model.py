@@ -48,6 +48,10 @@ class DetectorModel:
     ``run(array)`` takes one ``(H, W)`` float32 preprocessed image (H, W multiples of
     ``preprocess.size_divisible``) and returns per-level classification logits
     ``(1, A*K, h, w)`` and box regressions ``(1, A*4, h, w)``.
+
+    ``operating_points`` are the card's, or a site calibration's
+    (:mod:`serving.pipeline.calibration`); ``operating_points_source`` says which, as
+    responses state it: ``"model card"`` or ``"site calibration <file>, <date>"``.
     """
 
     path: Path
@@ -62,6 +66,7 @@ class DetectorModel:
     input_name: str
     cls_outputs: list[str]
     box_outputs: list[str]
+    operating_points_source: str = "model card"
 
     @property
     def name(self) -> str:

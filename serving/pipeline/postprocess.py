@@ -42,6 +42,7 @@ __all__ = [
     "decode",
     "monai_to_xyxy",
     "nms",
+    "suppress_nested",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -141,6 +142,13 @@ class DecodeConfig:
             ``rows`` (upside down), ``cols`` (left-right) or ``rows+cols``; their outputs are
             flipped back and averaged with the plain pass (logits and box deltas) before
             decoding. Empty: one plain pass.
+        nested_ios_thresh: after decoding (and rescoring), a box of a class whose
+            intersection with a better-scoring box of the same class covers at least this
+            share of the smaller box is the same object and dropped
+            (:func:`suppress_nested`), so a small box inside a large one is never a second
+            finding. In (0, 1].
+        mimic_score_thresh: mimic-class boxes (air bubble, cyst, extravasation) scoring at
+            least this are reported as probable mimics (chosen on validation data at export).
     """
 
     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -150,6 +158,8 @@ class DecodeConfig:
     nms_thresh: float = 0.5
     detections_per_img: int = 300
     test_time_flips: tuple[str, ...] = ()
+    nested_ios_thresh: float = 0.6
+    mimic_score_thresh: float = 0.5
 
     def __post_init__(self) -> None:
         weights = _float_tuple("DecodeConfig.box_coder_weights", self.box_coder_weights)
@@ -162,6 +172,10 @@ class DecodeConfig:
         _check_real("boxes_xform_clip", self.boxes_xform_clip, lambda v: v > 0, "> 0")
         _check_real("score_thresh", self.score_thresh, lambda v: 0 <= v < 1, "in [0, 1)")
         _check_real("nms_thresh", self.nms_thresh, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_real("nested_ios_thresh", self.nested_ios_thresh, lambda v: 0 < v <= 1,
+                    "in (0, 1]")
+        _check_real("mimic_score_thresh", self.mimic_score_thresh, lambda v: 0 <= v <= 1,
+                    "in [0, 1]")
         _check_int("topk_candidates_per_level", self.topk_candidates_per_level)
         _check_int("detections_per_img", self.detections_per_img)
         flips = self.test_time_flips
@@ -407,6 +421,45 @@ def nms(boxes: F32, scores: F32, nms_thresh: float, max_proposals: int = -1) -> 
         iou = inter / (area[rest] + area[i] - inter + np.float32(_EPS))
         remaining = rest[iou <= np.float32(nms_thresh)]
     return order[np.asarray(picked, dtype=np.int64)].astype(np.int64)
+
+
+def suppress_nested(boxes: npt.NDArray[Any], scores: npt.NDArray[Any],
+                    labels: npt.NDArray[Any], ios_thresh: float) -> I64:
+    """Drop boxes nested in a better box of the same class.
+
+    Greedy by decreasing score (stable for ties): a box is dropped when, for an already kept
+    box of the same label, the intersection covers at least ``ios_thresh`` of the smaller of
+    the two boxes (intersection over the smaller box, not IoU: a 3 mm box inside an 11 mm box
+    has IoU 0.07 but is entirely inside it).
+
+    Args:
+        boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` (either axis order, the same for all).
+        scores: ``(N,)``.
+        labels: ``(N,)`` class indices.
+        ios_thresh: in (0, 1].
+
+    Returns:
+        int64 indices of the kept boxes, best first.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if b.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    area = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    kept: list[int] = []
+    for i in order:
+        same = [k for k in kept if labels[k] == labels[i]]
+        if same:
+            lt = np.maximum(b[same, :2], b[i, :2])
+            rb = np.minimum(b[same, 2:], b[i, 2:])
+            wh = np.clip(rb - lt, 0, None)
+            inter = wh[:, 0] * wh[:, 1]
+            smaller = np.minimum(area[same], area[i])
+            ios = np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 1.0)
+            if np.any(ios >= ios_thresh):
+                continue
+        kept.append(int(i))
+    return np.asarray(kept, dtype=np.int64)
 
 
 def batched_nms(

@@ -29,22 +29,29 @@ MimicKind = Literal["air_bubble", "extravasation", "cyst"]
 
 @dataclass(frozen=True)
 class BreastShape:
-    """Uncompressed breast: a half ellipsoid with its apex at the nipple.
+    """Uncompressed breast: a half ellipsoid (or superellipsoid) with its apex at the nipple.
 
-    A point ``(d, u, l)`` is inside when ``(u/radius_sup)^2 + (l/radius_lat)^2 +
-    ((depth - d)/depth)^2 <= 1`` and ``0 <= d <= depth`` (all in mm).
+    A point ``(d, u, l)`` is inside when ``|u/radius_sup|^e + |l/radius_lat|^e +
+    |(depth - d)/depth|^e <= 1`` and ``0 <= d <= depth`` (all in mm), ``e = exponent``
+    (2: ellipsoid; larger: flatter anterior curve, squarer outline).
     """
 
     depth_mm: float
     radius_sup_mm: float
     radius_lat_mm: float
+    exponent: float = 2.0
 
     def inside(self, p: np.ndarray, margin: float = 1.0) -> np.ndarray:
         """Whether points ``(..., 3)`` lie inside the breast shrunk by ``margin`` (0-1 scale)."""
         d, u, lat = p[..., 0], p[..., 1], p[..., 2]
-        q = (u / self.radius_sup_mm) ** 2 + (lat / self.radius_lat_mm) ** 2
-        q = q + ((self.depth_mm - d) / self.depth_mm) ** 2
-        return (q <= margin**2) & (d >= 0) & (d <= self.depth_mm)
+        e = self.exponent
+        if e == 2.0:
+            q = (u / self.radius_sup_mm) ** 2 + (lat / self.radius_lat_mm) ** 2
+            q = q + ((self.depth_mm - d) / self.depth_mm) ** 2
+            return (q <= margin**2) & (d >= 0) & (d <= self.depth_mm)
+        q = np.abs(u / self.radius_sup_mm) ** e + np.abs(lat / self.radius_lat_mm) ** e
+        q = q + np.abs((self.depth_mm - d) / self.depth_mm) ** e
+        return (q <= margin**e) & (d >= 0) & (d <= self.depth_mm)
 
 
 @dataclass
@@ -119,7 +126,8 @@ class Mimic:
     ``air_bubble``: a round void (placed independently in each view, since bubbles move);
     ``extravasation``: contrast outside the ducts, a cloud of small spheres (contrast);
     ``cyst``: a round or oval contrast-filled sac attached to a duct.
-    For bubbles, ``spheres`` is empty in the phantom and sampled per view by the renderer.
+    For bubbles, ``spheres`` is empty in the phantom and sampled per view by the renderer,
+    except for an air pocket at the cannula tip, whose sphere is fixed in the phantom.
     """
 
     kind: MimicKind
@@ -539,10 +547,14 @@ def _cyst(ducts: DuctSystem, rng: np.random.Generator) -> Mimic | None:
 
 
 def bubble_spheres(ducts: DuctSystem, mimic: Mimic, rng: np.random.Generator) -> list[Sphere]:
-    """Positions of a view's air bubbles: in the central ducts (generation <= 1), each where
-    the duct is wide enough to hold it; called once per view because bubbles move."""
+    """Positions of a view's air bubbles: in the central ducts (generation <= 1), at least
+    3 mm behind the nipple tip (inside the breast, not at the orifice); called once per
+    view because bubbles move."""
     slots = [(b, i) for b in ducts.branches if b.generation <= 1
-             for i in range(len(b.points)) if i < b.fill_until]
+             for i in range(len(b.points))
+             if i < b.fill_until and float(np.linalg.norm(b.points[i])) >= 3.0]
+    if not slots:
+        slots = [(b, i) for b in ducts.branches[:1] for i in range(len(b.points))]
     out: list[Sphere] = []
     for _ in range(mimic.count):
         b, i = slots[int(rng.integers(len(slots)))]
@@ -589,9 +601,9 @@ def depth_third(point: np.ndarray, breast: BreastShape) -> str:
 
 def sample_breast(rng: np.random.Generator, max_depth_mm: float, max_radius_mm: float = 1e9
                   ) -> BreastShape:
-    """A breast that fits the detector: depth 55-140 mm and radii 50-100 mm (assumption),
-    capped at ``max_depth_mm`` and ``max_radius_mm``."""
-    depth = float(min(rng.uniform(55.0, 140.0), max_depth_mm))
-    r_sup = float(min(rng.uniform(50.0, 95.0), max_radius_mm))
-    r_lat = float(min(r_sup * rng.uniform(0.9, 1.2), max_radius_mm * 1.05))
+    """A breast that fits the detector: depth 45-150 mm and radii 45-100 mm (assumption),
+    lateral/superior radius ratio 0.8-1.3, capped at ``max_depth_mm`` and ``max_radius_mm``."""
+    depth = float(min(rng.uniform(45.0, 150.0), max_depth_mm))
+    r_sup = float(min(rng.uniform(45.0, 100.0), max_radius_mm))
+    r_lat = float(min(r_sup * rng.uniform(0.8, 1.3), max_radius_mm * 1.05))
     return BreastShape(depth_mm=depth, radius_sup_mm=r_sup, radius_lat_mm=r_lat)

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 from pydicom.uid import generate_uid
 
+from training.synth.alt import grow_duct_tree_alt, sample_breast_alt
 from training.synth.anatomy import (
     LesionParams,
+    Mimic,
     Phantom,
     TreeParams,
     clock_hour,
@@ -25,6 +27,7 @@ from training.synth.anatomy import (
     quadrant,
     sample_breast,
 )
+from training.synth.cannula import air_pocket, draw_cannula
 from training.synth.render import (
     TissueParams,
     ViewGeometry,
@@ -33,7 +36,16 @@ from training.synth.render import (
     contrast_layer,
     expose,
 )
+from training.synth.texture import add_structures
 from training.synth.types import CaseHeader, Laterality, RenderedView, VendorProfile, ViewName
+from training.synth.variety import (
+    CaseLook,
+    Style,
+    look_rng,
+    sample_case_look,
+    sample_processing,
+    sample_structures,
+)
 
 #: UID root for synthetic objects (pydicom's; entropy makes UIDs deterministic per case).
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."
@@ -41,13 +53,17 @@ UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 
 @dataclass(frozen=True)
 class CaseParams:
-    """Case-level draws: share of normal exams and how views/orientations are chosen."""
+    """Case-level draws: share of normal exams, how views/orientations are chosen, and the
+    image family (``style``: ``standard`` for training, ``alt`` for an unseen-style set).
+    With ``vary_tree`` the duct-tree ranges are drawn per case around ``tree``."""
 
     normal_p: float = 0.35
     mlo_p: float = 0.6  # otherwise ML
     alt_orientation_p: float = 0.25  # nipple pointing the non-standard way
     vflip_p: float = 0.08  # rows running the other way
     cannula_p: float = 0.8
+    style: Style = "standard"
+    vary_tree: bool = True
     tree: TreeParams = field(default_factory=TreeParams)
     lesions: LesionParams = field(default_factory=LesionParams)
 
@@ -91,7 +107,8 @@ def make_header(seed: int, index: int, rng: np.random.Generator) -> CaseHeader:
     )
 
 
-def _tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry) -> TissueParams:
+def _tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry,
+            texture: str = "power_law") -> TissueParams:
     pect = None
     if view == "MLO" or (view == "ML" and rng.random() < 0.5):
         pect = (float(rng.uniform(25, 60)), float(rng.uniform(0.6, 1.1) * geo.nipple_xy_mm[1]),
@@ -107,21 +124,23 @@ def _tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry) -> Tiss
         electronic_sigma=float(rng.uniform(2.0, 12.0)),
         spr=float(rng.uniform(0.08, 0.4)),
         scatter_sigma_mm=float(rng.uniform(12.0, 30.0)),
+        texture=texture,
     )
 
 
 def _geometry(view: ViewName, rng: np.random.Generator, profile: VendorProfile,
-              depth_mm: float) -> ViewGeometry:
+              depth_mm: float, look: CaseLook) -> ViewGeometry:
     spacing = profile.patient_spacing_mm
     h, w = profile.rows * spacing, profile.cols * spacing
     angle = {"CC": 0.0, "ML": 90.0}.get(view, float(rng.uniform(40.0, 60.0)))
     expand = float(rng.uniform(1.05, 1.2))
     yn_frac = rng.uniform(0.42, 0.58) if view == "CC" else rng.uniform(0.5, 0.66)
-    nipple_len = float(rng.uniform(4.0, 8.0))
     xn = min(depth_mm * expand, w - 12.0)
     return ViewGeometry(view=view, angle_deg=angle, expand=expand,
                         thickness_mm=float(rng.uniform(35.0, 70.0)),
-                        nipple_xy_mm=(float(xn), float(yn_frac * h)), nipple_len_mm=nipple_len)
+                        nipple_xy_mm=(float(xn), float(yn_frac * h)),
+                        nipple_len_mm=look.nipple.length_mm, nipple=look.nipple,
+                        outline=look.outline)
 
 
 def patient_orientation(laterality: Laterality, view: ViewName, hflip: bool, vflip: bool
@@ -163,25 +182,33 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
     """
     P = params or CaseParams()
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0x6A1]))
+    look = sample_case_look(P.style, look_rng(seed, index), P.tree, P.vary_tree)
     header = make_header(seed, index, rng)
     laterality: Laterality = "L" if rng.random() < 0.5 else "R"
     second: ViewName = "MLO" if rng.random() < P.mlo_p else "ML"
     width_mm = profile.cols * profile.patient_spacing_mm
     height_mm = profile.rows * profile.patient_spacing_mm
-    breast = sample_breast(rng, max_depth_mm=0.82 * width_mm / 1.2,
-                           max_radius_mm=0.4 * height_mm / 1.2)
-    ducts = grow_duct_tree(breast, rng, P.tree)
+    sample = sample_breast_alt if P.style == "alt" else sample_breast
+    breast = sample(rng, max_depth_mm=0.82 * width_mm / 1.2,
+                    max_radius_mm=0.4 * height_mm / 1.2)
+    if P.style == "alt":
+        ducts = grow_duct_tree_alt(breast, rng, look.tree.max_branches)
+    else:
+        ducts = grow_duct_tree(breast, rng, look.tree)
     n_les = 0
     if rng.random() >= P.normal_p:
         n_les = 1 if rng.random() >= P.lesions.multiple_p else int(rng.integers(2, 5))
     lesions = place_lesions(ducts, n_les, rng, P.lesions)
     mimics = place_mimics(ducts, rng)
     phantom = Phantom(breast=breast, ducts=ducts, lesions=lesions, mimics=mimics,
-                      contrast_mu_per_mm=float(rng.uniform(0.25, 0.8)))
+                      contrast_mu_per_mm=float(np.exp(rng.uniform(np.log(0.18), np.log(1.1)))))
     alt = bool(rng.random() < P.alt_orientation_p)
     hflip = (laterality == "R") != alt  # standard hanging: right breast nipple points left
     vflip = bool(rng.random() < P.vflip_p)
     cannula = bool(rng.random() < P.cannula_p)
+    pocket = air_pocket(ducts.branches[0], look.cannula) if cannula else None
+    if pocket is not None:  # air at the cannula tip: a bubble that stays where it is
+        mimics.append(Mimic("air_bubble", [pocket], 2.0 * pocket.radius))
     gt_lesions = [{
         "id": les.lesion_id, "kind": les.kind, "size_mm": round(les.size_mm, 2),
         "cutoff": les.cutoff,
@@ -195,7 +222,8 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
     items: list[dict[str, Any]] = []
     for vi, view in enumerate(("CC", second)):
         vrng = np.random.default_rng(np.random.SeedSequence([seed, index, 0x71E, vi]))
-        rendered = render(phantom, view, profile, vrng, cannula)
+        rendered = render(phantom, view, profile, vrng, cannula, look,
+                          look_rng(seed, index, vi))
         shape = rendered.pixels.shape
         pix = rendered.pixels
         if hflip:
@@ -238,8 +266,9 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
             "chest_wall_side": "right" if hflip else "left",
             "study_instance_uid": header.study_instance_uid,
             "sop_instance_uid": rv.sop_instance_uid,
+            "style": P.style,
         })
-    gt = {"laterality": laterality, "lesions": gt_lesions,
+    gt = {"style": P.style, "laterality": laterality, "lesions": gt_lesions,
           "breast_depth_mm": round(breast.depth_mm, 1),
           "territory_clock_hour": clock_hour(
               np.array([0.0, np.cos(np.deg2rad(ducts.territory_psi_deg)),
@@ -251,17 +280,27 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
 
 
 def render(phantom: Phantom, view: ViewName, profile: VendorProfile, rng: np.random.Generator,
-           cannula: bool) -> ViewRender:
-    """Render one view of ``phantom`` for ``profile`` in canonical orientation."""
+           cannula: bool, look: CaseLook, lrng: np.random.Generator) -> ViewRender:
+    """Render one view of ``phantom`` for ``profile`` in canonical orientation.
+
+    ``rng`` draws the view's geometry, tissue and noise; ``lrng`` its appearance (tissue
+    structures, cannula path, processing) for the case's ``look``.
+    """
     spacing = profile.patient_spacing_mm
     shape = (profile.rows, profile.cols)
-    geo = _geometry(view, rng, profile, phantom.breast.depth_mm)
-    tp = _tissue(rng, view, geo)
+    geo = _geometry(view, rng, profile, phantom.breast.depth_mm, look)
+    proc = sample_processing(look.style, lrng)
+    tp = _tissue(rng, view, geo, proc.texture)
     A_low, mask_low = breast_fields(phantom.breast, geo, shape, spacing, tp, rng)
-    c, lboxes, mboxes = contrast_layer(phantom, geo, shape, spacing, rng, cannula)
+    c, lboxes, mboxes = contrast_layer(phantom, geo, shape, spacing, rng)
+    if cannula:
+        draw_cannula(c, geo, spacing, look.cannula, lrng)
+    add_structures(c, phantom.breast, geo, spacing, phantom.contrast_mu_per_mm,
+                   sample_structures(look.style, lrng), lrng)
     pixels = expose(A_low, mask_low, c, phantom.contrast_mu_per_mm, tp, spacing,
-                    profile.bits_stored, rng)
+                    profile.bits_stored, rng, proc)
     nx, ny = geo.nipple_xy_mm
     return ViewRender(pixels=pixels, lesion_boxes=lboxes, mimic_boxes=mboxes,
                      nipple_xy_px=(nx / spacing, ny / spacing),
-                     breast_mask_fraction=float(mask_low.mean()), geometry=geo)
+                     breast_mask_fraction=float(mask_low.mean()), geometry=geo,
+                     breast_mask_low=mask_low)

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="share of files with a lossless compressed transfer syntax")
     p.add_argument("--monochrome1-share", type=float, default=0.3,
                    help="share of files written as MONOCHROME1")
+    p.add_argument("--style", default="standard", choices=("standard", "alt"),
+                   help="image family: 'standard' (training) or 'alt' (another duct-tree "
+                        "growth, outline, cannula and processing; unseen-style test sets)")
     p.add_argument("--first-index", type=int, default=0,
                    help="index of the first case (to extend an existing set)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -60,7 +63,7 @@ def _options(args: argparse.Namespace) -> SynthOptions:
             cases=args.cases, seed=args.seed, profiles=parse_profiles(args.profile),
             split=parse_split(args.split), normal_share=args.normal_share,
             compressed_share=args.compressed_share, monochrome1_share=args.monochrome1_share,
-            first_index=args.first_index)
+            first_index=args.first_index, style=args.style)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 

@@ -28,9 +28,10 @@ import numpy as np
 from training.synth.case import CaseParams, generate_case
 from training.synth.dicom_out import SYNTH_TRANSFER_SYNTAXES, write_view
 from training.synth.profiles import PROFILES, get_profile
+from training.synth.variety import STYLES
 
 SPLITS = ("training", "validation", "test")
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class SynthOptions:
             (spread evenly over JPEG 2000, JPEG-LS, RLE and deflate).
         monochrome1_share: share of files written as MONOCHROME1.
         first_index: index of the first case (to extend a set with new cases).
+        style: image family: ``standard`` (the training family) or ``alt`` (a different
+            generating procedure, for an unseen-style validation/test set); recorded as
+            ``style`` in every item.
     """
 
     cases: int
@@ -57,8 +61,11 @@ class SynthOptions:
     compressed_share: float = 0.2
     monochrome1_share: float = 0.3
     first_index: int = 0
+    style: str = "standard"
 
     def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"unknown style {self.style!r}; expected one of {STYLES}")
         if self.cases < 1:
             raise ValueError(f"cases must be >= 1, got {self.cases}")
         for p in self.profiles:
@@ -127,7 +134,8 @@ def generate_one(opts: SynthOptions, out: Path, index: int) -> dict[str, Any]:
     """Generate and write case ``index``; return its split name and dataset items."""
     choice = _case_choices(opts, index)
     profile = get_profile(choice["profile"])
-    params = CaseParams(normal_p=opts.normal_share)
+    params = CaseParams(normal_p=opts.normal_share,
+                        style="alt" if opts.style == "alt" else "standard")
     result = generate_case(opts.seed, index, profile, params)
     case_id = f"case_{index:06d}"
     case_dir = out / "cases" / case_id

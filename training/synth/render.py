@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from training.synth.alt import clumped_texture
 from training.synth.anatomy import BreastShape, Phantom, Sphere, bubble_spheres
 from training.synth.types import ViewName
+from training.synth.variety import NippleSpec, OutlineSpec, ProcessingSpec
 
 LOWRES = 4  # factor between the full-resolution grid and the smooth-field grid
 
@@ -44,6 +46,9 @@ class ViewGeometry:
         thickness_mm: compressed breast thickness.
         nipple_xy_mm: nipple tip in the canonical plane (x from the chest wall, y down).
         nipple_len_mm: how far the nipple protrudes beyond the breast contour.
+        nipple: nipple and areola shape (``None``: a protruding nipple of
+            ``nipple_len_mm``, no areola).
+        outline: outward distortions of the contour (``None``: none).
     """
 
     view: ViewName
@@ -52,6 +57,8 @@ class ViewGeometry:
     thickness_mm: float
     nipple_xy_mm: tuple[float, float]
     nipple_len_mm: float
+    nipple: NippleSpec | None = None
+    outline: OutlineSpec | None = None
 
     def v_axis(self) -> np.ndarray:
         """The image's upward axis in the breast frame ``(d, u, l)``."""
@@ -76,6 +83,7 @@ class ViewRender:
         nipple_xy_px: nipple tip ``(x, y)`` in canonical pixels.
         breast_mask_fraction: share of the image covered by the breast.
         geometry: the view geometry that was drawn.
+        breast_mask_low: the breast mask on the 4x coarser grid (``LOWRES``).
     """
 
     pixels: np.ndarray
@@ -84,6 +92,7 @@ class ViewRender:
     nipple_xy_px: tuple[float, float]
     breast_mask_fraction: float
     geometry: ViewGeometry
+    breast_mask_low: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -261,12 +270,18 @@ class TissueParams:
     electronic_sigma: float
     spr: float  # scatter-to-primary ratio
     scatter_sigma_mm: float
+    texture: str = "power_law"  # or "clumped" (alt style)
 
 
 def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int],
                   spacing: float, tp: TissueParams, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Smooth fields on the low-resolution grid.
+
+    The contour is the view's section of the breast (a superellipse of exponent
+    ``breast.exponent``; 2 is an ellipse), distorted outwards only by ``geo.outline`` (so the
+    duct tree stays inside), with the nipple of ``geo.nipple``: protruding beyond the contour,
+    flat, or inverted (a notch whose bottom is the nipple tip); the areolar skin is thicker.
 
     Returns:
         ``(A_low, mask_low)``: tissue attenuation (dimensionless line integral) and the
@@ -282,23 +297,42 @@ def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int]
     a = np.deg2rad(geo.angle_deg)
     rv = float(np.hypot(np.cos(a) * breast.radius_lat_mm, np.sin(a) * breast.radius_sup_mm))
     theta = np.arctan2(v, np.maximum(breast.depth_mm - d, 1e-3))
-    wobble = 1.0 + 0.04 * np.sin(3 * theta + rng.uniform(0, 6.3)) \
-        + 0.03 * np.sin(5 * theta + rng.uniform(0, 6.3))
-    rv_map = rv * wobble
+    outline = geo.outline or OutlineSpec((0.0, 0.0, 0.0), 0.0)
+    b2, b3, b5 = outline.bumps
+    wobble = 1.0 + b2 * 0.5 * (1.0 + np.sin(2 * theta + rng.uniform(0, 6.3))) \
+        + b3 * 0.5 * (1.0 + np.sin(3 * theta + rng.uniform(0, 6.3))) \
+        + b5 * 0.5 * (1.0 + np.sin(5 * theta + rng.uniform(0, 6.3)))
+    rv_map = rv * wobble * np.where(v < 0, 1.0 + outline.droop, 1.0)
     if geo.view == "MLO":  # the axillary tail reaches the top edge near the chest wall
         rv_up = max(rv, 1.15 * yn / geo.expand)
         rv_map = np.where(v > 0, rv_up * wobble, rv_map)
-    dn = geo.nipple_len_mm
-    depth_e = breast.depth_mm - dn
-    w = breast.depth_mm - d
-    q = (v / rv_map) ** 2 + (w / depth_e) ** 2
-    grad = 2.0 * np.sqrt((v / rv_map**2) ** 2 + (w / depth_e**2) ** 2) + 1e-6
+    nip = geo.nipple
+    if nip is None:
+        dn, half_w, dimple = geo.nipple_len_mm, 4.0 + 0.5 * geo.nipple_len_mm, 0.0
+    else:
+        dn, half_w, dimple = nip.length_mm, nip.half_width_mm, nip.dimple_mm
+    apex = dn - dimple  # where the breast contour (without the nipple) crosses the axis
+    depth_e = breast.depth_mm - apex
+    w = np.abs(breast.depth_mm - d)
+    p = breast.exponent
+    if p == 2.0:
+        q = (v / rv_map) ** 2 + (w / depth_e) ** 2
+        grad = 2.0 * np.sqrt((v / rv_map**2) ** 2 + (w / depth_e**2) ** 2) + 1e-6
+    else:
+        av = np.abs(v)
+        q = (av / rv_map) ** p + (w / depth_e) ** p
+        grad = p * np.sqrt((av ** (p - 1) / rv_map**p) ** 2
+                           + (w ** (p - 1) / depth_e**p) ** 2) + 1e-6
     dist = (1.0 - q) / grad  # first-order distance to the contour (mm), smooth
-    nipple_w = 4.0 + 0.5 * dn
-    qn = ((d - dn) / dn) ** 2 + (v / nipple_w) ** 2
-    gn = 2.0 * np.sqrt(((d - dn) / dn**2) ** 2 + (v / nipple_w**2) ** 2) + 1e-6
-    dist_n = (1.0 - qn) / gn
-    dist = np.maximum(np.where(d >= dn, dist, -1.0), dist_n).astype(np.float32)
+    if dn >= 1.0:  # a nipple in profile beyond the contour
+        qn = ((d - dn) / dn) ** 2 + (v / half_w) ** 2
+        gn = 2.0 * np.sqrt(((d - dn) / dn**2) ** 2 + (v / half_w**2) ** 2) + 1e-6
+        dist_n = (1.0 - qn) / gn
+        dist = np.maximum(np.where(d >= dn, dist, -1.0), dist_n)
+    elif dimple > 0.0:  # inverted: a notch from the contour down to the nipple tip
+        qd = ((d + dimple) / dimple) ** 2 + (v / half_w) ** 2
+        dist = np.where(qd < 1.0, np.minimum(dist, (qd - 1.0) * dimple), dist)
+    dist = dist.astype(np.float32)
     mask = dist > 0
     half = geo.thickness_mm / 2.0
     dc_ = np.clip(dist / half, 0.0, 1.0)
@@ -306,15 +340,22 @@ def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int]
     t = (t * geo.thickness_mm).astype(np.float32)
     dist = np.maximum(dist, 0.0)
 
-    tex = power_law_noise((lh, lw), tp.texture_beta, rng)
-    fine = power_law_noise((lh, lw), 1.6, rng)
+    if tp.texture == "clumped":
+        tex, fine = clumped_texture((lh, lw), rng)
+    else:
+        tex = power_law_noise((lh, lw), tp.texture_beta, rng)
+        fine = power_law_noise((lh, lw), 1.6, rng)
     dc = 0.4 * breast.depth_mm
     env = np.exp(-(((d - dc) / (0.45 * breast.depth_mm)) ** 2) - (v / (0.6 * rv)) ** 2)
     bias = -1.2 + 2.4 * tp.density
     g = 1.0 / (1.0 + np.exp(-((bias + 1.8 * env - 0.9) + 1.1 * tex + 0.35 * fine) / 0.35))
     g = g * (0.35 + 0.65 * tp.density + 0.0 * env)
     A = t * (tp.mu_fat + (tp.mu_gland - tp.mu_fat) * g)
-    A += 0.25 * np.exp(-dist / max(tp.skin_mm, 0.3)) * mask  # skin line
+    skin = max(tp.skin_mm, 0.3)
+    if nip is not None and nip.areola_skin_factor > 1.0 and nip.areola_radius_mm > 0.0:
+        areola = np.exp(-((np.hypot(d - apex, v) / nip.areola_radius_mm) ** 4))
+        skin = skin * (1.0 + (nip.areola_skin_factor - 1.0) * areola)
+    A += 0.25 * np.exp(-dist / skin) * mask  # skin line
     if tp.pectoral is not None:
         xp, yp, bow = tp.pectoral
         edge = yp * np.clip(1.0 - X / xp, 0.0, 1.0) ** bow
@@ -328,9 +369,14 @@ def breast_fields(breast: BreastShape, geo: ViewGeometry, shape: tuple[int, int]
 
 
 def contrast_layer(phantom: Phantom, geo: ViewGeometry, shape: tuple[int, int],
-                   spacing: float, rng: np.random.Generator, cannula: bool
+                   spacing: float, rng: np.random.Generator
                    ) -> tuple[np.ndarray, dict[int, list[float]], list[tuple[str, list[float]]]]:
     """Path length of contrast (mm) at full resolution, and the lesion and mimic boxes.
+
+    Air bubbles without fixed spheres are placed anew in this view; an air bubble with
+    spheres (the air pocket at the cannula tip) stays where the phantom puts it. The cannula
+    and tissue structures are drawn afterwards (:mod:`training.synth.cannula`,
+    :mod:`training.synth.texture`).
 
     Returns:
         ``(c, lesion_boxes, mimic_boxes)`` with ``c`` ``(rows, cols)`` float32 mm of
@@ -351,7 +397,7 @@ def contrast_layer(phantom: Phantom, geo: ViewGeometry, shape: tuple[int, int],
     voids: list[tuple[float, float, float]] = []
     for m in phantom.mimics:
         if m.kind == "air_bubble":
-            spheres = bubble_spheres(ducts, m, rng)
+            spheres = m.spheres or bubble_spheres(ducts, m, rng)
             circles = _spheres_px(spheres, geo, spacing)
             for circ in circles:
                 _max_sphere(c, (circ[0], circ[1], circ[2] + 0.25 / spacing), 1.0)
@@ -375,8 +421,6 @@ def contrast_layer(phantom: Phantom, geo: ViewGeometry, shape: tuple[int, int],
         if res is not None:
             (r0, r1, c0, c1), th = res
             np.maximum(c[r0:r1, c0:c1] - th, 0.0, out=c[r0:r1, c0:c1])
-    if cannula:
-        _draw_cannula(c, geo, spacing, rng)
     c *= spacing  # pixels of path -> mm
     return c, lesion_boxes, mimic_boxes
 
@@ -386,30 +430,6 @@ def _max_sphere(c: np.ndarray, circ: tuple[float, float, float], strength: float
     if res is not None:
         (r0, r1, c0, c1), th = res
         np.maximum(c[r0:r1, c0:c1], th * strength, out=c[r0:r1, c0:c1])
-
-
-def _draw_cannula(c: np.ndarray, geo: ViewGeometry, spacing: float,
-                  rng: np.random.Generator) -> None:
-    """A blunt metal cannula (30-27 G) in the nipple, then contrast-filled tubing that curves
-    away to the image border. Metal is drawn as a strong contrast-equivalent path length."""
-    xn, yn = geo.nipple_xy_mm
-    ang = np.deg2rad(rng.uniform(-35, 35))
-    length = rng.uniform(8.0, 16.0)
-    p0 = np.array([xn - 3.0, yn])
-    p1 = p0 + length * np.array([np.cos(ang), np.sin(ang)])
-    rad = rng.uniform(0.15, 0.2) / spacing
-    draw_capsules(c, p0[None] / spacing, p1[None] / spacing, np.array([rad]), np.array([rad]),
-                  scale=4.0)
-    hub = p1 + 4.0 * np.array([np.cos(ang), np.sin(ang)])
-    draw_capsules(c, p1[None] / spacing, hub[None] / spacing, np.array([0.9 / spacing]),
-                  np.array([0.9 / spacing]), scale=1.5)
-    # tubing: quadratic Bezier to a point far outside the field, sampled every ~2 mm
-    end = hub + np.array([rng.uniform(40, 120), rng.choice([-1.0, 1.0]) * rng.uniform(40, 200)])
-    ctrl = hub + np.array([rng.uniform(10, 40), rng.uniform(-30, 30)])
-    s = np.linspace(0.0, 1.0, 120)[:, None]
-    pts = (1 - s) ** 2 * hub + 2 * (1 - s) * s * ctrl + s * s * end
-    r_t = np.full(len(pts), rng.uniform(0.35, 0.6) / spacing)
-    draw_capsules(c, pts[:-1] / spacing, pts[1:] / spacing, r_t[:-1], r_t[1:], scale=0.9)
 
 
 # --------------------------------------------------------------------------- exposure
@@ -426,13 +446,14 @@ def _contrast_window(c: np.ndarray) -> tuple[slice, slice]:
 
 def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
            mu_contrast: float, tp: TissueParams, spacing: float, bits_stored: int,
-           rng: np.random.Generator) -> np.ndarray:
+           rng: np.random.Generator, proc: ProcessingSpec) -> np.ndarray:
     """Form the For Presentation image from attenuation; returns uint16 ``(rows, cols)``.
 
     Primary: ``exp(-(A_tissue - A_ref)) * exp(-mu_c * c)`` (relative to the breast median
     ``A_ref``); scatter: the masked primary blurred by ``scatter_sigma_mm`` times the SPR,
     computed on a 4x coarser grid still; counts ``N`` per pixel behind the median breast;
-    noise: Gaussian with variance ``fluence + sigma_e^2`` (Poisson-Gaussian).
+    noise: Gaussian with variance ``fluence + sigma_e^2`` (Poisson-Gaussian), correlated
+    between neighbouring pixels when ``proc.noise_corr > 0``; then the processing ``proc``.
     """
     shape = contrast_mm.shape
     a_ref = float(np.median(A_low[mask_low])) if mask_low.any() else 0.0
@@ -452,22 +473,62 @@ def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
         flu[rs, cs] -= prim * (1.0 - att)
     flu *= np.float32(tp.counts)
     noise = rng.standard_normal(shape, dtype=np.float32)
+    if proc.noise_corr > 0.0:  # correlated noise: mix each sample with its neighbours
+        k = np.float32(proc.noise_corr)
+        noise[:, 1:] += k * noise[:, :-1]
+        noise[1:, :] += k * noise[:-1, :]
+        noise *= np.float32(1.0 / (1.0 + k * k))
     noise *= np.sqrt(flu + np.float32(tp.electronic_sigma**2))
     flu += noise
     np.maximum(flu, 0.5, out=flu)
     P = np.log(flu)
     np.subtract(np.float32(np.log(tp.counts)), P, out=P)  # log attenuation re the median
-    return _presentation_lut(P, bits_stored, rng)
+    return presentation_lut(P, bits_stored, proc, mask_low)
 
 
-def _presentation_lut(P: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
-    """Vendor-like For Presentation mapping of log attenuation ``P`` to stored values:
-    optional unsharp masking (peripheral equalization), then a window that keeps air dark
-    and the densest contrast just under saturation, with a random gamma (via a table)."""
-    if rng.random() < 0.5:
+def _lut_curve(x: np.ndarray, proc: ProcessingSpec) -> np.ndarray:
+    """The presentation curve on ``x`` in [0, 1] -> [0, 1], monotone (not hist_eq)."""
+    if proc.lut == "sigmoid":
+        s, c0 = proc.lut_param, proc.sigmoid_center
+        f = 1.0 / (1.0 + np.exp(-s * (x - c0)))
+        f0, f1 = 1.0 / (1.0 + np.exp(s * c0)), 1.0 / (1.0 + np.exp(-s * (1.0 - c0)))
+        return (f - f0) / (f1 - f0)
+    if proc.lut == "log":
+        return np.log1p(proc.lut_param * x) / np.log1p(proc.lut_param)
+    if proc.lut == "gamma":
+        return x ** proc.lut_param
+    return x
+
+
+def presentation_lut(P: np.ndarray, bits: int, proc: ProcessingSpec,
+                     mask_low: np.ndarray | None = None) -> np.ndarray:
+    """Vendor-like For Presentation mapping of log attenuation ``P`` to stored values.
+
+    Steps (``proc``): peripheral equalisation (the thin breast edge, where the local mean of
+    ``P`` inside ``mask_low`` falls below the inner breast's level, is lifted by
+    ``periph_eq`` times the shortfall), unsharp masking, then a window that keeps air dark and
+    the densest contrast just under saturation, mapped through the LUT curve (a table).
+    ``P`` is modified in place.
+    """
+    if proc.periph_eq > 0.0 and mask_low is not None and mask_low.any():
+        f = 4  # on a grid 4x coarser than the low-resolution one (16x the full one)
+        small = P[::LOWRES * f, ::LOWRES * f]
+        m = mask_low[::f, ::f][: small.shape[0], : small.shape[1]].astype(np.float32)
+        small = small[: m.shape[0], : m.shape[1]]
+        sig = max(small.shape) / 40.0
+        num = ndimage.gaussian_filter(small * m, sig)
+        den = ndimage.gaussian_filter(m, sig)
+        local = num / np.maximum(den, 1e-3)
+        ref = float(np.percentile(local[m > 0], 60.0)) if (m > 0).any() else 0.0
+        boost = proc.periph_eq * np.clip(ref - local, 0.0, None) * np.clip(den * 2.0, 0, 1)
+        boost = upsample(ndimage.gaussian_filter(boost, 0.7).astype(np.float32),
+                         mask_low.shape)[: mask_low.shape[0], : mask_low.shape[1]]
+        boost *= mask_low  # only the breast is lifted, not the air around it
+        P += upsample(boost, P.shape)
+    if proc.usm_gain > 0.0:
         small = P[::LOWRES, ::LOWRES]
-        blur = upsample(ndimage.gaussian_filter(small, 10.0), P.shape)
-        k = np.float32(rng.uniform(0.2, 0.7))
+        blur = upsample(ndimage.gaussian_filter(small, proc.usm_sigma_px), P.shape)
+        k = np.float32(proc.usm_gain)
         blur -= P
         blur *= k
         P -= blur  # P + k * (P - lowpass(P))
@@ -475,11 +536,22 @@ def _presentation_lut(P: np.ndarray, bits: int, rng: np.random.Generator) -> np.
     lo = float(np.percentile(sample, 1.0))
     hi = float(np.percentile(sample, 99.97))
     hi = hi + 0.05 * (hi - lo)
-    gamma = float(rng.uniform(0.75, 1.3))
     maxv = float(2**bits - 1)
-    lo_out = float(rng.uniform(0.0, 0.08)) * maxv
+    lo_out = proc.lo_out * maxv
     levels = 2**bits
-    table = np.linspace(0.0, 1.0, levels) ** gamma * (maxv * 0.97 - lo_out) + lo_out
+    x = np.linspace(0.0, 1.0, levels)
+    curve = _lut_curve(x, proc)
+    if proc.lut == "hist_eq":  # equalise the breast's histogram (not the air), blend linear
+        idx = np.clip((sample.ravel() - lo) * ((levels - 1) / max(hi - lo, 1e-6)), 0,
+                      levels - 1).astype(np.int64)
+        idx = idx[idx > levels // 10]
+        if idx.size:
+            hist = np.bincount(idx, minlength=levels).astype(np.float64)
+            cdf = np.cumsum(hist) / hist.sum()
+            eq = 0.1 + 0.9 * cdf
+            eq[: levels // 10] = x[: levels // 10]  # air and skin: linear up to 0.1
+            curve = proc.lut_param * eq + (1.0 - proc.lut_param) * x
+    table = np.clip(curve, 0.0, 1.0) * (maxv * 0.97 - lo_out) + lo_out
     table = np.rint(table).astype(np.uint16)
     P -= np.float32(lo)
     P *= np.float32((levels - 1) / max(hi - lo, 1e-6))

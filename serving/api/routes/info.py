@@ -40,7 +40,8 @@ async def models(request: Request) -> list[ModelInfo]:
     card: dict[str, Any] = model.card
     ops = [OperatingPointInfo(name=o.name, score_threshold=o.score_threshold,
                               max_fp_per_image=o.max_fp_per_image, sensitivity=o.sensitivity,
-                              fp_per_image=o.fp_per_image)
+                              fp_per_image=o.fp_per_image,
+                              source=model.operating_points_source)
            for o in model.operating_points.values()]
     return [ModelInfo(name=model.name, version=model.version,
                       default_operating_point=state.settings.operating_point

@@ -1,15 +1,19 @@
 // galacto viewer: send DICOM files to /v1/render and /v1/detect, draw the findings.
 // Plain JavaScript, no dependencies, nothing fetched from outside this server.
 //
-// For tests: <ul id="boxes"> gets one <li> per drawn box (data-box = x1,y1,x2,y2 in stored
-// pixels, recomputed from the drawn canvas rectangle), and <body data-state> goes
-// idle -> busy -> done | error.
+// Lesions (findings) are solid yellow boxes; probable mimics (air bubbles, cysts,
+// extravasation: not lesions) are dashed violet boxes labelled with their text, listed apart.
+//
+// For tests: <ul id="boxes"> gets one <li> per drawn finding box (data-box = x1,y1,x2,y2 in
+// stored pixels, recomputed from the drawn canvas rectangle), <ul id="mimic-boxes"> one per
+// drawn mimic box, and <body data-state> goes idle -> busy -> done | error.
 "use strict";
 
 (() => {
   const KEY_STORAGE = "galacto.apiKey";
   const RENDER_MAX_SIZE = 1024;
   const BOX_COLOR = "#ffc933";
+  const MIMIC_COLOR = "#b98cff";
   const NIPPLE_COLOR = "#35d0e6";
 
   const $ = (id) => document.getElementById(id);
@@ -95,6 +99,19 @@
     $("op-info").textContent = option ? option.dataset.info || "" : "";
   }
 
+  /** What is known about an operating point of /v1/models, and where its threshold is from. */
+  function operatingPointInfo(op) {
+    const source = op.source || "model card";
+    if (source !== "model card") {
+      return op.fp_per_image !== null && op.fp_per_image !== undefined
+        ? `threshold from ${source}: ${op.fp_per_image} false positives per image on the `
+          + "site's normal studies" : `threshold from ${source}`;
+    }
+    return op.sensitivity !== null && op.fp_per_image !== null
+      ? `validation: sensitivity ${op.sensitivity.toFixed(2)} at ${op.fp_per_image} `
+        + "false positives per image" : "";
+  }
+
   async function loadModels() {
     clearTimeout(modelsRetry);
     const info = $("model-info");
@@ -105,9 +122,7 @@
       const previous = select.value;
       select.replaceChildren(...model.operating_points.map((op) => el("option", {
         value: op.name,
-        "data-info": op.sensitivity !== null && op.fp_per_image !== null
-          ? `validation: sensitivity ${op.sensitivity.toFixed(2)} at ${op.fp_per_image} `
-            + "false positives per image" : "",
+        "data-info": operatingPointInfo(op),
       }, `${op.name} (score ≥ ${op.score_threshold.toFixed(2)})`)));
       const names = model.operating_points.map((op) => op.name);
       select.value = names.includes(previous) ? previous : model.default_operating_point;
@@ -175,8 +190,10 @@
     $("results").hidden = true;
     $("images").replaceChildren();
     $("findings").tBodies[0].replaceChildren();
+    $("mimics").tBodies[0].replaceChildren();
     $("fused").replaceChildren();
     $("boxes").replaceChildren();
+    $("mimic-boxes").replaceChildren();
     $("raw").hidden = true;
     $("raw-json").textContent = "";
   }
@@ -251,7 +268,7 @@
    * further up or down; `taken` (labels and boxes already on the canvas) grows by the label.
    * A label moved away from its box gets a thin leader line.
    */
-  function label(ctx, text, box, font, line, taken) {
+  function label(ctx, text, box, font, line, taken, color = BOX_COLOR) {
     const { width, height } = ctx.canvas;
     ctx.font = `600 ${font}px system-ui, sans-serif`;
     const pad = Math.round(font * 0.3);
@@ -268,7 +285,8 @@
     taken.push({ x, y: top, w, h });
     if (top !== above && top !== below) {
       ctx.lineWidth = 1;
-      ctx.strokeStyle = BOX_COLOR;
+      ctx.strokeStyle = color;
+      ctx.setLineDash([]);
       ctx.beginPath();
       ctx.moveTo(box.x1, top < box.y1 ? top + h : top);
       ctx.lineTo(box.x1, top < box.y1 ? box.y1 : box.y2);
@@ -276,12 +294,20 @@
     }
     ctx.fillStyle = "rgba(0, 0, 0, 0.75)";
     ctx.fillRect(x, top, w, h);
-    ctx.fillStyle = BOX_COLOR;
+    ctx.fillStyle = color;
     ctx.textBaseline = "top";
     ctx.fillText(text, x + pad, top + pad);
   }
 
-  /** Draw the image, its boxes and nipple marker; one #boxes <li> per box. */
+  /** A mimic's label on the image and in the list, e.g. "probable air bubble 0.91". */
+  function mimicText(m) {
+    return `${m.text} ${m.score.toFixed(2)}`;
+  }
+
+  /**
+   * Draw the image, its finding boxes (solid), probable mimics (dashed, another colour) and
+   * nipple marker; one #boxes <li> per finding box, one #mimic-boxes <li> per mimic box.
+   */
   function drawImage(canvas, rendered, image, fileIndex) {
     const { bitmap, scale } = rendered;
     canvas.width = bitmap.width;
@@ -319,6 +345,21 @@
       const [x1, y1, x2, y2] = f.box_px.map((v) => v / scale);
       return { f, x1, y1, x2, y2 };
     });
+    const mimics = (image.mimics || []).map((m) => {
+      const [x1, y1, x2, y2] = m.box_px.map((v) => v / scale);
+      return { m, x1, y1, x2, y2 };
+    });
+    const dash = [3 * line, 2 * line];
+    for (const { x1, y1, x2, y2 } of mimics) {
+      ctx.setLineDash(dash);
+      ctx.lineWidth = line + 2;
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      ctx.lineWidth = line;
+      ctx.strokeStyle = MIMIC_COLOR;
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
+    ctx.setLineDash([]);
     for (const { x1, y1, x2, y2 } of boxes) {
       ctx.lineWidth = line + 2;
       ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
@@ -327,14 +368,18 @@
       ctx.strokeStyle = BOX_COLOR;
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     }
-    // labels after all boxes, so that none hides under a later box; highest score first
-    const taken = boxes.map((b) => ({ x: b.x1 - line, y: b.y1 - line,
+    // labels after all boxes, so that none hides under a later box; findings first (highest
+    // score first), then mimics
+    const taken = [...boxes, ...mimics].map((b) => ({ x: b.x1 - line, y: b.y1 - line,
       w: b.x2 - b.x1 + 2 * line, h: b.y2 - b.y1 + 2 * line }));
     if (nipple) taken.push(nipple);
     for (const b of [...boxes].sort((p, q) => q.f.score - p.f.score)) {
       const where = shortLocation(b.f.location);
       label(ctx, `${b.f.id}  ${b.f.score.toFixed(2)}${where ? ` · ${where}` : ""}`, b, font,
         line, taken);
+    }
+    for (const b of [...mimics].sort((p, q) => q.m.score - p.m.score)) {
+      label(ctx, mimicText(b.m), b, font, line, taken, MIMIC_COLOR);
     }
     for (const { f, x1, y1, x2, y2 } of boxes) {
       list.append(el("li", {
@@ -345,6 +390,17 @@
         "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
         "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
       }, `${f.id} ${f.score}`));
+    }
+    const mimicList = $("mimic-boxes");
+    for (const { m, x1, y1, x2, y2 } of mimics) {
+      mimicList.append(el("li", {
+        "data-image": image.index,
+        "data-file": fileIndex,
+        "data-label": m.label,
+        "data-score": m.score,
+        "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
+        "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
+      }, mimicText(m)));
     }
     canvas.dataset.scale = String(scale);
   }
@@ -366,7 +422,9 @@
     const rows = [];
     const warnings = rejected.map((r) =>
       `${r.name || files[r.part]?.name || `file ${r.part + 1}`} was not analysed: ${r.detail} — ${r.message}`);
+    const mimicRows = [];
     let findingCount = 0;
+    let mimicCount = 0;
     let imageCount = 0;
     const fused = [];
 
@@ -377,11 +435,15 @@
         const file = files[fileIndex];
         const rendered = renders[fileIndex];
         const n = image.findings.length;
+        const mimics = image.mimics || [];
         findingCount += n;
+        mimicCount += mimics.length;
         const caption = el("figcaption", {},
           el("strong", {}, imageTitle(image)),
           ` · ${file ? file.name : image.source || ""} · ${image.cols}×${image.rows} px`
-          + ` · ${n} finding${n === 1 ? "" : "s"}`);
+          + ` · ${n} finding${n === 1 ? "" : "s"}`,
+          mimics.length ? el("span", { class: "mimic-count" },
+            ` · ${mimics.length} probable mimic${mimics.length === 1 ? "" : "s"}`) : null);
         const figure = el("figure", { class: "image", "data-image": image.index }, caption);
         if (rendered && rendered.status === "fulfilled") {
           const canvas = el("canvas", { "data-image": image.index,
@@ -397,12 +459,26 @@
         images.append(figure);
 
         for (const f of image.findings) {
+          const network = typeof f.detector_score === "number"
+            && Math.abs(f.detector_score - f.score) >= 0.0005
+            ? el("div", { class: "sub", title: "the network's own score, before rescoring" },
+              `network ${f.detector_score.toFixed(3)}`) : null;
           rows.push(el("tr", { "data-id": f.id },
             el("td", {}, f.id),
             el("td", {}, imageTitle(image)),
-            el("td", { class: "num" }, f.score.toFixed(3)),
+            el("td", { class: "num" }, f.score.toFixed(3), network),
             el("td", { class: "num" }, `${f.size_mm[0].toFixed(1)} × ${f.size_mm[1].toFixed(1)}`),
-            el("td", {}, f.location ? f.location.text : "—")));
+            el("td", {}, f.location ? f.location.text : "—"),
+            el("td", { class: "evidence" }, f.evidence || "—")));
+        }
+        for (const m of mimics) {
+          const [x1, y1, x2, y2] = m.box_mm;
+          mimicRows.push(el("tr", { class: "mimic", "data-image": image.index,
+            "data-label": m.label },
+            el("td", {}, imageTitle(image)),
+            el("td", {}, m.text),
+            el("td", { class: "num" }, m.score.toFixed(3)),
+            el("td", { class: "num" }, `${(x2 - x1).toFixed(1)} × ${(y2 - y1).toFixed(1)}`)));
         }
       }
       for (const item of study.fused) fused.push({ item, images: study.images.length });
@@ -412,7 +488,14 @@
     if (rows.length) tbody.replaceChildren(...rows);
     else {
       tbody.replaceChildren(el("tr", { class: "empty" },
-        el("td", { colspan: 5 }, "No finding at this operating point.")));
+        el("td", { colspan: 6 }, "No finding at this operating point.")));
+    }
+
+    const mimicBody = $("mimics").tBodies[0];
+    if (mimicRows.length) mimicBody.replaceChildren(...mimicRows);
+    else {
+      mimicBody.replaceChildren(el("tr", { class: "empty" },
+        el("td", { colspan: 4 }, "No probable mimic reported.")));
     }
 
     const fusedList = $("fused");
@@ -430,10 +513,12 @@
     $("results").hidden = false;
     showWarnings(warnings);
     const op = result.operating_point;
-    setStatus(`${findingCount} finding${findingCount === 1 ? "" : "s"} on ${imageCount} `
-      + `image${imageCount === 1 ? "" : "s"} · operating point ${op.name} `
-      + `(score ≥ ${op.score_threshold.toFixed(2)}) · ${result.model.name} ${result.model.version}`
-      + ` · ${Math.round(ms)} ms`);
+    const mimicNote = mimicCount
+      ? ` and ${mimicCount} probable mimic${mimicCount === 1 ? "" : "s"} (not lesions)` : "";
+    setStatus(`${findingCount} finding${findingCount === 1 ? "" : "s"}${mimicNote} on `
+      + `${imageCount} image${imageCount === 1 ? "" : "s"} · operating point ${op.name} `
+      + `(score ≥ ${op.score_threshold.toFixed(2)}, threshold from ${op.source || "model card"})`
+      + ` · ${result.model.name} ${result.model.version} · ${Math.round(ms)} ms`);
   }
 
   async function analyse(files, reuseRenders) {

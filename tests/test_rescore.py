@@ -1,0 +1,149 @@
+"""Two-view / mimic rescoring and nested-box suppression: the rules on hand-made inputs, and
+the whole pipeline on a generated study (order of the views, mirrored images, one view)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from serving.pipeline.candidates import analyse_study
+from serving.pipeline.detect import detect
+from serving.pipeline.dicom_in import Image, read_image
+from serving.pipeline.model import DetectorModel, default_model_dir, load_model
+from serving.pipeline.postprocess import suppress_nested
+from serving.pipeline.rescore import (
+    FEATURES,
+    CandidateEvidence,
+    RescoreModel,
+    feature_matrix,
+    intersection_over_smaller,
+)
+
+
+def test_nested_boxes_are_one_finding() -> None:
+    """A 3 mm box inside an 11 mm box (IoU 0.07) is suppressed whichever scores higher;
+    boxes of another class, and boxes overlapping less than the threshold, are kept."""
+    big = [100, 100, 210, 210]
+    small = [140, 140, 170, 170]
+    apart = [300, 300, 330, 330]
+    half_in = [195, 100, 255, 160]  # a quarter of it inside the big box
+    boxes = np.array([big, small, apart, half_in], np.float32)
+    labels = np.zeros(4, np.int64)
+    assert suppress_nested(boxes, np.array([0.9, 0.8, 0.7, 0.6]), labels, 0.6).tolist() == \
+        [0, 2, 3]
+    assert suppress_nested(boxes, np.array([0.8, 0.9, 0.7, 0.6]), labels, 0.6).tolist() == \
+        [1, 2, 3]
+    assert suppress_nested(boxes, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 1, 0, 0]),
+                           0.6).tolist() == [0, 1, 2, 3]
+    ios = intersection_over_smaller(boxes[:1], boxes)
+    np.testing.assert_allclose(ios[0], [1.0, 1.0, 0.0, 15 * 60 / 3600])
+
+
+def test_rescore_features_and_model_round_trip() -> None:
+    """Features are 0 for the partner terms of a single-view candidate; the card section
+    round-trips; a malformed one is refused naming the expected features."""
+    single = CandidateEvidence(score=0.9, bubble_here=0.0)
+    paired = CandidateEvidence(score=0.9, other_view=True, partner=0.8)
+    x = feature_matrix([single, paired])
+    assert x.shape == (2, len(FEATURES))
+    assert x[0, 3] == 0 and x[0, 4] == 0 and x[1, 3] == 1 and x[1, 4] > 1
+    m = RescoreModel(weights=(1.0, -1.0, -0.5, -1.0, 0.5), bias=0.2, fitted_on={"rows": 3})
+    again = RescoreModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_allclose(again.scores([single, paired]), m.scores([single, paired]),
+                               atol=1e-6)
+    assert m.scores([paired])[0] > m.scores([CandidateEvidence(0.9, other_view=True)])[0]
+    with pytest.raises(ValueError, match="logit_score"):
+        RescoreModel.from_dict({"features": ["score"], "weights": [1], "bias": 0})
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rescore") / "study"
+    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
+                        "--cases", "1", "--seed", "78", "--profile", "ge", "--normal-share", "0",
+                        "--compressed-share", "0", "--monochrome1-share", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def rescoring_model(tmp_path_factory: pytest.TempPathFactory) -> DetectorModel:
+    """The bundled model with a rescoring section whose partner weight is large, so the
+    other view visibly changes scores (the shipped weights come from a fit)."""
+    src = default_model_dir()
+    dst = tmp_path_factory.mktemp("model") / src.name
+    shutil.copytree(src, dst)
+    card = json.loads((dst / "model.json").read_text())
+    card["rescoring"] = RescoreModel(weights=(1.0, -0.5, -0.5, -2.0, 0.5), bias=0.0,
+                                     fitted_on={"test": True}).to_dict()
+    (dst / "model.json").write_text(json.dumps(card))
+    return load_model(dst)
+
+
+def _images(study: Path) -> list[Image]:
+    return [read_image(p) for p in sorted(study.glob("cases/*/*.dcm"))]
+
+
+def _mirrored(path: Path, out: Path) -> Image:
+    ds = pydicom.dcmread(path)
+    px = ds.pixel_array[:, ::-1].copy()
+    row, col = ds.PatientOrientation
+    ds.PatientOrientation = [{"A": "P", "P": "A"}[row], col]
+    ds.PixelData = px.tobytes()
+    ds.save_as(out)
+    return read_image(out)
+
+
+def test_two_view_rescoring_is_symmetric(study: Path, rescoring_model: DetectorModel,
+                                         tmp_path: Path) -> None:
+    """The same study in the other view order, and with every image mirrored, gives the
+    same rescored scores; the other view changes them (partner evidence is used)."""
+    paths = sorted(study.glob("cases/*/*.dcm"))
+    assert len(paths) == 2
+    images = [read_image(p) for p in paths]
+    a = analyse_study(images, rescoring_model)
+    b = analyse_study(images[::-1], rescoring_model)[::-1]
+    mirrored = [_mirrored(p, tmp_path / p.name) for p in paths]
+    c = analyse_study(mirrored, rescoring_model)
+    for x, y, z in zip(a, b, c, strict=True):
+        assert len(x.scores) > 0
+        np.testing.assert_array_equal(x.scores, y.scores)
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        assert len(z.scores) == len(x.scores)
+        np.testing.assert_allclose(np.sort(z.scores), np.sort(x.scores), atol=2e-4)
+        assert all(e.other_view for e in x.evidence)
+    alone = analyse_study(images[:1], rescoring_model)[0]
+    assert not any(e.other_view for e in alone.evidence)
+    assert not np.allclose(np.sort(alone.scores), np.sort(a[0].scores))
+
+
+def test_single_view_request_works(study: Path, rescoring_model: DetectorModel) -> None:
+    """One view alone is answered: findings say 'single view', no fused finding."""
+    image = _images(study)[0]
+    resp = detect([image], rescoring_model, "high_sensitivity")
+    out = resp.studies[0]
+    assert out.fused == []
+    assert out.images[0].findings, "the generated lesion case should give a finding"
+    for f in out.images[0].findings:
+        assert f.evidence is not None and f.evidence.startswith("other view") is False
+        assert "single view" in f.evidence
+        assert f.detector_score is not None
+
+
+def test_findings_have_no_nested_boxes(study: Path) -> None:
+    """At the most sensitive operating point no reported box lies mostly inside another."""
+    model = load_model(default_model_dir())
+    resp = detect(_images(study), model, "high_sensitivity")
+    for img in resp.studies[0].images:
+        boxes = np.array([f.box_px for f in img.findings]).reshape(-1, 4)
+        ios = intersection_over_smaller(boxes, boxes)
+        np.fill_diagonal(ios, 0)
+        assert (ios < model.decode.nested_ios_thresh).all(), ios
