@@ -1,17 +1,24 @@
 """``galacto detect``: detect and locate filling defects in DICOM files or folders.
 
 Files are read with the intake, grouped into studies by StudyInstanceUID, run through
-:func:`serving.pipeline.detect.detect`, and reported as a table (findings with their locations,
-and the two-view BI-RADS phrases), optionally as JSON (the HTTP API's schema) and as PNG
-overlays.
+:func:`serving.pipeline.detect.detect`, and reported as a table (findings with their locations
+and the evidence their score was rescored with, and the two-view BI-RADS phrases), probable
+mimics in a table of their own (never among the findings), optionally as JSON (the HTTP API's
+schema) and as PNG overlays.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import CommandError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from serving.pipeline.findings import DetectionResponse, FindingOut, StudyOut
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,10 +64,60 @@ def calibration_file(given: Path | None) -> Path | None:
     return given if given is not None else (Path(env) if env else None)
 
 
+def _evidence(f: FindingOut) -> str:
+    """The finding's evidence text, led by the network's own score when rescoring changed it."""
+    parts = []
+    if f.detector_score is not None and abs(f.detector_score - f.score) >= 0.005:
+        parts.append(f"network {f.detector_score:.2f}")
+    if f.evidence:
+        parts.append(f.evidence)
+    return "; ".join(parts) or "-"
+
+
+def print_study(console: Console, study: StudyOut, result: DetectionResponse) -> None:
+    """One study: its findings table, two-view phrases and, when there are any, the probable
+    mimics in a table of their own."""
+    from rich.table import Table
+
+    op, model = result.operating_point, result.model
+    table = Table(title=f"study {study.study_instance_uid}  ({model.name} {model.version}, "
+                        f"{op.name}: score >= {op.score_threshold:.3f}, {op.source})")
+    for col in ("image", "view", "finding", "score", "box (px)", "size (mm)", "location",
+                "evidence"):
+        table.add_column(col)
+    for img in study.images:
+        name = Path(img.source).name if img.source else str(img.index)
+        if not img.findings:
+            table.add_row(name, f"{img.laterality} {img.view}", "-", "", "", "",
+                          "no finding", "")
+        for f in img.findings:
+            table.add_row(name, f"{img.laterality} {img.view}", f.id, f"{f.score:.2f}",
+                          " ".join(f"{v:.0f}" for v in f.box_px),
+                          f"{f.size_mm[0]:.1f} x {f.size_mm[1]:.1f}",
+                          f.location.text if f.location else "-", _evidence(f))
+    console.print(table)
+    for fused in study.fused:
+        ids = ", ".join(fused.finding_ids)
+        console.print(f"  [bold]{fused.phrase}[/bold]  (findings {ids}, "
+                      f"score {fused.score:.2f})")
+    if any(img.mimics for img in study.images):
+        mimics = Table(title="probable mimics \N{EM DASH} not lesions", title_style="magenta",
+                       border_style="magenta")
+        for col in ("image", "view", "mimic", "score", "box (px)", "size (mm)"):
+            mimics.add_column(col)
+        for img in study.images:
+            name = Path(img.source).name if img.source else str(img.index)
+            for m in img.mimics:
+                x1, y1, x2, y2 = m.box_mm
+                mimics.add_row(name, f"{img.laterality} {img.view}", m.text, f"{m.score:.2f}",
+                               " ".join(f"{v:.0f}" for v in m.box_px),
+                               f"{x2 - x1:.1f} x {y2 - y1:.1f}")
+        console.print(mimics)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every file was analysed, 1 when some were rejected by the intake."""
     from rich.console import Console
-    from rich.table import Table
 
     from serving.outputs.overlay import write_overlay
     from serving.pipeline.calibration import calibrated_model
@@ -90,27 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise CommandError("no file could be read as a galactogram image")
     result = detect(images, model, args.operating_point, sources=sources)
-    op = result.operating_point
     for study in result.studies:
-        table = Table(title=f"study {study.study_instance_uid}  ({model.name} {model.version}, "
-                            f"{op.name}: score >= {op.score_threshold:.3f}, {op.source})")
-        for col in ("image", "view", "finding", "score", "box (px)", "size (mm)", "location"):
-            table.add_column(col)
-        for img in study.images:
-            name = Path(img.source).name if img.source else str(img.index)
-            if not img.findings:
-                table.add_row(name, f"{img.laterality} {img.view}", "-", "", "", "",
-                              "no finding")
-            for f in img.findings:
-                table.add_row(name, f"{img.laterality} {img.view}", f.id, f"{f.score:.2f}",
-                              " ".join(f"{v:.0f}" for v in f.box_px),
-                              f"{f.size_mm[0]:.1f} x {f.size_mm[1]:.1f}",
-                              f.location.text if f.location else "-")
-        console.print(table)
-        for fused in study.fused:
-            ids = ", ".join(fused.finding_ids)
-            console.print(f"  [bold]{fused.phrase}[/bold]  (findings {ids}, "
-                          f"score {fused.score:.2f})")
+        print_study(console, study, result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(result.model_dump_json(indent=1) + "\n")

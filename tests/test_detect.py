@@ -1,7 +1,9 @@
-"""``detect`` and ``galacto detect`` with the bundled model on generated studies."""
+"""``detect`` and ``galacto detect`` with the bundled model on generated studies, and how
+its table and PNG overlays show findings and probable mimics."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +11,17 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from rich.console import Console
 
+from serving.cli_detect import print_study
+from serving.outputs.overlay import LESION_COLOR, MIMIC_COLOR, PAD, render_overlay
 from serving.pipeline.detect import detect
-from serving.pipeline.dicom_in import read_image
-from serving.pipeline.findings import DetectionResponse
-from serving.pipeline.model import default_model_dir, load_model
+from serving.pipeline.dicom_in import Image, read_image
+from serving.pipeline.findings import DetectionResponse, ImageOut, MimicOut
+from serving.pipeline.model import DetectorModel, default_model_dir, load_model
+
+MIMIC_TEXT, MIMIC_SCORE = "probable air bubble", 0.91
+EVIDENCE = "other view: partner scored 0.83"
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +148,110 @@ def test_jpeg2000_reduced_resolution_decode_finds_the_same(study: Path, tmp_path
     nip_b = [im.nipple_px for s in b.studies for im in s.images]
     for p, q in zip(nip_a, nip_b, strict=True):
         assert p is not None and q is not None and np.hypot(p[0] - q[0], p[1] - q[1]) < 20
+
+
+def _free_box(img: ImageOut, size: float, label_px: float) -> list[float]:
+    """A ``size`` x ``size`` box (stored pixels), from a grid over the image, as far as
+    possible from every finding box (widened to the right by ``label_px``, where the overlay
+    writes its label) and the nipple."""
+    taken = [[x1, y1, x2 + label_px, y2] for x1, y1, x2, y2 in (f.box_px for f in img.findings)]
+    if img.nipple_px is not None:
+        nx, ny = img.nipple_px
+        taken.append([nx - 100, ny - 100, nx + 100, ny + 100])
+
+    def gap(a: list[float], b: list[float]) -> float:
+        return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+    grid = [[x, y, x + size, y + size]
+            for x in (0.05 * img.cols + k * (0.9 * img.cols - size) / 9 for k in range(10))
+            for y in (0.05 * img.rows + k * (0.9 * img.rows - size) / 9 for k in range(10))]
+    best = max(grid, key=lambda c: min((gap(c, t) for t in taken), default=math.inf))
+    return [round(v, 1) for v in best]
+
+
+@pytest.fixture(scope="module")
+def with_mimic(galactogram_files: list[Path], bundled_model: DetectorModel
+               ) -> tuple[list[Image], DetectionResponse]:
+    """The images of the shared generated case and a real :func:`detect` run on them at the
+    high-sensitivity operating point, to which one :class:`MimicOut` (an air bubble away from
+    every finding) is added on the first image, and an evidence text to that image's first
+    finding: the bundled model (0.3.0) has no mimic classes and no rescoring model, so its own
+    results carry neither."""
+    images = [read_image(f) for f in galactogram_files]
+    result = detect(images, bundled_model, "high_sensitivity",
+                    sources=[str(f) for f in galactogram_files])
+    first = result.studies[0].images[0]
+    assert first.findings and all(not im.mimics for s in result.studies for im in s.images)
+    box = _free_box(first, 120.0, label_px=500.0)
+    sy, sx = first.spacing_mm
+    first.mimics.append(MimicOut(
+        label="air_bubble", text=MIMIC_TEXT, score=MIMIC_SCORE, box_px=box,
+        box_mm=[box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]))
+    first.findings[0].evidence = EVIDENCE
+    return images, result
+
+
+def test_cli_table_lists_mimics_apart(with_mimic: tuple[list[Image], DetectionResponse]
+                                      ) -> None:
+    """The table ``galacto detect`` prints: the evidence in its finding's row, the mimic in a
+    table of its own after the findings, never in the findings table."""
+    _, result = with_mimic
+    study = result.studies[0]
+    console = Console(record=True, width=300, color_system=None)
+    print_study(console, study, result)
+    text = console.export_text()
+    head, sep, tail = text.partition("probable mimics \N{EM DASH} not lesions")
+    assert sep, text
+    assert "air bubble" not in head and "mimic" not in head
+    for img in study.images:
+        for f in img.findings:
+            assert f.id in head
+    assert result.operating_point.source in head
+    row = next(line for line in head.splitlines() if EVIDENCE in line)
+    assert f" {study.images[0].findings[0].id} " in row
+    rows = [line for line in tail.splitlines() if MIMIC_TEXT in line]
+    assert len(rows) == 1 and f"{MIMIC_SCORE:.2f}" in rows[0], tail
+    mx1, my1, mx2, my2 = study.images[0].mimics[0].box_mm
+    assert f"{mx2 - mx1:.1f} x {my2 - my1:.1f}" in rows[0]
+    assert Path(str(study.images[0].source)).name in rows[0]
+
+    without = study.model_copy(deep=True)
+    for img in without.images:
+        img.mimics = []
+    console = Console(record=True, width=300, color_system=None)
+    print_study(console, without, result)
+    assert "mimic" not in console.export_text()
+
+
+def test_overlay_draws_mimics_apart(with_mimic: tuple[list[Image], DetectionResponse]) -> None:
+    """The PNG overlay: the mimic box in the mimic colour, dashed, with no lesion colour
+    there; the findings in the lesion colour and none of them in the mimic colour."""
+    images, result = with_mimic
+    out: ImageOut = result.studies[0].images[0]
+    image = images[out.index]
+    max_height = 1600
+    pic = np.asarray(render_overlay(image, out, max_height=max_height))
+    step = max(math.ceil(image.pixels.shape[0] / max_height), 1)
+    s = 1.0 / (step * image.decode_scale)
+
+    def region(box: list[float], margin: int) -> np.ndarray:
+        x1, y1, x2, y2 = (round(v * s) for v in box)
+        return pic[max(y1 - margin, 0):y2 + margin + 1, max(x1 - margin, 0):x2 + margin + 1]
+
+    def count(area: np.ndarray, color: tuple[int, int, int]) -> int:
+        return int(np.all(area == np.asarray(color, np.uint8), axis=-1).sum())
+
+    mimic = out.mimics[0]
+    around = region(mimic.box_px, PAD + 2)
+    assert count(around, MIMIC_COLOR) > 50
+    assert count(around, LESION_COLOR) == 0
+    # dashed: along the top edge, some columns carry the mimic colour and some do not
+    x1, y1, x2, _ = (round(v * s) for v in mimic.box_px)
+    edge = pic[y1 - PAD - 1:y1 - PAD + 2, x1 - PAD:x2 + PAD + 1]
+    share = float(np.any(np.all(edge == np.asarray(MIMIC_COLOR, np.uint8), axis=-1),
+                         axis=0).mean())
+    assert 0.3 < share < 0.9, share
+    for f in out.findings:
+        ring = region(f.box_px, PAD + 2)
+        assert count(ring, LESION_COLOR) > 0, f.id
+        assert count(ring, MIMIC_COLOR) == 0, f.id

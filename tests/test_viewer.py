@@ -1,6 +1,7 @@
 """The viewer page at ``/`` in headless Chromium against a real ``galacto serve``: a DICOM file
 chosen in the page is rendered on a canvas with the boxes ``/v1/detect`` returns, the findings
-table and two-view phrases are shown, and an invalid file shows the API's error code.
+table and two-view phrases are shown, probable mimics are drawn and listed apart from the
+findings, and an invalid file shows the API's error code.
 
 Needs ``chromium`` + ``chromedriver`` and the ``selenium`` package; skipped without them.
 ``GALACTO_WRITE_SCREENSHOT=1`` also writes ``docs/viewer.png``.
@@ -8,6 +9,7 @@ Needs ``chromium`` + ``chromedriver`` and the ``selenium`` package; skipped with
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,6 +34,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 ROOT = Path(__file__).resolve().parents[1]
 OPERATING_POINT = "high_sensitivity"
 WAIT_S = 30.0
+#: the mimic added to a real response in test_viewer_shows_mimics_apart_from_findings
+MIMIC_LABEL, MIMIC_TEXT, MIMIC_SCORE = "air_bubble", "probable air bubble", 0.91
+EVIDENCE = "other view: partner scored 0.83"
+#: a pixel of the viewer's mimic colour (violet #b98cff) and of its lesion colour (#ffc933)
+IS_MIMIC_JS = "(r, g, b) => b > 180 && b - g > 60 && b - r > 30"
+IS_LESION_JS = "(r, g, b) => r > 200 && g > 150 && b < 110"
 
 
 def _find_browser() -> tuple[str, str] | None:
@@ -134,6 +142,82 @@ def _box_edge_is_drawn(driver: webdriver.Chrome, image: int, canvas_box: list[fl
     return found
 
 
+def _free_box(image: dict[str, Any], size: float) -> list[float]:
+    """A ``size`` x ``size`` box (stored pixels), from a grid over the image, as far as
+    possible from every finding box and the nipple."""
+    taken = [list(f["box_px"]) for f in image["findings"]]
+    if image.get("nipple_px"):
+        nx, ny = image["nipple_px"]
+        taken.append([nx - 100, ny - 100, nx + 100, ny + 100])
+
+    def gap(a: list[float], b: list[float]) -> float:
+        return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+    cols, rows = image["cols"], image["rows"]
+    grid = [[x, y, x + size, y + size]
+            for x in (0.05 * cols + k * (0.9 * cols - size) / 9 for k in range(10))
+            for y in (0.05 * rows + k * (0.9 * rows - size) / 9 for k in range(10))]
+    best = max(grid, key=lambda c: min((gap(c, t) for t in taken), default=math.inf))
+    return [round(v, 1) for v in best]
+
+
+def _add_mimic_to_detect_responses(driver: webdriver.Chrome, image_index: int,
+                                   mimic: dict[str, Any], evidence: str) -> None:
+    """From now on, the page's own ``/v1/detect`` answers (real server responses) reach it
+    with ``mimic`` added to the image ``image_index`` and ``evidence`` set on that image's
+    first finding; everything else is passed through unchanged."""
+    driver.execute_script("""
+        const [index, mimic, evidence] = arguments;
+        const original = window.fetch;
+        window.fetch = async (url, init) => {
+            const resp = await original(url, init);
+            if (!String(url).startsWith('/v1/detect') || !resp.ok) return resp;
+            const body = await resp.json();
+            for (const study of body.studies) {
+                for (const image of study.images) {
+                    if (image.index !== index) continue;
+                    image.mimics = [...(image.mimics || []), mimic];
+                    if (image.findings.length) image.findings[0].evidence = evidence;
+                }
+            }
+            return new Response(JSON.stringify(body),
+                                {status: resp.status, headers: resp.headers});
+        };""", image_index, mimic, evidence)
+
+
+def _mimic_pixels(driver: webdriver.Chrome, image: int, canvas_box: list[float],
+                  line: int) -> dict[str, float]:
+    """In one canvas around a drawn mimic box: how many pixels within ``line`` of the box have
+    the mimic and the lesion colour, and the share of rows of the box's left edge that have
+    the mimic colour (1 for a solid line, less for a dashed one)."""
+    stats: dict[str, float] = driver.execute_script(f"""
+        const [img, box, line] = arguments;
+        const isMimic = {IS_MIMIC_JS}, isLesion = {IS_LESION_JS};
+        const c = document.querySelector(`canvas[data-image="${{img}}"]`);
+        const ctx = c.getContext('2d');
+        const [x1, y1, x2, y2] = box.map(Math.round);
+        const x0 = Math.max(x1 - line, 0), y0 = Math.max(y1 - line, 0);
+        const w = Math.min(x2 + line, c.width) - x0, h = Math.min(y2 + line, c.height) - y0;
+        const d = ctx.getImageData(x0, y0, w, h).data;
+        let mimic = 0, lesion = 0;
+        for (let i = 0; i < d.length; i += 4) {{
+            if (isMimic(d[i], d[i + 1], d[i + 2])) mimic++;
+            if (isLesion(d[i], d[i + 1], d[i + 2])) lesion++;
+        }}
+        const edge = ctx.getImageData(Math.max(x1 - 1, 0), y1, 3, y2 - y1).data;
+        let rows = 0, marked = 0;
+        for (let r = 0; r < y2 - y1; r++) {{
+            rows++;
+            for (let k = 0; k < 3; k++) {{
+                const i = (r * 3 + k) * 4;
+                if (isMimic(edge[i], edge[i + 1], edge[i + 2])) {{ marked++; break; }}
+            }}
+        }}
+        return {{mimic: mimic, lesion: lesion, edge: marked / Math.max(rows, 1)}};""",
+        image, canvas_box, line)
+    return stats
+
+
 def _detect(base: str, files: list[Path]) -> dict[str, Any]:
     """What the API itself answers for the same files at the same operating point."""
     params = {"operating_point": OPERATING_POINT}
@@ -231,6 +315,99 @@ def test_viewer_fuses_two_views(browser: webdriver.Chrome, server: str,
 
     if os.environ.get("GALACTO_WRITE_SCREENSHOT") == "1":
         _screenshot(browser, ROOT / "docs" / "viewer.png")
+
+
+def test_viewer_shows_mimics_apart_from_findings(browser: webdriver.Chrome, server: str,
+                                                galactogram_files: list[Path]) -> None:
+    """Probable mimics are drawn dashed in their own colour, labelled with their text, listed
+    under "Probable mimics (not lesions)" and never among the findings; a finding's evidence
+    text is shown in its row; the status line names where the threshold is from.
+
+    The bundled model (0.3.0) has no mimic classes and no rescoring model, so its responses
+    carry no mimic and no evidence. This test therefore takes the real ``/v1/detect`` response
+    that the page itself requests for the two generated views and, on its way into the page,
+    adds one mimic entry (an air bubble, placed away from every finding) to the first image and
+    an evidence text to that image's first finding; all the page's own rendering code runs on
+    it unchanged.
+    """
+    expected = _detect(server, galactogram_files)
+    images = [img for study in expected["studies"] for img in study["images"]]
+    target = images[0]
+    box = _free_box(target, 120.0)
+    sy, sx = target["spacing_mm"]
+    mimic = {"label": MIMIC_LABEL, "text": MIMIC_TEXT, "score": MIMIC_SCORE, "box_px": box,
+             "box_mm": [round(box[0] * sx, 2), round(box[1] * sy, 2), round(box[2] * sx, 2),
+                        round(box[3] * sy, 2)]}
+    assert all(not img["mimics"] for img in images), "the bundled model emits no mimics"
+
+    _open(browser, server)
+    Select(browser.find_element(By.ID, "operating-point")).select_by_value(OPERATING_POINT)
+    _add_mimic_to_detect_responses(browser, target["index"], mimic, EVIDENCE)
+    state = _choose(browser, galactogram_files)
+    assert state == "done", _page_error(browser)
+    _check_page(browser, expected)   # the findings are drawn and listed as without the mimic
+
+    # the mimic: one dashed, violet box, where the response puts it
+    drawn: list[dict[str, Any]] = browser.execute_script("""
+        return [...document.querySelectorAll('#mimic-boxes li')].map(li => ({
+            image: Number(li.dataset.image), label: li.dataset.label,
+            score: Number(li.dataset.score), text: li.textContent,
+            box: li.dataset.box.split(',').map(Number),
+            canvas: li.dataset.canvasBox.split(',').map(Number)}));""")
+    assert len(drawn) == 1, drawn
+    (m,) = drawn
+    assert (m["image"], m["label"], m["score"]) == (target["index"], MIMIC_LABEL, MIMIC_SCORE)
+    assert m["box"] == pytest.approx(box, abs=0.5)
+    assert m["text"] == f"{MIMIC_TEXT} {MIMIC_SCORE:.2f}"
+    canvas_w = float(browser.execute_script(
+        "return document.querySelector(`canvas[data-image='${arguments[0]}']`).width",
+        target["index"]))
+    line = max(2, round(canvas_w / 400))
+    px = _mimic_pixels(browser, target["index"], m["canvas"], line)
+    assert px["mimic"] > 20, px
+    assert px["lesion"] == 0, f"lesion-coloured pixels on the mimic box: {px}"
+    assert 0.25 < px["edge"] < 0.9, f"the mimic box's edge should be dashed: {px}"
+
+    # listed apart, with its text and score; not among the findings
+    panel = browser.find_element(By.CSS_SELECTOR, ".mimic-panel")
+    assert "Probable mimics (not lesions)" in panel.find_element(By.TAG_NAME, "h2").text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#mimics tbody tr")
+    assert len(rows) == 1 and rows[0].get_attribute("class") == "mimic"
+    assert rows[0].get_attribute("data-label") == MIMIC_LABEL
+    assert MIMIC_TEXT in rows[0].text and f"{MIMIC_SCORE:.3f}" in rows[0].text
+    findings_text = browser.find_element(By.ID, "findings").text
+    assert "air bubble" not in findings_text and "mimic" not in findings_text.lower()
+    ids = {str(li.get_attribute("data-id"))
+           for li in browser.find_elements(By.CSS_SELECTOR, "#boxes li")}
+    assert ids == {f["id"] for img in images for f in img["findings"]}
+
+    # the evidence text in its finding's row; the other rows show none
+    first = target["findings"][0]["id"]
+    for row in browser.find_elements(By.CSS_SELECTOR, "#findings tbody tr"):
+        evidence = row.find_element(By.CSS_SELECTOR, "td.evidence").text
+        assert evidence == (EVIDENCE if row.get_attribute("data-id") == first else "—")
+
+    status = browser.find_element(By.ID, "status").text
+    source = expected["operating_point"]["source"]
+    assert f"threshold from {source}" in status, status
+    assert "1 probable mimic (not lesions)" in status, status
+    caption = browser.find_element(
+        By.CSS_SELECTOR, f"figure[data-image='{target['index']}'] figcaption").text
+    assert "1 probable mimic" in caption
+
+
+def test_viewer_without_mimics_says_so(browser: webdriver.Chrome, server: str,
+                                       galactogram_files: list[Path]) -> None:
+    """With the bundled model's own responses the mimic list is empty and says why."""
+    _open(browser, server)
+    assert _choose(browser, galactogram_files[:1]) == "done", _page_error(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#mimic-boxes li")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#mimics tbody tr")
+    assert len(rows) == 1 and rows[0].get_attribute("class") == "empty"
+    classes = httpx.get(f"{server}/v1/models", timeout=10).json()[0]["classes"]
+    if classes == ["filling_defect"]:
+        assert "no mimic classes" in rows[0].text
+    assert "mimic" not in browser.find_element(By.ID, "status").text
 
 
 def test_viewer_shows_api_errors(browser: webdriver.Chrome, server: str,

@@ -46,18 +46,29 @@ def predict_items(model: DetectorModel, items: list[dict[str, Any]], desc: str =
 
 def operating_points(items: list[dict[str, Any]], preds: list[dict[str, Any]]
                      ) -> dict[str, dict[str, Any]]:
-    """Named operating points read off the FROC curve of validation predictions:
+    """Named operating points read off the FROC curves of validation predictions:
     ``high_specificity`` (<= 0.125 FP/image), ``balanced`` (<= 0.5) and
-    ``high_sensitivity`` (<= 2)."""
-    result = froc(items, preds, FP_RATES)
+    ``high_sensitivity`` (<= 2).
+
+    When the items come in several ``style`` families (e.g. the training style and an unseen
+    one), each point's threshold is the strictest of the per-style thresholds, so that the
+    FP budget holds on every style, not only on the pool; sensitivity and FP/image are then
+    measured on the pool at that threshold.
+    """
+    styles = sorted({str(it.get("style", "standard")) for it in items})
+    groups = [[i for i, it in enumerate(items) if str(it.get("style", "standard")) == st]
+              for st in styles]
+    curves = [froc([items[i] for i in g], [preds[i] for i in g], FP_RATES) for g in groups]
     ops = {}
     for name, budget in (("high_specificity", 0.125), ("balanced", 0.5),
                          ("high_sensitivity", 2.0)):
-        thr, sens, fppi = result.read(budget)
+        thr = max(c.read(budget)[0] for c in curves)
         thr = float(thr) if np.isfinite(thr) else 1.01  # nothing qualifies: report nothing
+        at = evaluate(items, preds, thr, fp_rates=())["at_threshold"]
+        sens = at["overall"]["sensitivity"]
         ops[name] = {"score_threshold": round(thr, 6), "max_fp_per_image": budget,
-                     "sensitivity": None if np.isnan(sens) else round(float(sens), 4),
-                     "fp_per_image": round(float(fppi), 4)}
+                     "sensitivity": None if sens is None else round(float(sens), 4),
+                     "fp_per_image": round(float(at["false_positives"]["per_image"]), 4)}
     return ops
 
 

@@ -132,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
     roots = [args.val] if args.val else [Path(v) for v in cfg.data.val_dirs]
     items = [it for root in roots for it in load_split(root, args.val_split)[: args.max_val]]
     cands = analyse_items(model, items, rescore=False, final=False, desc="operating points")
-    rescoring = None
-    if len(cfg.model.class_names) > 1 and not args.no_rescoring:
-        x, y, w = training_rows(items, cands)
-        rescoring = fit(x, y, w, fitted_on={"data": [str(r) for r in roots],
-                                            "images": len(items)})
+    rescoring, rescoring_note = None, "off (--no-rescoring)"
+    if not args.no_rescoring:
+        try:
+            x, y, w = training_rows(items, cands)
+            rescoring = fit(x, y, w, fitted_on={"data": [str(r) for r in roots],
+                                                "images": len(items)})
+            rescoring_note = f"fitted on {len(y)} rows"
+        except ValueError as exc:  # e.g. no candidates, or no true lesion among them
+            rescoring_note = f"not fitted: {exc}"
+            print(f"warning: rescoring {rescoring_note}; the card has none (final score = "
+                  "the network's score)")
     preds = predictions(cands, model, rescoring)
     ops = operating_points(items, preds)
     mimic_thr, mimic_summary = mimic_threshold(items, preds)
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                               for r, s in zip(FP_RATES, result.sensitivity_at_rates,
                                               strict=True)},
         "by_style": style_spread(items, preds, ops),
+        "rescoring": rescoring_note,
         "mimic_calls": {"score_threshold": mimic_thr, **mimic_summary},
         "mean_timings_ms": {k: round(float(np.mean([c.timings_ms.get(k, 0.0)
                                                     for c in cands])), 1)

@@ -92,6 +92,7 @@
   // ---------------------------------------------------------------- model / operating points
 
   let modelsLoaded = false;
+  let modelHasMimicClasses = null;   // null: not known
   let modelsRetry = null;
 
   function describeOperatingPoint() {
@@ -128,6 +129,8 @@
       select.value = names.includes(previous) ? previous : model.default_operating_point;
       select.disabled = false;
       describeOperatingPoint();
+      modelHasMimicClasses = Array.isArray(model.classes)
+        ? model.classes.some((c) => c !== "filling_defect") : null;
       info.textContent = `model: ${model.name} ${model.version}`;
       info.classList.remove("bad");
       modelsLoaded = true;
@@ -495,7 +498,8 @@
     if (mimicRows.length) mimicBody.replaceChildren(...mimicRows);
     else {
       mimicBody.replaceChildren(el("tr", { class: "empty" },
-        el("td", { colspan: 4 }, "No probable mimic reported.")));
+        el("td", { colspan: 4 }, modelHasMimicClasses === false
+          ? "None: this model has no mimic classes." : "No probable mimic reported.")));
     }
 
     const fusedList = $("fused");
