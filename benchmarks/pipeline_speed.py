@@ -5,7 +5,7 @@ GE-like 2294 x 1914 image, runs ``detect`` repeatedly in one process and prints 
 stage (decode, preprocess, inference, postprocess, locate) and end to end, the peak resident
 memory, and the same network in PyTorch eager vs ONNX Runtime side by side.
 
-    python benchmarks/pipeline_speed.py [--model models/galacto-small/0.3.0] [--repeats 10]
+    python benchmarks/pipeline_speed.py [--model models/galacto-small/0.4.0] [--repeats 10]
 """
 
 from __future__ import annotations

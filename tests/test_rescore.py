@@ -118,7 +118,7 @@ def test_two_view_rescoring_is_symmetric(study: Path, rescoring_model: DetectorM
         np.testing.assert_array_equal(x.scores, y.scores)
         np.testing.assert_array_equal(x.boxes, y.boxes)
         assert len(z.scores) == len(x.scores)
-        np.testing.assert_allclose(np.sort(z.scores), np.sort(x.scores), atol=2e-4)
+        np.testing.assert_array_equal(np.sort(z.scores), np.sort(x.scores))
         assert all(e.other_view for e in x.evidence)
     alone = analyse_study(images[:1], rescoring_model)[0]
     assert not any(e.other_view for e in alone.evidence)
@@ -147,3 +147,43 @@ def test_findings_have_no_nested_boxes(study: Path) -> None:
         ios = intersection_over_smaller(boxes, boxes)
         np.fill_diagonal(ios, 0)
         assert (ios < model.decode.nested_ios_thresh).all(), ios
+
+
+def test_fit_learns_that_a_partner_means_a_lesion_and_a_bubble_does_not() -> None:
+    """On rows where true lesions have a partner in the other view and false candidates sit on
+    an air bubble, the fitted weights are positive for the partner and negative for the
+    bubble; the single-view rows keep the detector score as the main term."""
+    from training.rescore_fit import fit
+
+    rng = np.random.default_rng(0)
+    evidence, labels = [], []
+    for _ in range(400):
+        lesion = bool(rng.random() < 0.3)
+        score = float(rng.uniform(0.2, 0.95))
+        evidence.append(CandidateEvidence(
+            score=score, bubble_here=0.0 if lesion else float(rng.uniform(0.3, 0.99)),
+            other_view=True, partner=float(rng.uniform(0.5, 0.99)) if lesion else 0.0))
+        labels.append(float(lesion))
+    x = feature_matrix(evidence)
+    m = fit(x, np.asarray(labels), np.ones(len(labels)))
+    w = dict(zip(FEATURES, m.weights, strict=True))
+    assert w["logit_partner"] > 0 and w["logit_bubble_here"] < 0
+    with pytest.raises(ValueError, match="both"):
+        fit(x, np.zeros(len(labels)), np.ones(len(labels)))
+
+
+def test_mimic_threshold_is_the_lowest_score_with_the_wanted_precision() -> None:
+    """Calls at 0.9 (right), 0.8 (wrong), 0.7 (right), 0.6 (right), 0.5 (wrong), 0.4 (wrong):
+    precision of the calls >= t is 1, 1/2, 2/3, 3/4, 3/5, 1/2; for 0.7 the lowest qualifying
+    t is 0.6."""
+    from training.rescore_fit import mimic_threshold
+
+    bubble = {"kind": "air_bubble", "box": [0, 0, 10, 10]}
+    items = [{"mimics": [bubble]}] * 6
+    right, wrong = [0, 0, 10, 10], [50, 50, 60, 60]
+    preds = [{"mimic_boxes": np.array([b]), "mimic_scores": [s], "mimic_labels": ["air_bubble"]}
+             for b, s in ((right, 0.9), (wrong, 0.8), (right, 0.7), (right, 0.6), (wrong, 0.5),
+                          (wrong, 0.4))]
+    thr, summary = mimic_threshold(items, preds, precision=0.7)
+    assert thr == 0.6 and summary["calls"] == 4 and summary["right"] == 3
+    assert mimic_threshold(items[:1], preds[1:2], precision=0.7)[0] == 1.0

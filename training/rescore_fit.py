@@ -5,10 +5,9 @@ Each lesion candidate of each validation case, run through serving's own
 features (:data:`serving.pipeline.rescore.FEATURES`) and a label: 1 when it hits a true
 lesion (the evaluation's hit rule, :func:`training.metrics.hits`), else 0. Every row also
 appears a second time as a single-view row (``other_view = 0``, no partner), so the same
-weights serve requests that carry only one view. The fit is an L2-penalised logistic
-regression (scipy L-BFGS); rows are weighted so that each case counts once per view mode,
-whatever its number of candidates, and the penalty (``l2``) is fixed and documented in the
-card's ``fitted_on`` section.
+weights serve requests that carry only one view. Only candidates the network scores at least
+:data:`FIT_MIN_SCORE` enter the fit. The fit is an L2-penalised logistic regression (scipy
+L-BFGS); the penalty (``l2``) is fixed and recorded in the card's ``fitted_on`` section.
 """
 
 from __future__ import annotations
@@ -31,6 +30,9 @@ from training.metrics import hits
 
 #: L2 penalty on the weights (not the bias), per unit of total row weight.
 L2 = 1e-3
+#: Candidates the network scores below this are left out of the fit: the operating points
+#: all lie far above it, and the many near-zero candidates would otherwise dominate the fit.
+FIT_MIN_SCORE = 0.1
 
 
 def analyse_items(model: DetectorModel, items: list[dict[str, Any]], *, rescore: bool = True,
@@ -65,14 +67,17 @@ def training_rows(items: Sequence[dict[str, Any]], cands: Sequence[ImageCandidat
         if not len(c.boxes):
             continue
         truth = np.asarray(it.get("boxes", []), np.float64).reshape(-1, 4)
-        hit = (hits(c.boxes, truth).any(axis=1) if len(truth)
-               else np.zeros(len(c.boxes), bool))
-        w = 1.0 / len(c.boxes)
-        single = [replace(e, other_view=False, partner=0.0) for e in c.evidence]
-        for ev in (c.evidence, single):
+        hit = np.asarray(hits(c.boxes, truth).any(axis=1) if len(truth)
+                         else np.zeros(len(c.boxes), bool), dtype=bool)
+        use = np.asarray(c.detector_scores) >= FIT_MIN_SCORE
+        if not use.any():
+            continue
+        paired = [e for e, u in zip(c.evidence, use, strict=True) if u]
+        single = [replace(e, other_view=False, partner=0.0) for e in paired]
+        for ev in (paired, single):
             feats.append(feature_matrix(ev))
-            labels.append(hit.astype(np.float64))
-            weights.append(np.full(len(ev), w))
+            labels.append(hit[use].astype(np.float64))
+            weights.append(np.ones(len(ev)))
     if not feats:
         raise ValueError("no candidates on the validation data: nothing to fit the "
                          "rescoring on")

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import pydicom.filereader
-from pydicom.datadict import dictionary_has_tag, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
@@ -65,6 +65,12 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from serving.pipeline.dicom_values import as_float as _as_float
+from serving.pipeline.dicom_values import as_int as _as_int
+from serving.pipeline.dicom_values import attr as _attr
+from serving.pipeline.dicom_values import get as _get
+from serving.pipeline.dicom_values import text as _text
+from serving.pipeline.dicom_values import try_int as _try_int
 from serving.pipeline.errors import (
     ABSENT,
     ColorImageError,
@@ -83,6 +89,7 @@ from serving.pipeline.errors import (
     UnsupportedSopClassError,
     UnsupportedTransferSyntaxError,
 )
+from serving.pipeline.pixel_semantics import PixelPlan, apply_plan, plan_pixels, settle_stored_bits
 
 __all__ = [
     "ACCEPTED_SOP_CLASSES",
@@ -215,11 +222,13 @@ class ImageHeader:
         pixel_representation: PixelRepresentation (0028,0103): 0 unsigned, 1 two's complement.
         photometric_interpretation: as found, ``"MONOCHROME1"`` (bright = low attenuation,
             inverted by the intake) or ``"MONOCHROME2"``.
-        rescale_slope: RescaleSlope (0028,1053) applied to stored values (1.0 when absent).
-        rescale_intercept: RescaleIntercept (0028,1052) (0.0 when absent).
+        rescale_slope: RescaleSlope (0028,1053) applied to stored values (1.0 when absent, or
+            when a Modality LUT Sequence (0028,3000) is applied instead).
+        rescale_intercept: RescaleIntercept (0028,1052) (0.0 when absent or not applied).
         value_range: ``(min, max)`` that :attr:`Image.pixels` can take: the BitsStored /
-            PixelRepresentation range after rescale, and for MONOCHROME1 after inversion
-            (``(0, max - min)``). Use it to normalize, not the observed min/max.
+            PixelRepresentation range after the Modality LUT (``[0, 2**bits - 1]`` for a
+            Modality LUT Sequence), and when inverted (see :attr:`Image.pixels`)
+            ``(0, max - min)``. Use it to normalize, not the observed min/max.
         window_center: first WindowCenter (0028,1050) value, a display hint only (not applied),
             in rescaled units; ``None`` when absent or unreadable.
         window_width: first WindowWidth (0028,1051) value, display hint only; or ``None``.
@@ -255,7 +264,9 @@ class ImageHeader:
         patient_id: PatientID (0010,0020).
         accession_number: AccessionNumber (0008,0050).
         manufacturer: Manufacturer (0008,0070).
-        warnings: human-readable notes about tolerated problems, in reading order.
+        warnings: human-readable notes about tolerated problems and about every attribute
+            that changed the pixels' polarity, range or "not image" pixels (each names the
+            attribute and what was assumed), in reading order.
     """
 
     rows: int
@@ -307,27 +318,44 @@ class Image(ImageHeader):
 
     Attributes:
         pixels: float32 array of shape ``(rows, cols)``, read-only. Stored values with the
-            Modality LUT applied (``stored * rescale_slope + rescale_intercept``) and, for
-            MONOCHROME1, inverted as ``max_possible - value`` where ``max_possible`` is the
-            largest rescaled value BitsStored/PixelRepresentation allow; so larger always means
+            Modality LUT applied (the Modality LUT Sequence, else
+            ``stored * rescale_slope + rescale_intercept``) and inverted as
+            ``max_possible - value`` (``max_possible``: the largest value the Modality LUT can
+            give for BitsStored/PixelRepresentation) when Presentation LUT Shape is INVERSE
+            or, without it, Photometric Interpretation MONOCHROME1; so larger always means
             more attenuation (contrast-filled ducts are bright) and values lie in
-            :attr:`ImageHeader.value_range`. No VOI LUT or window is applied.
+            :attr:`ImageHeader.value_range`. Padding (PixelPaddingValue / RangeLimit) and
+            pixels outside a display shutter hold the lowest value of the other pixels (the
+            image's own air). No VOI LUT or window is applied. See
+            :mod:`serving.pipeline.pixel_semantics` for every attribute involved and the
+            rule when they contradict each other.
             Shape ``(ceil(rows / decode_scale), ceil(cols / decode_scale))``.
         decode_scale: stored pixels per ``pixels`` element along each axis: 1 normally;
             2, 4 or 8 when a JPEG 2000 image was decoded at a reduced resolution level
             (``read_image(..., reduce_to_spacing_mm=...)``); ``pixels[i, j]`` then covers
             stored pixels ``[i*s, (i+1)*s) x [j*s, (j+1)*s)``.
+        image_area: ``(row0, row1, col0, col1)`` in ``pixels`` indices, end exclusive: the
+            bounding box of the pixels that are image (not padding, inside the shutters);
+            ``None`` when every pixel is. Preprocessing keeps its crop inside it.
 
-    Equality compares the header fields and the pixel values; images are not hashable.
+    Equality compares the header fields, the pixel values and the image area; images are
+    not hashable. ``read_image(x).header`` can differ from ``read_header(x)`` where only the
+    pixel data tell: ``value_range`` when a codestream is wider than BitsStored, and the
+    warnings about padding, shutters, stored bits and a polarity decided from the image.
     """
 
     pixels: npt.NDArray[np.float32]
     decode_scale: int = 1
+    image_area: tuple[int, int, int, int] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Image):
             return NotImplemented
-        return self.header == other.header and bool(np.array_equal(self.pixels, other.pixels))
+        return (
+            self.header == other.header
+            and self.image_area == other.image_area
+            and bool(np.array_equal(self.pixels, other.pixels))
+        )
 
 
 def _header_fields(obj: ImageHeader) -> dict[str, Any]:
@@ -372,7 +400,11 @@ def read_header(
     _check_max_pixels(max_pixels)
     with _open_source(source) as opened, _guard(), _element_budget():
         ds = _as_dataset(opened, header_only=True, max_pixels=max_pixels)
-        return _read_header(ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing)
+        header, _ = _read_header(
+            ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
+            load_luts=False,
+        )
+        return header
 
 
 def read_image(
@@ -411,8 +443,9 @@ def read_image(
     _check_max_pixels(max_pixels)
     with _open_source(source) as opened, _guard(), _element_budget():
         ds = _as_dataset(opened, header_only=False, max_pixels=max_pixels)
-        header = _read_header(
-            ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing
+        header, plan = _read_header(
+            ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
+            load_luts=True,
         )
         _check_frame_header(ds, header)
         scale = _reduction(header, reduce_to_spacing_mm)
@@ -420,8 +453,15 @@ def read_image(
         if stored is None:
             scale = 1
             stored = _decode_stored(ds, header)
-        pixels = _to_pixels(stored, header)
-        return Image(**_header_fields(header), pixels=pixels, decode_scale=scale)
+        notes: list[str] = []
+        stored, bits = _settle_stored_bits(ds, header, stored, notes)
+        pixels, value_range, area = apply_plan(
+            stored, plan, ds, bits_stored=bits,
+            pixel_representation=header.pixel_representation, scale=scale, notes=notes,
+        )
+        fields = _header_fields(header)
+        fields.update(value_range=value_range, warnings=header.warnings + tuple(notes))
+        return Image(**fields, pixels=pixels, decode_scale=scale, image_area=area)
 
 
 def _check_max_pixels(max_pixels: int) -> None:
@@ -692,8 +732,11 @@ def _pixel_data_cut_off(fp: BinaryIO, start: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_header(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool) -> ImageHeader:
-    """Check ``ds``'s header and build the :class:`ImageHeader` (first problem raises)."""
+def _read_header(
+    ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool, load_luts: bool
+) -> tuple[ImageHeader, PixelPlan]:
+    """Check ``ds``'s header and build the :class:`ImageHeader` and the plan for its pixels
+    (first problem raises). ``load_luts``: read LUT data (not in :func:`read_header`)."""
     notes: list[str] = []
     sop_class_uid = _sop_class(ds, notes)
     transfer_syntax = _transfer_syntax(ds, notes)
@@ -702,15 +745,19 @@ def _read_header(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool) -
     _single_frame(ds)
     rows, cols = _size(ds, max_pixels)
     bits_allocated, bits_stored, high_bit, pixel_representation = _bits(ds, notes)
-    slope, intercept = _rescale(ds, notes)
-    value_range = _value_range(bits_stored, pixel_representation, slope, intercept, photometric)
+    slope, intercept = _rescale(ds)
+    plan = plan_pixels(
+        ds, photometric=photometric, bits_stored=bits_stored,
+        pixel_representation=pixel_representation, slope=slope, intercept=intercept,
+        sop_class_uid=sop_class_uid, notes=notes, load_luts=load_luts,
+    )
     spacing, spacing_source = _spacing(ds, notes, allow_missing=allow_missing_spacing)
     laterality = _laterality(ds, notes)
     view, view_modifiers = _view(ds, notes)
     orientation = _patient_orientation(ds, notes)
     window_center = _optional_first_float(ds, "WindowCenter", notes)
     window_width = _optional_first_float(ds, "WindowWidth", notes)
-    return ImageHeader(
+    header = ImageHeader(
         rows=rows,
         cols=cols,
         bits_allocated=bits_allocated,
@@ -718,9 +765,9 @@ def _read_header(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool) -
         high_bit=high_bit,
         pixel_representation=pixel_representation,
         photometric_interpretation=photometric,
-        rescale_slope=slope,
-        rescale_intercept=intercept,
-        value_range=value_range,
+        rescale_slope=plan.slope,
+        rescale_intercept=plan.intercept,
+        value_range=plan.value_range(bits_stored, pixel_representation),
         window_center=window_center,
         window_width=window_width,
         spacing_mm=spacing,
@@ -743,66 +790,10 @@ def _read_header(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool) -
         manufacturer=_optional_text(ds, "Manufacturer", notes),
         warnings=tuple(notes),
     )
+    return header, plan
 
 
 # ---- element access ------------------------------------------------------------------------
-
-
-def _attr(keyword: str) -> str:
-    """``"Keyword (gggg,eeee)"`` for messages."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        return keyword
-    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _get(ds: Dataset, keyword: str) -> object:
-    """The value of ``keyword`` in ``ds``, or :data:`ABSENT` when missing or empty.
-
-    Raises:
-        InvalidHeaderError: pydicom cannot convert the stored value.
-    """
-    try:
-        if keyword not in ds:
-            return ABSENT
-        value = ds[keyword].value
-    except Exception as exc:
-        raise InvalidHeaderError(
-            "unreadable attribute value",
-            attribute=_attr(keyword),
-            value=Found(f"{type(exc).__name__}: {exc}"),
-            expected="a value valid for its VR",
-        ) from exc
-    if value is None:
-        return ABSENT
-    if isinstance(value, str | bytes | list | MultiValue | DicomSequence) and len(value) == 0:
-        return ABSENT
-    return value
-
-
-def _scalar(value: object) -> object:
-    """``value`` itself, or its only item if multi-valued; ``ValueError`` for several."""
-    if isinstance(value, MultiValue | list | tuple):
-        if len(value) != 1:
-            raise ValueError(f"{len(value)} values")
-        return value[0]
-    return value
-
-
-def _as_float(value: object) -> float:
-    """One finite-or-not float from a DS/FD/IS/str/int value; ``ValueError`` otherwise."""
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"not a number: {value!r}")
-    return float(value.strip() if isinstance(value, str) else value)
-
-
-def _as_int(value: object) -> int:
-    """One int from a US/IS/str value (``"12"``, ``12``, ``12.0``); ``ValueError`` otherwise."""
-    number = _as_float(value)
-    if not number.is_integer():
-        raise ValueError(f"not an integer: {value!r}")
-    return int(number)
 
 
 def _required_int(ds: Dataset, keyword: str, expected: str) -> int:
@@ -821,15 +812,6 @@ def _required_int(ds: Dataset, keyword: str, expected: str) -> int:
         raise InvalidHeaderError(
             "not an integer", attribute=_attr(keyword), value=value, expected=expected
         ) from exc
-
-
-def _text(value: object) -> str:
-    """A DICOM string value as one stripped string (multiple values joined with ``\\``)."""
-    if isinstance(value, MultiValue | list | tuple):
-        return "\\".join(_text(v) for v in value)
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace").strip(" \x00")
-    return str(value).strip(" \x00")
 
 
 def _optional_text(ds: Dataset, keyword: str, notes: list[str]) -> str | None:
@@ -1008,14 +990,6 @@ def _photometric(ds: Dataset, notes: list[str]) -> str:
     return photometric
 
 
-def _try_int(value: object) -> int | None:
-    """``_as_int(value)`` or ``None``."""
-    try:
-        return _as_int(value)
-    except (ValueError, TypeError):
-        return None
-
-
 def _single_frame(ds: Dataset) -> None:
     """:class:`MultiFrameError` if NumberOfFrames > 1 (absent means 1)."""
     value = _get(ds, "NumberOfFrames")
@@ -1101,7 +1075,7 @@ def _bits(ds: Dataset, notes: list[str]) -> tuple[int, int, int, int]:
     return allocated, stored, high_bit, representation
 
 
-def _rescale(ds: Dataset, notes: list[str]) -> tuple[float, float]:
+def _rescale(ds: Dataset) -> tuple[float, float]:
     """``(slope, intercept)`` of the Modality LUT; ``(1.0, 0.0)`` when absent."""
     result = []
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
@@ -1123,24 +1097,7 @@ def _rescale(ds: Dataset, notes: list[str]) -> tuple[float, float]:
                 expected="a finite number" + (", not 0" if keyword == "RescaleSlope" else ""),
             )
         result.append(number)
-    if "ModalityLUTSequence" in ds:
-        notes.append("ModalityLUTSequence (0028,3000) is not applied; only RescaleSlope/Intercept")
     return result[0], result[1]
-
-
-def _value_range(
-    bits_stored: int, pixel_representation: int, slope: float, intercept: float, photometric: str
-) -> tuple[float, float]:
-    """Range of :attr:`Image.pixels` (see :attr:`ImageHeader.value_range`)."""
-    if pixel_representation:
-        lo, hi = -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
-    else:
-        lo, hi = 0, 2**bits_stored - 1
-    ends = (lo * slope + intercept, hi * slope + intercept)
-    low, high = min(ends), max(ends)
-    if photometric == "MONOCHROME1":
-        return (0.0, high - low)
-    return (low, high)
 
 
 # ---- spacing -------------------------------------------------------------------------------
@@ -1333,8 +1290,8 @@ def _patient_orientation(ds: Dataset, notes: list[str]) -> tuple[str, str] | Non
 
 
 def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[Any]]:
-    """Decode the one frame of stored values, shape ``(rows, cols)``, unused high bits cleared
-    (sign-extended when signed).
+    """Decode the one frame of stored values, shape ``(rows, cols)``, as the decoder gives
+    them (unused high bits are left to :func:`_settle_stored_bits`).
 
     Raises:
         TruncatedPixelDataError: too few bytes (uncompressed), or a compressed frame that does
@@ -1364,7 +1321,7 @@ def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[A
         "number_of_frames": 1,
         "pixel_keyword": "PixelData",
         "pixel_vr": element.VR,
-        "correct_unused_bits": True,
+        "correct_unused_bits": False,  # done by _settle_stored_bits, which looks first
     }
     decoder = get_decoder(uid)
     if uid == RLELossless and "pylibjpeg" in decoder.available_plugins:
@@ -1423,7 +1380,8 @@ def _check_frame_header(ds: Dataset, header: ImageHeader) -> None:
         frame = get_frame(ds.PixelData, 0, number_of_frames=1)
     except Exception:
         return
-    found = _j2k_frame_size(frame) if uid in _J2K_UIDS else _jpeg_frame_size(frame)
+    found = _j2k_frame_size(frame) if uid in _J2K_UIDS else _jpeg_frame_header(frame)
+    found = found[:3] if found else None
     if found != (header.rows, header.cols, 1):
         raise TruncatedPixelDataError(
             "the compressed frame does not match the image header",
@@ -1443,10 +1401,10 @@ def _j2k_frame_size(frame: bytes) -> tuple[int, int, int] | None:
     return ysiz - yosiz, xsiz - xosiz, int.from_bytes(frame[40:42], "big")
 
 
-def _jpeg_frame_size(frame: bytes) -> tuple[int, int, int] | None:
-    """``(rows, cols, components)`` from the first SOFn/SOF55 segment of a JPEG or JPEG-LS
-    codestream that starts with SOI, walking the marker segments; None if there is none
-    before the first scan."""
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int] | None:
+    """``(rows, cols, components, sample precision)`` from the first SOFn/SOF55 segment of a
+    JPEG or JPEG-LS codestream that starts with SOI, walking the marker segments; None if
+    there is none before the first scan."""
     if frame[:2] != b"\xff\xd8":
         return None
     pos = 2
@@ -1467,7 +1425,7 @@ def _jpeg_frame_size(frame: bytes) -> tuple[int, int, int] | None:
                 return None
             rows = int.from_bytes(frame[pos + 5 : pos + 7], "big")
             cols = int.from_bytes(frame[pos + 7 : pos + 9], "big")
-            return rows, cols, frame[pos + 9]
+            return rows, cols, frame[pos + 9], frame[pos + 4]
         length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
         if length < 2:
             return None
@@ -1540,23 +1498,36 @@ def _native_frame(data: bytes, header: ImageHeader) -> bytes:
     return data[: expected + expected % 2]
 
 
-def _to_pixels(
-    stored: npt.NDArray[np.integer[Any]], header: ImageHeader
-) -> npt.NDArray[np.float32]:
-    """Stored values -> read-only float32 pixels (rescale, then MONOCHROME1 inversion)."""
-    pixels = stored.astype(np.float32)
-    if header.rescale_slope != 1.0:
-        pixels *= np.float32(header.rescale_slope)
-    if header.rescale_intercept != 0.0:
-        pixels += np.float32(header.rescale_intercept)
-    if header.photometric_interpretation == "MONOCHROME1":
-        _, max_possible = _value_range(
-            header.bits_stored,
-            header.pixel_representation,
-            header.rescale_slope,
-            header.rescale_intercept,
-            "MONOCHROME2",
-        )
-        np.subtract(np.float32(max_possible), pixels, out=pixels)
-    pixels.setflags(write=False)
-    return pixels
+def _settle_stored_bits(
+    ds: Dataset, header: ImageHeader, stored: npt.NDArray[np.integer[Any]], notes: list[str]
+) -> tuple[npt.NDArray[np.integer[Any]], int]:
+    """Clear or keep the bits above HighBit (see :func:`pixel_semantics.settle_stored_bits`):
+    ``(stored values, effective bits stored)``."""
+    uid = header.transfer_syntax_uid
+    codestream_bits = None
+    codec = UID(uid).name
+    if uid in _J2K_UIDS or uid in _JPEG_UIDS:
+        try:
+            frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+        except Exception:
+            frame = b""
+        if uid in _J2K_UIDS:
+            info = _j2k_precision(frame)
+            codestream_bits = info[0] if info else None
+        else:
+            found = _jpeg_frame_header(frame)
+            codestream_bits = found[3] if found else None
+    overlay = any(
+        ((group << 16) | 0x0102) in ds for group in range(0x6000, 0x6020, 2)
+    )
+    return settle_stored_bits(
+        stored,
+        bits_allocated=header.bits_allocated,
+        bits_stored=header.bits_stored,
+        pixel_representation=header.pixel_representation,
+        encapsulated=uid in _J2K_UIDS or uid in _JPEG_UIDS,
+        codestream_bits=codestream_bits,
+        overlay_in_high_bits=overlay,
+        codec=codec,
+        notes=notes,
+    )

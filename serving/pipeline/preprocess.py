@@ -9,9 +9,11 @@ exactly the same thing. Steps, in order:
 2. **Breast crop.** On a copy reduced to about 1 mm (block mean), threshold background vs breast
    (15 % of the way from the air level to the tissue level, both from Otsu's two classes),
    remove thin attachments (cannula, tubing) by a binary opening, keep the largest
-   connected component, take its bounding box plus ``crop_margin_mm``. The whole image when
-   nothing is found. See :func:`segment_breast`. Done on the mirrored view, so a mirrored copy
-   of an image gives a bit-identical result.
+   connected component, take its bounding box plus ``crop_margin_mm``, kept inside
+   ``Image.image_area`` (the intake's padding and shutters are not image: they hold the
+   image's lowest value, and neither the crop margin nor the orientation test reaches into
+   them). The whole image when nothing is found. See :func:`segment_breast`. Done on the
+   mirrored view, so a mirrored copy of an image gives a bit-identical result.
 3. **Resample** the crop to a square ``spacing_mm`` grid (Pillow mode ``"F"``, bilinear, which
    antialiases when it shrinks).
 4. **Normalize** to ``(v - p_low) / (p_high - p_low)`` with the percentiles taken inside the
@@ -324,13 +326,18 @@ def prepare(image: Image, cfg: PreprocessConfig | None = None) -> Prepared:
         )
     row_mm, col_mm = (float(v) for v in image.spacing_mm)
     pixels = image.pixels
-    flipped = needs_mirroring(pixels, image.patient_orientation)
+    area = _image_area(image)
+    flipped = needs_mirroring(pixels[area[0]:area[1], area[2]:area[3]],
+                              image.patient_orientation)
     canonical = pixels[:, ::-1] if flipped else pixels  # a view; copied only inside the crop
+    if flipped:
+        area = (area[0], area[1], pixels.shape[1] - area[3], pixels.shape[1] - area[2])
     factor = (_reduce_factor(row_mm), _reduce_factor(col_mm))
     small = _block_mean(canonical, factor)
     small_spacing = (factor[0] * row_mm + factor[1] * col_mm) / 2
     small_mask = segment_breast(small, small_spacing)
     crop = _crop_box(small_mask, factor, pixels.shape, (row_mm, col_mm), cfg.crop_margin_mm)
+    crop = _inside(crop, area)
     transform = _make_transform(pixels.shape, flipped, crop, (row_mm, col_mm), cfg.spacing_mm)
     model = _resample(canonical, transform)
     mask = _mask_to_model(small_mask, factor, transform)
@@ -342,6 +349,32 @@ def prepare(image: Image, cfg: PreprocessConfig | None = None) -> Prepared:
         breast_mask=_pad(mask, cfg.size_divisible, False),
         intensity_window=window,
     )
+
+
+def _image_area(image: Image) -> tuple[int, int, int, int]:
+    """``(r0, r1, c0, c1)`` of the pixels that are image (``Image.image_area``, padding and
+    shuttered borders excluded), the whole array when there is none."""
+    rows, cols = image.pixels.shape
+    area = getattr(image, "image_area", None)
+    if area is None:
+        return (0, rows, 0, cols)
+    r0, r1, c0, c1 = (int(v) for v in area)
+    r0, r1, c0, c1 = max(0, r0), min(rows, r1), max(0, c0), min(cols, c1)
+    if r1 <= r0 or c1 <= c0:
+        return (0, rows, 0, cols)
+    return (r0, r1, c0, c1)
+
+
+def _inside(
+    crop: tuple[int, int, int, int], area: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """``crop`` clipped to ``area`` (the margin never reaches into padding); ``area`` when
+    they do not overlap."""
+    r0, r1 = max(crop[0], area[0]), min(crop[1], area[1])
+    c0, c1 = max(crop[2], area[2]), min(crop[3], area[3])
+    if r1 <= r0 or c1 <= c0:
+        return area
+    return (r0, r1, c0, c1)
 
 
 # --------------------------------------------------------------------------------------------
