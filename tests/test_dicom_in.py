@@ -823,7 +823,7 @@ def test_warnings_are_a_tuple_of_strings() -> None:
 def test_image_subclass_of_header_keeps_header_fields() -> None:
     header_names = {f.name for f in dataclasses.fields(ImageHeader)}
     image_names = {f.name for f in dataclasses.fields(Image)}
-    assert image_names == header_names | {"pixels", "decode_scale"}
+    assert image_names == header_names | {"pixels", "decode_scale", "image_area"}
 
 
 def test_datasets_built_by_hand_work_too() -> None:

@@ -1522,7 +1522,6 @@ def _settle_stored_bits(
     )
     return settle_stored_bits(
         stored,
-        bits_allocated=header.bits_allocated,
         bits_stored=header.bits_stored,
         pixel_representation=header.pixel_representation,
         encapsulated=uid in _J2K_UIDS or uid in _JPEG_UIDS,

@@ -30,9 +30,9 @@ the result is either honoured or named in a warning, never ignored silently.
    mean less X-ray intensity, i.e. more attenuation; -1 = higher stored values mean more
    attenuation) is checked against the result. When these attributes disagree (the header
    contradicts itself), the image decides (:func:`content_polarity`: in a mammogram the air
-   around the breast is the lowest attenuation and covers much of the image border); when the
-   image does not tell, the PS3.3 rule above decides. Either way a warning names the
-   attributes and the decision.
+   around the breast is the lowest attenuation, covers much of the image border and has the
+   breast on one side of it); when the image does not tell, the PS3.3 rule above decides.
+   Either way a warning names the attributes and the decision.
 5. **Masked pixels** take the lowest value of the unmasked pixels (the image's own air), so
    the breast segmentation and the percentiles of :mod:`serving.pipeline.preprocess` see
    them as background; the bounding box of the unmasked pixels is returned too
@@ -42,9 +42,11 @@ the result is either honoured or named in a warning, never ignored silently.
 Not applied, by decision: the VOI LUT stage (Window Center/Width with VOI LUT Function
 LINEAR, LINEAR_EXACT or SIGMOID, VOI LUT Sequence) is a display mapping that never reverses
 polarity for windows; the detector works on the values before it (percentile normalisation
-makes offset and scale irrelevant, and a window would clip the breast). Pixel Intensity
-Relationship (0028,1040) LIN/LOG is not converted (C.8.11.3.1.2: not a presentation
-transform); LIN is named in a warning because the detector was trained on log-like images.
+makes offset and scale irrelevant, and a window would clip the breast); a VOI LUT Sequence
+that decreases is named in a warning. Pixel Intensity Relationship (0028,1040) LIN/LOG is not
+converted (C.8.11.3.1.2: not a presentation transform); LIN is named in a warning because the
+detector was trained on log-like images. A Presentation LUT Sequence (2050,0010) in an image
+(PS3.3 C.11.4 defines it for presentation states and print) is named and not applied.
 
 This module never imports torch, monai or ``training``.
 """
@@ -85,15 +87,15 @@ MG_DX_SOP_CLASSES: Final = frozenset(
     }
 )
 
-#: Share of the image's value span that counts as "at the low / high end" in
-#: :func:`content_polarity`.
-_END_BAND: Final = 0.1
-#: Width of the image border examined by :func:`content_polarity`, as a share of the shorter side.
+#: :func:`content_polarity`: width of the border examined (share of the shorter side), width
+#: of the histogram bins that find the air level (share of the value span), the share of the
+#: border the air bin must hold, how far out the air level must lie (share of the span from
+#: either end), and the share of the other pixels that must lie beyond it.
 _BORDER: Final = 0.03
-#: :func:`content_polarity` decides only when one end holds at least this share of the border
-#: pixels and at least :data:`_MAJORITY` times as many as the other end.
+_AIR_BAND: Final = 0.02
 _MIN_SHARE: Final = 0.2
-_MAJORITY: Final = 3.0
+_END: Final = 0.3
+_BEYOND: Final = 0.8
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -287,8 +289,10 @@ def _modality_lut(
     entries = descriptor[0] or 65536
     direction = 0
     if load:
-        data = _lut_values(item, entries, descriptor[2])
-        direction = int(np.sign(int(data[-1]) - int(data[0])))
+        _lut_values(item, entries, descriptor[2])  # refuses a LUT shorter than its descriptor
+        ends = _modality(np.array([descriptor[1], descriptor[1] + entries - 1]),
+                         _LUT_ONLY, ds)
+        direction = int(np.sign(float(ends[1]) - float(ends[0])))
     if len(items) > 1:
         notes.append(f"{attr('ModalityLUTSequence')} has {len(items)} items; the first is applied")
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
@@ -516,7 +520,6 @@ def _shutters(ds: Dataset, notes: list[str]) -> tuple[Shutter, ...]:
 def settle_stored_bits(
     array: npt.NDArray[np.integer[Any]],
     *,
-    bits_allocated: int,
     bits_stored: int,
     pixel_representation: int,
     encapsulated: bool,
@@ -642,6 +645,13 @@ def apply_plan(
     return pixels, value_range, area
 
 
+#: A plan that only applies the data set's Modality LUT Sequence (for its direction).
+_LUT_ONLY: Final = PixelPlan(
+    slope=1.0, intercept=0.0, lut=ModalityLut(entries=0, first_mapped=0, bits=16, direction=0),
+    invert=False, conflict=None, votes=(), rule="", padding=None, shutters=(),
+)
+
+
 def _modality(stored: npt.NDArray[np.integer[Any]], plan: PixelPlan, ds: Dataset) -> FloatArray:
     """The modality stage as float32 (a new, writable array)."""
     if plan.lut is not None:
@@ -668,29 +678,31 @@ def _resolve(pixels: FloatArray, valid: BoolArray | None, plan: PixelPlan,
     """Decide a polarity conflict from the image (see :func:`content_polarity`)."""
     verdict = content_polarity(pixels, valid)
     if verdict == 0:
-        notes.append(f"{plan.conflict}: the image does not show which way attenuation runs; "
+        notes.append("polarity: the image does not show which way attenuation runs; "
                      f"followed {plan.rule}")
         return plan.invert
     invert = verdict < 0
     agreeing = [name for name, vote in plan.votes if vote == invert]
     notes.append(
-        f"{plan.conflict}: the image's air lies at the {'high' if invert else 'low'} end of the "
-        f"values, so they were {'' if invert else 'not '}inverted, as "
+        f"polarity decided from the image: its air lies at the {'high' if invert else 'low'} "
+        f"end of the values, so they were {'' if invert else 'not '}inverted, as "
         f"{' and '.join(agreeing) or 'no attribute'} say{'s' if len(agreeing) == 1 else ''}"
     )
     return invert
 
 
 def content_polarity(pixels: npt.NDArray[np.floating[Any]], valid: BoolArray | None) -> int:
-    """Which way attenuation runs in a mammogram, from its border: +1 when the large flat
-    air region (low attenuation) sits at the low end of the values, -1 at the high end, 0 when
-    the image does not tell.
+    """Which way attenuation runs in a mammogram: +1 when the air around the breast (the
+    lowest attenuation) has low values, -1 when it has high values, 0 when the image does not
+    tell.
 
-    On a subsample of about 256 pixels along the shorter side (inside the bounding box of the
-    ``valid`` pixels), counts the border pixels (outer :data:`_BORDER` of each side) within
-    :data:`_END_BAND` of either end of the 0.5-99.5 percentile span. Air surrounds the breast
-    on three sides; the chest wall, where tissue reaches the border, is one. A side decides
-    only with at least :data:`_MIN_SHARE` of the border and :data:`_MAJORITY` times the other.
+    On a subsample of about 256 pixels along the shorter side, inside the bounding box of the
+    ``valid`` pixels: the air level is the most common value of the border (the outer
+    :data:`_BORDER` of each side; air surrounds the breast on three sides, the chest wall is
+    one), in bins of :data:`_AIR_BAND` of the 0.5-99.5 percentile span. Air decides when it
+    holds at least :data:`_MIN_SHARE` of the border, lies in the outer :data:`_END` of the
+    span, that end holds at least twice as much of the border as the other end, and at least
+    :data:`_BEYOND` of the pixels that are not air lie on the other side of it (the breast).
     """
     step = max(1, min(pixels.shape) // 256)
     small = np.asarray(pixels[::step, ::step], dtype=np.float32)
@@ -700,19 +712,29 @@ def content_polarity(pixels: npt.NDArray[np.floating[Any]], valid: BoolArray | N
         return 0
     small = small[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     ok = ok[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    lo, hi = (float(v) for v in np.percentile(small[ok], [0.5, 99.5]))
+    values = small[ok]
+    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
     if not hi > lo:
         return 0
     k = max(1, round(_BORDER * min(small.shape)))
     ring = ok.copy()
     ring[k:-k, k:-k] = False
-    border = small[ring]
-    band = _END_BAND * (hi - lo)
-    low = int(np.count_nonzero(border <= lo + band))
-    high = int(np.count_nonzero(border >= hi - band))
-    if low >= _MIN_SHARE * border.size and low >= _MAJORITY * high:
+    border = np.clip(small[ring], lo, hi)
+    bins = round(1 / _AIR_BAND)
+    counts, edges = np.histogram(border, bins=bins, range=(lo, hi))
+    mode = int(np.argmax(counts))
+    if counts[mode] < _MIN_SHARE * border.size:
+        return 0
+    air_lo, air_hi = float(edges[max(mode - 1, 0)]), float(edges[min(mode + 2, bins)])
+    above = int(np.count_nonzero(values > air_hi))
+    below = int(np.count_nonzero(values < air_lo))
+    position = (float(edges[mode]) + float(edges[mode + 1])) / 2
+    position = (position - lo) / (hi - lo)
+    low_end = int(np.count_nonzero(border <= lo + _END * (hi - lo)))
+    high_end = int(np.count_nonzero(border >= hi - _END * (hi - lo)))
+    if position <= _END and above >= _BEYOND * (above + below) and low_end >= 2 * high_end:
         return 1
-    if high >= _MIN_SHARE * border.size and high >= _MAJORITY * low:
+    if position >= 1 - _END and below >= _BEYOND * (above + below) and high_end >= 2 * low_end:
         return -1
     return 0
 
