@@ -4,6 +4,8 @@ DICOM results, the HTTP service and the gateway."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +18,10 @@ from typing import Any
 import pydicom
 import pytest
 
-from serving.outputs.common import ResultInput
+from serving.outputs.common import OperatingPointPerformance, ResultInput
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import read_image
+from serving.pipeline.findings import MimicOut
 from serving.pipeline.model import DetectorModel, default_model_dir, load_model
 
 
@@ -55,6 +58,14 @@ def study_result(galactogram_files: list[Path], bundled_model: DetectorModel) ->
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in galactogram_files]
     return ResultInput(sources=sources, study=study, model=response.model,
                        operating_point=response.operating_point)
+
+
+@pytest.fixture(scope="session")
+def measured(study_result: ResultInput, bundled_model: DetectorModel) -> ResultInput:
+    """``study_result`` with what its operating point promises (the model card's sensitivity
+    and false-positive rate), as the service builds its DICOM results."""
+    point = bundled_model.operating_point(study_result.operating_point.name)
+    return dataclasses.replace(study_result, performance=OperatingPointPerformance.of(point))
 
 
 def free_port() -> int:
@@ -155,3 +166,25 @@ def store_event(data: bytes, sop_class: str, sop_instance: str, calling_ae: str)
         request=SimpleNamespace(AffectedSOPClassUID=sop_class,
                                 AffectedSOPInstanceUID=sop_instance),
         assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title=calling_ae)))
+
+
+def without_orientation(result: ResultInput) -> ResultInput:
+    """``result`` whose source headers lack PatientOrientation (the pipeline then assumes the
+    standard hanging)."""
+    sources = []
+    for src in result.sources:
+        header = copy.deepcopy(src)  # Dataset(src) would share the fixture's elements
+        del header.PatientOrientation
+        sources.append(header)
+    return dataclasses.replace(result, sources=sources)
+
+
+def with_mimic(result: ResultInput) -> tuple[ResultInput, MimicOut]:
+    """``result`` whose first image also has a probable air bubble, away from its findings."""
+    image = result.study.images[0]
+    x, y = image.cols * 0.35, image.rows * 0.7
+    mimic = MimicOut(label="air_bubble", text="probable air bubble", score=0.71,
+                     box_px=[x, y, x + 40, y + 40], box_mm=[0.0, 0.0, 4.0, 4.0])
+    images = [image.model_copy(update={"mimics": [mimic]}), *result.study.images[1:]]
+    study = result.study.model_copy(update={"images": images})
+    return dataclasses.replace(result, study=study), mimic

@@ -191,6 +191,8 @@ def test_dicom_outputs(client: TestClient, galactogram_files: list[Path],
         for (gb, gs), (wb, ws) in zip(got, want, strict=True):
             assert max(abs(a - b) for a, b in zip(gb, wb, strict=True)) < 1e-2
             assert abs(gs - ws) < 1e-6
+    texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
+    assert any("% of lesions were marked at" in t for t in texts)  # the card's promise
     r = client.post("/v1/detect", content=body,
                     headers={**headers, "Accept": "application/dicom"})
     assert pydicom.dcmread(io.BytesIO(r.content)).SOPClassUID == sr.SOPClassUID

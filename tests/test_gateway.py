@@ -258,6 +258,8 @@ def test_study_is_grouped_analysed_and_sent_back(
     assert evidence == sources
     marks = read_cad_sr(sr)
     assert set(marks) <= sources and sum(len(m) for m in marks.values()) == job.findings > 0
+    assert any("% of lesions were marked at" in str(e.value) for e in sr.iterall()
+               if e.keyword == "TextValue")  # the operating point's promise, from the card
 
     # sent: instance files gone, rows kept (a re-push is still recognised as duplicate)
     eventually(lambda: not list((gw.settings.spool_dir / "instances").rglob("*.dcm")))

@@ -15,7 +15,7 @@ from serving.api.body import Part
 from serving.api.errors import intake_status
 from serving.api.schemas import RejectedOut
 from serving.outputs import results
-from serving.outputs.common import ResultKind
+from serving.outputs.common import OperatingPointPerformance, ResultKind
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import Image, read_image
 from serving.pipeline.errors import IntakeError
@@ -37,6 +37,8 @@ class Analysis:
     rejected: list[RejectedOut] = field(default_factory=list)
     rejected_headers: list[Dataset | None] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    performance: OperatingPointPerformance | None = None
+    """What the applied operating point promises (stated in the DICOM results)."""
 
 
 def _header(data: bytes) -> Dataset | None:
@@ -89,6 +91,7 @@ def analyse(parts: Sequence[Part], model: DetectorModel, operating_point: str | 
     if out.images:
         out.response = detect(out.images, model, operating_point,
                               sources=[p.name for p in out.parts], request_id=request_id)
+        out.performance = OperatingPointPerformance.of(model.operating_point(operating_point))
     t2 = time.perf_counter()
     out.timings_ms = {"read": round((t1 - t0) * 1e3, 1), "detect": round((t2 - t1) * 1e3, 1)}
     return out
@@ -98,4 +101,5 @@ def build_results(analysis: Analysis, kinds: Sequence[ResultKind]) -> list[Datas
     """The DICOM result objects of ``kinds`` for every study, in study then kind order."""
     if analysis.response is None:
         return []
-    return results.build_results(analysis.response, analysis.headers, kinds)
+    return results.build_results(analysis.response, analysis.headers, kinds,
+                                 analysis.performance)

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from serving.gateway.spool import InstanceRecord, Skipped
 from serving.gateway.triage import skip_reason
-from serving.outputs.common import ResultKind
+from serving.outputs.common import OperatingPointPerformance, ResultKind
 from serving.outputs.results import build_results
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import Image, read_image
@@ -109,7 +109,8 @@ def analyse_study(instances: Sequence[InstanceRecord], model: DetectorModel, *,
     response = detect(read.images, model, operating_point,
                       sources=[None] * len(read.images), request_id=f"job-{job_id}")
     t2 = time.perf_counter()
-    out.results = build_results(response, read.headers, kinds)
+    out.results = build_results(response, read.headers, kinds,
+                                OperatingPointPerformance.of(model.operating_point(operating_point)))
     t3 = time.perf_counter()
     out.findings = sum(len(img.findings) for s in response.studies for img in s.images)
     out.timings_ms.update(detect=round((t2 - t1) * 1e3, 1), results=round((t3 - t2) * 1e3, 1))

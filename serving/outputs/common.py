@@ -29,7 +29,6 @@ from pydicom.uid import generate_uid
 
 import serving
 from serving.pipeline.findings import (
-    FusedFindingOut,
     ImageOut,
     ModelOut,
     OperatingPointOut,
@@ -39,12 +38,26 @@ from serving.pipeline.findings import (
 MANUFACTURER = "galacto"
 """Manufacturer written in every result object and in Contributing Equipment."""
 
-#: Patient and study attributes copied verbatim from the source (when present there).
+#: Patient and study attributes copied verbatim from the source (when present there) into
+#: every result object, so all objects of a study carry the same Patient and Study information
+#: entities (PS3.3 C.7.1.1 Patient, C.7.2.1 General Study, C.7.2.2 Patient Study modules).
 PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-    "PatientAge", "OtherPatientIDsSequence", "StudyInstanceUID", "StudyDate", "StudyTime",
-    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
-    "IssuerOfAccessionNumberSequence",
+    # Patient
+    "PatientName", "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthDate", "PatientBirthTime", "PatientSex", "OtherPatientIDsSequence",
+    "OtherPatientNames", "EthnicGroup", "PatientComments", "PatientSpeciesDescription",
+    "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+    # General Study
+    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "ReferringPhysicianIdentificationSequence", "StudyID", "AccessionNumber",
+    "IssuerOfAccessionNumberSequence", "StudyDescription", "PhysiciansOfRecord",
+    "PhysiciansOfRecordIdentificationSequence", "NameOfPhysiciansReadingStudy",
+    "PhysiciansReadingStudyIdentificationSequence", "RequestingServiceCodeSequence",
+    "ReferencedStudySequence", "ProcedureCodeSequence", "ReasonForPerformedProcedureCodeSequence",
+    # Patient Study
+    "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "PatientAge",
+    "PatientSize", "PatientWeight", "Occupation", "AdditionalPatientHistory",
+    "PregnancyStatus", "SmokingStatus",
 )
 
 
@@ -71,6 +84,28 @@ SERIES_DESCRIPTION: dict[ResultKind, str] = {
 
 
 @dataclass(frozen=True)
+class OperatingPointPerformance:
+    """What the applied operating point promises, as the model card (validation data) or a site
+    calibration (the site's normal studies) states it.
+
+    Attributes:
+        sensitivity: share of lesions marked on validation data (0-1); ``None`` when not
+            measured (a site calibration measures only false positives).
+        fp_per_image: false marks per image measured there.
+    """
+
+    sensitivity: float | None
+    fp_per_image: float | None
+
+    @classmethod
+    def of(cls, point: object) -> OperatingPointPerformance:
+        """From any object with ``sensitivity`` and ``fp_per_image`` attributes (e.g. the
+        model's ``OperatingPoint``)."""
+        sens, fp = getattr(point, "sensitivity", None), getattr(point, "fp_per_image", None)
+        return cls(None if sens is None else float(sens), None if fp is None else float(fp))
+
+
+@dataclass(frozen=True)
 class ResultInput:
     """One study's detection result and the instances it was computed from.
 
@@ -81,12 +116,16 @@ class ResultInput:
         study: the study's per-image findings and two-view fused findings.
         model: name and version of the model that produced them.
         operating_point: the operating point (name, score threshold) that was applied.
+        performance: the applied operating point's sensitivity and false-positive rate, when
+            the caller knows them (stated in the report text and the CAD operating point
+            table).
     """
 
     sources: Sequence[Dataset]
     study: StudyOut
     model: ModelOut
     operating_point: OperatingPointOut
+    performance: OperatingPointPerformance | None = None
 
     def __post_init__(self) -> None:
         if len(self.sources) != len(self.study.images):
@@ -122,11 +161,26 @@ def software_versions(model: ModelOut) -> str:
     return f"{MANUFACTURER} {serving.__version__} model {model.version}"
 
 
+#: Type 2 attributes of the Patient and General Study modules: written empty when the source
+#: lacks them (what highdicom writes too, so every result object has the same set).
+TYPE2_PATIENT_STUDY: tuple[str, ...] = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
+
+
 def copy_patient_study(source: Dataset, target: Dataset) -> None:
-    """Copy :data:`PATIENT_STUDY_KEYWORDS` present in ``source`` into ``target`` verbatim."""
+    """Copy :data:`PATIENT_STUDY_KEYWORDS` present in ``source`` into ``target`` verbatim (with
+    the source's Specific Character Set, which the copied names are encoded in), and write the
+    :data:`TYPE2_PATIENT_STUDY` attributes the source lacks empty."""
     for keyword in PATIENT_STUDY_KEYWORDS:
         if keyword in source:
             target[keyword] = source[keyword]
+    for keyword in TYPE2_PATIENT_STUDY:
+        if keyword not in target:
+            setattr(target, keyword, "")
+    if "SpecificCharacterSet" in source:
+        target.SpecificCharacterSet = source.SpecificCharacterSet
 
 
 def contributing_equipment(model: ModelOut, when: dt.datetime) -> Dataset:
@@ -241,29 +295,15 @@ def polyline_box(graphic_data: Sequence[float]) -> list[float]:
     return [min(xs), min(ys), max(xs), max(ys)]
 
 
-def fused_by_finding(images: Sequence[ImageOut],
-                     fused: Sequence[FusedFindingOut]) -> dict[str, tuple[int, FusedFindingOut]]:
-    """Finding id -> (lesion number from 1, its fused finding) for every finding that was
-    matched across two views.
-
-    Raises:
-        ValueError: when a fused finding names a finding id that no image has.
-    """
-    known = {f.id for img in images for f in img.findings}
-    out: dict[str, tuple[int, FusedFindingOut]] = {}
-    for k, lesion in enumerate(fused, start=1):
-        for fid in lesion.finding_ids:
-            if fid not in known:
-                raise ValueError(f"fused finding {k} names finding id {fid!r}, expected one of "
-                                 f"{sorted(known)}")
-            out[fid] = (k, lesion)
-    return out
-
-
 def device_uid(model: ModelOut) -> str:
     """A UID that identifies the algorithm (manufacturer, name, version): the same model always
     gets the same UID (a hash, not random)."""
     return str(generate_uid(entropy_srcs=[MANUFACTURER, model.name, model.version]))
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID that is a hash of ``parts`` (pydicom's root): the same parts, the same UID."""
+    return str(generate_uid(entropy_srcs=[MANUFACTURER, *parts]))
 
 
 def stamp_result(ds: Dataset, result: ResultInput, when: dt.datetime) -> None:

@@ -1,14 +1,20 @@
 """Grayscale Softcopy Presentation State (GSPS, highdicom) with the findings drawn as graphic
 annotations: what any PACS viewer can show on top of the original images.
 
-Layers:
+Layers (each with a CIELab colour and a Recommended Display Grayscale Value for monochrome
+mammography displays, PS3.3 C.10.7):
 
-- ``FINDINGS``: per finding a rectangle (closed POLYLINE, 5 points, PIXEL units) and a text
-  label anchored at the box's top-left corner: score and location, e.g.
-  ``"0.97 L 2 o'clock 3 cm anterior"`` (matched across views) or ``"0.80 L outer 6 cm middle"``
-  (one view).
+- ``FINDINGS``: per finding a rectangle (closed POLYLINE, 5 points, PIXEL units) and a label
+  of a few lines outside the box (:mod:`serving.outputs.gsps_labels`): which lesion and its
+  score, where it is, e.g. "Filling defect 1, score 0.93" / "Left breast, 10 o'clock" /
+  "middle depth, 3 cm from nipple" (:mod:`serving.outputs.wording`; the clock face or the
+  half of a view is left out, and the label says so, when the image orientation was assumed).
+- ``MIMICS``: probable mimics (``ImageOut.mimics``), never as findings: a rectangle and the
+  label "Probable air bubble" / "not a lesion, score 0.71".
 - ``NIPPLE``: a circle of radius :data:`NIPPLE_RADIUS_MM` around ``ImageOut.nipple_px`` and the
-  text ``"nipple"``, where the nipple was found.
+  label "Nipple", where the nipple was found.
+
+Labels of one image are placed together: outside every marked box and apart from each other.
 
 Coordinates: GRAPHIC data in PIXEL units are (column, row) pairs in stored-image pixels with
 the origin at the top-left corner of the top-left pixel (PS3.3 C.10.5.1.2), the ``box_px``
@@ -30,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -44,19 +51,21 @@ from serving.outputs.common import (
     ResultKind,
     box_polyline,
     evidence_header,
-    fused_by_finding,
     new_uid,
     now,
     polyline_box,
     software_versions,
     stamp_result,
 )
-from serving.pipeline.findings import FindingOut, FusedFindingOut, ImageOut
+from serving.outputs.gsps_labels import Box, PlacedLabel, place_labels
+from serving.outputs.wording import StudyWords, finding_label, mimic_label
+from serving.pipeline.findings import ImageOut
 
 GSPS_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
 """SOP Class UID of Grayscale Softcopy Presentation State Storage."""
 
 FINDINGS_LAYER = "FINDINGS"
+MIMICS_LAYER = "MIMICS"
 NIPPLE_LAYER = "NIPPLE"
 CONTENT_LABEL = "GALACTO_CAD"
 #: Radius of the nipple marker, mm (converted with the image's spacing).
@@ -64,8 +73,27 @@ NIPPLE_RADIUS_MM = 3.0
 #: Radius of the nipple marker, pixels, when the image has no usable spacing.
 NIPPLE_RADIUS_PX_FALLBACK = 30.0
 
-_FINDINGS_COLOR = CIELabColor(97.0, -21.0, 94.0)  # yellow
-_NIPPLE_COLOR = CIELabColor(91.0, -48.0, -14.0)  # cyan
+
+@dataclass(frozen=True)
+class LayerStyle:
+    """A graphic layer's name, order, description and how a display should draw it."""
+
+    name: str
+    order: int
+    description: str
+    color: CIELabColor
+    gray: int
+    """Recommended Display Grayscale Value, a P-Value from 0 (black) to 0xFFFF (white)."""
+
+
+LAYERS: tuple[LayerStyle, ...] = (
+    LayerStyle(FINDINGS_LAYER, 1, "Filling defects: box, lesion number, score, location",
+               CIELabColor(97.0, -21.0, 94.0), 0xFFFF),  # yellow / white
+    LayerStyle(MIMICS_LAYER, 2, "Probable mimics (air bubble, cyst, extravasation): not lesions",
+               CIELabColor(55.0, 60.0, -60.0), 0x9000),  # violet / mid grey
+    LayerStyle(NIPPLE_LAYER, 3, "Nipple as located by galacto",
+               CIELabColor(91.0, -48.0, -14.0), 0xC000),  # cyan / light grey
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,62 +101,33 @@ _NIPPLE_COLOR = CIELabColor(91.0, -48.0, -14.0)  # cyan
 # --------------------------------------------------------------------------------------------
 
 
-def finding_label(finding: FindingOut, laterality: str, lesion: FusedFindingOut | None) -> str:
-    """Score (2 decimals) and location: laterality, where (clock face, region or quadrant when
-    matched across views; the half this view tells otherwise), whole cm from the nipple and
-    depth, e.g. ``"0.97 L 2 o'clock 3 cm anterior"``; just the score without a location."""
-    parts = [f"{finding.score:.2f}"]
-    if lesion is not None:
-        where = lesion.quadrant if lesion.quadrant in ("retroareolar", "central") else None
-        if where is None and lesion.clock_hour is not None:
-            where = f"{lesion.clock_hour} o'clock"
-        parts += [lesion.laterality, where or lesion.quadrant or "",
-                  f"{lesion.distance_from_nipple_cm} cm", lesion.depth]
-    elif finding.location is not None:
-        loc = finding.location
-        parts += [laterality, loc.half or "", f"{loc.distance_from_nipple_cm} cm", loc.depth]
-    return " ".join(p for p in parts if p)
+def _rectangle(box: Sequence[float], rows: int, cols: int, what: str) -> hd.pr.GraphicObject:
+    return hd.pr.GraphicObject(
+        graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
+        graphic_data=box_polyline(box, rows, cols, what),
+        units=hd.pr.AnnotationUnitsValues.PIXEL)
 
 
-def _finding_objects(image: ImageOut, fused: dict[str, tuple[int, FusedFindingOut]],
-                     rows: int, cols: int,
-                     ) -> tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]:
-    """Rectangle and label of each finding of ``image``."""
-    graphics: list[hd.pr.GraphicObject] = []
-    texts: list[hd.pr.TextObject] = []
-    for f in image.findings:
-        polyline = box_polyline(f.box_px, rows, cols, f"finding {f.id} box_px")
-        graphics.append(hd.pr.GraphicObject(
-            graphic_type=hd.pr.GraphicTypeValues.POLYLINE, graphic_data=polyline,
-            units=hd.pr.AnnotationUnitsValues.PIXEL))
-        lesion = fused[f.id][1] if f.id in fused else None
-        texts.append(hd.pr.TextObject(
-            text_value=finding_label(f, image.laterality, lesion),
-            units=hd.pr.AnnotationUnitsValues.PIXEL,
-            anchor_point=(float(f.box_px[0]), float(f.box_px[1])), anchor_point_visible=False))
-    return graphics, texts
-
-
-def _nipple_objects(image: ImageOut, rows: int, cols: int,
-                    ) -> tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]:
-    """Circle and text at the nipple (none when it was not found or lies off the image)."""
+def _nipple_circle(image: ImageOut, rows: int, cols: int
+                   ) -> tuple[Box, hd.pr.GraphicObject | None] | None:
+    """The nipple's marked area and circle (no circle when the nipple sits on the image
+    border); None when it was not found or lies off the image."""
     if image.nipple_px is None:
-        return [], []
+        return None
     x, y = (float(v) for v in image.nipple_px)
     if not (0.0 <= x <= cols and 0.0 <= y <= rows):
-        return [], []
+        return None
     spacing = float(image.spacing_mm[1]) if len(image.spacing_mm) > 1 else 0.0  # [row, col]
     radius = NIPPLE_RADIUS_MM / spacing if spacing > 0 else NIPPLE_RADIUS_PX_FALLBACK
-    text = hd.pr.TextObject(text_value="nipple", units=hd.pr.AnnotationUnitsValues.PIXEL,
-                            anchor_point=(x, y), anchor_point_visible=False)
     rim = _rim_point(x, y, radius, rows, cols)
-    if rim is None:  # the nipple sits on the image border: the label alone
-        return [], [text]
+    if rim is None:
+        return (x, y, x, y), None
+    r = math.hypot(rim[0] - x, rim[1] - y)
     circle = hd.pr.GraphicObject(
         graphic_type=hd.pr.GraphicTypeValues.CIRCLE,
         graphic_data=np.array([[x, y], rim], dtype=np.float64),
         units=hd.pr.AnnotationUnitsValues.PIXEL)
-    return [circle], [text]
+    return (x - r, y - r, x + r, y + r), circle
 
 
 def _rim_point(x: float, y: float, radius: float, rows: int, cols: int
@@ -145,29 +144,67 @@ def _rim_point(x: float, y: float, radius: float, rows: int, cols: int
     return None
 
 
-def _annotations(sources: Sequence[Dataset], images: Sequence[ImageOut],
-                 fused: dict[str, tuple[int, FusedFindingOut]],
+def _texts(label: PlacedLabel) -> list[hd.pr.TextObject]:
+    """One text object per line, justified towards the mark in its bounding box; the first
+    also anchored (visibly) on the marked box."""
+    out = []
+    for k, (line, box) in enumerate(zip(label.lines, label.line_boxes, strict=True)):
+        out.append(hd.pr.TextObject(
+            text_value=line, units=hd.pr.AnnotationUnitsValues.PIXEL, bounding_box=box,
+            text_justification=hd.pr.TextJustificationValues(label.justification),
+            anchor_point=label.anchor if k == 0 else None, anchor_point_visible=True))
+    return out
+
+
+def image_annotations(image: ImageOut, words: StudyWords, rows: int, cols: int,
+                      ) -> dict[str, tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]]:
+    """Graphic and text objects of one image, by layer name (layers with nothing left out)."""
+    layers: dict[str, tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]] = {}
+    targets: list[tuple[str, Box, list[str]]] = []
+    for f in image.findings:
+        layers.setdefault(FINDINGS_LAYER, ([], []))[0].append(
+            _rectangle(f.box_px, rows, cols, f"finding {f.id} box_px"))
+        targets.append((FINDINGS_LAYER, tuple(f.box_px),  # type: ignore[arg-type]
+                        finding_label(words.lesion_of(f.id), f)))
+    for k, m in enumerate(image.mimics):
+        layers.setdefault(MIMICS_LAYER, ([], []))[0].append(
+            _rectangle(m.box_px, rows, cols, f"mimic {k} box_px"))
+        targets.append((MIMICS_LAYER, tuple(m.box_px), mimic_label(m)))  # type: ignore[arg-type]
+    nipple = _nipple_circle(image, rows, cols)
+    if nipple is not None:
+        area, circle = nipple
+        graphics = layers.setdefault(NIPPLE_LAYER, ([], []))[0]
+        if circle is not None:
+            graphics.append(circle)
+        targets.append((NIPPLE_LAYER, area, ["Nipple"]))
+    placed = place_labels([t[1] for t in targets], [t[2] for t in targets], rows, cols)
+    for (layer, _, _), label in zip(targets, placed, strict=True):
+        layers[layer][1].extend(_texts(label))
+    return layers
+
+
+def _annotations(sources: Sequence[Dataset], images: Sequence[ImageOut], words: StudyWords,
                  ) -> tuple[list[hd.pr.GraphicLayer], list[hd.pr.GraphicAnnotation]]:
     """The layers in use and one annotation per image and layer that has something to show."""
-    findings_layer = hd.pr.GraphicLayer(FINDINGS_LAYER, order=1, display_color=_FINDINGS_COLOR,
-                                        description="Filling defects: box, score, location")
-    nipple_layer = hd.pr.GraphicLayer(NIPPLE_LAYER, order=2, display_color=_NIPPLE_COLOR,
-                                      description="Nipple as located by galacto")
+    layers = {style.name: hd.pr.GraphicLayer(style.name, order=style.order,
+                                              display_color=style.color,
+                                              description=style.description)
+              for style in LAYERS}
     annotations: list[hd.pr.GraphicAnnotation] = []
-    used: dict[str, hd.pr.GraphicLayer] = {}
+    used: set[str] = set()
     for src, image in zip(sources, images, strict=True):
-        rows, cols = int(src.Rows), int(src.Columns)
-        for layer, (graphics, texts) in (
-            (findings_layer, _finding_objects(image, fused, rows, cols)),
-            (nipple_layer, _nipple_objects(image, rows, cols)),
-        ):
-            if graphics or texts:
-                annotations.append(hd.pr.GraphicAnnotation(
-                    referenced_images=[src], graphic_layer=layer,
-                    graphic_objects=graphics or None, text_objects=texts or None))
-                used[layer.GraphicLayer] = layer
-    layers = [lay for lay in (findings_layer, nipple_layer) if lay.GraphicLayer in used]
-    return layers, annotations
+        by_layer = image_annotations(image, words, int(src.Rows), int(src.Columns))
+        for style in LAYERS:
+            if style.name not in by_layer:
+                continue
+            graphics, texts = by_layer[style.name]
+            annotations.append(hd.pr.GraphicAnnotation(
+                referenced_images=[src], graphic_layer=layers[style.name],
+                graphic_objects=graphics or None, text_objects=texts or None))
+            used.add(style.name)
+    for style in LAYERS:  # highdicom's GraphicLayer takes no grayscale value
+        layers[style.name].GraphicLayerRecommendedDisplayGrayscaleValue = style.gray
+    return [layers[s.name] for s in LAYERS if s.name in used], annotations
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,11 +296,10 @@ def group_sources(sources: Sequence[Dataset]) -> list[list[int]]:
 
 
 def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
-                        images: Sequence[ImageOut],
-                        fused: dict[str, tuple[int, FusedFindingOut]], series_uid: str,
+                        images: Sequence[ImageOut], words: StudyWords, series_uid: str,
                         instance_number: int, when: dt.datetime) -> Dataset:
     """One GSPS for ``sources`` (which share size and Modality LUT)."""
-    layers, annotations = _annotations(sources, images, fused)
+    layers, annotations = _annotations(sources, images, words)
     description = f"Filling defects found by {result.algorithm_name} {result.algorithm_version}"
     ps = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=sources,
@@ -293,9 +329,10 @@ def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
 
 
 def build_gsps(result: ResultInput, *, when: dt.datetime | None = None) -> list[Dataset]:
-    """Grayscale Softcopy Presentation States that draw ``result``'s findings (and nipples) on
-    its source images: one per group of same-sized, same-Modality-LUT sources (normally one),
-    all in one new series (``SERIES_NUMBER[GSPS]``) of the source study.
+    """Grayscale Softcopy Presentation States that draw ``result``'s findings (and probable
+    mimics, as such, and nipples) on its source images: one per group of same-sized,
+    same-Modality-LUT sources (normally one), all in one new series (``SERIES_NUMBER[GSPS]``)
+    of the source study.
 
     Patient/study attributes are copied verbatim from the first source, the algorithm is named
     in Contributing Equipment; creation, series and contribution dates/times are ``when``
@@ -308,10 +345,10 @@ def build_gsps(result: ResultInput, *, when: dt.datetime | None = None) -> list[
     when = now() if when is None else when
     sources = [evidence_header(s) for s in result.sources]
     images = result.study.images
-    fused = fused_by_finding(images, result.study.fused)
+    words = StudyWords(result)
     series_uid = new_uid()
     return [
-        _presentation_state(result, [sources[i] for i in idx], [images[i] for i in idx], fused,
+        _presentation_state(result, [sources[i] for i in idx], [images[i] for i in idx], words,
                             series_uid, n, when)
         for n, idx in enumerate(group_sources(sources), start=1)
     ]

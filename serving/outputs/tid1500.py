@@ -4,41 +4,43 @@ form OHIF and other SR-aware viewers read, and a reader of its boxes.
 Content tree (PS3.16 TID 1500)::
 
     Imaging Measurement Report (DCM 126000)
-      Language, observation context (device observer: the model), procedure reported
-      Image Library (TID 1600): the analysed images
+      Language (en-US, as the CAD SR), observation context (device observer: the model),
+      procedure reported
+      Image Library (TID 1600): the analysed images, each with the TID 1602/1603 descriptors
+        highdicom writes plus Image Laterality (CID 244) and Image View (CID 4014)
       Imaging Measurements
         Measurement Group (TID 1501): CAD processing summary, references every source image
-        Measurement Group (TID 1410), one per finding:
-          Tracking Identifier "Finding <id>[, lesion <k>]" and a Tracking Unique Identifier
+        Measurement Group (TID 1410), one per finding (per view):
+          Tracking Identifier "Filling defect <n> (<views>)" and Tracking Unique Identifier:
+            one per lesion, shared by the two views of a fused finding, derived from the
+            study, the model and the lesion's images and boxes (the same input, the same UID)
           Finding = Intraluminal filling defect; Finding Site = Breast (+ Laterality)
           Algorithm Name / Version / Parameters (TID 4019)
           Image Region: SCOORD closed POLYLINE (rectangle), SELECTED FROM the source image
           NUM Certainty of Finding (%), NUM Distance from nipple (mm)
           CODE Clockface or region, Quadrant location, Depth (when known)
 
-Codes (verified against PS3.16 via pydicom's code dictionary and the DICOM value sets):
+Codes (:mod:`serving.outputs.codes`, from pydicom's copy of the PS3.16 dictionary):
 
 - Finding type: (111425, DCM, "Intraluminal filling defect"), CID 6057 "Ductography Finding
   for Breast": the BI-RADS ductography term for exactly what the model detects.
 - Finding site: (76752008, SCT, "Breast") with Laterality (7771000 Left / 24028007 Right,
   CID 244).
 - Score: NUM (111012, DCM, "Certainty of Finding"), CID 6048, in percent (UCUM "%", 0-100),
-  the same concept the Mammography CAD SR (TID 4006) uses for a CAD mark's score.
+  the same concept the Mammography CAD SR (TID 4006) uses for a CAD mark's score; the
+  Algorithm Parameters say what the score is and what the operating point promises.
 - Distance from nipple: NUM (121242, DCM, "Distance from nipple"), CID 6165, in mm (UCUM).
-- Clock face: CODE (111014, DCM, "Clockface or region") with CID 6019 values
-  (129772004..129783008 "1..12 o'clock position", 129784002 "Subareolar region" for
-  retroareolar, 129786000 "Central region of breast").
-- Quadrant: CODE (111048, DCM, "Quadrant location") with CID 6020 values (76365002 UOQ,
-  77831004 UIQ, 33564002 LOQ, 19100000 LIQ).
-- Depth: CODE (111020, DCM, "Depth") with CID 6024 values (255549009 SCT "Anterior",
-  C25569 NCIt "Middle", 255551008 SCT "Posterior").
-- Summary: CODE (111017, DCM, "CAD Processing and Findings Summary") with CID 6047 values
-  (111242 "All algorithms succeeded; with findings", 111241 "...; without findings").
+- Clock face: CODE (111014, DCM, "Clockface or region") with CID 6019 values; quadrant: CODE
+  (111048, DCM, "Quadrant location") with CID 6020 values; depth: CODE (111020, DCM, "Depth")
+  with CID 6024 values.
+- Summary: CODE (111017, DCM, "CAD Processing and Findings Summary") with CID 6047 values.
 - Procedure reported: (18102001, SCT, "Mammary ductogram"), CID 6050.
 
 Location: a finding matched across CC and ML/MLO (a ``FusedFindingOut``) is reported with the
 fused BI-RADS location (clock face or region, quadrant, depth, distance); a finding seen in one
-view only with that view's depth and distance (a single view cannot tell the clock face).
+view only with that view's depth and distance (a single view cannot tell the clock face). When
+an image's PatientOrientation does not give its orientation, the clock face and quadrant are
+left out (:mod:`serving.outputs.wording`). Probable mimics are not written.
 
 Coordinates: SCOORD graphic data are (column, row) pairs in stored-image pixels, origin at the
 top-left corner of the top-left pixel (PS3.3 C.18.6.1.1), i.e. the frame of ``box_px``; a box
@@ -54,8 +56,8 @@ from collections.abc import Iterator, Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
+from serving.outputs import codes as c
 from serving.outputs.common import (
     MANUFACTURER,
     SERIES_DESCRIPTION,
@@ -63,79 +65,36 @@ from serving.outputs.common import (
     ResultInput,
     ResultKind,
     box_polyline,
+    derived_uid,
     device_uid,
     evidence_header,
-    fused_by_finding,
     new_uid,
     now,
     polyline_box,
     stamp_result,
 )
-from serving.pipeline.findings import FindingOut, FusedFindingOut, ImageOut, ModelOut
+from serving.outputs.wording import Lesion, StudyWords, algorithm_notes
+from serving.pipeline.findings import FindingOut, ImageOut, ModelOut
+
+__all__ = ["COMPREHENSIVE_3D_SR_STORAGE", "box_polyline", "build_report", "build_tid1500",
+           "lesion_uid", "read_tid1500_boxes"]
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 """SOP Class UID of Comprehensive 3D SR Storage."""
-
-FINDING_TYPE = Code("111425", "DCM", "Intraluminal filling defect")
-BREAST = Code("76752008", "SCT", "Breast")
-LATERALITY: dict[str, Code] = {
-    "L": Code("7771000", "SCT", "Left"),
-    "R": Code("24028007", "SCT", "Right"),
-}
-CERTAINTY_OF_FINDING = Code("111012", "DCM", "Certainty of Finding")
-DISTANCE_FROM_NIPPLE = Code("121242", "DCM", "Distance from nipple")
-CLOCKFACE_OR_REGION = Code("111014", "DCM", "Clockface or region")
-QUADRANT_LOCATION = Code("111048", "DCM", "Quadrant location")
-DEPTH = Code("111020", "DCM", "Depth")
-CAD_SUMMARY = Code("111017", "DCM", "CAD Processing and Findings Summary")
-SUCCEEDED_WITH_FINDINGS = Code("111242", "DCM", "All algorithms succeeded; with findings")
-SUCCEEDED_WITHOUT_FINDINGS = Code("111241", "DCM", "All algorithms succeeded; without findings")
-PROCEDURE_REPORTED = Code("18102001", "SCT", "Mammary ductogram")
-PERCENT = Code("%", "UCUM", "Percent")
-MILLIMETER = Code("mm", "UCUM", "mm")
-IMAGE_REGION = Code("111030", "DCM", "Image Region")
-
-#: CID 6019 clock face positions, by whole hour.
-CLOCK_POSITION: dict[int, Code] = {
-    hour: Code(value, "SCT", f"{hour} o'clock position")
-    for hour, value in {
-        1: "129772004", 2: "129773009", 3: "129774003", 4: "129775002", 5: "129776001",
-        6: "129777005", 7: "129778000", 8: "129779008", 9: "129780006", 10: "129781005",
-        11: "129782003", 12: "129783008",
-    }.items()
-}
-#: CID 6019 regions that BI-RADS states instead of a clock face.
-REGION: dict[str, Code] = {
-    "retroareolar": Code("129784002", "SCT", "Subareolar region"),
-    "central": Code("129786000", "SCT", "Central region of breast"),
-}
-#: CID 6020 quadrants.
-QUADRANT: dict[str, Code] = {
-    "UOQ": Code("76365002", "SCT", "Upper outer quadrant of breast"),
-    "UIQ": Code("77831004", "SCT", "Upper inner quadrant of breast"),
-    "LOQ": Code("33564002", "SCT", "Lower outer quadrant of breast"),
-    "LIQ": Code("19100000", "SCT", "Lower inner quadrant of breast"),
-}
-#: CID 6024 depths (thirds of the posterior nipple line).
-DEPTH_VALUE: dict[str, Code] = {
-    "anterior": Code("255549009", "SCT", "Anterior"),
-    "middle": Code("C25569", "NCIt", "Middle"),
-    "posterior": Code("255551008", "SCT", "Posterior"),
-}
 
 # --------------------------------------------------------------------------------------------
 # Content
 # --------------------------------------------------------------------------------------------
 
 
-def _algorithm(result: ResultInput) -> hd.sr.AlgorithmIdentification:
-    """TID 4019: model name and version, the operating point as parameters."""
-    op = result.operating_point
+def _algorithm(result: ResultInput, *, full: bool = False) -> hd.sr.AlgorithmIdentification:
+    """TID 4019: model name and version; the operating point, its threshold and source as
+    parameters, with ``full`` also what it promises and what the scores are (once per
+    measurement group, not in every measurement)."""
     return hd.sr.AlgorithmIdentification(
         name=result.algorithm_name,
         version=result.algorithm_version,
-        parameters=[f"operating point {op.name}", f"score threshold {op.score_threshold:g}",
-                    f"threshold source: {op.source}"],
+        parameters=algorithm_notes(result, full=full),
         manufacturer=MANUFACTURER,
     )
 
@@ -152,58 +111,55 @@ def _observation_context(model: ModelOut) -> hd.sr.ObservationContext:
 
 def _finding_sites(laterality: str) -> list[hd.sr.FindingSite]:
     """Breast, with its laterality when known (``"L"``/``"R"``)."""
-    return [hd.sr.FindingSite(anatomic_location=BREAST, laterality=LATERALITY.get(laterality))]
+    return [hd.sr.FindingSite(anatomic_location=c.BREAST, laterality=c.LATERALITY.get(laterality))]
 
 
 def _location_evaluations(finding: FindingOut,
-                          lesion: FusedFindingOut | None) -> list[hd.sr.QualitativeEvaluation]:
-    """Clock face or region, quadrant and depth: fused when the finding was matched across
-    views, else the depth this view tells."""
+                          lesion: Lesion) -> list[hd.sr.QualitativeEvaluation]:
+    """Clock face or region, quadrant and depth as the lesion's location states them (parts
+    that rest on an assumed orientation are already left out)."""
+    where = lesion.where
     out: list[hd.sr.QualitativeEvaluation] = []
-    if lesion is not None:
-        quadrant = lesion.quadrant or ""
-        where = REGION.get(quadrant)
-        if where is None and lesion.clock_hour is not None:
-            where = CLOCK_POSITION.get(lesion.clock_hour)
-        if where is not None:
-            out.append(hd.sr.QualitativeEvaluation(CLOCKFACE_OR_REGION, where))
-        if quadrant in QUADRANT:
-            out.append(hd.sr.QualitativeEvaluation(QUADRANT_LOCATION, QUADRANT[quadrant]))
-        depth: str | None = lesion.depth
-    else:
-        depth = finding.location.depth if finding.location is not None else None
-    if depth in DEPTH_VALUE:
-        out.append(hd.sr.QualitativeEvaluation(DEPTH, DEPTH_VALUE[depth]))
+    region = c.REGION.get(where.quadrant or "")
+    if region is None and where.clock_hour is not None:
+        region = c.CLOCK_POSITION.get(where.clock_hour)
+    if region is not None:
+        out.append(hd.sr.QualitativeEvaluation(c.CLOCKFACE_OR_REGION, region))
+    if where.quadrant in c.QUADRANT:
+        out.append(hd.sr.QualitativeEvaluation(c.QUADRANT_LOCATION, c.QUADRANT[where.quadrant]))
+    if where.depth in c.DEPTH_VALUE:
+        out.append(hd.sr.QualitativeEvaluation(c.DEPTH, c.DEPTH_VALUE[where.depth]))
     return out
 
 
-def _measurements(finding: FindingOut, lesion: FusedFindingOut | None,
+def _measurements(finding: FindingOut, lesion: Lesion,
                   algorithm: hd.sr.AlgorithmIdentification) -> list[hd.sr.Measurement]:
     """Certainty of finding (score x 100, %) and distance from the nipple (mm; fused when the
     finding was matched across views, else this view's estimate)."""
-    out = [hd.sr.Measurement(name=CERTAINTY_OF_FINDING, value=round(finding.score * 100.0, 4),
-                             unit=PERCENT, algorithm_id=algorithm)]
-    distance: float | None = None
-    if lesion is not None:
-        distance = lesion.distance_from_nipple_mm
-    elif finding.location is not None:
-        distance = finding.location.distance_from_nipple_mm
-    if distance is not None:
-        out.append(hd.sr.Measurement(name=DISTANCE_FROM_NIPPLE, value=round(distance, 3),
-                                     unit=MILLIMETER, algorithm_id=algorithm))
+    out = [hd.sr.Measurement(name=c.CERTAINTY_OF_FINDING, value=round(finding.score * 100.0, 4),
+                             unit=c.PERCENT, algorithm_id=algorithm)]
+    if lesion.where.distance_mm is not None:
+        out.append(hd.sr.Measurement(name=c.DISTANCE_FROM_NIPPLE,
+                                     value=round(lesion.where.distance_mm, 3),
+                                     unit=c.MILLIMETER, algorithm_id=algorithm))
     return out
 
 
-def _tracking_identifier(finding: FindingOut, lesion_number: int | None) -> str:
-    """Human-readable tracking identifier, e.g. ``"Finding 0.1, lesion 2"`` (the lesion number
-    is shared by the two views of a fused finding)."""
-    text = f"Finding {finding.id}"
-    return text if lesion_number is None else f"{text}, lesion {lesion_number}"
+def lesion_uid(result: ResultInput, lesion: Lesion) -> str:
+    """The lesion's Tracking Unique Identifier: a hash of the study, the model and, for each of
+    its findings, the image's SOP Instance UID and the box, so the same input always gives the
+    same UID and the two views of a fused finding share it."""
+    parts = [str(result.sources[0].get("StudyInstanceUID", "")), result.model.name,
+             result.model.version]
+    for index, finding in lesion.members:
+        box = ",".join(f"{v:.1f}" for v in finding.box_px)
+        parts.append(f"{result.sources[index].get('SOPInstanceUID', index)}:{box}")
+    return derived_uid("lesion", *parts)
 
 
-def _finding_group(source: Dataset, image: ImageOut, finding: FindingOut,
-                   fused: tuple[int, FusedFindingOut] | None,
+def _finding_group(result: ResultInput, source: Dataset, finding: FindingOut, lesion: Lesion,
                    algorithm: hd.sr.AlgorithmIdentification,
+                   measurement_algorithm: hd.sr.AlgorithmIdentification,
                    ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410 measurement group of one finding on one image."""
     polyline = box_polyline(finding.box_px, int(source.Rows), int(source.Columns),
@@ -211,32 +167,32 @@ def _finding_group(source: Dataset, image: ImageOut, finding: FindingOut,
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                                graphic_data=polyline,
                                source_image=hd.sr.SourceImageForRegion.from_source_image(source))
-    lesion_number, lesion = fused if fused is not None else (None, None)
-    tracking = hd.sr.TrackingIdentifier(uid=new_uid(),
-                                        identifier=_tracking_identifier(finding, lesion_number))
+    tracking = hd.sr.TrackingIdentifier(uid=lesion_uid(result, lesion),
+                                        identifier=f"{lesion.name} ({lesion.where.views})")
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         referenced_region=region,
-        finding_type=FINDING_TYPE,
+        finding_type=c.FILLING_DEFECT,
         algorithm_id=algorithm,
-        finding_sites=_finding_sites(image.laterality),
-        measurements=_measurements(finding, lesion, algorithm),
+        finding_sites=_finding_sites(lesion.where.laterality),
+        measurements=_measurements(finding, lesion, measurement_algorithm),
         qualitative_evaluations=_location_evaluations(finding, lesion),
     )
 
 
 def _summary_group(result: ResultInput, sources: Sequence[Dataset],
-                   algorithm: hd.sr.AlgorithmIdentification,
+                   algorithm: hd.sr.AlgorithmIdentification, any_findings: bool,
                    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 group stating that the algorithm ran on every source image, with or without
     findings (always present, so a study without findings still has a valid report)."""
-    any_findings = any(img.findings for img in result.study.images)
-    summary = SUCCEEDED_WITH_FINDINGS if any_findings else SUCCEEDED_WITHOUT_FINDINGS
+    summary = c.ALL_SUCCEEDED_WITH_FINDINGS if any_findings else c.ALL_SUCCEEDED_WITHOUT_FINDINGS
+    uid = derived_uid("summary", str(result.sources[0].get("StudyInstanceUID", "")),
+                      result.model.name, result.model.version)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=uid,
                                                      identifier="CAD processing summary"),
         algorithm_id=algorithm,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(CAD_SUMMARY, summary)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(c.CAD_PROCESSING_SUMMARY, summary)],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(s)
                        for s in sources],
     )
@@ -256,23 +212,51 @@ def _library_images(sources: Sequence[Dataset]) -> list[Dataset]:
     return out
 
 
+def _add_laterality_and_view(report: hd.sr.MeasurementReport,
+                             images: dict[str, ImageOut]) -> None:
+    """Image Laterality (CID 244) and Image View (CID 4014) in every Image Library entry
+    (TID 1602), which highdicom does not write."""
+    acquisition = hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
+    for item in _content_items(report[0].ContentSequence):
+        if item.get("ValueType") != "IMAGE" or item.get("RelationshipType") != "CONTAINS":
+            continue
+        uid = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        image = images.get(uid)
+        if image is None or "ContentSequence" not in item:
+            continue
+        if image.laterality in c.LATERALITY:
+            item.ContentSequence.append(hd.sr.CodeContentItem(
+                name=c.IMAGE_LATERALITY, value=c.LATERALITY[image.laterality],
+                relationship_type=acquisition))
+        if image.view in c.VIEW:
+            item.ContentSequence.append(hd.sr.CodeContentItem(
+                name=c.IMAGE_VIEW, value=c.VIEW[image.view], relationship_type=acquisition))
+
+
 def build_report(result: ResultInput, sources: Sequence[Dataset]) -> hd.sr.MeasurementReport:
     """The TID 1500 content tree of ``result``; ``sources`` are its source headers in
     ``result.study.images`` order (see :func:`evidence_header`)."""
-    algorithm = _algorithm(result)
-    fused = fused_by_finding(result.study.images, result.study.fused)
+    algorithm, short = _algorithm(result, full=True), _algorithm(result)
+    words = StudyWords(result)
     groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
                  | hd.sr.MeasurementsAndQualitativeEvaluations]
-    groups = [_summary_group(result, sources, algorithm)]
+    groups = [_summary_group(result, sources, algorithm, bool(words.lesions))]
     for source, image in zip(sources, result.study.images, strict=True):
-        groups.extend(_finding_group(source, image, f, fused.get(f.id), algorithm)
+        groups.extend(_finding_group(result, source, f, words.lesion_of(f.id), algorithm, short)
                       for f in image.findings)
-    return hd.sr.MeasurementReport(
+    library = _library_images(sources)
+    report = hd.sr.MeasurementReport(
         observation_context=_observation_context(result.model),
-        procedure_reported=PROCEDURE_REPORTED,
+        procedure_reported=c.PROCEDURE_REPORTED,
         imaging_measurements=groups,
-        referenced_images=_library_images(sources) or None,
+        language_of_content_item_and_descendants=hd.sr.LanguageOfContentItemAndDescendants(
+            hd.sr.CodedConcept(c.LANGUAGE.value, c.LANGUAGE.scheme_designator,
+                               c.LANGUAGE.meaning)),
+        referenced_images=library or None,
     )
+    _add_laterality_and_view(report, {str(img.sop_instance_uid): img
+                                      for img in result.study.images})
+    return report
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,8 +322,8 @@ def _is_image_region(item: Dataset) -> bool:
     if item.get("ValueType") != "SCOORD" or not item.get("ConceptNameCodeSequence"):
         return False
     name = item.ConceptNameCodeSequence[0]
-    return bool(name.CodeValue == IMAGE_REGION.value
-                and name.CodingSchemeDesignator == IMAGE_REGION.scheme_designator)
+    return bool(name.CodeValue == c.IMAGE_REGION.value
+                and name.CodingSchemeDesignator == c.IMAGE_REGION.scheme_designator)
 
 
 def _region_image_uid(item: Dataset) -> str:
