@@ -187,3 +187,18 @@ def test_mimic_threshold_is_the_lowest_score_with_the_wanted_precision() -> None
     thr, summary = mimic_threshold(items, preds, precision=0.7)
     assert thr == 0.6 and summary["calls"] == 4 and summary["right"] == 3
     assert mimic_threshold(items[:1], preds[1:2], precision=0.7)[0] == 1.0
+
+
+def test_partners_are_one_to_one(study: Path, rescoring_model: DetectorModel) -> None:
+    """Each candidate has at most one partner and partners pair up: as many CC candidates
+    have a partner as ML/MLO candidates do, and every partner score is the detector score of
+    a candidate of the other view (a lesion cannot also be a bubble's partner)."""
+    images = _images(study)
+    a = analyse_study(images, rescoring_model, final=False)
+    cc = [c for c in a if (c.image.view or "").upper() == "CC"]
+    other = [c for c in a if (c.image.view or "").upper() != "CC"]
+    with_cc = [e.partner for c in cc for e in c.evidence if e.partner > 0]
+    with_other = [e.partner for c in other for e in c.evidence if e.partner > 0]
+    assert with_cc and len(with_cc) == len(with_other)
+    other_scores = {round(float(s), 6) for c in other for s in c.detector_scores}
+    assert all(round(p, 6) in other_scores for p in with_cc)

@@ -24,7 +24,7 @@ from serving.pipeline.locate import (
     ViewLocation,
     find_landmarks,
     locate_in_view,
-    pair_admissible,
+    pair_cost,
 )
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.postprocess import suppress_nested
@@ -138,28 +138,47 @@ def _view_group(view: str | None) -> str | None:
 
 
 def _add_other_view(study: list[ImageCandidates]) -> None:
-    """Fill ``other_view`` and ``partner`` of every candidate from the complementary views of
-    the same breast in ``study`` (order-independent: maxima over sets)."""
-    for a in study:
-        group = _view_group(a.image.view)
-        if group is None or a.landmarks is None or a.image.laterality not in ("L", "R"):
+    """Fill ``other_view`` and ``partner`` of every lesion candidate from the complementary
+    views of the same breast in ``study``.
+
+    Partners are one-to-one, as in the two-view fusion: the admissible CC / ML-MLO pairs
+    (:func:`serving.pipeline.locate.pair_cost`, with the detector scores) are taken in
+    increasing cost, each candidate at most once, so one lesion cannot lend its score to a
+    bubble beside it. A candidate's ``partner`` is its matched counterpart's detector score
+    (0 when unmatched). Pairs are ordered by (cost, box, score), not by image order."""
+    for lat in ("L", "R"):
+        side = [c for c in study if c.landmarks is not None and c.image.laterality == lat]
+        groups = {g: [c for c in side if _view_group(c.image.view) == g] for g in ("cc", "other")}
+        if not groups["cc"] or not groups["other"]:
             continue
-        others = [b for b in study if b is not a and b.landmarks is not None
-                  and b.image.laterality == a.image.laterality
-                  and _view_group(b.image.view) not in (None, group)]
-        if not others:
-            continue
-        for k, (ev, loc) in enumerate(zip(a.evidence, a.locations, strict=True)):
-            assert loc is not None
-            partner = 0.0
-            for b in others:
-                for s, other_loc in zip(b.detector_scores, b.locations, strict=True):
-                    assert other_loc is not None
-                    cc, ml = (loc, other_loc) if group == "cc" else (other_loc, loc)
-                    if float(s) > partner and pair_admissible(cc, ml):
-                        partner = float(s)
-            a.evidence[k] = CandidateEvidence(ev.score, ev.bubble_here, ev.other_mimic_here,
-                                              True, partner)
+        cc = [(c, k) for c in groups["cc"] for k in range(len(c.evidence))]
+        ot = [(c, k) for c in groups["other"] for k in range(len(c.evidence))]
+        pairs = []
+        for i, (a, ka) in enumerate(cc):
+            la = a.locations[ka]
+            assert la is not None
+            for j, (b, kb) in enumerate(ot):
+                lb = b.locations[kb]
+                assert lb is not None
+                cost = pair_cost(la, lb)
+                if cost is not None:
+                    pairs.append((cost, la.box, lb.box, i, j))
+        partner_cc = [0.0] * len(cc)
+        partner_ot = [0.0] * len(ot)
+        used_cc: set[int] = set()
+        used_ot: set[int] = set()
+        for _, _, _, i, j in sorted(pairs, key=lambda p: (p[0], p[1], p[2])):
+            if i in used_cc or j in used_ot:
+                continue
+            used_cc.add(i)
+            used_ot.add(j)
+            partner_cc[i] = float(ot[j][0].detector_scores[ot[j][1]])
+            partner_ot[j] = float(cc[i][0].detector_scores[cc[i][1]])
+        for items, partners in ((cc, partner_cc), (ot, partner_ot)):
+            for (c, k), partner in zip(items, partners, strict=True):
+                ev = c.evidence[k]
+                c.evidence[k] = CandidateEvidence(ev.score, ev.bubble_here,
+                                                  ev.other_mimic_here, True, partner)
 
 
 def finish(c: ImageCandidates, rescoring: RescoreModel | None, ios_thresh: float

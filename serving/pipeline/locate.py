@@ -942,19 +942,19 @@ def match_views(
     return out
 
 
-def pair_admissible(
+def pair_cost(
     a: ViewLocation,
     b: ViewLocation,
     *,
     tolerance_mm: float = 10.0,
     tolerance_fraction: float = 0.2,
     max_size_ratio: float = 3.0,
-) -> bool:
-    """True when ``a`` (one view) and ``b`` (the complementary view of the same breast) could
-    be the same object: the admissibility rule of :func:`match_views` (depth behind the nipple
-    along the nipple axis within ``max(tolerance_mm, tolerance_fraction * mean depth)``,
-    sizes within ``max_size_ratio``), with its defaults."""
-    return _pair_cost(a, b, tolerance_mm, tolerance_fraction, max_size_ratio) is not None
+) -> float | None:
+    """:func:`match_views`'s cost of pairing ``a`` (one view) with ``b`` (the complementary
+    view of the same breast), with its defaults, or ``None`` when the pair is not admissible
+    (depth behind the nipple along the nipple axis not within ``max(tolerance_mm,
+    tolerance_fraction * mean depth)``, or sizes not within ``max_size_ratio``)."""
+    return _pair_cost(a, b, tolerance_mm, tolerance_fraction, max_size_ratio)
 
 
 def _pair_cost(

@@ -7,10 +7,10 @@ Physics gives two kinds of evidence the network's per-box score does not use:
   >= :data:`OVERLAP_IOS`) is less likely a filling defect;
 - **the other view**: a filling defect sits in the duct and appears in CC and in ML/MLO at
   the same depth behind the nipple; an air bubble moves between views (and between
-  injections), so it usually has no partner there. The partner of a candidate is the
-  best-scoring lesion candidate of a complementary view of the same breast whose depth
-  behind the nipple along the nipple axis agrees within the two-view matching tolerance of
-  :func:`serving.pipeline.locate.pair_admissible`.
+  injections), so it usually has no partner there. Partners are matched one-to-one between
+  the lesion candidates of the complementary views of a breast, greedily by the two-view
+  matching cost of :func:`serving.pipeline.locate.pair_cost` (depth behind the nipple along
+  the nipple axis, size, scores), so one lesion cannot lend its score to a bubble beside it.
 
 The final score is a logistic model of these features, fitted on validation data at export
 (``training/rescore_fit.py``) and stored in the model card's ``rescoring`` section, so no
