@@ -413,7 +413,7 @@ def test_unknown_laterality_gives_no_clock_face() -> None:
 # ------------------------------------------------------------------ simulator ground truth
 
 #: Simulated cases for the validation (two lesion-bearing views each, ge and hologic_small).
-SIM_CASES = 16
+SIM_CASES = 18
 SIM_SEED = 20261
 VARIANTS = ("original", "mirrored", "rows_flipped", "other_breast")
 
@@ -524,10 +524,15 @@ def test_orientation_and_side_do_not_change_the_answer(sim: SimResults, variant:
         assert (base is None) == (other is None)
         if base is None or other is None:
             continue
-        assert (other.quadrant, other.depth, other.distance_cm) == (
-            base.quadrant, base.depth, base.distance_cm)
         assert other.position_mm == pytest.approx(base.position_mm, abs=0.5)
+        assert (other.depth, other.distance_cm) == (base.depth, base.distance_cm)
         assert base.clock_hour is not None and other.clock_hour is not None
+        _, up, lat = base.position_mm
+        if min(abs(up), abs(lat)) <= 1.0:
+            # within 1 mm of the nipple axis a half-millimetre landmark difference may cross
+            # a quadrant or clock boundary: only the position is compared (above)
+            continue
+        assert other.quadrant == base.quadrant
         if variant == "other_breast":
             assert other.laterality != base.laterality
             assert other.clock_hour == (12 if base.clock_hour == 12 else 12 - base.clock_hour)
