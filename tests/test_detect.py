@@ -143,7 +143,8 @@ def test_jpeg2000_reduced_resolution_decode_finds_the_same(study: Path, tmp_path
         return bool(np.abs(np.subtract(x, y)).max() <= max(4.0, 0.05 * size))
 
     matched = sum(any(same(x, y) for y in boxes_b) for x in boxes_a)
-    assert matched >= 0.8 * len(boxes_a) and abs(len(boxes_a) - len(boxes_b)) <= 1
+    assert matched >= 0.8 * len(boxes_a)
+    assert abs(len(boxes_a) - len(boxes_b)) <= max(1, round(0.1 * len(boxes_a)))
     nip_a = [im.nipple_px for s in a.studies for im in s.images]
     nip_b = [im.nipple_px for s in b.studies for im in s.images]
     for p, q in zip(nip_a, nip_b, strict=True):
@@ -224,7 +225,7 @@ def test_cli_table_lists_mimics_apart(with_mimic: tuple[list[Image], DetectionRe
         img.mimics = []
     console = Console(record=True, width=300, color_system=None)
     print_study(console, without, result)
-    assert "mimic" not in console.export_text()
+    assert "probable mimics" not in console.export_text()
 
 
 def test_overlay_draws_mimics_apart(with_mimic: tuple[list[Image], DetectionResponse]) -> None:

@@ -381,11 +381,13 @@ def test_viewer_shows_mimics_apart_from_findings(browser: webdriver.Chrome, serv
            for li in browser.find_elements(By.CSS_SELECTOR, "#boxes li")}
     assert ids == {f["id"] for img in images for f in img["findings"]}
 
-    # the evidence text in its finding's row; the other rows show none
+    # the evidence text in its finding's row; the other rows show the response's own
     first = target["findings"][0]["id"]
+    own = {f["id"]: f.get("evidence") or "—" for img in images for f in img["findings"]}
     for row in browser.find_elements(By.CSS_SELECTOR, "#findings tbody tr"):
         evidence = row.find_element(By.CSS_SELECTOR, "td.evidence").text
-        assert evidence == (EVIDENCE if row.get_attribute("data-id") == first else "—")
+        data_id = str(row.get_attribute("data-id"))
+        assert evidence == (EVIDENCE if data_id == first else own[data_id])
 
     status = browser.find_element(By.ID, "status").text
     source = expected["operating_point"]["source"]
