@@ -213,9 +213,10 @@ def test_voi_lut_without_window_spans_the_stored_range() -> None:
 
 def test_label_says_which_lesion_its_score_and_where(measured: ResultInput) -> None:
     words = StudyWords(measured)
-    finding = measured.study.images[0].findings[0]
+    fused = measured.study.fused[0]  # a two-view finding (the study must have one)
+    finding = next(f for img in measured.study.images for f in img.findings
+                   if f.id == fused.finding_ids[0])
     lesion = words.lesion_of(finding.id)
-    fused = next(f for f in measured.study.fused if finding.id in f.finding_ids)
     lines = finding_label(lesion, finding)
     assert lines[0] == f"Filling defect {lesion.number}, score {finding.score:.2f}"
     assert lines[1].startswith("Left breast, " if fused.laterality == "L" else "Right breast, ")
