@@ -37,7 +37,6 @@ import faulthandler
 import gzip
 import io
 import os
-import resource
 import shutil
 import signal
 import struct
@@ -78,6 +77,7 @@ from pydicom.uid import (
 from serving.pipeline.dicom_in import Image, ImageHeader, read_header, read_image
 from serving.pipeline.errors import IntakeError
 from tests.dicomgen import make_dataset, set_raw, to_bytes
+from tests.memory import peak_rss, reset_peak_rss
 
 # --------------------------------------------------------------------------------------------
 # limits
@@ -172,40 +172,6 @@ class Outcome:
     traced_peak: int
 
 
-def _rss_kib(field: str) -> int | None:
-    """``VmRSS`` or ``VmHWM`` (peak) of this process in KiB, from /proc; None elsewhere."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak RSS to the current RSS where Linux allows it (``clear_refs`` 5); return
-    the baseline, bytes, that the peak after the case is compared with."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        current = _rss_kib("VmRSS")
-        if current is not None:
-            return current * 1024
-    except OSError:
-        pass
-    return _peak_rss()
-
-
-def _peak_rss() -> int:
-    """Peak RSS since the last reset (``VmHWM``), else since start (``ru_maxrss``), bytes."""
-    peak = _rss_kib("VmHWM")
-    if peak is None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak * 1024
-
-
 def _call(call: Callable[[], Image | ImageHeader], limit_s: float
           ) -> Image | ImageHeader | IntakeError:
     """``call()`` under a wall-clock limit; an :class:`IntakeError` is returned, anything else
@@ -219,11 +185,11 @@ def _call(call: Callable[[], Image | ImageHeader], limit_s: float
 
 def run_case(call: Callable[[], Image | ImageHeader]) -> Outcome:
     """Run ``call`` plainly (time, peak RSS), then traced (peak allocation)."""
-    rss_before = _reset_peak_rss()
+    rss_before = reset_peak_rss()
     t0 = time.perf_counter()
     result = _call(call, CASE_LIMIT_S)
     seconds = time.perf_counter() - t0
-    rss_growth = _peak_rss() - rss_before
+    rss_growth = peak_rss() - rss_before
     tracemalloc.start()
     try:
         traced = _call(call, TRACED_LIMIT_S)

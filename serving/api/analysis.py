@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
 
-import pydicom
 from pydicom.dataset import Dataset
 
 from serving.api.body import Part
@@ -17,7 +15,7 @@ from serving.api.schemas import RejectedOut
 from serving.outputs import results
 from serving.outputs.common import OperatingPointPerformance, ResultKind
 from serving.pipeline.detect import detect
-from serving.pipeline.dicom_in import Image, read_image
+from serving.pipeline.dicom_in import Image, read_instance
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.findings import DetectionResponse
 from serving.pipeline.model import DetectorModel
@@ -41,43 +39,36 @@ class Analysis:
     """What the applied operating point promises (stated in the DICOM results)."""
 
 
-def _header(data: bytes) -> Dataset | None:
-    """The header of a part (no pixels), or None when pydicom cannot read it."""
-    try:
-        return pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
-    except Exception:
-        return None
-
-
 def read_parts(parts: Sequence[Part], model: DetectorModel, max_pixels: int) -> Analysis:
-    """Read every part with the intake; refused parts are listed, not raised. An instance
-    sent twice in one request is analysed once: the GSPS of a study cannot reference the same
-    instance twice (highdicom refused it: a 500, found by tests/test_schemathesis.py)."""
+    """Read every part with the intake, once (:func:`read_instance` gives the image and the
+    header the results are built from); refused parts are listed, not raised, with the header
+    the intake had parsed, if any (never parsed again). An instance sent twice in one request
+    is analysed once: the GSPS of a study cannot reference the same instance twice (highdicom
+    refused it: a 500, found by tests/test_schemathesis.py)."""
     out = Analysis(response=None)
     seen: dict[str, int] = {}  # SOP Instance UID -> part index
     for part in parts:
         try:
-            image = read_image(part.data, max_pixels=max_pixels,
-                               reduce_to_spacing_mm=model.preprocess.spacing_mm)
+            instance = read_instance(part.data, max_pixels=max_pixels,
+                                     reduce_to_spacing_mm=model.preprocess.spacing_mm)
         except IntakeError as exc:
             out.rejected.append(RejectedOut(part=part.index, name=part.name, detail=exc.code,
                                             status=intake_status(exc), message=str(exc)))
-            out.rejected_headers.append(_header(part.data))
+            out.rejected_headers.append(exc.dataset)
             continue
+        image = instance.image
         uid = image.sop_instance_uid
         if uid is not None and uid in seen:
             out.rejected.append(RejectedOut(
                 part=part.index, name=part.name, detail="duplicate_instance", status=409,
                 message=f"the same SOP Instance UID as part {seen[uid]} of this request; "
                         "each instance is analysed once"))
-            out.rejected_headers.append(_header(part.data))
+            out.rejected_headers.append(instance.dataset)
             continue
         if uid is not None:
             seen[uid] = part.index
-        header = _header(part.data)
-        assert header is not None  # the intake has just read it
         out.images.append(image)
-        out.headers.append(header)
+        out.headers.append(instance.dataset)
         out.parts.append(part)
     return out
 

@@ -29,20 +29,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import threading
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, BinaryIO, Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-import pydicom.filereader
-from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
@@ -65,6 +57,14 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from serving.pipeline.dicom_parse import (
+    DEFAULT_MAX_PIXELS,
+    DicomSource,
+    guard,
+    header_of,
+    is_failure,
+    parsed,
+)
 from serving.pipeline.dicom_values import as_float as _as_float
 from serving.pipeline.dicom_values import as_int as _as_int
 from serving.pipeline.dicom_values import attr as _attr
@@ -83,7 +83,6 @@ from serving.pipeline.errors import (
     MissingSpacingError,
     MultiFrameError,
     NoPixelDataError,
-    NotDicomError,
     TruncatedPixelDataError,
     UnsupportedPhotometricError,
     UnsupportedSopClassError,
@@ -101,34 +100,20 @@ __all__ = [
     "DicomSource",
     "Image",
     "ImageHeader",
+    "Instance",
     "Laterality",
     "SpacingSource",
     "read_header",
     "read_image",
+    "read_instance",
 ]
 
 # --------------------------------------------------------------------------------------------
 # Public constants and types
 # --------------------------------------------------------------------------------------------
 
-#: Default upper bound on Rows x Columns (a 3328 x 4096 Hologic image is 13.6 M pixels).
-DEFAULT_MAX_PIXELS: Final = 100_000_000
-
 #: Largest accepted pixel spacing, mm (anything coarser is not a mammography detector).
 MAX_SPACING_MM: Final = 10.0
-
-#: Bytes above which :func:`read_header` leaves an element's value unread (the pixel data).
-HEADER_DEFER_SIZE: Final = 4096
-
-#: Bytes a deflated data set may inflate to beyond 2 bytes per allowed pixel (its other
-#: attributes); anything larger is refused before pydicom inflates it (a deflate bomb).
-DEFLATE_HEADER_ALLOWANCE: Final = 8 * 1024 * 1024
-
-#: Most data elements plus sequence items pydicom may parse for one object (a real image
-#: header has a few hundred). Parsing costs about 300 bytes of memory per element of 8 to 12
-#: input bytes (700 per empty item): 12 MB of tiny elements took 5 s and 350 MB (fuzz corpus
-#: 007-009), so floods of elements or items are refused as soon as they exceed the budget.
-MAX_DATA_ELEMENTS: Final = 20_000
 
 Laterality: TypeAlias = Literal["L", "R", "U"]
 SpacingSource: TypeAlias = Literal[
@@ -137,11 +122,6 @@ SpacingSource: TypeAlias = Literal[
     "ImagerPixelSpacing",
     "none",
 ]
-
-#: What :func:`read_image` and :func:`read_header` read from.
-DicomSource: TypeAlias = (
-    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | Dataset
-)
 
 #: Accepted SOP classes (UID -> short name). Single-frame grayscale only, whatever the class.
 ACCEPTED_SOP_CLASSES: Final[dict[str, str]] = {
@@ -397,14 +377,22 @@ def read_header(
         OSError: ``source`` is a path that cannot be opened or read.
         TypeError: ``source`` is none of the accepted types.
     """
-    _check_max_pixels(max_pixels)
-    with _open_source(source) as opened, _guard(), _element_budget():
-        ds = _as_dataset(opened, header_only=True, max_pixels=max_pixels)
+    with parsed(source, header_only=True, max_pixels=max_pixels) as ds:
         header, _ = _read_header(
             ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
             load_luts=False,
         )
         return header
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """One parse of an instance: the checked, decoded :class:`Image` and the header data set
+    it came from (without Pixel Data: see :func:`serving.pipeline.dicom_parse.header_of`),
+    which the DICOM results copy patient, study and reference attributes from."""
+
+    image: Image
+    dataset: Dataset
 
 
 def read_image(
@@ -440,291 +428,70 @@ def read_image(
         OSError: ``source`` is a path that cannot be opened or read.
         TypeError: ``source`` is none of the accepted types.
     """
-    _check_max_pixels(max_pixels)
-    with _open_source(source) as opened, _guard(), _element_budget():
-        ds = _as_dataset(opened, header_only=False, max_pixels=max_pixels)
-        header, plan = _read_header(
-            ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
-            load_luts=True,
-        )
-        _check_frame_header(ds, header)
-        scale = _reduction(header, reduce_to_spacing_mm)
-        stored = _decode_j2k_reduced(ds, header, scale) if scale > 1 else None
-        if stored is None:
-            scale = 1
-            stored = _decode_stored(ds, header)
-        notes: list[str] = []
-        stored, bits = _settle_stored_bits(ds, header, stored, notes)
-        pixels, value_range, area = apply_plan(
-            stored, plan, ds, bits_stored=bits,
-            pixel_representation=header.pixel_representation, scale=scale, notes=notes,
-        )
-        fields = _header_fields(header)
-        fields.update(value_range=value_range, warnings=header.warnings + tuple(notes))
-        return Image(**fields, pixels=pixels, decode_scale=scale, image_area=area)
+    return read_instance(source, max_pixels=max_pixels,
+                         allow_missing_spacing=allow_missing_spacing,
+                         reduce_to_spacing_mm=reduce_to_spacing_mm).image
 
 
-def _check_max_pixels(max_pixels: int) -> None:
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+def read_instance(
+    source: DicomSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_missing_spacing: bool = False,
+    reduce_to_spacing_mm: float | None = None,
+) -> Instance:
+    """:func:`read_image`, also keeping the header data set: the one parse of an untrusted
+    instance that a service needs (the image to analyse, the header to build results from).
 
-
-def _is_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` means "this object cannot be read": any ``Exception``, and the
-    ``PanicException`` a Rust codec (pylibjpeg-rle) raises on malformed data, which PyO3
-    derives from ``BaseException`` (fuzz corpus 001). KeyboardInterrupt, SystemExit and
-    friends are not failures of the object."""
-    return isinstance(exc, Exception) or type(exc).__module__ == "pyo3_runtime"
-
-
-@contextmanager
-def _guard() -> Iterator[None]:
-    """Let :class:`IntakeError` through; wrap any other failure (see :func:`_is_failure`)
-    into :class:`DecodeError`."""
-    try:
-        yield
-    except IntakeError:
-        raise
-    except BaseException as exc:
-        if not _is_failure(exc):
+    Arguments, checks and errors are those of :func:`read_image`. An :class:`IntakeError`
+    raised after the object was parsed carries its header as :attr:`IntakeError.dataset`
+    (``None`` when the bytes could not be parsed), so a refused instance can be named without
+    parsing it again.
+    """
+    with parsed(source, header_only=False, max_pixels=max_pixels) as ds:
+        try:
+            with guard():
+                image = _decode_image(ds, max_pixels=max_pixels,
+                                      allow_missing_spacing=allow_missing_spacing,
+                                      reduce_to_spacing_mm=reduce_to_spacing_mm)
+        except IntakeError as exc:
+            exc.dataset = _header_or_none(ds)
             raise
-        raise DecodeError(
-            "unexpected error while reading the DICOM object",
-            value=Found(f"{type(exc).__name__}: {exc}"),
-            expected="an object pydicom and its plugins can read",
-        ) from exc
+        return Instance(image=image, dataset=header_of(ds))
 
 
-# ---- element budget ------------------------------------------------------------------------
-#
-# pydicom has no limit on how many elements it parses, and parses undefined-length sequences
-# eagerly and nested ones recursively. Its reader creates each data set (top level and every
-# sequence item) with ``pydicom.filereader.data_element_generator``; that name is replaced
-# once, here, by a wrapper that charges every data set and element to a per-thread budget.
-# Outside an intake call (other threads, other code using pydicom) there is no budget and the
-# wrapper only passes the elements on.
-
-_budget = threading.local()
-_data_element_generator = pydicom.filereader.data_element_generator
-
-
-def _charge() -> None:
-    """Count one data set or element against the calling thread's budget, if it has one."""
-    left: int | None = getattr(_budget, "left", None)
-    if left is None:
-        return
-    if left <= 0:
-        raise InvalidHeaderError(
-            "too many data elements and sequence items",
-            value=Found(f"more than {MAX_DATA_ELEMENTS}"),
-            expected=f"at most {MAX_DATA_ELEMENTS} (an image header has a few hundred)",
-        )
-    _budget.left = left - 1
-
-
-def _budgeted_data_element_generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
-    """pydicom's ``data_element_generator``, charging the data set and each element."""
-    _charge()
-    for element in _data_element_generator(*args, **kwargs):
-        _charge()
-        yield element
-
-
-pydicom.filereader.data_element_generator = _budgeted_data_element_generator
-
-
-@contextmanager
-def _element_budget() -> Iterator[None]:
-    """Give the calling thread a budget of :data:`MAX_DATA_ELEMENTS` while the block runs."""
-    previous = getattr(_budget, "left", None)
-    _budget.left = MAX_DATA_ELEMENTS
+def _header_or_none(ds: Dataset) -> Dataset | None:
+    """:func:`header_of` ``ds``, or None when even that fails (e.g. the element budget is
+    spent: a flood)."""
     try:
-        yield
-    finally:
-        _budget.left = previous
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the object
-# --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _open_source(source: DicomSource) -> Iterator[BinaryIO | Dataset]:
-    """Yield a readable binary stream positioned at the object's start, or the Dataset itself.
-
-    Paths are opened here (and closed on exit); ``OSError`` from opening propagates.
-    """
-    if isinstance(source, Dataset):
-        yield source
-    elif isinstance(source, bytes | bytearray | memoryview):
-        yield io.BytesIO(bytes(source))
-    elif isinstance(source, str | os.PathLike):
-        with open(os.fspath(source), "rb") as fp:
-            yield fp
-    elif hasattr(source, "read"):
-        yield _seekable(cast(BinaryIO, source))
-    else:
-        raise TypeError(
-            "source must be bytes, a path, a binary file object or a pydicom Dataset, "
-            f"not {type(source).__name__}"
-        )
-
-
-def _seekable(fp: BinaryIO) -> BinaryIO:
-    """Return ``fp`` if it can seek, else its remaining content in a ``BytesIO``."""
-    try:
-        if fp.seekable():
-            return fp
-    except (AttributeError, OSError, ValueError):
-        pass
-    data = fp.read()
-    if not isinstance(data, bytes | bytearray):
-        raise TypeError(f"file object must be opened in binary mode, read() gave {type(data)}")
-    return io.BytesIO(bytes(data))
-
-
-def _as_dataset(opened: BinaryIO | Dataset, *, header_only: bool, max_pixels: int) -> Dataset:
-    """Parse ``opened`` (unless it is a Dataset already); :class:`NotDicomError` if impossible.
-
-    With ``header_only``, values longer than :data:`HEADER_DEFER_SIZE` (the pixel data) are
-    left unread: their elements are present but their values are never loaded here. A
-    deflated data set is refused (:class:`ImageTooLargeError`) when it inflates beyond what an
-    image of ``max_pixels`` needs, before pydicom inflates it.
-    """
-    if isinstance(opened, Dataset):
-        return opened
-    start = opened.tell()
-    head = opened.read(132)
-    opened.seek(start)
-    if not head:
-        raise NotDicomError("empty input", value=Found("0 bytes"), expected="a DICOM Part 10 file")
-    has_prefix = len(head) == 132 and head[128:132] == b"DICM"
-    if not has_prefix and not _plausible_raw_dataset(head):
-        raise NotDicomError(
-            "not a DICOM file",
-            value=head[:16],
-            expected="a 128-byte preamble followed by b'DICM' "
-            "(or a data set starting with group 0002 or 0008)",
-        )
-    _check_inflated_size(opened, start, force=not has_prefix, max_pixels=max_pixels)
-    try:
-        ds = pydicom.dcmread(
-            opened,
-            force=not has_prefix,
-            defer_size=HEADER_DEFER_SIZE if header_only else None,
-        )
+        with guard():
+            return header_of(ds)
     except IntakeError:
-        raise
-    except Exception as exc:
-        raise NotDicomError(
-            "cannot be parsed as DICOM",
-            value=Found(f"{type(exc).__name__}: {exc}"),
-            expected="a well-formed DICOM data set",
-        ) from exc
-    if "PixelData" not in ds and _pixel_data_cut_off(opened, start):
-        raise TruncatedPixelDataError(
-            "the object ends inside its pixel data",
-            attribute=_attr("PixelData"),
-            value=Found("cut off before its end"),
-            expected="a complete Pixel Data element (the file looks truncated)",
-        )
-    # Iterating a Dataset converts its elements; keys() only lists the tags.
-    if not any(dictionary_has_tag(tag) for tag in ds.keys()):  # noqa: SIM118
-        raise NotDicomError(
-            "no standard DICOM attribute could be read",
-            value=Found(f"{len(ds)} unrecognized elements"),
-            expected="a DICOM data set (SOPClassUID, Rows, Columns, PixelData, ...)",
-        )
-    return ds
+        return None
 
 
-def _check_inflated_size(fp: BinaryIO, start: int, *, force: bool, max_pixels: int) -> None:
-    """Refuse a Deflated Explicit VR Little Endian data set that inflates to more than
-    ``2 * max_pixels`` + :data:`DEFLATE_HEADER_ALLOWANCE` bytes.
-
-    pydicom inflates the whole data set in memory with no limit (a 300 KB deflate bomb became
-    600 MB, fuzz corpus 002). This reads the file meta exactly as ``dcmread`` does (pydicom's
-    own readers) and, when the transfer syntax is deflated, inflates in 1 MiB steps that are
-    counted and dropped. Problems reading the file meta are left to ``dcmread`` (it reads the
-    same bytes the same way, and fails before inflating anything).
-    """
-    from pydicom.filereader import (  # the steps of pydicom.filereader.read_partial
-        _read_command_set_elements,
-        _read_file_meta_info,
-        read_preamble,
+def _decode_image(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool,
+                  reduce_to_spacing_mm: float | None) -> Image:
+    """Check the header of parsed ``ds`` and decode its pixels (see :func:`read_image`)."""
+    header, plan = _read_header(
+        ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
+        load_luts=True,
     )
-
-    try:
-        fp.seek(start)
-        read_preamble(fp, force)
-        meta = _read_file_meta_info(fp)
-        syntax = meta.get("TransferSyntaxUID")
-        if syntax != DeflatedExplicitVRLittleEndian:
-            return
-        _read_command_set_elements(fp)
-        zipped = fp.read()
-    except Exception:
-        return
-    finally:
-        fp.seek(start)
-    limit = 2 * max_pixels + DEFLATE_HEADER_ALLOWANCE
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, pending = 0, zipped
-    try:
-        while True:
-            size += len(inflater.decompress(pending, 1024 * 1024))
-            pending = inflater.unconsumed_tail
-            if size > limit:
-                raise ImageTooLargeError(
-                    "deflated data set inflates beyond the pixel limit",
-                    attribute=_attr("TransferSyntaxUID"),
-                    value=Found(f"{len(zipped)} deflated bytes inflate to more than {limit}"),
-                    expected=f"at most 2 x {max_pixels} pixel bytes + "
-                    f"{DEFLATE_HEADER_ALLOWANCE} bytes of other attributes",
-                )
-            if inflater.eof or not pending:
-                break
-    except zlib.error:
-        return  # not a valid deflate stream: dcmread fails on it before inflating it all
-
-
-def _plausible_raw_dataset(head: bytes) -> bool:
-    """True if ``head`` could start a data set written without preamble (groups 0002/0008)."""
-    if len(head) < 8:
-        return False
-    groups = (int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big"))
-    return any(group in (0x0002, 0x0008) for group in groups)
-
-
-def _pixel_data_cut_off(fp: BinaryIO, start: int) -> bool:
-    """True if the raw stream ends inside a top-level Pixel Data element.
-
-    pydicom drops an element cut off by the end of the file (for encapsulated pixel data it
-    returns an empty data set), so look at the bytes: the last (7FE0,0010) tag must either
-    declare more bytes than remain, or be of undefined length without a sequence delimiter.
-    """
-    fp.seek(start)
-    data = fp.read()
-    orders: tuple[tuple[bytes, Literal["little", "big"]], ...] = (
-        (b"\xe0\x7f\x10\x00", "little"),
-        (b"\x7f\xe0\x00\x10", "big"),
+    _check_frame_header(ds, header)
+    scale = _reduction(header, reduce_to_spacing_mm)
+    stored = _decode_j2k_reduced(ds, header, scale) if scale > 1 else None
+    if stored is None:
+        scale = 1
+        stored = _decode_stored(ds, header)
+    notes: list[str] = []
+    stored, bits = _settle_stored_bits(ds, header, stored, notes)
+    pixels, value_range, area = apply_plan(
+        stored, plan, ds, bits_stored=bits,
+        pixel_representation=header.pixel_representation, scale=scale, notes=notes,
     )
-    for tag, order in orders:
-        pos = data.rfind(tag)
-        if pos < 0:
-            continue
-        if data[pos + 4 : pos + 6] in (b"OB", b"OW"):  # explicit VR: 2 reserved bytes, 4 length
-            header, length = 12, int.from_bytes(data[pos + 8 : pos + 12], order)
-        else:
-            header, length = 8, int.from_bytes(data[pos + 4 : pos + 8], order)
-        if length == 0xFFFFFFFF:
-            delimiter = b"\xfe\xff\xdd\xe0" if order == "little" else b"\xff\xfe\xe0\xdd"
-            if data.rfind(delimiter, pos) < 0:
-                return True
-        elif pos + header + length > len(data):
-            return True
-    return False
+    fields = _header_fields(header)
+    fields.update(value_range=value_range, warnings=header.warnings + tuple(notes))
+    return Image(**fields, pixels=pixels, decode_scale=scale, image_area=area)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1332,7 +1099,7 @@ def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[A
     try:
         array, _ = decoder.as_array(bytes(data), index=0, raw=True, **options)
     except BaseException as exc:
-        if not _is_failure(exc):  # a Rust decoder's PanicException is a failure, see there
+        if not is_failure(exc):  # a Rust decoder's PanicException is a failure, see there
             raise
         error = TruncatedPixelDataError if uid.is_encapsulated else DecodeError
         raise error(

@@ -97,6 +97,10 @@ class IntakeError(Exception):
         self.attribute = attribute
         self.value: str | None = None if value is _NOT_GIVEN else describe_value(value)
         self.expected = expected
+        #: The object's header (a pydicom ``Dataset`` without pixel data) when it could be
+        #: parsed before it was refused, else None: lets a caller name the refused instance
+        #: (SOP Class and Instance UIDs) without parsing its bytes again. Not pickled.
+        self.dataset: Any = None
         super().__init__(self._compose())
 
     def _compose(self) -> str:
