@@ -120,6 +120,9 @@ NATIVE_SYNTAXES = (
 )
 #: Transfer syntaxes compressed with ``Dataset.compress`` (pydicom's own encoders/plugins).
 PYDICOM_ENCODED = (RLELossless, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000)
+#: High-Throughput JPEG 2000 (PS3.5 A.4.11), encoded with imagecodecs' OpenJPH binding:
+#: reversible for the lossless syntaxes, irreversible (``reversible=False``) for HTJ2K.
+HTJ2K_ENCODED = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
 #: Transfer syntax -> ``dcmcjpeg`` options producing it.
 DCMCJPEG_OPTIONS: dict[str, tuple[str, ...]] = {
     JPEGLosslessSV1: ("+e1",),
@@ -375,6 +378,19 @@ def set_raw(ds: Dataset, tag: int, vr: str, value: bytes) -> None:
     ds[tag] = RawDataElement(Tag(tag), vr, length, value, 0, False, True)
 
 
+def _htj2k_compress(ds: Dataset, ts: UID, **options: Any) -> None:
+    """Replace the native pixel data of ``ds`` by one HTJ2K frame (imagecodecs)."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    codestream = imagecodecs.htj2k_encode(stored_pixels(ds), **options)
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = ts
+    if options.get("reversible") is False:
+        ds.LossyImageCompression = "01"
+
+
 def to_bytes(
     ds: Dataset,
     transfer_syntax: str = ExplicitVRLittleEndian,
@@ -403,6 +419,8 @@ def to_bytes(
     out = _copy(ds)
     if ts in PYDICOM_ENCODED:
         out.compress(ts, generate_instance_uid=False, **options)
+    elif ts in HTJ2K_ENCODED:
+        _htj2k_compress(out, ts, **options)
     elif ts == ExplicitVRBigEndian:
         _swap_pixel_bytes(out)
         out.file_meta.TransferSyntaxUID = ts

@@ -566,7 +566,7 @@ def test_compressed_frame_of_the_wrong_size() -> None:
     ("uid", "name"),
     [
         ("1.2.840.10008.1.2.4.100", "MPEG2"),
-        ("1.2.840.10008.1.2.4.201", "High-Throughput JPEG 2000"),
+        ("1.2.840.10008.1.2.4.102", "MPEG-4"),
         ("1.2.3.4.5", "unknown"),
     ],
 )

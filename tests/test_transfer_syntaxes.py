@@ -9,17 +9,22 @@ failed when ``CI=true``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -44,6 +49,8 @@ LOSSLESS = [
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
 ]
 
 #: (transfer syntax, bits stored, encoding options, max abs error allowed in stored units:
@@ -60,6 +67,8 @@ LOSSY: list[tuple[str, int, dict[str, Any], float]] = [
     (JPEGBaseline8Bit, 8, {}, 0.05 * 255),
     (JPEGExtended12Bit, 8, {}, 0.05 * 255),
     (JPEGExtended12Bit, 12, {}, 0.05 * 4095),
+    (HTJ2K, 12, {"reversible": False}, 0.02 * 4095),
+    (HTJ2K, 16, {"reversible": False}, 0.02 * 65535),
 ]
 
 
@@ -124,3 +133,71 @@ def test_compressed_file_from_a_path(tmp_path: Path) -> None:
 def test_every_supported_syntax_is_exercised() -> None:
     exercised = set(LOSSLESS) | {case[0] for case in LOSSY}
     assert exercised == set(SUPPORTED_TRANSFER_SYNTAXES)
+
+
+COMPRESSED_CASES = [
+    pytest.param(syntax, bits, {}, id=case_id(syntax, bits, False))
+    for syntax in LOSSLESS if UID(syntax).is_encapsulated and syntax != RLELossless
+    for bits in (8, 12, 16)
+] + [pytest.param(syntax, bits, options, id=case_id(syntax, bits, False) + "-lossy")
+     for syntax, bits, options, _ in LOSSY
+     if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit)]  # pydicom's decoder first
+
+
+@pytest.mark.parametrize(("syntax", "bits_stored", "options"), COMPRESSED_CASES)
+def test_fast_decoder_matches_the_pydicom_decoders(
+    syntax: str, bits_stored: int, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """imagecodecs (serving.pipeline.decode.fast_decode) and pydicom's plugins give the same
+    stored values, bit for bit, on every compressed syntax, lossy ones included."""
+    from serving.pipeline import decode
+
+    pixels = smooth_pixels(64, 48, bits_stored, seed=bits_stored) if options else None
+    ds = make_dataset(bits_stored=bits_stored, pixels=pixels, seed=bits_stored)
+    data = to_bytes(ds, syntax, **options)
+    header = read_header(data)
+    frame = decode._first_frame(pydicom.dcmread(io.BytesIO(data)).PixelData)
+    fast = decode.fast_decode(frame, header)
+    assert fast is not None, "the fast decoder did not apply"
+    monkeypatch.setattr(decode, "FAST_DECODERS", {})
+    reference = read_image(data)
+    assert decode.fast_decode(frame, header) is None
+    np.testing.assert_array_equal(read_image(data).pixels, reference.pixels)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_image(data).pixels, reference.pixels)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["imagecodecs", "pydicom"])
+def test_jp2_wrapped_frame_is_decoded(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JPEG 2000 frame wrapped in a JP2 file-format header (field case Q1) gives the image,
+    with either decoder family."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    from serving.pipeline import decode
+
+    if not fast:
+        monkeypatch.setattr(decode, "FAST_DECODERS", {})
+    ds = make_dataset(bits_stored=12, seed=3)
+    wrapped = imagecodecs.jpeg2k_encode(stored_pixels(ds), level=0, codecformat="jp2")
+    assert wrapped.startswith(b"\x00\x00\x00\x0cjP  ")
+    expected = stored_pixels(ds)
+    ds.PixelData = encapsulate([wrapped])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    np.testing.assert_array_equal(read_image(buffer.getvalue()).pixels, expected)
+
+
+def test_jpeg_extended_that_libjpeg6b_rejects_is_decoded() -> None:
+    """pydicom's own ``JPEG-lossy.dcm`` (field case Q6): a 12-bit JPEG Extended frame whose scan
+    header the libjpeg plugin rejects; libjpeg-turbo decodes it."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPEG-lossy.dcm")
+    assert path is not None
+    image = read_image(path, allow_missing_spacing=True)
+    assert image.transfer_syntax_uid == JPEGExtended12Bit
+    assert image.pixels.shape == (1024, 256)
+    assert 0 < image.pixels.max() < 4096

@@ -27,25 +27,26 @@ This module never imports torch, monai or ``training``.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -57,12 +58,18 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from serving.pipeline.codestream import (
+    J2K_UIDS,
+    JPEG_UIDS,
+    check_frame_header,
+    codestream_bits,
+)
+from serving.pipeline.decode import decode_j2k_reduced, decode_stored, reduction
 from serving.pipeline.dicom_parse import (
     DEFAULT_MAX_PIXELS,
     DicomSource,
     guard,
     header_of,
-    is_failure,
     parsed,
 )
 from serving.pipeline.dicom_values import as_float as _as_float
@@ -74,7 +81,6 @@ from serving.pipeline.dicom_values import try_int as _try_int
 from serving.pipeline.errors import (
     ABSENT,
     ColorImageError,
-    DecodeError,
     Found,
     ImageTooLargeError,
     IntakeError,
@@ -83,7 +89,6 @@ from serving.pipeline.errors import (
     MissingSpacingError,
     MultiFrameError,
     NoPixelDataError,
-    TruncatedPixelDataError,
     UnsupportedPhotometricError,
     UnsupportedSopClassError,
     UnsupportedTransferSyntaxError,
@@ -150,6 +155,9 @@ SUPPORTED_TRANSFER_SYNTAXES: Final[frozenset[str]] = frozenset(
         JPEGLSNearLossless,
         JPEG2000Lossless,
         JPEG2000,
+        HTJ2KLossless,
+        HTJ2KLosslessRPCL,
+        HTJ2K,
         RLELossless,
     }
 )
@@ -477,12 +485,12 @@ def _decode_image(ds: Dataset, *, max_pixels: int, allow_missing_spacing: bool,
         ds, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing,
         load_luts=True,
     )
-    _check_frame_header(ds, header)
-    scale = _reduction(header, reduce_to_spacing_mm)
-    stored = _decode_j2k_reduced(ds, header, scale) if scale > 1 else None
+    check_frame_header(ds, header.transfer_syntax_uid, header.rows, header.cols)
+    scale = reduction(header, reduce_to_spacing_mm)
+    stored = decode_j2k_reduced(ds, header, scale) if scale > 1 else None
     if stored is None:
         scale = 1
-        stored = _decode_stored(ds, header)
+        stored = decode_stored(ds, header)
     notes: list[str] = []
     stored, bits = _settle_stored_bits(ds, header, stored, notes)
     pixels, value_range, area = apply_plan(
@@ -666,7 +674,7 @@ def _transfer_syntax(ds: Dataset, notes: list[str]) -> UID:
             attribute=_attr("TransferSyntaxUID"),
             value=str(uid),
             expected="uncompressed, deflated, JPEG lossless/baseline/extended, JPEG-LS, "
-            "JPEG 2000 or RLE Lossless",
+            "JPEG 2000, HTJ2K or RLE Lossless",
         )
     if not get_decoder(uid).is_available:
         raise UnsupportedTransferSyntaxError(
@@ -1056,234 +1064,13 @@ def _patient_orientation(ds: Dataset, notes: list[str]) -> tuple[str, str] | Non
 # --------------------------------------------------------------------------------------------
 
 
-def _decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[Any]]:
-    """Decode the one frame of stored values, shape ``(rows, cols)``, as the decoder gives
-    them (unused high bits are left to :func:`_settle_stored_bits`).
-
-    Raises:
-        TruncatedPixelDataError: too few bytes (uncompressed), or a compressed frame that does
-            not decode or decodes to the wrong size.
-        DecodeError: any other decoder failure.
-    """
-    element = ds["PixelData"]
-    data = element.value
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError(
-            "pixel data value is not bytes",
-            attribute=_attr("PixelData"),
-            value=Found(type(data).__name__),
-            expected="bytes",
-        )
-    uid = UID(header.transfer_syntax_uid)
-    if not uid.is_encapsulated:
-        data = _native_frame(bytes(data), header)
-    options: dict[str, Any] = {
-        "rows": header.rows,
-        "columns": header.cols,
-        "samples_per_pixel": 1,
-        "bits_allocated": header.bits_allocated,
-        "bits_stored": header.bits_stored,
-        "pixel_representation": header.pixel_representation,
-        "photometric_interpretation": header.photometric_interpretation,
-        "number_of_frames": 1,
-        "pixel_keyword": "PixelData",
-        "pixel_vr": element.VR,
-        "correct_unused_bits": False,  # done by _settle_stored_bits, which looks first
-    }
-    decoder = get_decoder(uid)
-    if uid == RLELossless and "pylibjpeg" in decoder.available_plugins:
-        # pydicom's own RLE decoder, the fallback when pylibjpeg-rle refuses a frame, expands
-        # every segment whole (up to 64x the input) before checking its length (fuzz corpus
-        # 006): decode with the bounded pylibjpeg-rle alone when it is installed.
-        options["decoding_plugin"] = "pylibjpeg"
-    try:
-        array, _ = decoder.as_array(bytes(data), index=0, raw=True, **options)
-    except BaseException as exc:
-        if not is_failure(exc):  # a Rust decoder's PanicException is a failure, see there
-            raise
-        error = TruncatedPixelDataError if uid.is_encapsulated else DecodeError
-        raise error(
-            f"pixel data cannot be decoded as {header.transfer_syntax_name}",
-            attribute=_attr("PixelData"),
-            value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
-            expected=f"one {header.rows} x {header.cols} frame",
-        ) from exc
-    if array.shape != (header.rows, header.cols):
-        raise TruncatedPixelDataError(
-            "pixel data decodes to the wrong size",
-            attribute=_attr("PixelData"),
-            value=Found(f"shape {array.shape}"),
-            expected=f"({header.rows}, {header.cols})",
-        )
-    return cast(npt.NDArray[np.integer[Any]], array)
-
-
-_J2K_UIDS: Final = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
-#: JPEG (10918) and JPEG-LS (14495) transfer syntaxes: frame size in an SOFn / SOF55 segment.
-_JPEG_UIDS: Final = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
-                               JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless})
-#: Start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (JPEG) and SOF55 (JPEG-LS).
-_SOF_MARKERS: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
-                                 0xCD, 0xCE, 0xCF, 0xF7})
-
-
-def _check_frame_header(ds: Dataset, header: ImageHeader) -> None:
-    """Refuse a JPEG / JPEG-LS / JPEG 2000 frame whose own frame header does not give
-    ``Rows x Columns`` and one component, before any decoder sees it.
-
-    The decoders allocate what the codestream's header claims, not what Rows and Columns
-    (checked against ``max_pixels``) say: an 8 KB frame claiming 20000 x 20000 took 2.4 GB
-    and up to a minute to refuse (fuzz corpus 003-005). Such a frame could never decode to
-    the image anyway. The frame is taken as pydicom's decoders take it; when that fails, the
-    decoder fails the same way and reports it.
-
-    Raises:
-        TruncatedPixelDataError: no frame header found, or it gives another size.
-    """
-    uid = header.transfer_syntax_uid
-    if uid not in _J2K_UIDS and uid not in _JPEG_UIDS:
-        return
-    try:
-        frame = get_frame(ds.PixelData, 0, number_of_frames=1)
-    except Exception:
-        return
-    found = _j2k_frame_size(frame) if uid in _J2K_UIDS else _jpeg_frame_header(frame)
-    found = found[:3] if found else None
-    if found != (header.rows, header.cols, 1):
-        raise TruncatedPixelDataError(
-            "the compressed frame does not match the image header",
-            attribute=_attr("PixelData"),
-            value=Found("no frame header" if found is None
-                        else f"a {found[0]} x {found[1]} frame of {found[2]} component(s)"),
-            expected=f"a {header.rows} x {header.cols} frame of 1 component (Rows x Columns)",
-        )
-
-
-def _j2k_frame_size(frame: bytes) -> tuple[int, int, int] | None:
-    """``(rows, cols, components)`` from the SIZ segment of a JPEG 2000 codestream that
-    starts with SOC (DICOM carries the bare codestream, no JP2 header); None if not found."""
-    if len(frame) < 42 or frame[:4] != b"\xff\x4f\xff\x51":
-        return None
-    xsiz, ysiz, xosiz, yosiz = (int.from_bytes(frame[i : i + 4], "big") for i in (8, 12, 16, 20))
-    return ysiz - yosiz, xsiz - xosiz, int.from_bytes(frame[40:42], "big")
-
-
-def _jpeg_frame_header(frame: bytes) -> tuple[int, int, int, int] | None:
-    """``(rows, cols, components, sample precision)`` from the first SOFn/SOF55 segment of a
-    JPEG or JPEG-LS codestream that starts with SOI, walking the marker segments; None if
-    there is none before the first scan."""
-    if frame[:2] != b"\xff\xd8":
-        return None
-    pos = 2
-    while pos + 4 <= len(frame):
-        if frame[pos] != 0xFF:
-            return None
-        marker = frame[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
-            return None
-        if marker in _SOF_MARKERS:
-            if pos + 10 > len(frame):
-                return None
-            rows = int.from_bytes(frame[pos + 5 : pos + 7], "big")
-            cols = int.from_bytes(frame[pos + 7 : pos + 9], "big")
-            return rows, cols, frame[pos + 9], frame[pos + 4]
-        length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
-        if length < 2:
-            return None
-        pos += 2 + length
-    return None
-
-
-def _reduction(header: ImageHeader, target_mm: float | None) -> int:
-    """Power-of-two decode reduction (1 = none) for a JPEG 2000 image and a target spacing."""
-    if target_mm is None or header.spacing_mm is None or \
-            header.transfer_syntax_uid not in _J2K_UIDS:
-        return 1
-    if not (math.isfinite(target_mm) and target_mm > 0):
-        raise ValueError(f"reduce_to_spacing_mm must be a positive number, got {target_mm!r}")
-    ratio = target_mm / max(header.spacing_mm)
-    k = math.floor(math.log2(ratio) + 1e-9) if ratio >= 1 else 0
-    return 2 ** min(max(k, 0), 3)
-
-
-def _j2k_precision(codestream: bytes) -> tuple[int, bool, int] | None:
-    """``(bit depth, signed, components)`` from the codestream's SIZ marker, or None."""
-    if len(codestream) < 43 or codestream[:4] != b"\xff\x4f\xff\x51":
-        return None
-    components = int.from_bytes(codestream[40:42], "big")
-    ssiz = codestream[42]
-    return (ssiz & 0x7F) + 1, bool(ssiz & 0x80), components
-
-
-def _decode_j2k_reduced(
-    ds: Dataset, header: ImageHeader, scale: int
-) -> npt.NDArray[np.integer[Any]] | None:
-    """Stored values at ``1/scale`` resolution from the JPEG 2000 resolution levels (Pillow's
-    ``reduce``), or None when this path does not apply (signed or multi-component data, an
-    unexpected mode or size, a decoder failure): the caller then decodes in full."""
-    from PIL import Image as PILImage  # the serve extra's Pillow; imported only when used
-    from pydicom.encaps import generate_frames
-
-    try:
-        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-        info = _j2k_precision(frame)
-        if info is None or info[1] or info[2] != 1 or info[0] > 16:
-            return None
-        with PILImage.open(io.BytesIO(frame)) as im:
-            im.reduce = int(math.log2(scale))  # type: ignore[method-assign, assignment]
-            im.load()
-            mode = im.mode
-            array = np.asarray(im)
-    except Exception:  # any decoder trouble: fall back to the full, checked decode
-        return None
-    expected = (-(-header.rows // scale), -(-header.cols // scale))
-    if array.shape != expected or mode not in ("I;16", "L"):
-        return None
-    if mode == "I;16" and info[0] < 16:  # Pillow scales the samples up to 16 bits
-        shift = 16 - info[0]
-        array = (array.astype(np.uint32) + (1 << (shift - 1))) >> shift
-    return cast(npt.NDArray[np.integer[Any]], array.astype(np.uint16))
-
-
-def _native_frame(data: bytes, header: ImageHeader) -> bytes:
-    """The bytes of the one uncompressed frame; :class:`TruncatedPixelDataError` if short."""
-    expected = header.rows * header.cols * header.bits_allocated // 8
-    if len(data) < expected:
-        raise TruncatedPixelDataError(
-            "pixel data is shorter than the image",
-            attribute=_attr("PixelData"),
-            value=Found(f"{len(data)} bytes"),
-            expected=f"Rows x Columns x BitsAllocated / 8 = {header.rows} x {header.cols} x "
-            f"{header.bits_allocated // 8} = {expected} bytes",
-        )
-    return data[: expected + expected % 2]
-
-
 def _settle_stored_bits(
     ds: Dataset, header: ImageHeader, stored: npt.NDArray[np.integer[Any]], notes: list[str]
 ) -> tuple[npt.NDArray[np.integer[Any]], int]:
     """Clear or keep the bits above HighBit (see :func:`pixel_semantics.settle_stored_bits`):
     ``(stored values, effective bits stored)``."""
     uid = header.transfer_syntax_uid
-    codestream_bits = None
     codec = UID(uid).name
-    if uid in _J2K_UIDS or uid in _JPEG_UIDS:
-        try:
-            frame = get_frame(ds.PixelData, 0, number_of_frames=1)
-        except Exception:
-            frame = b""
-        if uid in _J2K_UIDS:
-            info = _j2k_precision(frame)
-            codestream_bits = info[0] if info else None
-        else:
-            found = _jpeg_frame_header(frame)
-            codestream_bits = found[3] if found else None
     overlay = any(
         ((group << 16) | 0x0102) in ds for group in range(0x6000, 0x6020, 2)
     )
@@ -1291,8 +1078,8 @@ def _settle_stored_bits(
         stored,
         bits_stored=header.bits_stored,
         pixel_representation=header.pixel_representation,
-        encapsulated=uid in _J2K_UIDS or uid in _JPEG_UIDS,
-        codestream_bits=codestream_bits,
+        encapsulated=uid in J2K_UIDS or uid in JPEG_UIDS,
+        codestream_bits=codestream_bits(ds, uid),
         overlay_in_high_bits=overlay,
         codec=codec,
         notes=notes,
