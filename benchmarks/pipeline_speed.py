@@ -5,6 +5,11 @@ GE-like 2294 x 1914 image, runs ``detect`` repeatedly in one process and prints 
 stage (decode, preprocess, inference, postprocess, locate) and end to end, the peak resident
 memory, and the same network in PyTorch eager vs ONNX Runtime side by side.
 
+A second table decodes the Hologic image in every compressed syntax (JPEG Lossless SV1 with
+DCMTK's ``dcmcjpeg`` when installed, JPEG-LS, JPEG 2000 and HTJ2K lossless): decode and end to
+end p50/p95 with the decoders in use (imagecodecs first), then with pydicom's plugins alone,
+and the ratio, in the same run.
+
     python benchmarks/pipeline_speed.py [--model models/galacto-small/0.4.0] [--repeats 10]
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,7 +97,70 @@ def main() -> None:
         console.print(table)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         console.print(f"peak resident memory of this process: {peak_mb:.0f} MB")
+        _decoders(model, files["hologic"], Path(tmpdir), args.repeats, console)
         _eager_vs_ort(model, read_image(files["hologic"]), console)
+
+
+def _encodings(source: Path, tmp: Path) -> dict[str, Path]:
+    """``source`` (uncompressed) re-encoded in each compressed syntax."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    out: dict[str, Path] = {}
+    if shutil.which("dcmcjpeg"):
+        path = tmp / "sv1.dcm"
+        subprocess.run(["dcmcjpeg", str(source), str(path)], check=True, capture_output=True)
+        out["JPEG Lossless SV1"] = path
+    for name, syntax in (("JPEG-LS lossless", pydicom.uid.JPEGLSLossless),
+                         ("JPEG 2000 lossless", pydicom.uid.JPEG2000Lossless)):
+        ds = pydicom.dcmread(source)
+        ds.compress(syntax)
+        out[name] = tmp / f"{syntax}.dcm"
+        ds.save_as(out[name])
+    ds = pydicom.dcmread(source)
+    ds.PixelData = encapsulate([imagecodecs.htj2k_encode(ds.pixel_array)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.HTJ2KLossless
+    out["HTJ2K lossless"] = tmp / "htj2k.dcm"
+    ds.save_as(out["HTJ2K lossless"])
+    return out
+
+
+def _time_decode(model: object, data: bytes, repeats: int) -> tuple[list[float], list[float]]:
+    """Decode and end-to-end ms of ``repeats`` runs (after one warm-up)."""
+    decode_ms, total_ms = [], []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        image = read_image(data, reduce_to_spacing_mm=model.preprocess.spacing_mm)  # type: ignore[attr-defined]
+        t1 = time.perf_counter()
+        detect([image], model)  # type: ignore[arg-type]
+        t2 = time.perf_counter()
+        if i:
+            decode_ms.append((t1 - t0) * 1e3)
+            total_ms.append((t2 - t0) * 1e3)
+    return decode_ms, total_ms
+
+
+def _decoders(model: object, source: Path, tmp: Path, repeats: int, console: Console) -> None:
+    """The compressed-syntax table: imagecodecs first vs pydicom's plugins alone."""
+    from serving.pipeline import decode
+
+    table = Table(title="Hologic 4096x3328 14-bit, compressed: ms, p50 / p95")
+    for column in ("transfer syntax", "decode", "end to end", "decode, plugins only",
+                   "end to end, plugins only", "decode speed-up"):
+        table.add_column(column, justify="left" if column == "transfer syntax" else "right")
+    fast = dict(decode.FAST_DECODERS)
+    for name, path in _encodings(source, tmp).items():
+        data = path.read_bytes()
+        new = _time_decode(model, data, repeats)
+        decode.FAST_DECODERS.clear()
+        try:
+            old = _time_decode(model, data, repeats)
+        finally:
+            decode.FAST_DECODERS.update(fast)
+        cells = [f"{_pct(v, 50):.0f} / {_pct(v, 95):.0f}" for v in (*new, *old)]
+        table.add_row(name, *cells, f"{_pct(old[0], 50) / _pct(new[0], 50):.1f}x")
+    console.print(table)
 
 
 def _eager_vs_ort(model: object, image: object, console: Console) -> None:

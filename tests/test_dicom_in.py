@@ -680,6 +680,28 @@ def test_imager_spacing_divided_by_magnification() -> None:
     assert image.spacing_source == "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
 
 
+@pytest.mark.parametrize("encoding", ["imager_only", "pixel_spacing_repeats_imager"])
+def test_one_magnification_rule_for_both_spacing_encodings(encoding: str) -> None:
+    """Field case Q2: the same geometry written as ImagerPixelSpacing alone or as a
+    PixelSpacing that repeats it (uncalibrated) gives the same spacing at the patient."""
+    pixel = (0.1, 0.1) if encoding == "pixel_spacing_repeats_imager" else None
+    ds = make_dataset(pixel_spacing=pixel, imager_pixel_spacing=(0.1, 0.1), magnification=1.08)
+    image = read_image(ds)
+    assert image.spacing_mm == pytest.approx((0.1 / 1.08, 0.1 / 1.08))
+    assert image.spacing_source == "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+    if pixel is not None:
+        assert any("detector plane" in w for w in image.warnings)
+
+
+def test_calibrated_pixel_spacing_is_taken_as_it_is() -> None:
+    ds = make_dataset(pixel_spacing=(0.1, 0.1), imager_pixel_spacing=(0.1, 0.1),
+                      magnification=1.08)
+    ds.PixelSpacingCalibrationType = "GEOMETRY"
+    image = read_image(ds)
+    assert image.spacing_mm == (0.1, 0.1)
+    assert image.spacing_source == "PixelSpacing"
+
+
 def test_imager_spacing_alone() -> None:
     ds = make_dataset(pixel_spacing=None, imager_pixel_spacing=(0.07, 0.07))
     image = read_image(ds)

@@ -921,16 +921,28 @@ def _spacing(
     ds: Dataset, notes: list[str], *, allow_missing: bool
 ) -> tuple[tuple[float, float] | None, SpacingSource]:
     """Pixel spacing by precedence: PixelSpacing, ImagerPixelSpacing / magnification,
-    ImagerPixelSpacing. Raises Missing/InvalidSpacingError unless ``allow_missing``."""
+    ImagerPixelSpacing. Raises Missing/InvalidSpacingError unless ``allow_missing``.
+
+    One rule for both encodings of the same geometry (PS3.3 10.7.1.3 and C.8.11.7): spacing
+    at the detector is divided by EstimatedRadiographicMagnificationFactor, whether it came
+    as ImagerPixelSpacing alone or as a PixelSpacing that merely repeats ImagerPixelSpacing
+    without a PixelSpacingCalibrationType (vendors write either). A calibrated PixelSpacing
+    (with PixelSpacingCalibrationType) or one that differs from ImagerPixelSpacing is taken
+    as it is."""
     invalid: list[tuple[str, object]] = []
     found, pixel_spacing = _spacing_pair(ds, "PixelSpacing")
+    found_imager, imager = _spacing_pair(ds, "ImagerPixelSpacing")
     if pixel_spacing is not None:
+        if imager is not None and _detector_plane_copy(ds, pixel_spacing, imager):
+            notes.append(f"{_attr('PixelSpacing')} equals {_attr('ImagerPixelSpacing')} and "
+                         "is not calibrated (no PixelSpacingCalibrationType): taken as the "
+                         "detector plane and corrected by the magnification factor")
+            return _imager_spacing(ds, imager, notes)
         return pixel_spacing, "PixelSpacing"
     if found is not ABSENT:
         invalid.append(("PixelSpacing", found))
-    found, imager = _spacing_pair(ds, "ImagerPixelSpacing")
-    if imager is None and found is not ABSENT:
-        invalid.append(("ImagerPixelSpacing", found))
+    if imager is None and found_imager is not ABSENT:
+        invalid.append(("ImagerPixelSpacing", found_imager))
     for keyword, value in invalid:
         notes.append(f"ignored invalid {_attr(keyword)} = {value!r}; expected {_SPACING_EXPECTED}")
     if imager is not None:
@@ -949,6 +961,17 @@ def _spacing(
     raise MissingSpacingError(
         "no pixel spacing", attribute=_SPACING_MISSING, value=ABSENT, expected=_SPACING_EXPECTED
     )
+
+
+def _detector_plane_copy(ds: Dataset, pixel_spacing: tuple[float, float],
+                         imager: tuple[float, float]) -> bool:
+    """Whether PixelSpacing only repeats ImagerPixelSpacing (within 0.1 %), uncalibrated, in an
+    object that states a magnification factor to correct it with."""
+    if "PixelSpacingCalibrationType" in ds and _text(ds.get("PixelSpacingCalibrationType")):
+        return False
+    if "EstimatedRadiographicMagnificationFactor" not in ds:
+        return False
+    return all(abs(p - i) <= 1e-3 * i for p, i in zip(pixel_spacing, imager, strict=True))
 
 
 def _imager_spacing(
