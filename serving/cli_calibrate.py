@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 DEFAULT_OUT = Path("site-calibration.json")
 #: Offset of the "DICM" prefix of a DICOM Part 10 file (after the 128-byte preamble).
-PREAMBLE_BYTES = 128
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,32 +76,21 @@ class Intake:
         return sum(len(v) for v in self.studies.values())
 
 
-def _is_dicom(path: Path) -> bool:
-    """``*.dcm`` (any case), or a file with the DICOM Part 10 ``DICM`` prefix."""
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with path.open("rb") as f:
-            f.seek(PREAMBLE_BYTES)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def dicom_files(folder: Path) -> list[Path]:
-    """Every DICOM file under ``folder`` (recursively, sorted; hidden files skipped).
+    """Every DICOM file under ``folder`` (see :func:`serving.dicom_files.find_dicom_files`).
 
     Raises:
         CommandError: ``folder`` is not a folder, or holds no DICOM file.
     """
+    from serving.dicom_files import NoDicomFilesError, find_dicom_files
+
     if not folder.is_dir():
         raise CommandError(f"{folder}: not a folder (--normals needs a folder of normal "
                            "studies)")
-    files = [p for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.name.startswith(".") and _is_dicom(p)]
-    if not files:
-        raise CommandError(f"no DICOM files under {folder}")
-    return files
+    try:
+        return find_dicom_files([folder])
+    except NoDicomFilesError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def check_out(out: Path, model_dir: Path) -> None:

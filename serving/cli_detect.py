@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``galacto detect``."""
     p = sub.add_parser("detect", help="detect filling defects in DICOM files",
                        description="Detect and locate filling defects in galactogram DICOM "
-                                   "files (folders are searched recursively for *.dcm).")
+                                   "files (folders are searched recursively; a file is "
+                                   "DICOM by its DICM marker or a .dcm suffix; a DICOMDIR "
+                                   "is followed).")
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--model", type=Path, default=None,
                    help="models/<name>/<version> (default: $GALACTO_MODEL or the bundled "
@@ -43,17 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(sorted(p.rglob("*.dcm")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise CommandError(f"{p}: no such file or folder")
-    if not files:
-        raise CommandError(f"no DICOM files (*.dcm) under {', '.join(map(str, paths))}")
-    return files
+    """The DICOM files given or found (by content; DICOMDIRs followed), each once."""
+    from serving.dicom_files import NoDicomFilesError, find_dicom_files
+
+    try:
+        return find_dicom_files(paths)
+    except (FileNotFoundError, NoDicomFilesError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 def calibration_file(given: Path | None) -> Path | None:

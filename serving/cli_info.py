@@ -69,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "orientation, transfer syntax, SOP class, UIDs, pixel min/max; or why it is rejected.",
         epilog="Exit status: 0 all files accepted, 1 any file rejected, 2 usage error.",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM file(s)")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR",
+                        help="DICOM file(s), folders (searched recursively by content) or a "
+                             "DICOMDIR (followed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--allow-missing-spacing",
@@ -99,8 +101,7 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``galacto info``; returns the exit status (0 all accepted, 1 any rejected)."""
-    paths: list[Path] = list(args.files)
-    _check_paths(paths)
+    paths = _expand(list(args.files))
     reports = [
         inspect_file(
             path, max_pixels=args.max_pixels, allow_missing_spacing=args.allow_missing_spacing
@@ -116,13 +117,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(report.accepted for report in reports) else 1
 
 
-def _check_paths(paths: list[Path]) -> None:
-    """:class:`CommandError` (exit 2) naming the first path that is not a readable file."""
-    for path in paths:
-        if not path.exists():
-            raise CommandError(f"file not found: {path}")
-        if not path.is_file():
-            raise CommandError(f"not a file: {path}")
+def _expand(paths: list[Path]) -> list[Path]:
+    """The files to inspect: files as given, folders and DICOMDIRs expanded
+    (:func:`serving.dicom_files.find_dicom_files`); :class:`CommandError` (exit 2) naming a
+    path that does not exist or a folder without DICOM files."""
+    from serving.dicom_files import NoDicomFilesError, find_dicom_files
+
+    try:
+        return find_dicom_files(paths)
+    except (FileNotFoundError, NoDicomFilesError) as exc:
+        raise CommandError(str(exc)) from None
 
 
 def inspect_file(path: Path, *, max_pixels: int, allow_missing_spacing: bool) -> FileReport:

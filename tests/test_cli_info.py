@@ -104,13 +104,15 @@ def test_missing_path_is_a_usage_error(
     missing = tmp_path / "nowhere.dcm"
     assert main(["info", str(accepted), str(missing)]) == 2
     captured = capsys.readouterr()
-    assert f"file not found: {missing}" in captured.err
+    assert f"{missing}: no such file or folder" in captured.err
     assert captured.out == ""
 
 
-def test_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_without_dicom_is_a_usage_error(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("not DICOM")
     assert main(["info", str(tmp_path)]) == 2
-    assert "not a file" in capsys.readouterr().err
+    assert "no DICOM files" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["info"], ["info", "--max-pixels", "0", "x.dcm"]])
@@ -136,4 +138,4 @@ def test_real_subprocess(accepted: Path, truncated: Path, tmp_path: Path) -> Non
         [*command, str(tmp_path / "absent.dcm")], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 2
-    assert "file not found" in done.stderr
+    assert "no such file or folder" in done.stderr
