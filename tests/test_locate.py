@@ -292,7 +292,7 @@ def test_the_half_one_view_tells(cc_phantom: Image, view: str, laterality: Later
     mloc = locate_in_view(mirror_box(box_at(30.0, -15.0), COLS), m, find_landmarks(m))
     assert (mloc.half, mloc.depth, mloc.distance_cm) == (loc.half, loc.depth, loc.distance_cm)
     assert mloc.axial_mm == pytest.approx(loc.axial_mm, abs=1e-6)
-    assert "only" in describe_view(loc)
+    assert f"{half} half (from the {view} view" in describe_view(loc)
 
 
 def test_missing_orientation_assumes_the_standard_hanging(cc_phantom: Image) -> None:

@@ -31,11 +31,12 @@ from serving.pipeline.findings import (
     ModelOut,
     OperatingPointOut,
 )
-from serving.pipeline.locate import _up_signs
+from serving.pipeline.locate import ORIENTATION_UNKNOWN
+from serving.pipeline.locate import orientation_assumed as _assumed
 
 SIDE: dict[str, str] = {"L": "Left breast", "R": "Right breast"}
 #: Why an orientation-dependent part of a location is left out.
-ORIENTATION_NOTE = "not stated: PatientOrientation does not give the image orientation"
+ORIENTATION_NOTE = f"not stated: {ORIENTATION_UNKNOWN}"
 FINDING_NAME = "Filling defect"
 
 
@@ -55,8 +56,7 @@ def orientation_assumed(source: Dataset, image: ImageOut) -> bool:
     """True when the location of a finding on ``image`` rests on an assumed hanging: its
     PatientOrientation does not give the direction the view needs (``locate``'s rule: CC the
     lateral direction, ML/LM the superior one, MLO-like views both)."""
-    view = (image.view or "?").upper()
-    return _up_signs(view, image.laterality, patient_orientation(source))[2]
+    return _assumed(image.view, image.laterality, patient_orientation(source))
 
 
 def _distance(cm: int) -> str:
@@ -105,7 +105,7 @@ class Where:
     def label_lines(self) -> list[str]:
         """Two or three short lines for an image annotation."""
         first = ", ".join(p for p in (self.side, self.region or "", self.half or "") if p)
-        if self.views and self.views.endswith("only"):
+        if self.views and (self.views.endswith("only") or "unknown" in self.views):
             first += f" ({self.views})"
         second = ", ".join(p for p in (f"{self.depth} depth" if self.depth else "",
                                        _distance(self.distance_cm)
@@ -151,7 +151,7 @@ def _where_fused(lesion: FusedFindingOut, views: str, assumed: bool) -> Where:
 
 
 def _where_single(image: ImageOut, finding: FindingOut, assumed: bool) -> Where:
-    views = f"{image.view or 'unknown view'} only"
+    views = f"{image.view} only" if image.view else "one view of unknown type"
     loc = finding.location
     if loc is None:
         return Where(image.laterality, views=views)
@@ -190,7 +190,7 @@ class StudyWords:
                                      "expected each finding in at most one CC/ML-MLO pair")
                 used.add(fid)
             members = [index[fid] for fid in fused.finding_ids]
-            views = " and ".join(images[i].view or "?" for i, _ in members)
+            views = " and ".join(images[i].view or "a view of unknown type" for i, _ in members)
             assumed = any(self.assumed[i] for i, _ in members)
             lesions.append(Lesion(len(lesions) + 1, members, fused,
                                   _where_fused(fused, views, assumed)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Final
 
 import numpy as np
 
@@ -32,7 +33,13 @@ from serving.pipeline.findings import (
     StudyOut,
     ViewLocationOut,
 )
-from serving.pipeline.locate import ViewLocation, describe_view, match_views
+from serving.pipeline.locate import (
+    ORIENTATION_UNKNOWN,
+    ViewLocation,
+    describe_view,
+    match_views,
+    orientation_assumed,
+)
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 
@@ -42,6 +49,10 @@ OTHER_VIEWS = ("ML", "MLO", "LM")
 MIMIC_TEXT = {"air_bubble": "probable air bubble", "cyst": "probable contrast-filled cyst",
               "extravasation": "probable contrast extravasation"}
 
+
+#: The warning of an image whose orientation had to be assumed (field case Q3).
+ORIENTATION_WARNING: Final = (f"{ORIENTATION_UNKNOWN} for this view: the standard hanging was "
+                              "assumed; no half, clock face or quadrant is stated")
 
 def _mm_box(box: np.ndarray, image: Image) -> tuple[list[float], list[float]]:
     sy, sx = image.spacing_mm or (1.0, 1.0)
@@ -74,7 +85,9 @@ def _finding(index: int, k: int, box: np.ndarray, score: float, detector_score: 
         location = ViewLocationOut(distance_from_nipple_mm=round(loc.distance_mm, 1),
                                    distance_from_nipple_cm=loc.distance_cm, depth=loc.depth,
                                    depth_fraction=round(loc.depth_fraction, 3),
-                                   half=loc.half, oblique=loc.oblique,
+                                   half=None if loc.orientation_assumed else loc.half,
+                                   oblique=loc.oblique,
+                                   orientation_assumed=loc.orientation_assumed,
                                    text=describe_view(loc))
     box_px, box_mm = _mm_box(box, image)
     return FindingOut(
@@ -121,6 +134,8 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
         else model.decode.mimic_score_thresh
     timings = {k: round(v, 1) for k, v in c.timings_ms.items()}
     marks = c.landmarks
+    assumed = orientation_assumed(image.view, image.laterality, image.patient_orientation)
+    warnings = list(c.warnings) + ([ORIENTATION_WARNING] if assumed else [])
     out = ImageOut(
         index=index, source=source, sop_instance_uid=image.sop_instance_uid,
         series_instance_uid=image.series_instance_uid,
@@ -130,7 +145,7 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
         nipple_px=[round(v * scale, 1) for v in marks.nipple_xy] if marks else None,
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
         findings=findings, mimics=_mimics(c, c.boxes[keep], mimic_threshold),
-        timings_ms=timings, warnings=c.warnings)
+        orientation_assumed=assumed, timings_ms=timings, warnings=warnings)
     return out, locs
 
 
@@ -159,7 +174,8 @@ def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
                 score=round(float(np.sqrt(m.cc.score * m.other.score)), 4),
                 clock_hour=m.clock_hour, quadrant=m.quadrant, depth=m.depth,
                 distance_from_nipple_mm=round(m.distance_mm, 1),
-                distance_from_nipple_cm=m.distance_cm, oblique=m.oblique, phrase=m.phrase))
+                distance_from_nipple_cm=m.distance_cm, oblique=m.oblique, phrase=m.phrase,
+                orientation_assumed=m.orientation_assumed))
     return fused
 
 

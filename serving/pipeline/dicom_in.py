@@ -252,6 +252,9 @@ class ImageHeader:
         patient_id: PatientID (0010,0020).
         accession_number: AccessionNumber (0008,0050).
         manufacturer: Manufacturer (0008,0070).
+        positioner_primary_angle: PositionerPrimaryAngle (0018,1510), degrees: the C-arm
+            rotation from the cranio-caudal position (0 for CC, about 45-60 for MLO, 90 for
+            ML; the sign depends on the side); ``None`` when absent or unreadable.
         warnings: human-readable notes about tolerated problems and about every attribute
             that changed the pixels' polarity, range or "not image" pixels (each names the
             attribute and what was assumed), in reading order.
@@ -288,6 +291,7 @@ class ImageHeader:
     accession_number: str | None
     manufacturer: str | None
     warnings: tuple[str, ...]
+    positioner_primary_angle: float | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -563,6 +567,7 @@ def _read_header(
         patient_id=_optional_text(ds, "PatientID", notes),
         accession_number=_optional_text(ds, "AccessionNumber", notes),
         manufacturer=_optional_text(ds, "Manufacturer", notes),
+        positioner_primary_angle=_optional_first_float(ds, "PositionerPrimaryAngle", notes),
         warnings=tuple(notes),
     )
     return header, plan

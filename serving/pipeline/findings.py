@@ -18,9 +18,12 @@ class ViewLocationOut(BaseModel):
     distance_from_nipple_cm: int = Field(description="whole cm, as radiologists state it")
     depth: str = Field(description="anterior, middle or posterior third of the PNL")
     depth_fraction: float = Field(description="0 at the nipple, 1 at the chest wall/pectoral")
-    half: str | None = Field(description="outer/inner (CC) or upper/lower (ML, MLO)")
+    half: str | None = Field(description="outer/inner (CC) or upper/lower (ML, MLO); None "
+                             "when the view cannot tell or the orientation was assumed")
     oblique: bool = Field(description="MLO: upper/lower mixes superior with lateral")
-    text: str = Field(description="e.g. 'Left breast, outer half (CC only), ...'")
+    orientation_assumed: bool = Field(default=False, description="PatientOrientation did not "
+                                      "give the image orientation: the half is not stated")
+    text: str = Field(description="e.g. 'Left breast, outer half (from the CC view), ...'")
 
 
 class FindingOut(BaseModel):
@@ -74,6 +77,10 @@ class ImageOut(BaseModel):
     findings: list[FindingOut]
     mimics: list[MimicOut] = Field(default_factory=list, description="probable mimics at the "
                                    "operating point's threshold; not lesions")
+    orientation_assumed: bool = Field(default=False, description="PatientOrientation does "
+                                      "not give the direction this view needs: the standard "
+                                      "hanging was assumed, and no half, clock face or "
+                                      "quadrant is stated for its findings")
     timings_ms: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
 
@@ -90,6 +97,8 @@ class FusedFindingOut(BaseModel):
     distance_from_nipple_mm: float
     distance_from_nipple_cm: int
     oblique: bool
+    orientation_assumed: bool = Field(default=False, description="a view's orientation was "
+                                      "assumed: clock face and quadrant are not stated")
     phrase: str = Field(description="e.g. 'Right breast, 10 o'clock, middle depth, 3 cm "
                                     "from nipple'")
 

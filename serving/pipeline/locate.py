@@ -36,9 +36,9 @@ Assumptions (stated, not measured on patients)
 - Compression spreads the breast in the image plane; image distances are divided by
   :data:`COMPRESSION_SPREAD` (1.1, the middle of the 5-20 % spread the simulator draws) to
   estimate distances in the uncompressed breast. ``image_distance_mm`` keeps the raw value.
-- The MLO C-arm angle is not in :class:`~serving.pipeline.dicom_in.Image`
-  (PositionerPrimaryAngle (0018,1510) is not read), so :func:`match_views` takes
-  ``mlo_angle_deg`` (default 45°; the simulator draws 40-60°).
+- The MLO C-arm angle is the image's PositionerPrimaryAngle (0018,1510), its magnitude, when
+  it lies strictly between 0 and 90 degrees; otherwise :func:`match_views`' ``mlo_angle_deg``
+  (default 45°) is assumed and ``angle_assumed`` is set.
 - The nipple is the most anterior point of the breast contour (canonical orientation: the
   right-most breast pixel). A retracted or not-in-profile nipple is not detected as such.
 - Without a usable PatientOrientation column direction, the standard hanging is assumed (CC:
@@ -90,6 +90,7 @@ __all__ = [
     "locate_in_view",
     "location_phrase",
     "match_views",
+    "orientation_assumed",
     "quadrant",
 ]
 
@@ -584,6 +585,9 @@ class ViewLocation:
             in CC, unknown view).
         orientation_assumed: True when PatientOrientation did not say which way the rows run
             and the standard hanging was assumed.
+        angle_deg: the C-arm angle of an oblique view from PositionerPrimaryAngle (its
+            magnitude, degrees), or ``None`` when the view is not oblique or the attribute
+            is absent or outside (0, 90): :func:`match_views` then assumes ``mlo_angle_deg``.
     """
 
     view: str
@@ -604,6 +608,22 @@ class ViewLocation:
     oblique: bool
     half: Half | None
     orientation_assumed: bool
+    angle_deg: float | None = None
+
+
+def orientation_assumed(view: str | None, laterality: str,
+                        orientation: tuple[str, str] | None) -> bool:
+    """Whether a location on an image of ``view`` and ``laterality`` with PatientOrientation
+    ``orientation`` rests on an assumed hanging (the orientation does not give the direction
+    the view needs: CC the lateral one, ML/LM the superior one, MLO-like views both)."""
+    return _up_signs((view or "?").upper(), laterality, orientation)[2]
+
+
+def _oblique_angle(view: str, angle: float | None) -> float | None:
+    """``|PositionerPrimaryAngle|`` of an oblique view when it is in (0, 90), else None."""
+    if view not in _OBLIQUE_VIEWS or angle is None or not math.isfinite(angle):
+        return None
+    return abs(angle) if 0.0 < abs(angle) < 90.0 else None
 
 
 def locate_in_view(
@@ -665,6 +685,7 @@ def locate_in_view(
         oblique=view in _OBLIQUE_VIEWS,
         half=_half(view, offset, up_sup, up_lat),
         orientation_assumed=assumed,
+        angle_deg=_oblique_angle(view, image.positioner_primary_angle),
     )
 
 
@@ -803,18 +824,27 @@ def location_phrase(
     return ", ".join(parts)
 
 
+#: Why a location part that rests on the image orientation is not stated.
+ORIENTATION_UNKNOWN: Final = "PatientOrientation does not give the image orientation"
+
+
 def describe_view(loc: ViewLocation) -> str:
-    """Phrase for a finding seen in one view only, e.g. ``"Left breast, outer half (CC only),
-    middle depth, 3 cm from nipple"``; MLO halves say ``"upper half (oblique)"``."""
-    parts = [_SIDE_NAMES.get(loc.laterality, "Breast of unknown laterality")]
-    if loc.half is not None:
-        note = f"{loc.view} only" + (", oblique" if loc.oblique else "")
-        parts.append(f"{loc.half} half ({note})")
+    """Phrase for a finding as one view locates it, e.g. ``"Left breast, outer half (from the
+    CC view), middle depth, 3 cm from nipple"``; MLO halves say ``"(from the MLO view,
+    oblique)"``. It names the view the location comes from, not that the finding is seen
+    there only. When the orientation was assumed the half is not stated, and the phrase says
+    why."""
+    side = _SIDE_NAMES.get(loc.laterality, "Breast of unknown laterality")
+    source = f"from the {loc.view} view" if loc.view != "?" else "from a view of unknown type"
+    if loc.half is not None and not loc.orientation_assumed:
+        parts = [side, f"{loc.half} half ({source}{', oblique' if loc.oblique else ''})"]
     else:
-        parts.append(f"({loc.view} only)")
-    parts.append(f"{loc.depth} depth")
-    parts.append(_distance_text(loc.distance_cm))
-    return ", ".join(parts)
+        parts = [f"{side} ({source})"]
+    parts += [f"{loc.depth} depth", _distance_text(loc.distance_cm)]
+    text = ", ".join(parts)
+    if loc.orientation_assumed and loc.half is not None:
+        text += f"; half not stated: {ORIENTATION_UNKNOWN}"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -846,6 +876,9 @@ class Match:
             assumed C-arm angle).
         cost: the matching cost (lower is better, see :func:`match_views`).
         phrase: the BI-RADS location phrase (:func:`location_phrase`).
+        orientation_assumed: either view's orientation was assumed: the clock face and the
+            quadrant (which rest on it) are ``None`` and the phrase says why, unless the
+            lesion is retroareolar or central.
     """
 
     cc_index: int
@@ -863,6 +896,7 @@ class Match:
     oblique: bool
     cost: float
     phrase: str
+    orientation_assumed: bool = False
 
 
 def match_views(
@@ -889,7 +923,8 @@ def match_views(
     Location of a pair: the offsets from the nipple axis in the two views are
     ``offset_cc = up_cc . (u, l)`` and ``offset_other = up_other . (u, l)`` (times the
     spread), with ``up`` the image's up axis in the breast frame: CC ``(0, +-1)``, ML
-    ``(+-1, 0)``, MLO ``(+-sin a, +-cos a)`` with ``a = mlo_angle_deg``; solving the 2x2
+    ``(+-1, 0)``, MLO ``(+-sin a, +-cos a)`` with ``a`` the view's own C-arm angle
+    (:attr:`ViewLocation.angle_deg`, else ``mlo_angle_deg``); solving the 2x2
     system gives ``(u, l)``, e.g. for a standard MLO ``u = (v_mlo - cos(a) * l_cc) / sin(a)``.
     So a medial lesion projects lower on MLO than on ML. Depth ``d`` is the mean of the two
     axial depths; depth third from the mean PNL fraction.
@@ -897,7 +932,8 @@ def match_views(
     Args:
         cc_findings: CC-view locations (:func:`locate_in_view`) of one breast.
         other_findings: ML/LM or MLO-like locations of the same breast.
-        mlo_angle_deg: C-arm angle of oblique views, degrees in (0, 90).
+        mlo_angle_deg: C-arm angle assumed for oblique views without a usable
+            PositionerPrimaryAngle, degrees in (0, 90).
         spread: compression spread (image mm per breast mm), > 0.
         tolerance_mm, tolerance_fraction: depth agreement (see above).
         max_size_ratio: largest accepted size ratio, > 1.
@@ -974,9 +1010,10 @@ def _pair_cost(
 
 
 def _up_vector(loc: ViewLocation, mlo_angle_deg: float) -> tuple[float, float]:
-    """The image's up axis ``(superior, lateral)`` in the breast frame."""
+    """The image's up axis ``(superior, lateral)`` in the breast frame (an oblique view at its
+    own C-arm angle, else at ``mlo_angle_deg``)."""
     if loc.oblique:
-        a = math.radians(mlo_angle_deg)
+        a = math.radians(loc.angle_deg if loc.angle_deg is not None else mlo_angle_deg)
         return (loc.up_superior * math.sin(a), loc.up_lateral * math.cos(a))
     return (float(loc.up_superior), float(loc.up_lateral))
 
@@ -1005,6 +1042,13 @@ def _fuse(
     fraction = (cc.depth_fraction + other.depth_fraction) / 2
     depth = depth_third(fraction)
     cm = _whole_cm(distance)
+    assumed = cc.orientation_assumed or other.orientation_assumed
+    phrase = location_phrase(laterality, clock, region, depth, cm)
+    if assumed and region not in ("retroareolar", "central"):
+        left_out = clock is not None or region is not None
+        clock, region = None, None
+        phrase = location_phrase(laterality, None, None, depth, cm) + (
+            f"; clock face and quadrant not stated: {ORIENTATION_UNKNOWN}" if left_out else "")
     return Match(
         cc_index=i,
         other_index=j,
@@ -1020,5 +1064,6 @@ def _fuse(
         distance_cm=cm,
         oblique=other.oblique,
         cost=cost,
-        phrase=location_phrase(laterality, clock, region, depth, cm),
+        phrase=phrase,
+        orientation_assumed=assumed,
     )
