@@ -37,7 +37,24 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="override a config value, e.g. --set optim.epochs=5 (repeatable)")
     p.add_argument("--run-dir", type=Path, help="where to write the run (default: "
                                                  "<output>/<name>-<timestamp>)")
+    p.add_argument("--fold", type=int, default=None, metavar="K",
+                   help="cross-validation fold K of data.train (made by galacto dataset split): "
+                        "train on the other folds, validate on fold K")
     p.set_defaults(func=run_train)
+
+
+def _fold_overrides(config: Path, overrides: list[str], fold: int) -> list[str]:
+    """``--set`` entries that point data.train and data.val at fold ``fold`` of the config's
+    data.train folder (``DIR/folds/fold-<fold>``, written by ``galacto dataset split``)."""
+    from training.config import load_config
+    from training.datasets.split import fold_dir
+
+    base = Path(load_config(config, overrides).data.train)
+    target = fold_dir(base, fold)
+    if not (target / "dataset.json").is_file():
+        raise CommandError(f"--fold {fold}: {target} has no dataset.json; make the folds with "
+                           f"galacto dataset split {base} --by patient --folds K")
+    return [*overrides, f"data.train={target}", f"data.val={target}"]
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -45,10 +62,14 @@ def run_train(args: argparse.Namespace) -> int:
     import json
 
     from training.config import load_config
+    from training.datasets import load_index
     from training.train import run
 
     try:
         if args.resume is not None:
+            if args.fold is not None:
+                raise CommandError("--fold applies to a new run; --resume continues the "
+                                   "fold its run was started with")
             saved = args.resume / "config.json"
             if not (args.resume / "last.pt").is_file() or not saved.is_file():
                 raise CommandError(f"--resume {args.resume}: no last.pt/config.json there")
@@ -59,13 +80,14 @@ def run_train(args: argparse.Namespace) -> int:
                 raise CommandError("--config is required (or --resume RUN_DIR)")
             if not args.config.is_file():
                 raise CommandError(f"--config {args.config}: no such file")
-            cfg = load_config(args.config, args.set)
+            overrides = (args.set if args.fold is None
+                         else _fold_overrides(args.config, args.set, args.fold))
+            cfg = load_config(args.config, overrides)
+            fold = "" if args.fold is None else f"-fold{args.fold}"
             run_dir = args.run_dir or Path(cfg.output) / (
-                f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+                f"{cfg.name}{fold}-{time.strftime('%Y%m%d-%H%M%S')}")
         for name in (cfg.data.train, *cfg.data.val_dirs):
-            if not (Path(name) / "dataset.json").is_file():
-                raise CommandError(f"dataset folder {name} has no dataset.json "
-                                   f"(make one with galacto synth)")
+            load_index(Path(name))  # the dataset schema, before any work
         if cfg.optim.init_from and not Path(cfg.optim.init_from).is_file():
             raise CommandError(f"optim.init_from {cfg.optim.init_from}: no such checkpoint")
         best = run(cfg, run_dir, resume=args.resume is not None)
@@ -114,4 +136,9 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--out", type=Path, default=None, help="JSON report path")
     p.add_argument("--plot", type=Path, default=None, help="FROC plot PNG path")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples (patients) for the 95 %% confidence intervals of "
+                        "the FROC sensitivities and the CPM; 0 for none (default: 1000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0,
+                   help="seed of the resampling (default: 0)")
     p.set_defaults(func=_lazy('training.evaluate'))

@@ -29,6 +29,7 @@ from scipy import ndimage
 from serving.pipeline.dicom_in import read_image
 from serving.pipeline.preprocess import PreprocessConfig, Transform, prepare
 from training.config import AugmentConfig, PreprocessSection
+from training.datasets import SPLITS, load_index
 from training.model import xyxy_to_monai
 
 CACHE_VERSION = "1"
@@ -61,16 +62,21 @@ def preprocess_config(section: PreprocessSection) -> PreprocessConfig:
 
 
 def load_split(root: Path, split: str) -> list[dict[str, Any]]:
-    """Items of ``split`` in ``root/dataset.json`` (ValueError naming the file if absent)."""
-    path = root / "dataset.json"
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
-    items = index.get(split)
-    if not isinstance(items, list):
-        raise ValueError(f"{path} has no '{split}' list")
-    return [dict(it, _root=str(root)) for it in items]
+    """Items of ``split`` in ``root/dataset.json``, after validating the whole file against
+    the dataset schema (:mod:`training.datasets.schema`).
+
+    Returns:
+        The split's items as plain dicts (every key kept) plus ``_root`` (the folder).
+
+    Raises:
+        DatasetError: (a ValueError) the file is missing, unreadable or breaks the schema;
+            every problem is listed with its location.
+        ValueError: ``split`` is not ``training``, ``validation`` or ``test``.
+    """
+    raw, _ = load_index(root)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return [dict(it, _root=str(root)) for it in raw.get(split, [])]
 
 
 def dataset_fingerprint(roots: Sequence[Path]) -> str:

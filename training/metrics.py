@@ -43,7 +43,7 @@ matching by IoU alone, at each IoU threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -71,6 +71,7 @@ __all__ = [
     "hits",
     "operating_point",
     "plot_froc",
+    "scored_marks",
     "sensitivity_at",
     "size_bin_labels",
 ]
@@ -152,6 +153,7 @@ class _Matched:
     image_profile: list[str]
     all_scores: FloatArray
     lesion_score: FloatArray
+    lesion_image: NDArray[np.int64]
     lesion_size_mm: FloatArray  # nan where unknown
     lesion_kind: list[str]
     lesion_profile: list[str]
@@ -195,6 +197,7 @@ def _match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> _Match
         raise ValueError("no images to evaluate")
     all_scores: list[FloatArray] = []
     lesion_score: list[float] = []
+    lesion_image: list[int] = []
     lesion_size: list[float] = []
     lesion_kind: list[str] = []
     lesion_profile: list[str] = []
@@ -222,6 +225,7 @@ def _match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> _Match
         hit = hits(pb, gt)  # (N, M)
         for j in range(len(gt)):
             lesion_score.append(float(scores[hit[:, j]].max()) if hit[:, j].any() else -math.inf)
+            lesion_image.append(i)
             lesion_size.append(float(sizes[j]) if sizes is not None else math.nan)
             lesion_kind.append(str(kinds[j]) if kinds is not None else UNKNOWN)
             lesion_profile.append(profile)
@@ -244,6 +248,7 @@ def _match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> _Match
         image_profile=image_profile,
         all_scores=np.concatenate(all_scores) if all_scores else np.zeros(0),
         lesion_score=np.asarray(lesion_score, dtype=np.float64),
+        lesion_image=np.asarray(lesion_image, dtype=np.int64),
         lesion_size_mm=np.asarray(lesion_size, dtype=np.float64),
         lesion_kind=lesion_kind,
         lesion_profile=lesion_profile,
@@ -253,6 +258,19 @@ def _match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> _Match
         mimic_kind=mimic_kind,
         mimic_best_fp_score=np.asarray(mimic_best, dtype=np.float64),
     )
+
+
+def scored_marks(truths: Sequence[Truth], predictions: Sequence[Prediction]
+                 ) -> tuple[FloatArray, NDArray[np.int64], FloatArray, NDArray[np.int64]]:
+    """The hit rule applied image by image (see the module docstring), for resampling.
+
+    Returns:
+        ``(lesion_score, lesion_image, fp_score, fp_image)``: per true lesion the score of its
+        highest-scoring hit (``-inf`` when missed) and its image index; per false positive its
+        score and image index.
+    """
+    m = _match(truths, predictions)
+    return m.lesion_score, m.lesion_image, m.fp_score, m.fp_image
 
 
 # --------------------------------------------------------------------------- FROC
@@ -617,21 +635,35 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _ci(interval: Sequence[float] | None, fmt: Callable[[float | None], str]) -> str:
+    return "–" if interval is None else f"{fmt(interval[0])} – {fmt(interval[1])}"
+
+
 def format_tables(report: Mapping[str, Any]) -> list[Table]:
     """Rich tables for the CLI from an :func:`evaluate` report.
 
-    In order: FROC (sensitivity and threshold at each FP/image rate, CPM), COCO AP, sensitivity
+    In order: FROC (sensitivity and threshold at each FP/image rate, CPM, and their bootstrap
+    confidence intervals when the report's ``froc`` has a ``ci``), COCO AP, sensitivity
     at the report's threshold by size / kind / profile, and false positives per image (overall,
     per profile, on mimics, per mimic kind, mimics flagged).
     """
     fr = report["froc"]
+    ci = fr.get("ci")
+    caption = f"CPM {_f(fr['cpm'])}"
+    if ci:
+        caption += (f" ({100 * ci['level']:g} % CI {_ci(ci['cpm'], _f)}; {ci['resamples']} "
+                    f"bootstrap resamples of {ci['patients']} patients)")
     t_froc = Table(title=f"FROC ({report['images']} images, {report['lesions']} lesions)",
-                   caption=f"CPM {_f(fr['cpm'])}")
+                   caption=caption)
     t_froc.add_column("FP / image", justify="right")
     t_froc.add_column("sensitivity", justify="right")
+    if ci:
+        t_froc.add_column(f"{100 * ci['level']:g} % CI", justify="right")
     t_froc.add_column("threshold", justify="right")
-    for rate, sens, thr in zip(fr["fp_rates"], fr["sensitivity"], fr["thresholds"], strict=True):
-        t_froc.add_row(f"{rate:g}", _pct(sens), _f(thr))
+    for k, (rate, sens, thr) in enumerate(zip(fr["fp_rates"], fr["sensitivity"],
+                                              fr["thresholds"], strict=True)):
+        interval = [_ci(ci["sensitivity"][k], _pct)] if ci else []
+        t_froc.add_row(f"{rate:g}", _pct(sens), *interval, _f(thr))
 
     t_ap = Table(title="COCO AP (101-point)")
     t_ap.add_column("IoU", justify="right")

@@ -1,0 +1,152 @@
+"""``galacto dataset check | import | split``: bring your own annotated galactograms.
+
+Needs no torch: the tools read ``dataset.json``, DICOM headers (serving's intake) and
+annotation files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from serving.errors import CommandError
+
+FORMATS = ("csv", "coco", "sr", "gsps")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto dataset`` and its three subcommands."""
+    p = sub.add_parser("dataset", help="check, import and split your own annotated data",
+                       description="Tools for datasets brought by researchers: validate a "
+                                   "dataset folder, import annotations (CSV, COCO, DICOM SR, "
+                                   "GSPS), make patient-level cross-validation folds.")
+    verbs = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    _register_check(verbs)
+    _register_import(verbs)
+    _register_split(verbs)
+
+
+def _register_check(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("check", help="validate dataset.json and its images; exit 1 on errors")
+    p.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (dataset.json)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write the result as JSON")
+    p.set_defaults(func=run_check)
+
+
+def _register_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("import", help="write a dataset.json from annotations",
+                         description="Match annotations to the DICOM images under --images (by "
+                                     "SOP Instance UID or path) and write OUT/dataset.json and "
+                                     "OUT/import_report.json; images stay where they are.")
+    p.add_argument("format", choices=FORMATS, help="annotation format")
+    p.add_argument("src", type=Path, metavar="SRC",
+                   help="the CSV or COCO file, or an SR/GSPS file or folder")
+    g = p.add_argument_group("Input options")
+    g.add_argument("--images", type=Path, required=True, metavar="DIR",
+                   help="folder with the DICOM images (searched recursively)")
+    g.add_argument("--map", action="append", default=[], metavar="NAME=CLASS",
+                   help="label name -> filling_defect, a mimic kind (air_bubble, cyst, "
+                        "extravasation, ...) or ignore (repeatable)")
+    g = p.add_argument_group("Output options")
+    g.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
+    g.add_argument("--split", default="training", choices=("training", "validation", "test"),
+                   help="split the images go to (default: training)")
+    g.add_argument("--annotated-only", action="store_true",
+                   help="leave out images without annotations (default: keep them as normal "
+                        "images)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT/dataset.json")
+    p.set_defaults(func=run_import)
+
+
+def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("split", help="patient-level cross-validation folds",
+                         description="Deal the patients of DIR's training and validation "
+                                     "splits into K folds and write DIR/folds/fold-<k>/ "
+                                     "(galacto train --fold k).")
+    p.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (dataset.json)")
+    p.add_argument("--by", choices=("patient",), default="patient",
+                   help="grouping unit (default: patient)")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds "
+                                                                    "(default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the deal (default: 0)")
+    p.add_argument("--test-share", type=float, default=0.0, metavar="F",
+                   help="first move this share of all patients to the test split (default: 0, "
+                        "keep the test split as it is)")
+    p.set_defaults(func=run_split)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Check the folder; print errors, warnings and the summary table; 1 on errors."""
+    from rich.console import Console
+
+    from training.datasets.check import check_dataset
+    from training.datasets.check_report import check_json, summary_table
+
+    console = Console()
+    result = check_dataset(args.dir)
+    if result.summary:
+        console.print(summary_table(result))
+    for w in result.warnings:
+        console.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+    for e in result.errors:
+        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{args.dir}: {len(result.errors)} error(s), {len(result.warnings)} "
+                  f"warning(s)", markup=False, highlight=False)
+    if args.json:
+        args.json.write_text(json.dumps(check_json(result), indent=1) + "\n")
+    return 1 if result.errors else 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Read the annotations, match them to the images, write the dataset and the report."""
+    from training.datasets.formats import READERS
+    from training.datasets.importer import build_items, index_images, write_import
+    from training.datasets.label_map import parse_label_map
+
+    if (args.out / "dataset.json").exists() and not args.overwrite:
+        raise CommandError(f"{args.out}/dataset.json exists; use --overwrite to replace it")
+    try:
+        labels = parse_label_map(args.format, args.map)
+        found = READERS[args.format](args.src)
+        images = index_images(args.images)
+    except (ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    items, report = build_items(found, images, labels, args.out, args.annotated_only)
+    meta = {"generator": "galacto dataset import", "format": args.format,
+            "source": str(args.src), "label_map": dict(labels.entries),
+            "box_convention": "[x1, y1, x2, y2] stored-image pixels, x = column, origin "
+                              "top-left corner, x2/y2 exclusive"}
+    path = write_import(args.out, items, report, args.split, meta)
+    print(f"wrote {path}: {report.images} images ({report.normal_images} without lesions), "
+          f"{report.lesions} lesion boxes, {report.mimics} mimic boxes in {args.split}")
+    for s in report.skipped:
+        print(f"not imported: {s.origin}: {s.reason}")
+    if report.not_images:
+        print(f"{len(report.not_images)} file(s) under {args.images} are not images the "
+              f"intake accepts (listed in {args.out}/import_report.json)")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """Make the folds and print one row per fold."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.datasets.split import fold_dir, split_dataset
+
+    try:
+        folds = split_dataset(args.dir, args.folds, args.seed, args.test_share)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    table = Table(title=f"{args.folds} folds by patient (seed {args.seed})")
+    for col in ("fold", "patients", "images", "with lesion", "lesions", "mimics", "folder"):
+        table.add_column(col, justify="left" if col == "folder" else "right")
+    for f in folds:
+        table.add_row(str(f.fold), str(f.patients), str(f.images), str(f.lesion_images),
+                      str(f.lesions), str(f.mimics),
+                      str(fold_dir(args.dir, f.fold).relative_to(args.dir)))
+    Console().print(table)
+    return 0
