@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from serving.pipeline.findings import DetectionResponse, FindingOut, StudyOut
 
 
+#: Console width when the output is not a terminal.
+PIPE_WIDTH = 200
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``galacto detect``."""
     p = sub.add_parser("detect", help="detect filling defects in DICOM files",
@@ -115,6 +119,8 @@ def print_study(console: Console, study: StudyOut, result: DetectionResponse) ->
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every file was analysed, 1 when some were rejected by the intake."""
+    import sys
+
     from rich.console import Console
 
     from serving.outputs.overlay import write_overlay
@@ -124,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     from serving.pipeline.errors import IntakeError
     from serving.pipeline.model import ModelError, default_model_dir, load_model
 
-    console = Console()
+    # a pipe or a file gets wide rows, not rows wrapped at 80 columns
+    console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
     files = _files(args.paths)
     try:
         model = calibrated_model(load_model(args.model or default_model_dir()),
