@@ -8,9 +8,16 @@ destination, the gateway process's peak resident memory (VmHWM) and the times.
 
     python benchmarks/gateway_load.py [--studies 20] [--images 4] [--associations 4]
                                       [--workers 1] [--profile ge]
+    python benchmarks/gateway_load.py --hostile
 
 Images are synthetic galactograms (``galacto synth``, needs the ``train`` extra); each study
 gets new Study/Series/SOP Instance UIDs, so the same few generated files make every study.
+
+``--hostile`` measures the resource bounds instead (:mod:`benchmarks.hostile`): for a deflate
+bomb and an element flood sent by C-STORE, the status, the C-STORE time and how much the
+gateway process's peak RSS grew; for floods of TCP connect+close, idle and half-sent
+connections and a 400 MB A-ASSOCIATE-RQ header, the time of a valid C-ECHO right after (or
+while they are open) and what the gateway buffered.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,7 +38,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from rich.console import Console
@@ -58,9 +66,10 @@ class Destination:
         self.lock = threading.Lock()
         ae = AE("DEST")
         ae.add_supported_context(CAD_SR, [ExplicitVRLittleEndian])
-        self.server: Any = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+        server: Any = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
             (evt.EVT_C_STORE, self._on_store)])
-        self.port = int(self.server.server_address[1])
+        self.server = server
+        self.port = int(server.server_address[1])
 
     def _on_store(self, event: evt.Event) -> int:
         with self.lock:
@@ -81,7 +90,7 @@ def make_base_images(folder: Path, images_per_study: int, profile: str) -> list[
 def study_datasets(base: list[Path]) -> list[Dataset]:
     """The base images as one new study (new UIDs)."""
     study = generate_uid()
-    out = []
+    out: list[Dataset] = []
     for path in base:
         ds = pydicom.dcmread(path)
         ds.StudyInstanceUID = study
@@ -137,8 +146,141 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+# --------------------------------------------------------------------------------------------
+# --hostile: resource bounds
+# --------------------------------------------------------------------------------------------
+
+
+def reset_peak(pid: int) -> float:
+    """Reset the process's peak RSS to its current RSS (Linux ``clear_refs``); returns the
+    current RSS, MiB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed_echo(port: int) -> tuple[str, float]:
+    """``(C-ECHO outcome, seconds)`` of one association from LOADSCU."""
+    ae = AE("LOADSCU")
+    ae.add_requested_context(Verification)
+    t0 = time.perf_counter()
+    assoc = ae.associate("127.0.0.1", port, ae_title="GALACTO")
+    if not assoc.is_established:
+        return "refused", time.perf_counter() - t0
+    status = int(getattr(assoc.send_c_echo(), "Status", -1))
+    assoc.release()
+    return f"0x{status:04X}", time.perf_counter() - t0
+
+
+def hostile_store(port: int, pid: int, path: Path, syntax: str) -> list[str]:
+    """C-STORE the file at ``path`` as it is; ``[status, seconds, peak RSS growth]``."""
+    import hostile
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    ae = AE("LOADSCU")
+    ae.add_requested_context(hostile.MG_FOR_PRESENTATION, [syntax])
+    assoc = ae.associate("127.0.0.1", port, ae_title="GALACTO")
+    base = reset_peak(pid)
+    t0 = time.perf_counter()
+    status = int(getattr(assoc.send_c_store(path), "Status", -1))
+    seconds = time.perf_counter() - t0
+    growth = peak_rss_mb(pid) - base
+    assoc.release()
+    return [f"0x{status:04X}", f"{seconds:.2f} s", f"{growth:.0f} MiB"]
+
+
+def huge_request(port: int, pid: int, declared: int = 400 * 2**20) -> list[str]:
+    """A PDU header declaring a ``declared``-byte A-ASSOCIATE-RQ, then zeros until the
+    gateway closes; ``[bytes accepted, seconds to close, peak RSS growth]``."""
+    base = reset_peak(pid)
+    sent, chunk = 0, bytes(2**20)
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(struct.pack(">BBL", 0x01, 0, declared))
+        try:
+            while sent < declared:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (ConnectionError, TimeoutError):
+            pass
+    seconds = time.perf_counter() - t0
+    return [f"closed after {sent / 2**20:.0f} MiB of {declared / 2**20:.0f}",
+            f"{seconds:.2f} s", f"{peak_rss_mb(pid) - base:.0f} MiB"]
+
+
+def flood_then_echo(port: int, kind: str, count: int) -> list[str]:
+    """``count`` connect+close, or ``count`` idle / half-sent connections kept open, then a
+    C-ECHO; ``[C-ECHO outcome, its time]``."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        if kind == "half":
+            sock.sendall(struct.pack(">BBL", 0x01, 0, 1000) + bytes(100))
+        if kind == "close":
+            sock.close()
+        else:
+            held.append(sock)
+    try:
+        outcome, seconds = timed_echo(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return [outcome, f"{seconds * 1000:.0f} ms"]
+
+
+def hostile_main(args: argparse.Namespace) -> None:
+    """Start a gateway process and measure what each hostile input costs it."""
+    import hostile  # benchmarks/hostile.py, beside this script (as http_load.py does)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
+        log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.cli_gateway", "run", "--port", str(port),
+             "--spool-dir", str(tmp / "spool"), "--plain-logs"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        rows: list[tuple[str, list[str]]] = []
+        try:
+            wait_echo(port, proc)
+            for kind, syntax in (("deflate_bomb", DeflatedExplicitVRLittleEndian),
+                                 ("element_flood", ExplicitVRLittleEndian)):
+                data = getattr(hostile, kind)()
+                path = tmp / f"{kind}.dcm"
+                path.write_bytes(data)
+                name = f"C-STORE {kind} ({len(data) / 2**20:.1f} MiB)"
+                rows.append((name, hostile_store(port, proc.pid, path, syntax)))
+            rows.append(("A-ASSOCIATE-RQ declaring 400 MiB", huge_request(port, proc.pid)))
+            for kind, count in (("close", 10), ("idle", 20), ("half", 5)):
+                label = {"close": f"C-ECHO after {count} TCP connect+close",
+                         "idle": f"C-ECHO while {count} idle connections are open",
+                         "half": f"C-ECHO while {count} half-sent A-ASSOCIATE-RQs are open"}
+                rows.append((label[kind], flood_then_echo(port, kind, count)))
+            outcome, seconds = timed_echo(port)
+            rows.append(("C-ECHO afterwards", [outcome, f"{seconds * 1000:.0f} ms"]))
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+    table = Table(title=f"gateway against hostile peers (gateway process, peak RSS at the end "
+                        f"{rss:.0f} MiB)")
+    for column in ("input", "outcome", "time", "peak RSS growth"):
+        table.add_column(column)
+    for name, values in rows:
+        table.add_row(name, *values, *[""] * (3 - len(values)))
+    Console(width=120).print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hostile", action="store_true",
+                    help="measure the resource bounds against hostile peers instead")
     ap.add_argument("--studies", type=int, default=20)
     ap.add_argument("--images", type=int, default=4, help="images per study")
     ap.add_argument("--associations", type=int, default=4, help="concurrent associations")
@@ -147,6 +289,9 @@ def main() -> None:
     ap.add_argument("--profile", default="ge", help="synth vendor profile")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait, at most")
     args = ap.parse_args()
+    if args.hostile:
+        hostile_main(args)
+        return
     console = Console()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

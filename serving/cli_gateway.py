@@ -1,8 +1,8 @@
-"""``galacto gateway run|jobs|resend``: the DICOM gateway from the command line.
+"""``galacto gateway run|jobs|resend|purge``: the DICOM gateway from the command line.
 
 Settings come from ``GALACTO_GATEWAY_*`` environment variables (see
-:mod:`serving.gateway.settings`); the flags override the common ones. ``jobs`` and ``resend``
-work on the spool folder directly, whether or not a gateway is running on it.
+:mod:`serving.gateway.settings`); the flags override the common ones. ``jobs``, ``resend`` and
+``purge`` work on the spool folder directly, whether or not a gateway is running on it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_run(actions)
     _add_jobs(actions)
     _add_resend(actions)
+    _add_purge(actions)
     p.set_defaults(func=lambda args: _no_action(p))
 
 
@@ -60,8 +61,9 @@ def _add_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--stow-url", default=None, help="send results by STOW-RS to this "
                    "DICOMweb base URL instead (GALACTO_GATEWAY_STOW_URL)")
     p.add_argument("--allowed-callers", default=None, metavar="AE[@HOST],...",
-                   help="calling AE titles allowed (GALACTO_GATEWAY_ALLOWED_CALLERS; "
-                        "default: anyone)")
+                   help="calling AE titles allowed, AE@HOST being the secure form "
+                        "(GALACTO_GATEWAY_ALLOWED_CALLERS; default: anyone, which only a "
+                        "loopback --host or GALACTO_GATEWAY_ALLOW_ANY=true accepts)")
     p.add_argument("--quiet-period", type=float, default=None, metavar="SECONDS",
                    help="seconds without a new instance before a study is processed (10)")
     p.add_argument("--workers", type=int, default=None, help="studies processed at once (1)")
@@ -95,6 +97,26 @@ def _add_resend(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for a running gateway to finish it (60)")
     p.set_defaults(func=cmd_resend)
+
+
+def _add_purge(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser(
+        "purge", help="release the files of finished jobs",
+        description="Delete the instance and result files of finished jobs (the job records "
+                    "stay; a released job cannot be re-sent, and a study sent again after it "
+                    "is analysed again). A running gateway does this by itself for jobs older "
+                    "than GALACTO_GATEWAY_RETAIN_HOURS.")
+    _spool_flag(p)
+    p.add_argument("--older-than", default=None, metavar="AGE",
+                   help="only jobs finished at least AGE ago: 90m, 36h, 7d, or seconds "
+                        "(default: GALACTO_GATEWAY_RETAIN_HOURS, 168h; 0: all)")
+    p.add_argument("--state", default=None, metavar="STATES",
+                   help="comma list of sent, kept, skipped, failed (default: all four)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be released; delete nothing")
+    p.add_argument("--uids", action="store_true",
+                   help="show Study Instance UIDs (default: a short hash of them)")
+    p.set_defaults(func=cmd_purge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +281,48 @@ def cmd_resend(args: argparse.Namespace) -> int:
             gateway.close()
     print(f"job {job.id}: {job.state.value}" + (f" ({job.reason})" if job.reason else ""))
     return 0 if job.state in TERMINAL and job.state.value != "failed" else 1
+
+
+# --------------------------------------------------------------------------------------------
+# purge
+# --------------------------------------------------------------------------------------------
+
+
+def _purge_options(args: argparse.Namespace) -> tuple[float, list[Any]]:
+    """``(older than, seconds; states)`` from the flags; :class:`CommandError` when bad."""
+    from serving.gateway.jobs import TERMINAL
+    from serving.gateway.retention import parse_age, parse_states
+
+    try:
+        older = (parse_age(args.older_than) if args.older_than is not None
+                 else _settings(args).retain_s)
+        states = parse_states(args.state) if args.state is not None else sorted(TERMINAL)
+    except ValueError as exc:
+        raise CommandError(f"purge: {exc}") from None
+    return older, states
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Release the files of finished jobs; print each job and the total."""
+    from serving.gateway.retention import purge
+    from serving.gateway.spool import uid_tag
+
+    older, states = _purge_options(args)
+    spool = _open_spool(args)
+    try:
+        report = purge(spool, older, states, dry_run=args.dry_run)
+    finally:
+        spool.close()
+    verb = "would release" if report.dry_run else "released"
+    for held in report.jobs:
+        study = held.study_instance_uid if args.uids else uid_tag(held.study_instance_uid)
+        print(f"job {held.job_id} {held.state.value} study {study} finished "
+              f"{_when(held.finished_at)}: {verb} {held.instance_files} instance file(s), "
+              f"{held.result_files} result file(s), {held.size / 2**20:.1f} MiB")
+    print(f"{verb} {len(report.jobs)} job(s), {report.bytes / 2**20:.1f} MiB "
+          f"(states {','.join(s.value for s in states)}, finished at least "
+          f"{older / 3600:g} h ago)")
+    return 0
 
 
 def _wait(spool: Any, job_id: int, timeout_s: float) -> Any:

@@ -539,7 +539,7 @@ def test_http_jobs_endpoints_and_metrics(tmp_path: Path, bundled_model: Detector
     app = create_app(Settings(results_dir=tmp_path / "results"))
     if not any(getattr(r, "path", "") == "/v1/jobs" for r in app.routes):
         app.include_router(jobs_router)  # until serving.api.main includes it
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:  # an allowed Host
         assert client.get("/v1/jobs").json()["detail"] == "gateway_disabled"
         settings = GatewaySettings(port=0, spool_dir=tmp_path / "spool",
                                    quiet_period_s=QUIET_S, **destination.settings())
@@ -593,7 +593,7 @@ def test_serve_runs_the_gateway_when_enabled(tmp_path: Path, destination: Destin
         monkeypatch.setenv(f"GALACTO_GATEWAY_{key}", value)
     app = create_app(Settings(results_dir=tmp_path / "results"))
     images = new_study(galactogram_files)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:  # an allowed Host
         assert echo(port) == 0
         assert store(port, images) == [0, 0]
 

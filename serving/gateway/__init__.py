@@ -2,7 +2,10 @@
 the detection pipeline, and results sent back by C-STORE (or STOW-RS).
 
 - :mod:`~serving.gateway.settings`: ``GALACTO_GATEWAY_*`` settings.
-- :mod:`~serving.gateway.spool`: SQLite job table and instance/result files.
+- :mod:`~serving.gateway.spool`: SQLite job table and instance/result files;
+  :mod:`~serving.gateway.jobs` (job states and records), :mod:`~serving.gateway.files`
+  (durable writes) and :mod:`~serving.gateway.retention` (releasing files of finished jobs).
+- :mod:`~serving.gateway.admission`: what a TCP connection passes before it is an association.
 - :mod:`~serving.gateway.scp`: the pynetdicom listener and its allow-list.
 - :mod:`~serving.gateway.triage`, :mod:`~serving.gateway.analysis`: what is analysed, and how.
 - :mod:`~serving.gateway.sender`: C-STORE SCU and STOW-RS senders.

@@ -1,9 +1,12 @@
 """One study job's analysis: triage and read its instances, detect, build the result objects.
 
-Runs in a gateway worker thread. Instances that are not galactogram images are skipped with a
-reason (:mod:`serving.gateway.triage`, then the intake's typed refusals); the others go through
-the same :func:`serving.pipeline.detect.detect` as every other adapter, and the configured
-result objects are built from a :class:`serving.outputs.common.ResultInput` per study.
+Runs in a gateway worker thread. Each spooled instance is parsed once, under the intake's
+guards (:func:`serving.pipeline.dicom_in.read_instance`: inflation and element budgets, pixel
+limit), which gives both the image and the header the results are built from. Instances that
+are not galactogram images are skipped with a reason (:mod:`serving.gateway.triage` on that
+header, else the intake's typed refusal); the others go through the same
+:func:`serving.pipeline.detect.detect` as every other adapter, and the configured result
+objects are built from a :class:`serving.outputs.common.ResultInput` per study.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pydicom
 from pydicom.dataset import Dataset
 
 from serving.gateway.spool import InstanceRecord, Skipped
@@ -21,7 +23,7 @@ from serving.gateway.triage import skip_reason
 from serving.outputs.common import OperatingPointPerformance, ResultKind
 from serving.outputs.results import build_results
 from serving.pipeline.detect import detect
-from serving.pipeline.dicom_in import Image, read_image
+from serving.pipeline.dicom_in import Image, read_instance
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.model import DetectorModel
 
@@ -56,22 +58,21 @@ class _Read:
 
 def _read_one(inst: InstanceRecord, model: DetectorModel, max_pixels: int
               ) -> tuple[Image, Dataset] | str:
-    """The image and its header, or the reason it is skipped (``code: explanation``)."""
+    """The image and its header from one guarded parse of the spooled file, or the reason it
+    is skipped (``code: explanation``): the triage's reason when the header shows one (also
+    for an instance the intake refused, from the header it parsed), else the intake's."""
     if not inst.present:
         return "missing_file: the instance file was deleted from the spool"
     try:
-        header = pydicom.dcmread(inst.path, stop_before_pixels=True)
-    except Exception as exc:  # unreadable header: report the type, not the content
-        return f"not_dicom: the header cannot be read ({type(exc).__name__})"
-    reason = skip_reason(header)
-    if reason is not None:
-        return reason
-    try:
-        image = read_image(inst.path, max_pixels=max_pixels,
-                           reduce_to_spacing_mm=model.preprocess.spacing_mm)
+        instance = read_instance(inst.path, max_pixels=max_pixels,
+                                 reduce_to_spacing_mm=model.preprocess.spacing_mm)
     except IntakeError as exc:
-        return f"{exc.code}: {exc}"
-    return image, header
+        header = exc.dataset if isinstance(exc.dataset, Dataset) else None
+        reason = skip_reason(header) if header is not None else None
+        return reason or f"{exc.code}: {exc}"
+    except OSError as exc:
+        return f"missing_file: the instance file cannot be read ({type(exc).__name__})"
+    return skip_reason(instance.dataset) or (instance.image, instance.dataset)
 
 
 def read_instances(instances: Sequence[InstanceRecord], model: DetectorModel,

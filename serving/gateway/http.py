@@ -59,6 +59,9 @@ class JobOut(BaseModel):
     next_attempt_at: dt.datetime | None = Field(description="next send retry, when waiting")
     duration_s: float | None = Field(description="first instance to finish, seconds")
     timings_ms: dict[str, float] = Field(description="read, detect, results, send (ms)")
+    released_at: dt.datetime | None = Field(
+        default=None, description="when the retention period (or a purge) released its "
+                                  "files; it can no longer be re-sent")
 
 
 class JobList(BaseModel):
@@ -90,7 +93,7 @@ def job_out(job: Job) -> JobOut:
         next_attempt_at=_time(job.next_attempt_at),
         duration_s=None if job.finished_at is None
         else round(job.finished_at - job.created_at, 3),
-        timings_ms=job.timings_ms)
+        timings_ms=job.timings_ms, released_at=_time(job.released_at))
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -128,7 +131,8 @@ def get_job(request: Request, job_id: JobId) -> JobOut:
              summary="Send a job's results again")
 def resend_job(request: Request, job_id: JobId) -> JobOut:
     """Queue a ``sent``, ``kept`` or ``failed`` job for sending (``failed``: what was not
-    delivered; otherwise every result). 409 ``job_not_resendable`` for other states."""
+    delivered; otherwise every result). 409 ``job_not_resendable`` for other states and for
+    jobs whose files were released."""
     gateway = get_gateway(request)
     _job(gateway, job_id)
     try:

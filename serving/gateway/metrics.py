@@ -10,6 +10,11 @@
 - ``galacto_gateway_queue_depth``: jobs ready and waiting for a worker.
 - ``galacto_gateway_jobs_running``: jobs a worker is on.
 - ``galacto_gateway_spool_bytes``: bytes of instance and result files in the spool.
+- ``galacto_gateway_connections_refused_total{reason}``: TCP connections closed before they
+  became an association (:mod:`serving.gateway.admission`): ``address``, ``busy``, ``closed``,
+  ``timeout``, ``not_associate_rq``, ``too_large``.
+- ``galacto_gateway_jobs_released_total``: finished jobs whose remaining files the retention
+  sweep released (``galacto gateway purge`` runs in its own process and is not counted).
 """
 
 from __future__ import annotations
@@ -36,3 +41,10 @@ class GatewayMetrics:
                              registry=r)
         self.spool_bytes = Gauge("galacto_gateway_spool_bytes",
                                  "bytes of instance and result files in the spool", registry=r)
+        self.connections_refused = Counter(
+            "galacto_gateway_connections_refused",
+            "TCP connections closed before they became an association, by reason", ["reason"],
+            registry=r)
+        self.jobs_released = Counter("galacto_gateway_jobs_released",
+                                     "finished jobs whose files the retention sweep released",
+                                     registry=r)

@@ -8,12 +8,19 @@ instance durably in the spool before answering.
 The store handler never raises: every failure is a DIMSE status, logged without patient data
 (no names, IDs or UIDs; studies appear as a short hash, see :func:`uid_tag`):
 
-- ``0x0000`` success (also for a duplicate SOP Instance UID, stored once);
-- ``0xA700`` out of resources: spool quota reached, or the disk refused the write;
+- ``0x0000`` success (also for a duplicate SOP Instance UID, stored once: an instance whose
+  job still holds it in the spool; logged, not analysed again);
+- ``0xA700`` out of resources: instance larger than ``max_instance_mb``, spool quota reached
+  (both checked before any parse), or the disk refused the write;
 - ``0xA900`` data set does not match SOP class: SOP Class/Instance UID differ from the
   request, or a required UID is absent;
-- ``0xC000`` cannot understand: the data set does not parse, or a UID is not UID syntax;
+- ``0xC000`` cannot understand: the guarded parse
+  (:func:`serving.pipeline.dicom_parse.read_dataset`: not DICOM, deflate bomb, element flood,
+  ...) refused it (the log names the intake's error code), or a UID is not UID syntax;
 - ``0x0110`` processing failure: anything unexpected.
+
+Connections are admitted before they become associations (:mod:`serving.gateway.admission`):
+peer address, deadline and size of the A-ASSOCIATE-RQ.
 """
 
 from __future__ import annotations
@@ -23,24 +30,26 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from io import BytesIO
 from typing import Any, Final
 
-import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from serving.gateway.admission import AdmissionGate, AdmittingRequestHandler, AdmittingServer
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.settings import CallerRule, GatewaySettings
 from serving.gateway.spool import (
     InvalidInstanceError,
     Spool,
     SpoolFullError,
+    Stored,
     StoreOutcome,
     uid_tag,
 )
 from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
+from serving.pipeline.dicom_parse import read_dataset
+from serving.pipeline.errors import IntakeError
 
 log = logging.getLogger("galacto.gateway")
 
@@ -76,6 +85,14 @@ class AllowList:
     def __init__(self, rules: list[CallerRule]) -> None:
         self.rules = rules
         self._nets = {rule: _resolve(rule.host) for rule in rules if rule.host}
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+        """Peer networks admitted at accept time: the union of the entries' hosts when every
+        entry names one; ``None`` (any address) when the list is empty or an entry has no
+        host, since its AE title may come from anywhere."""
+        if not self.rules or any(rule.host is None for rule in self.rules):
+            return None
+        return tuple(net for rule in self.rules for net in self._nets.get(rule, []))
 
     @property
     def ae_titles(self) -> list[str]:
@@ -133,10 +150,19 @@ class StoreSCP:
         ae.require_called_aet = self.settings.check_called_ae
         ae.maximum_associations = self.settings.max_associations
         timeout = self.settings.network_timeout_s
-        ae.acse_timeout = timeout
+        # the request itself was read by the admission gate: ACSE waits are short
+        ae.acse_timeout = min(timeout, self.settings.association_request_timeout_s)
         ae.dimse_timeout = timeout
         ae.network_timeout = timeout
         return ae
+
+    def gate(self) -> AdmissionGate:
+        """The checks a connection passes before it becomes an association."""
+        return AdmissionGate(
+            networks=self.allow.networks(),
+            request_timeout_s=self.settings.association_request_timeout_s,
+            max_request_bytes=self.settings.association_request_max_kib * 1024,
+            on_refused=lambda reason: self.metrics.connections_refused.labels(reason).inc())
 
     def start(self) -> None:
         """Listen (in background threads) on the configured host and port."""
@@ -144,8 +170,13 @@ class StoreSCP:
             (evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed), (evt.EVT_CONN_CLOSE, self._on_closed)]
-        self._server = self.build_ae().start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers)
+        server: Any = self.build_ae().make_server(
+            (self.settings.host, self.settings.port), evt_handlers=handlers,
+            server_class=AdmittingServer, gate=self.gate(),
+            request_handler=AdmittingRequestHandler)
+        threading.Thread(target=server.serve_forever, name="galacto-gateway-listener",
+                         daemon=True).start()
+        self._server = server
 
     def stop(self) -> None:
         """Stop listening and close open associations."""
@@ -196,13 +227,17 @@ class StoreSCP:
         return status
 
     def _store(self, event: evt.Event) -> tuple[int, str]:
-        """``(DIMSE status, metrics outcome)`` for one C-STORE request."""
+        """``(DIMSE status, metrics outcome)`` for one C-STORE request: size and quota first
+        (no parse), then one guarded parse of the header, then the durable write."""
         data = event.encoded_dataset(include_meta=True)
+        refused = self._check_size(len(data))
+        if refused is not None:
+            return refused
         try:
-            header = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
-        except Exception as exc:
-            log.warning("C-STORE refused: data set cannot be parsed",
-                        extra={"exc_type": type(exc).__name__, "status": "0xC000"})
+            header = read_dataset(data, max_pixels=self.settings.max_pixels)
+        except IntakeError as exc:
+            log.warning("C-STORE refused: data set cannot be parsed (%s)", exc.code,
+                        extra={"code": exc.code, "status": "0xC000"})
             return CANNOT_UNDERSTAND, "refused_invalid"
         mismatch = self._mismatch(header, event)
         if mismatch:
@@ -222,11 +257,39 @@ class StoreSCP:
             return OUT_OF_RESOURCES, "refused_quota"
         with self._lock:
             self._active[id(event.assoc)] = stored.job_id
-        log.debug("instance %s (job %d, study %s)", stored.outcome.value, stored.job_id,
-                  uid_tag(str(header.StudyInstanceUID)), extra={"job": stored.job_id})
+        self._log_stored(stored, str(header.StudyInstanceUID))
         if stored.outcome is StoreOutcome.STORED and self.on_stored is not None:
             self.on_stored(stored.job_id)
         return SUCCESS, stored.outcome.value
+
+    def _check_size(self, size: int) -> tuple[int, str] | None:
+        """0xA700 when an instance of ``size`` bytes is over the instance limit or does not
+        fit in the spool's quota (checked before anything is parsed); None when it may go on.
+        """
+        limit = self.settings.max_instance_bytes
+        if size > limit:
+            log.warning("C-STORE refused: instance of %d bytes; at most %d accepted "
+                        "(GALACTO_GATEWAY_MAX_INSTANCE_MB)", size, limit,
+                        extra={"status": "0xA700", "bytes": size})
+            return OUT_OF_RESOURCES, "refused_quota"
+        try:
+            self.spool.check_room(size)
+        except SpoolFullError:
+            log.error("C-STORE refused: out of resources (spool quota)",
+                      extra={"status": "0xA700", "spool_bytes": self.spool.used_bytes})
+            return OUT_OF_RESOURCES, "refused_quota"
+        return None
+
+    def _log_stored(self, stored: Stored, study_uid: str) -> None:
+        """Debug line for a stored instance; info line for a duplicate (the sender got
+        success, but the instance is not analysed again while its job holds it)."""
+        if stored.outcome is StoreOutcome.DUPLICATE:
+            log.info("instance already in the spool (job %d, study %s): not stored or analysed "
+                     "again until the job is released (retention or purge)", stored.job_id,
+                     uid_tag(study_uid), extra={"job": stored.job_id})
+            return
+        log.debug("instance stored (job %d, study %s)", stored.job_id, uid_tag(study_uid),
+                  extra={"job": stored.job_id})
 
     @staticmethod
     def _mismatch(header: Dataset, event: evt.Event) -> str | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import threading
@@ -38,9 +37,10 @@ from prometheus_client import CollectorRegistry
 
 from serving.gateway.analysis import analyse_study
 from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.retention import RetentionSweeper
 from serving.gateway.scp import StoreSCP
 from serving.gateway.sender import Sender, make_sender
-from serving.gateway.settings import GatewaySettings
+from serving.gateway.settings import GatewaySettings, is_loopback
 from serving.gateway.spool import LOCK_NAME, TERMINAL, Job, JobState, Spool, uid_tag
 from serving.pipeline.calibration import calibrated_model
 from serving.pipeline.model import DetectorModel, default_model_dir, load_model
@@ -76,14 +76,6 @@ def _lock(spool_dir: Path) -> IO[str]:
     fh.write(str(os.getpid()))
     fh.flush()
     return fh
-
-
-def _loopback(host: str) -> bool:
-    """True for a listen address only this machine can reach."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def spool_in_use(spool_dir: Path) -> bool:
@@ -123,6 +115,7 @@ class Gateway:
         self._model = model
         self._model_lock = threading.Lock()
         self._spool: Spool | None = None
+        self._retention: RetentionSweeper | None = None
         self._scp: StoreSCP | None = None
         self._lock_fh: IO[str] | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -167,12 +160,21 @@ class Gateway:
         except BaseException:
             self.close()
             raise
+        self._retention = RetentionSweeper(self._spool, self.settings.retain_s, self.metrics)
         if resumed:
             log.info("resuming %d unfinished job(s)", len(resumed), extra={"jobs": resumed})
         return resumed
 
     def start(self) -> Gateway:
-        """Open the spool, load the model, start workers, scheduler and listener."""
+        """Open the spool, load the model, start workers, scheduler and listener.
+
+        Raises:
+            GatewayError: the listener would be open to anyone (see
+                :meth:`GatewaySettings.exposure_error`), or the spool is in use.
+        """
+        exposure = self.settings.exposure_error() if self.listen else None
+        if exposure is not None:
+            raise GatewayError(f"refusing to start: {exposure}")
         self.open()
         try:
             self.model()
@@ -191,11 +193,18 @@ class Gateway:
         if self._scp is not None:
             log.info("gateway %s listening on %s:%d; results to %s", self.settings.ae_title,
                      self.settings.host, self._scp.port, self.settings.describe_destination())
-            if not self.settings.allowed_callers and not _loopback(self.settings.host):
-                log.warning("the gateway accepts C-STORE from any calling AE title on %s; set "
-                            "GALACTO_GATEWAY_ALLOWED_CALLERS to the PACS that may send",
-                            self.settings.host)
+            self._warn_open()
         return self
+
+    def _warn_open(self) -> None:
+        """Log what makes the listener easier to reach than it should be."""
+        if not self.settings.allowed_callers and not is_loopback(self.settings.host):
+            log.warning("GALACTO_GATEWAY_ALLOW_ANY is set: the gateway accepts C-STORE from any "
+                        "calling AE title on %s", self.settings.host)
+        for rule in self.settings.unbound_callers():
+            log.warning("allow-list entry %s names no host: any machine may use that AE title "
+                        "(it is not a secret); %s@host is the secure form", rule,
+                        rule.ae_title, extra={"calling_ae": rule.ae_title})
 
     def stop(self) -> None:
         """Stop listening, let running jobs finish, close the spool and release it."""
@@ -217,6 +226,7 @@ class Gateway:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+            self._retention = None
         if self._lock_fh is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
@@ -255,6 +265,8 @@ class Gateway:
     def tick(self, now: float | None = None) -> None:
         """One scheduling step: end quiet periods, hand due jobs to free workers."""
         t = time.time() if now is None else now
+        if self._retention is not None:
+            self._retention.tick(t)
         self._end_quiet_periods(t)
         while self._pool is not None and not self._stop.is_set():
             with self._running_lock:

@@ -1,8 +1,9 @@
 """Gateway settings from ``GALACTO_GATEWAY_*`` environment variables (pydantic-settings).
 
 Defaults run on a laptop: AE title ``GALACTO`` on ``127.0.0.1:11112``, a spool in
-``./galacto-spool``, any caller accepted, results kept in the spool (no destination). Nonsense
-refuses to start with a message naming the variable, what was expected and what was found.
+``./galacto-spool``, any caller accepted (on loopback only: another listen address needs an
+allow-list or ``ALLOW_ANY``), results kept in the spool (no destination). Nonsense refuses to
+start with a message naming the variable, what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -106,13 +107,29 @@ class GatewaySettings(BaseSettings):
         host, port: where the DICOM listener listens (port 0: any free port).
         check_called_ae: refuse associations addressed to another AE title.
         allowed_callers: comma list of calling AE titles, ``AE`` or ``AE@host`` (host: IP,
-            CIDR network or name); empty: anyone may send.
-        max_associations: associations served at once.
+            CIDR network or name); empty: anyone may send. ``AE@host`` is the secure form: a
+            calling AE title is only a name the peer chooses, and when every entry names a
+            host, other addresses are closed at accept time.
+        allow_any: allow an empty ``allowed_callers`` on an address other than loopback
+            (default false: the gateway refuses to start, so it is never open by accident).
+        max_associations: associations served at once (connections that have not yet sent a
+            complete A-ASSOCIATE-RQ are not counted, see :mod:`serving.gateway.admission`).
+        association_request_timeout_s: seconds from connect within which the whole
+            A-ASSOCIATE-RQ must arrive; later, the connection is closed.
+        association_request_max_kib: largest A-ASSOCIATE-RQ PDU accepted (KiB); a longer one
+            is closed without being read.
+        max_instance_mb: largest instance accepted by C-STORE (MiB of the encoded data set);
+            larger ones get 0xA700 before being parsed or written.
         spool_dir: where instances, results and the job database are kept.
         spool_max_mb: quota of the spool (MiB of instance and result files); a C-STORE that
             would exceed it is refused with 0xA700 (out of resources).
-        keep_instances: keep received instance files after their results were sent (default:
-            delete them then; the job record stays).
+        keep_instances: keep received instance files of finished jobs until the retention
+            period is over (default: delete them as soon as nothing needs them: once the
+            results are stored and the job is sent or kept, or once it is skipped; a failed
+            job keeps them for re-analysis until the retention period is over).
+        retain_hours: retention period (hours after a job finished) after which the job's
+            remaining instance and result files are released and a re-sent instance of it
+            starts a new job; the job record stays. 0: at the next retention sweep.
         quiet_period_s: seconds without a new instance after which a study is processed.
         workers: studies processed at once (threads).
         ort_threads: ONNX Runtime threads per inference (default: the runtime's choice).
@@ -144,10 +161,15 @@ class GatewaySettings(BaseSettings):
     port: int = Field(default=11112, ge=0, le=65535)
     check_called_ae: bool = True
     allowed_callers: Annotated[list[CallerRule], NoDecode] = Field(default_factory=list)
+    allow_any: bool = False
     max_associations: int = Field(default=10, ge=1, le=1000)
+    association_request_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    association_request_max_kib: int = Field(default=64, ge=4, le=16384)
+    max_instance_mb: float = Field(default=256.0, gt=0)
     spool_dir: Path = Path("galacto-spool")
     spool_max_mb: float = Field(default=10240.0, gt=0)
     keep_instances: bool = False
+    retain_hours: float = Field(default=168.0, ge=0, le=24 * 3650)
     quiet_period_s: float = Field(default=10.0, gt=0, le=86400)
     workers: int = Field(default=1, ge=1, le=64)
     ort_threads: int | None = Field(default=None, ge=1)
@@ -239,9 +261,33 @@ class GatewaySettings(BaseSettings):
         return int(self.spool_max_mb * 1024 * 1024)
 
     @property
+    def max_instance_bytes(self) -> int:
+        """``max_instance_mb`` in bytes."""
+        return int(self.max_instance_mb * 1024 * 1024)
+
+    @property
+    def retain_s(self) -> float:
+        """``retain_hours`` in seconds."""
+        return self.retain_hours * 3600.0
+
+    @property
     def has_destination(self) -> bool:
         """True when results are sent somewhere (C-STORE or STOW-RS)."""
         return self.destination_ae_title is not None or self.stow_url is not None
+
+    def exposure_error(self) -> str | None:
+        """Why listening with these settings would be open to anyone (a non-loopback address
+        with an empty allow-list and ``allow_any`` false), or None when it is not."""
+        if self.allowed_callers or self.allow_any or is_loopback(self.host):
+            return None
+        return (f"the gateway would accept C-STORE from any machine on {self.host!r}: set "
+                f"{ENV}ALLOWED_CALLERS to the PACS that may send (AE@host, e.g. "
+                f"PACS@10.0.0.5), listen on 127.0.0.1, or set {ENV}ALLOW_ANY=true to accept "
+                "anyone on purpose")
+
+    def unbound_callers(self) -> list[CallerRule]:
+        """Allow-list entries without a host (any machine may use their AE title)."""
+        return [rule for rule in self.allowed_callers if rule.host is None]
 
     def describe_destination(self) -> str:
         """``AE@host:port``, the STOW-RS URL, or ``"none (results stay in the spool)"``."""
@@ -256,6 +302,15 @@ class GatewaySettings(BaseSettings):
         data = self.model_dump()
         data.update({k: v for k, v in values.items() if v is not None})
         return GatewaySettings.model_validate(data)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a listen address only this machine can reach (``127.0.0.0/8``, ``::1``,
+    ``localhost``); ``0.0.0.0``, ``::`` and other names are not."""
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return host.strip().lower() == "localhost"
 
 
 def parse_destination(text: str) -> tuple[str, str, int]:

@@ -21,13 +21,19 @@ Job states (:class:`JobState`): ``received`` (instances arriving) -> ``waiting``
 over, or a send retry is due at ``next_attempt_at``) -> ``running`` -> one of ``sent``,
 ``kept`` (no destination configured: results stay here), ``skipped`` (no galactogram image in
 the study: nothing to send) or ``failed`` (with the reason; kept for re-sending).
+
+Files are released when nothing needs them any more (:meth:`Spool.finish`: the instance files of
+``sent``, ``kept`` and ``skipped`` jobs unless ``keep_instances``) and, after the retention
+period, everything a finished job still holds (:meth:`Spool.release`, driven by
+:mod:`serving.gateway.retention`); the job rows stay. An instance whose SOP Instance UID is
+already in the spool is a duplicate (stored once) until its job is released; after that, the
+same instance starts a new job and is analysed again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -37,15 +43,30 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
-SCHEMA_VERSION: Final = 1
+from serving.gateway.files import encode, ensure_dir, fsync_dir, write_durably
+from serving.gateway.jobs import (
+    JOB_COLUMNS,
+    RELEASED_AT_FINISH,
+    RESENDABLE,
+    TERMINAL,
+    Held,
+    InstanceRecord,
+    Job,
+    JobState,
+    ResultRecord,
+    Skipped,
+    Stored,
+    StoreOutcome,
+    job_from_row,
+    skipped_json,
+)
+
+SCHEMA_VERSION: Final = 2
 UID_RE: Final = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 MAX_UID_LENGTH: Final = 64
 DB_NAME: Final = "gateway.db"
@@ -70,7 +91,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     n_findings INTEGER NOT NULL DEFAULT 0,
     skipped TEXT NOT NULL DEFAULT '[]',
     timings TEXT NOT NULL DEFAULT '{}',
-    results_ready INTEGER NOT NULL DEFAULT 0
+    results_ready INTEGER NOT NULL DEFAULT 0,
+    released_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid);
@@ -94,31 +116,8 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_job ON results (job_id);
 """
-
-
-class JobState(StrEnum):
-    """Where a study job is."""
-
-    RECEIVED = "received"
-    """Instances are arriving; processed once none arrived for the quiet period."""
-    WAITING = "waiting"
-    """Ready, waiting for a worker (or for ``next_attempt_at`` after a failed send)."""
-    RUNNING = "running"
-    """A worker is analysing the study or sending its results."""
-    SENT = "sent"
-    """Every result object was delivered to the destination."""
-    KEPT = "kept"
-    """No destination is configured: the results are in the spool only."""
-    SKIPPED = "skipped"
-    """No instance of the study is a galactogram image (see ``skipped``): nothing to send."""
-    FAILED = "failed"
-    """Analysis failed, or the last send retry failed (see ``reason``); kept for re-sending."""
-
-
-#: States a job does not leave by itself.
-TERMINAL: Final = frozenset({JobState.SENT, JobState.KEPT, JobState.SKIPPED, JobState.FAILED})
-#: States from which :meth:`Spool.resend` may restart a job.
-RESENDABLE: Final = frozenset({JobState.SENT, JobState.KEPT, JobState.FAILED})
+#: Schema changes from the version before (applied in order at open).
+MIGRATIONS: Final = {2: "ALTER TABLE jobs ADD COLUMN released_at REAL;"}
 
 
 class SpoolError(Exception):
@@ -159,162 +158,6 @@ def uid_tag(uid: str | None) -> str:
     return hashlib.sha256((uid or "").encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """An instance of the study that was not analysed, and why (``code: message``)."""
-
-    sop_instance_uid: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Job:
-    """One study job as stored. Times are Unix epoch seconds (UTC); ``None`` when not yet.
-
-    Attributes:
-        id: job number (increasing).
-        study_instance_uid: the study.
-        state: see :class:`JobState`.
-        calling_ae_title: AE title of the first sender.
-        created_at: first instance stored.
-        last_instance_at: latest instance stored.
-        ready_at: quiet period over (or re-send requested).
-        started_at: first taken by a worker.
-        finished_at: reached a terminal state.
-        next_attempt_at: when the next send attempt is due (``waiting`` after a failure).
-        attempts: send attempts made.
-        reason: why it failed / is retried / was skipped; ``None`` when all went well.
-        instances_received: instances stored for the job.
-        instances_analysed: instances the detector ran on.
-        skipped: instances not analysed, with the reason.
-        findings: findings reported (all images).
-        results_total, results_sent: result objects built, and delivered.
-        timings_ms: ``read``, ``detect``, ``results``, ``send`` durations in ms.
-        results_ready: the result objects are built and stored.
-    """
-
-    id: int
-    study_instance_uid: str
-    state: JobState
-    calling_ae_title: str | None
-    created_at: float
-    last_instance_at: float
-    ready_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    next_attempt_at: float | None
-    attempts: int
-    reason: str | None
-    instances_received: int
-    instances_analysed: int
-    skipped: tuple[Skipped, ...]
-    findings: int
-    results_total: int
-    results_sent: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    results_ready: bool = False
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """A received instance: its UIDs, its file (absolute) and size in bytes."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    path: Path
-    size: int
-    present: bool
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """A result object of a job: UIDs, file (absolute), size in bytes, when it was sent."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    path: Path
-    size: int
-    sent_at: float | None
-
-
-class StoreOutcome(StrEnum):
-    """What :meth:`Spool.store` did."""
-
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-
-
-@dataclass(frozen=True)
-class Stored:
-    """Result of :meth:`Spool.store`: outcome and the job the instance belongs to."""
-
-    outcome: StoreOutcome
-    job_id: int
-
-
-_JOB_COLUMNS: Final = """j.id, j.study_uid, j.state, j.calling_ae, j.created_at,
-    j.last_instance_at, j.ready_at, j.started_at, j.finished_at, j.next_attempt_at, j.attempts,
-    j.reason, j.n_instances, j.n_analysed, j.skipped, j.n_findings,
-    (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id),
-    (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id AND r.sent_at IS NOT NULL),
-    j.timings, j.results_ready"""
-
-
-def _job(row: Sequence[Any]) -> Job:
-    skipped = tuple(Skipped(str(s["sop_instance_uid"]), str(s["reason"]))
-                    for s in json.loads(row[14]))
-    return Job(id=int(row[0]), study_instance_uid=str(row[1]), state=JobState(row[2]),
-               calling_ae_title=row[3], created_at=float(row[4]), last_instance_at=float(row[5]),
-               ready_at=row[6], started_at=row[7], finished_at=row[8], next_attempt_at=row[9],
-               attempts=int(row[10]), reason=row[11], instances_received=int(row[12]),
-               instances_analysed=int(row[13]), skipped=skipped, findings=int(row[15]),
-               results_total=int(row[16]), results_sent=int(row[17]),
-               timings_ms=dict(json.loads(row[18])), results_ready=bool(row[19]))
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so a rename or a new entry in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(data: bytes, tmp_dir: Path, final: Path) -> None:
-    """Write ``data`` to ``final``: temporary file in ``tmp_dir``, fsync, rename, fsync the
-    directory of ``final`` (created, and made durable in its parent, when missing)."""
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        ensure_dir(final.parent)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
-
-
-def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) if missing, fsyncing each parent of a new directory."""
-    if path.is_dir():
-        return
-    ensure_dir(path.parent)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir()
-    fsync_dir(path.parent)
-
-
-def encode(ds: Dataset) -> bytes:
-    """Part 10 bytes of a result object (it carries its file meta)."""
-    buf = io.BytesIO()
-    dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
-
-
 class Spool:
     """Instances, results and jobs of one spool folder; safe to use from many threads.
 
@@ -348,14 +191,21 @@ class Spool:
     # -- plumbing ------------------------------------------------------------------------
 
     def _init_schema(self) -> None:
+        """Create the schema, or bring an older one up to :data:`SCHEMA_VERSION`."""
         with self._lock:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if version not in (0, SCHEMA_VERSION):
+            if version > SCHEMA_VERSION:
                 raise SpoolError(f"{self.root / DB_NAME}: schema version {version}; this "
-                                 f"galacto reads version {SCHEMA_VERSION}")
+                                 f"galacto reads versions up to {SCHEMA_VERSION}")
             if version == 0:
                 self._db.executescript(SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                return
+            with self._tx() as db:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    db.execute(MIGRATIONS[target])
+                db.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -370,11 +220,20 @@ class Spool:
             self._db.execute("COMMIT")
 
     def _usage(self) -> int:
+        """Bytes of the files the database says are in the spool."""
         with self._lock:
             row = self._db.execute(
                 "SELECT (SELECT COALESCE(SUM(size), 0) FROM instances WHERE present = 1) + "
-                "(SELECT COALESCE(SUM(size), 0) FROM results)").fetchone()
+                "(SELECT COALESCE(SUM(r.size), 0) FROM results r JOIN jobs j ON j.id = r.job_id "
+                "WHERE j.released_at IS NULL)").fetchone()
         return int(row[0])
+
+    def refresh_usage(self) -> int:
+        """Recount :attr:`used_bytes` from the database (another process, such as
+        ``galacto gateway purge``, may have released files); returns it."""
+        with self._lock:
+            self._used = self._usage()
+            return self._used
 
     def close(self) -> None:
         """Close the database connection."""
@@ -389,18 +248,29 @@ class Spool:
     # -- receiving -----------------------------------------------------------------------
 
     def has_instance(self, sop_uid: str) -> bool:
-        """True when an instance with this SOP Instance UID was stored before."""
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM instances WHERE sop_uid = ?",
-                                    (sop_uid,)).fetchone() is not None
+        """True when an instance with this SOP Instance UID is held (a C-STORE of it now
+        would be a duplicate: stored before, and its job not released)."""
+        return self._job_of_instance(sop_uid) is not None
 
-    def _reserve(self, size: int) -> None:
+    def check_room(self, size: int) -> None:
+        """Raise :class:`SpoolFullError` when ``size`` more bytes would exceed the quota (the
+        usage is recounted from the database first, in case another process released files).
+        """
         with self._lock:
-            if self.max_bytes is not None and \
-                    self._used + self._reserved + size > self.max_bytes:
+            if self._fits(size):
+                return
+            self._used = self._usage()
+            if not self._fits(size):
                 raise SpoolFullError(
                     f"spool quota exceeded: {self._used + self._reserved} bytes used of "
                     f"{self.max_bytes}, the instance needs {size} more")
+
+    def _fits(self, size: int) -> bool:
+        return self.max_bytes is None or self._used + self._reserved + size <= self.max_bytes
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            self.check_room(size)
             self._reserved += size
 
     def store(self, data: bytes, *, study_uid: str, sop_uid: str, sop_class_uid: str,
@@ -437,9 +307,11 @@ class Spool:
                 self._reserved -= len(data)
 
     def _job_of_instance(self, sop_uid: str) -> int | None:
+        """The job holding this instance, or None (never stored, or its job released)."""
         with self._lock:
-            row = self._db.execute("SELECT job_id FROM instances WHERE sop_uid = ?",
-                                   (sop_uid,)).fetchone()
+            row = self._db.execute("SELECT i.job_id FROM instances i JOIN jobs j ON "
+                                   "j.id = i.job_id WHERE i.sop_uid = ? AND "
+                                   "j.released_at IS NULL", (sop_uid,)).fetchone()
         return None if row is None else int(row[0])
 
     def _store_reserved(self, data: bytes, study_uid: str, sop_uid: str, sop_class_uid: str,
@@ -461,8 +333,9 @@ class Spool:
                 fsync_dir(final.parent)
                 with self._tx() as db:
                     job_id = self._open_job(db, study_uid, calling_ae, now)
-                    db.execute("INSERT INTO instances (sop_uid, job_id, sop_class, path, size, "
-                               "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    # REPLACE: a row of a released job gives way to the new one
+                    db.execute("INSERT OR REPLACE INTO instances (sop_uid, job_id, sop_class, "
+                               "path, size, received_at) VALUES (?, ?, ?, ?, ?, ?)",
                                (sop_uid, job_id, sop_class_uid, str(rel), len(data), now))
                 self._used += len(data)
                 return Stored(StoreOutcome.STORED, job_id)
@@ -616,7 +489,7 @@ class Spool:
                            "VALUES (?, ?, ?, ?, ?)", rows)
             db.execute("UPDATE jobs SET results_ready = 1, n_analysed = ?, n_findings = ?, "
                        "skipped = ?, timings = ? WHERE id = ?",
-                       (analysed, findings, _skipped_json(skipped), json.dumps(timings_ms),
+                       (analysed, findings, skipped_json(skipped), json.dumps(timings_ms),
                         job_id))
         with self._lock:
             self._used += sum(r[4] for r in rows)
@@ -627,7 +500,7 @@ class Spool:
         """Record an analysis that produced no result (nothing analysable, or a failure)."""
         with self._tx() as db:
             db.execute("UPDATE jobs SET n_analysed = ?, skipped = ?, timings = ? WHERE id = ?",
-                       (analysed, _skipped_json(skipped), json.dumps(timings_ms), job_id))
+                       (analysed, skipped_json(skipped), json.dumps(timings_ms), job_id))
 
     def add_timing(self, job_id: int, name: str, ms: float) -> None:
         """Set one entry of the job's ``timings_ms``."""
@@ -659,30 +532,73 @@ class Spool:
 
     def finish(self, job_id: int, state: JobState, reason: str | None = None,
                now: float | None = None) -> None:
-        """Put the job in a terminal ``state``. After ``sent`` the instance files are deleted
-        (unless ``keep_instances``): released in the same transaction, unlinked after it (a
-        crash in between leaves files that start-up removes as orphans)."""
+        """Put the job in a terminal ``state``. After ``sent``, ``kept`` and ``skipped`` the
+        instance files are no longer needed and are deleted (unless ``keep_instances``):
+        released in the same transaction, unlinked after it under the spool lock, so a new
+        instance of the same study cannot see its folder vanish (a crash in between leaves
+        files that start-up removes as orphans)."""
         if state not in TERMINAL:
             raise ValueError(f"finish() needs a terminal state ({sorted(TERMINAL)}); "
                              f"got {state}")
-        release = state is JobState.SENT and not self.keep_instances
-        files = [i for i in self.instances(job_id) if i.present] if release else []
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state = ?, reason = ?, finished_at = ?, "
-                       "next_attempt_at = NULL WHERE id = ?",
-                       (state.value, reason, time.time() if now is None else now, job_id))
-            if release:
-                db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
-                self._used -= sum(i.size for i in files)
-        self._unlink(files)
+        release = state in RELEASED_AT_FINISH and not self.keep_instances
+        with self._lock:
+            files = [i for i in self.instances(job_id) if i.present] if release else []
+            with self._tx() as db:
+                db.execute("UPDATE jobs SET state = ?, reason = ?, finished_at = ?, "
+                           "next_attempt_at = NULL WHERE id = ?",
+                           (state.value, reason, time.time() if now is None else now, job_id))
+                if release:
+                    db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
+                    self._used -= sum(i.size for i in files)
+            self._unlink([i.path for i in files])
 
     @staticmethod
-    def _unlink(files: Sequence[InstanceRecord]) -> None:
-        for inst in files:
-            inst.path.unlink(missing_ok=True)
-        for folder in {inst.path.parent for inst in files}:
+    def _unlink(paths: Sequence[Path]) -> None:
+        """Delete files and then their folders when empty (call under the spool lock)."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for folder in {path.parent for path in paths}:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty
+
+    def releasable(self, finished_before: float, states: Sequence[JobState] = tuple(TERMINAL)
+                   ) -> list[Held]:
+        """Finished, not yet released jobs in ``states`` that finished at or before
+        ``finished_before`` (epoch seconds), oldest first, with what they still hold."""
+        marks = ", ".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT j.id, j.state, j.study_uid, j.finished_at, "
+                "(SELECT COUNT(*) FROM instances i WHERE i.job_id = j.id AND i.present = 1), "
+                "(SELECT COALESCE(SUM(size), 0) FROM instances i WHERE i.job_id = j.id AND "
+                "i.present = 1), (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id), "
+                "(SELECT COALESCE(SUM(size), 0) FROM results r WHERE r.job_id = j.id) "
+                f"FROM jobs j WHERE j.released_at IS NULL AND j.state IN ({marks}) AND "
+                "j.finished_at <= ? ORDER BY j.finished_at, j.id",
+                (*[s.value for s in states], finished_before)).fetchall()
+        return [Held(int(r[0]), JobState(r[1]), str(r[2]), float(r[3]), int(r[4]), int(r[6]),
+                     int(r[5]) + int(r[7])) for r in rows]
+
+    def release(self, job_id: int, now: float | None = None) -> bool:
+        """Release everything a finished job holds: its instance and result files are
+        deleted and ``released_at`` is set (the job row stays; its instances are no longer
+        duplicates). False when the job is not finished or was released already."""
+        t = time.time() if now is None else now
+        with self._lock:
+            results = self.results(job_id)
+            instances = [i for i in self.instances(job_id) if i.present]
+            with self._tx() as db:
+                marks = ", ".join("?" * len(TERMINAL))
+                cur = db.execute(f"UPDATE jobs SET released_at = ? WHERE id = ? AND "
+                                 f"released_at IS NULL AND state IN ({marks})",
+                                 (t, job_id, *[s.value for s in TERMINAL]))
+                if cur.rowcount != 1:
+                    return False
+                db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
+                self._used -= sum(i.size for i in instances) + sum(r.size for r in results)
+            self._unlink([i.path for i in instances])
+            self._unlink([r.path for r in results])
+        return True
 
     def resend(self, job_id: int, now: float | None = None) -> Job:
         """Queue a finished job again: ``sent``/``kept`` jobs re-send every result, ``failed``
@@ -697,6 +613,9 @@ class Spool:
         if job.state not in RESENDABLE:
             raise JobStateError(f"job {job_id} is {job.state.value}; only "
                                 f"{', '.join(sorted(RESENDABLE))} jobs can be re-sent")
+        if job.released_at is not None:
+            raise JobStateError(f"job {job_id}'s files were released after its retention "
+                                "period (or by a purge); send the study again")
         if not job.results_ready and not all(i.present for i in self.instances(job_id)):
             raise JobStateError(f"job {job_id} has no results and its instance files were "
                                 "deleted; send the study again")
@@ -714,11 +633,11 @@ class Spool:
     def job(self, job_id: int) -> Job:
         """The job, or :class:`JobNotFoundError`."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.id = ?",
+            row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?",
                                    (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id} in {self.root}")
-        return _job(row)
+        return job_from_row(row)
 
     def jobs(self, state: JobState | None = None, limit: int = 100,
              study_uid: str | None = None) -> list[Job]:
@@ -732,17 +651,12 @@ class Spool:
             args.append(study_uid)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs j {clause} "
+            rows = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs j {clause} "
                                     "ORDER BY j.id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def counts(self) -> dict[JobState, int]:
         """Number of jobs in each state (every state listed)."""
         with self._lock:
             rows = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
         return {s: int(rows.get(s.value, 0)) for s in JobState}
-
-
-def _skipped_json(skipped: Sequence[Skipped]) -> str:
-    return json.dumps([{"sop_instance_uid": s.sop_instance_uid, "reason": s.reason}
-                       for s in skipped])

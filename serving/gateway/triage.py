@@ -2,10 +2,11 @@
 
 A PACS routing rule often sends a whole study: besides the MG/DX/CR images it may hold
 secondary captures of reports, color photos, other modalities, or the results this gateway
-sent back earlier. :func:`skip_reason` looks at the header only and names why an instance is
-not analysed; the intake (:func:`serving.pipeline.dicom_in.read_image`) then refuses what the
-header did not reveal (color, no spacing, multi-frame, ...), which the worker records the same
-way. Reasons are ``code: explanation`` and never quote patient data.
+sent back earlier. :func:`skip_reason` looks at the header only (the one the worker's guarded
+parse, :func:`serving.pipeline.dicom_in.read_instance`, returned, or attached to its refusal)
+and names why an instance is not analysed; what the header does not reveal (multi-frame,
+undecodable pixels, ...) is the intake's refusal, recorded the same way. Reasons are
+``code: explanation`` and never quote patient data.
 """
 
 from __future__ import annotations
