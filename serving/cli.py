@@ -22,12 +22,11 @@ from serving.cli_gateway import register as register_gateway
 from serving.cli_info import register as register_info
 from serving.cli_serve import register as register_serve
 from serving.errors import CommandError
+from serving.log_filters import quiet_third_party
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 #: Third-party loggers that are chatty at INFO level.
-NOISY_LOGGERS = ("openjpeg", "pydicom", "jpeg_ls", "PIL", "pylibjpeg", "libjpeg", "rle")
-
 #: Built-in subcommands (always available with the base install).
 BUILTIN: tuple[Register, ...] = (register_info, register_detect, register_calibrate,
                                   register_serve, register_gateway)
@@ -78,9 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # codecs log every tile and frame at INFO
-        for noisy in NOISY_LOGGERS:
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # codecs log every frame, with tracebacks
+        quiet_third_party(handler, verbose=args.verbose)
     if getattr(args, "_unavailable", None):
         print(f"galacto: error: {args._unavailable}", file=sys.stderr)
         return 2
