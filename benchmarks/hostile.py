@@ -2,7 +2,7 @@
 
 Each builder returns bytes that a client could send as one DICOM instance (or one request
 body), small to send and expensive to parse without the intake's guards
-(:mod:`serving.pipeline.dicom_parse`):
+(:mod:`serving.pipeline.intake.parse`):
 
 - :func:`deflate_bomb`: a Deflated Explicit VR Little Endian file of about 2 MB whose data set
   inflates to more than 2 GiB (a private OB element of zeros);

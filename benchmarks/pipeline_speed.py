@@ -143,7 +143,7 @@ def _time_decode(model: object, data: bytes, repeats: int) -> tuple[list[float],
 
 def _decoders(model: object, source: Path, tmp: Path, repeats: int, console: Console) -> None:
     """The compressed-syntax table: imagecodecs first vs pydicom's plugins alone."""
-    from serving.pipeline import decode
+    from serving.pipeline.intake import decode
 
     table = Table(title="Hologic 4096x3328 14-bit, compressed: ms, p50 / p95")
     for column in ("transfer syntax", "decode", "end to end", "decode, plugins only",

@@ -1,5 +1,5 @@
-"""Pixel semantics of the DICOM intake (serving.pipeline.pixel_semantics): every attribute that
-changes how stored values map to attenuation, or marks pixels as not image.
+"""Pixel semantics of the DICOM intake (serving.pipeline.intake.pixel_semantics): every
+attribute that changes how stored values map to attenuation, or marks pixels as not image.
 
 The property, for each attribute: a *neutral re-encoding* of a generated galactogram (the same
 image stored another way that the attribute describes) gives the same findings through

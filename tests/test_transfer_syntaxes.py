@@ -148,9 +148,9 @@ COMPRESSED_CASES = [
 def test_fast_decoder_matches_the_pydicom_decoders(
     syntax: str, bits_stored: int, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """imagecodecs (serving.pipeline.decode.fast_decode) and pydicom's plugins give the same
+    """imagecodecs (serving.pipeline.intake.decode.fast_decode) and pydicom's plugins give the same
     stored values, bit for bit, on every compressed syntax, lossy ones included."""
-    from serving.pipeline import decode
+    from serving.pipeline.intake import decode
 
     pixels = smooth_pixels(64, 48, bits_stored, seed=bits_stored) if options else None
     ds = make_dataset(bits_stored=bits_stored, pixels=pixels, seed=bits_stored)
@@ -174,7 +174,7 @@ def test_jp2_wrapped_frame_is_decoded(fast: bool, monkeypatch: pytest.MonkeyPatc
     import imagecodecs
     from pydicom.encaps import encapsulate
 
-    from serving.pipeline import decode
+    from serving.pipeline.intake import decode
 
     if not fast:
         monkeypatch.setattr(decode, "FAST_DECODERS", {})

@@ -4,7 +4,7 @@ The classes of hostile input (``benchmarks/hostile.py``): a 2 MB deflated instan
 inflates to 2.1 GiB, a 20 MB flood of empty elements, 96 MB of zeros, a body of thousands of
 empty parts. Each must be refused
 
-- by the guarded reader itself (:func:`serving.pipeline.dicom_parse.read_dataset`,
+- by the guarded reader itself (:func:`serving.pipeline.intake.parse.read_dataset`,
   :func:`serving.pipeline.dicom_in.read_instance`),
 - through the HTTP body reader and routes (``/v1/detect``, STOW-RS), in-process,
 
@@ -31,13 +31,13 @@ from hypothesis import strategies as st
 from benchmarks import hostile
 from serving.api.main import create_app
 from serving.pipeline.dicom_in import read_instance
-from serving.pipeline.dicom_parse import read_dataset
 from serving.pipeline.errors import (
     ImageTooLargeError,
     IntakeError,
     InvalidHeaderError,
     NotDicomError,
 )
+from serving.pipeline.intake.parse import read_dataset
 from serving.settings import Settings
 from tests.memory import peak_rss, reset_peak_rss
 

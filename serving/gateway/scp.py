@@ -15,7 +15,7 @@ The store handler never raises: every failure is a DIMSE status, logged without 
 - ``0xA900`` data set does not match SOP class: SOP Class/Instance UID differ from the
   request, or a required UID is absent;
 - ``0xC000`` cannot understand: the guarded parse
-  (:func:`serving.pipeline.dicom_parse.read_dataset`: not DICOM, deflate bomb, element flood,
+  (:func:`serving.pipeline.intake.parse.read_dataset`: not DICOM, deflate bomb, element flood,
   ...) refused it (the log names the intake's error code), or a UID is not UID syntax;
 - ``0x0110`` processing failure: anything unexpected.
 
@@ -48,8 +48,8 @@ from serving.gateway.spool import (
     uid_tag,
 )
 from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
-from serving.pipeline.dicom_parse import read_dataset
 from serving.pipeline.errors import IntakeError
+from serving.pipeline.intake.parse import read_dataset
 
 log = logging.getLogger("galacto.gateway")
 

@@ -61,8 +61,8 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from serving.pipeline.dicom_values import as_float, as_int, attr, get, text, try_int
 from serving.pipeline.errors import ABSENT, Found, IntakeError, InvalidHeaderError
+from serving.pipeline.intake.values import as_float, as_int, attr, get, text, try_int
 
 __all__ = [
     "MG_DX_SOP_CLASSES",

@@ -28,8 +28,8 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from serving.pipeline.dicom_values import attr as _attr
 from serving.pipeline.errors import Found, TruncatedPixelDataError
+from serving.pipeline.intake.values import attr as _attr
 
 #: The JP2 signature box (ISO 15444-1 I.5.1) that starts a JP2 file.
 JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"

@@ -44,13 +44,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from serving.pipeline.codestream import J2K_UIDS, codestream_of, j2k_precision
-from serving.pipeline.dicom_parse import is_failure
-from serving.pipeline.dicom_values import attr as _attr
 from serving.pipeline.errors import DecodeError, Found, TruncatedPixelDataError
+from serving.pipeline.intake.codestream import J2K_UIDS, codestream_of, j2k_precision
+from serving.pipeline.intake.parse import is_failure
+from serving.pipeline.intake.values import attr as _attr
 
 if TYPE_CHECKING:
-    from serving.pipeline.dicom_in import ImageHeader
+    from serving.pipeline.intake.types import ImageHeader
 
 #: Transfer syntax -> the imagecodecs function that decodes its frames first. Bit-exact with
 #: pydicom's decoders (tests/test_transfer_syntaxes.py); the lossy JPEG processes are not

@@ -43,7 +43,6 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from serving.pipeline.dicom_values import attr as _attr
 from serving.pipeline.errors import (
     DecodeError,
     Found,
@@ -53,6 +52,7 @@ from serving.pipeline.errors import (
     NotDicomError,
     TruncatedPixelDataError,
 )
+from serving.pipeline.intake.values import attr as _attr
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -1,7 +1,7 @@
 """Reading single attribute values for the DICOM intake, with typed errors.
 
 Shared by :mod:`serving.pipeline.dicom_in` (header checks) and
-:mod:`serving.pipeline.pixel_semantics` (how stored values map to attenuation). Every helper
+:mod:`serving.pipeline.intake.pixel_semantics` (how stored values map to attenuation). Every helper
 either returns a plain Python value or raises :class:`~serving.pipeline.errors.InvalidHeaderError`
 / ``ValueError`` as documented; none of them logs or warns.
 """
