@@ -42,6 +42,7 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 
 from serving.pipeline.dicom_in import Image
+from serving.pipeline.morphology import block_mean, dilate, erode, largest_component
 
 __all__ = [
     "Prepared",
@@ -333,7 +334,7 @@ def prepare(image: Image, cfg: PreprocessConfig | None = None) -> Prepared:
     if flipped:
         area = (area[0], area[1], pixels.shape[1] - area[3], pixels.shape[1] - area[2])
     factor = (_reduce_factor(row_mm), _reduce_factor(col_mm))
-    small = _block_mean(canonical, factor)
+    small = block_mean(canonical, factor)
     small_spacing = (factor[0] * row_mm + factor[1] * col_mm) / 2
     small_mask = segment_breast(small, small_spacing)
     crop = _crop_box(small_mask, factor, pixels.shape, (row_mm, col_mm), cfg.crop_margin_mm)
@@ -441,13 +442,13 @@ def segment_breast(small: npt.NDArray[np.float32], spacing_mm: float) -> BoolArr
         return everything
     mask = small > threshold
     radius = max(1, round(OPENING_RADIUS_MM / spacing_mm))
-    core = _erode(mask, radius)
+    core = erode(mask, radius)
     if not core.any():
         core = mask
-    component = _largest_component(core)
+    component = largest_component(core)
     if component.sum() < MIN_BREAST_FRACTION * small.size:
         return everything
-    return _dilate(component, radius) & mask
+    return dilate(component, radius) & mask
 
 
 def _breast_threshold(small: npt.NDArray[np.float32]) -> float | None:
@@ -486,96 +487,9 @@ def _otsu_threshold(values: npt.NDArray[np.float32], bins: int = 256) -> float |
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
-def _window_all(mask: BoolArray, radius: int, axis: int, pad_value: bool) -> BoolArray:
-    """True where all ``2 * radius + 1`` pixels along ``axis`` are True (outside = pad_value)."""
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    padded = np.pad(mask, pad, constant_values=pad_value).astype(np.int32)
-    csum = np.cumsum(padded, axis=axis)
-    zero = np.zeros_like(np.take(csum, [0], axis=axis))
-    csum = np.concatenate([zero, csum], axis=axis)
-    n = mask.shape[axis]
-    width = 2 * radius + 1
-    sums = np.take(csum, np.arange(width, n + width), axis=axis) - np.take(
-        csum, np.arange(n), axis=axis
-    )
-    return np.asarray(sums == width)
-
-
-def _erode(mask: BoolArray, radius: int) -> BoolArray:
-    """Binary erosion by a square of side ``2 * radius + 1``; outside the image counts as True
-    (a breast touching the edge is not eaten from the edge)."""
-    return _window_all(_window_all(mask, radius, 0, True), radius, 1, True)
-
-
-def _dilate(mask: BoolArray, radius: int) -> BoolArray:
-    """Binary dilation by a square of side ``2 * radius + 1``."""
-    return ~_window_all(_window_all(~mask, radius, 0, True), radius, 1, True)
-
-
-def _largest_component(mask: BoolArray) -> BoolArray:
-    """The largest 4-connected component of ``mask`` (empty mask in, empty mask out).
-
-    Vectorized union-find: hook the larger root of every edge onto the smaller one, compress
-    paths by pointer jumping, repeat until no edge joins two roots.
-    """
-    if not mask.any():
-        return mask.copy()
-    h, w = mask.shape
-    index = np.arange(h * w).reshape(h, w)
-    right = mask[:, :-1] & mask[:, 1:]
-    down = mask[:-1, :] & mask[1:, :]
-    src = np.concatenate([index[:, :-1][right], index[:-1, :][down]])
-    dst = np.concatenate([index[:, 1:][right], index[1:, :][down]])
-    parent = np.arange(h * w)
-    while True:
-        a, b = parent[src], parent[dst]
-        joined = a != b
-        if not joined.any():
-            break
-        lo, hi = np.minimum(a[joined], b[joined]), np.maximum(a[joined], b[joined])
-        np.minimum.at(parent, hi, lo)
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-    labels = parent.reshape(h, w)
-    counts = np.bincount(labels[mask], minlength=h * w)
-    return np.asarray(mask & (labels == int(np.argmax(counts))))
-
-
 # --------------------------------------------------------------------------------------------
 # Geometry
 # --------------------------------------------------------------------------------------------
-
-
-def _block_mean(
-    pixels: npt.NDArray[np.floating[Any]], factor: tuple[int, int]
-) -> npt.NDArray[np.float32]:
-    """Mean over ``factor = (fy, fx)`` blocks, shape ``(ceil(rows / fy), ceil(cols / fx))``; the
-    last row/column of blocks averages what is left. Sums run in array order, so an image and
-    its mirrored view give bit-identical results once mirrored back."""
-    fy, fx = factor
-    rows = _block_sum(np.asarray(pixels, dtype=np.float32), fy, axis=0)
-    both = _block_sum(rows, fx, axis=1)
-    count_r = np.minimum(fy, pixels.shape[0] - np.arange(0, pixels.shape[0], fy))
-    count_c = np.minimum(fx, pixels.shape[1] - np.arange(0, pixels.shape[1], fx))
-    return (both / np.outer(count_r, count_c).astype(np.float32)).astype(np.float32)
-
-
-def _block_sum(x: npt.NDArray[np.float32], f: int, axis: int) -> npt.NDArray[np.float32]:
-    """Sums of ``f`` consecutive entries along ``axis`` (0 or 1) of a 2D array; a shorter last
-    block when ``f`` does not divide the length."""
-    n = x.shape[axis]
-    q, r = divmod(n, f)
-    if axis == 0:
-        main = x[: q * f].reshape(q, f, x.shape[1]).sum(axis=1)
-        tail = x[q * f :].sum(axis=0, keepdims=True)
-    else:
-        main = x[:, : q * f].reshape(x.shape[0], q, f).sum(axis=2)
-        tail = x[:, q * f :].sum(axis=1, keepdims=True)
-    return np.concatenate([main, tail], axis=axis) if r else main
 
 
 def _reduce_factor(spacing_mm: float) -> int:
