@@ -3,8 +3,11 @@
 # galacto container images (multi-stage; BuildKit builds only the stages a target needs).
 #
 #   docker build -t galacto:0.1.0 .                        # `serve` (the default: last stage)
-#   docker run -p 8000:8000 galacto:0.1.0                  # = galacto serve
+#   docker run -p 8000:8000 -e GALACTO_API_KEYS=<key> \
+#       -e GALACTO_ALLOWED_HOSTS=localhost,galacto.example.org galacto:0.1.0   # = galacto serve
 #   docker run -p 11112:11112 -v galacto-spool:/var/lib/galacto/spool galacto:0.1.0 gateway run
+# The HTTP service needs a key (GALACTO_AUTH=true below; without GALACTO_API_KEYS it refuses to
+# start) and answers only the host names of GALACTO_ALLOWED_HOSTS (default: loopback names).
 #
 #   docker build --target train -t galacto-train:0.1.0 .  # `train` extra, torch CPU build
 #   docker run --rm -v "$PWD/data:/workspace/data" -v "$PWD/runs:/workspace/runs" \
@@ -102,6 +105,7 @@ RUN mkdir -p /var/lib/galacto/spool /var/lib/galacto/results \
     && chown -R 10001:10001 /var/lib/galacto
 ENV GALACTO_HOST=0.0.0.0 \
     GALACTO_PORT=8000 \
+    GALACTO_AUTH=true \
     GALACTO_RESULTS_DIR=/var/lib/galacto/results \
     GALACTO_GATEWAY_HOST=0.0.0.0 \
     GALACTO_GATEWAY_PORT=11112 \

@@ -1,7 +1,9 @@
 """``galacto serve``: the HTTP service (FastAPI on uvicorn) with the bundled model.
 
 Settings come from ``GALACTO_*`` environment variables (see :mod:`serving.settings`); the
-flags override the most common ones.
+flags override the most common ones. A listen address other than loopback without API keys
+refuses to start (exit status 2) unless ``--no-auth`` / ``GALACTO_AUTH=off`` says so.
+uvicorn runs with the connection, header and body bounds of :mod:`serving.api.server`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "environment variables; flags override them.")
     p.add_argument("--host", default=None, help="listen address (GALACTO_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (GALACTO_PORT, 8000)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without API keys even on a non-loopback --host "
+                        "(GALACTO_AUTH=off; refused by default)")
     p.add_argument("--model", type=Path, default=None,
                    help="models/<name>/<version> (GALACTO_MODEL, the bundled galacto-small)")
     p.add_argument("--operating-point", default=None,
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from serving.api.logs import configure
     from serving.api.main import create_app
+    from serving.api.server import uvicorn_config
     from serving.settings import Settings, SettingsError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                                    ("results_dir", args.results_dir)) if v is not None}
     if args.plain_logs:
         overrides["log_json"] = False
+    if args.no_auth:
+        overrides["auth"] = False
     if args.gateway:
         os.environ["GALACTO_GATEWAY_ENABLED"] = "true"
     if args.calibration is not None:  # the embedded gateway applies the same file
@@ -91,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    config = uvicorn_config(app, settings)
     logging.getLogger("galacto.api").info(
         "serving on http://%s:%d (docs at /docs, viewer at /)", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, server_header=False)
+    uvicorn.Server(config).run()
     return 0

@@ -1,12 +1,15 @@
 """Service settings from ``GALACTO_*`` environment variables (pydantic-settings).
 
 Defaults run on a laptop: the bundled model, ``127.0.0.1:8000``, results in a local folder, no
-authentication (with a logged warning). Unsafe combinations refuse to start: authentication
-on with no key, or with a key that is short or a well-known placeholder.
+authentication (with a logged warning), requests only for loopback host names. Unsafe
+combinations refuse to start: a listen address other than loopback without API keys (unless
+``GALACTO_AUTH=off`` says so on purpose), authentication on with no key, or a key that is short
+or a well-known placeholder.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +25,33 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_KEYS = frozenset({"changeme", "change-me", "secret", "default", "password",
                               "apikey", "api-key", "galacto", "test", "token", "example"})
 MIN_KEY_LENGTH = 16
+#: Host names a loopback service answers to by default (plus the listen host).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: ``GALACTO_PUBLIC_BASE_URL``: scheme and host, optionally a path; no query or fragment.
+PUBLIC_URL_RE = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the listen address ``host`` only accepts connections from this machine
+    (``localhost``, ``127.0.0.0/8``, ``::1``); ``0.0.0.0``, ``::`` and names are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_pattern(host: str) -> str:
+    """``host`` as Starlette's TrustedHostMiddleware compares it with a Host header (without
+    the port): lower case, IPv6 literals in brackets (``::1`` -> ``[::1]``)."""
+    host = host.strip().lower()
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            return f"[{host.strip('[]')}]"
+    except ValueError:
+        pass
+    return host
 
 
 class SettingsError(ValueError):
@@ -43,11 +73,35 @@ class Settings(BaseSettings):
         max_upload_mb: largest accepted request body (MiB), checked before it is read whole.
         max_pixels: largest accepted Rows x Columns of one image.
         max_concurrent_inferences: inferences running at once (each uses ``ort_threads``).
-        max_queue: requests allowed to wait for an inference slot; beyond that: 503.
+        max_queue: requests admitted beside the running ones (reading their body or waiting
+            for a slot); beyond that: 503 ``busy``, before the body is read. Bodies in memory
+            are at most ``(max_concurrent_inferences + max_queue) x max_upload_mb``.
         retry_after_s: Retry-After (seconds) sent with a 503.
         auth: require ``Authorization: Bearer <key>`` on every endpoint except the probes
-            (and the static viewer page); on by itself when ``api_keys`` is set.
+            (and the static viewer page); on by itself when ``api_keys`` is set. Set it off
+            explicitly (``GALACTO_AUTH=off``, ``--no-auth``) to serve a non-loopback address
+            without keys; otherwise that refuses to start.
         api_keys: accepted keys, comma-separated (``GALACTO_API_KEYS=k1,k2``).
+        allowed_hosts: Host header names accepted, comma-separated; ``*.example.org`` matches
+            subdomains, ``*`` turns the check off. Default: :data:`LOOPBACK_NAMES` plus
+            ``host`` (a browser page cannot reach the service by DNS rebinding).
+        public_base_url: the service's URL as clients reach it (``https://ai.example.org``),
+            used for STOW-RS ``RetrieveURL``; without it the request's (allowed) Host is used.
+        max_parts: most parts of one multipart body; beyond: 413 ``too_many_parts``.
+        max_connections: open connections at most (uvicorn ``limit_concurrency``: 503 beyond
+            it; connections beyond it are also closed as soon as they are accepted). Lowered
+            at startup to fit the open-file limit.
+        backlog: listen backlog (connections the kernel queues before they are accepted).
+        keep_alive_s: seconds an idle keep-alive connection stays open after a response.
+        header_timeout_s: seconds a client has to send a request's headers, counted from the
+            connection (or the previous response); the connection is closed after that. Also
+            the grace before ``min_body_rate_kib_s`` applies to the body.
+        body_timeout_s: seconds the server waits for one request body in all; then 408.
+        min_body_rate_kib_s: average body rate (KiB/s) a client must keep after the first
+            ``header_timeout_s`` seconds of waiting for its body; below it: 408.
+        max_header_kib: largest request line plus headers (KiB); beyond: 400.
+        results_retention_days: STOW-RS results older than this are deleted (checked at
+            startup and hourly); 0 keeps them until deleted by hand.
         results_dir: where STOW-RS results are stored for WADO-RS retrieval.
         stow_results: result objects STOW-RS produces and stores, comma-separated among
             ``sr`` (Mammography CAD SR), ``tid1500`` and ``gsps`` (default: all three).
@@ -69,16 +123,41 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1)
     auth: bool = False
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_base_url: str | None = Field(default=None, pattern=PUBLIC_URL_RE)
+    max_parts: int = Field(default=500, ge=1)
+    max_connections: int = Field(default=2048, ge=8)
+    backlog: int = Field(default=128, ge=1)
+    keep_alive_s: int = Field(default=5, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=600.0, gt=0)
+    min_body_rate_kib_s: float = Field(default=32.0, ge=0)
+    max_header_kib: int = Field(default=16, ge=1, le=1024)
+    results_retention_days: float = Field(default=0.0, ge=0)
     results_dir: Path = Path("galacto-results")
     stow_results: Annotated[list[ResultKind], NoDecode] = Field(
         default_factory=lambda: [ResultKind.CAD_SR, ResultKind.TID1500, ResultKind.GSPS])
     log_json: bool = True
 
-    @field_validator("api_keys", "stow_results", mode="before")
+    @field_validator("api_keys", "stow_results", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*"
+                                      and not pattern.startswith("*.")):
+                raise ValueError(f"GALACTO_ALLOWED_HOSTS entry {pattern!r}: a wildcard must be "
+                                 "'*' alone or lead a domain, as in '*.example.org'")
+            normalized = host_pattern(pattern)  # an IPv6 literal comes back in brackets
+            if ":" in normalized and not normalized.startswith("["):
+                raise ValueError(f"GALACTO_ALLOWED_HOSTS entry {pattern!r}: a host name "
+                                 "without a port")
         return value
 
     @model_validator(mode="after")
@@ -92,14 +171,33 @@ class Settings(BaseSettings):
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def auth_turned_off(self) -> bool:
+        """Whether authentication was turned off explicitly (``GALACTO_AUTH=off``), not just
+        left at its default."""
+        return "auth" in self.model_fields_set and not self.auth
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """Host names accepted in the Host header (TrustedHostMiddleware patterns)."""
+        names = self.allowed_hosts or [*LOOPBACK_NAMES, self.host]
+        return list(dict.fromkeys(host_pattern(h) for h in names if h.strip()))
+
     def check_safe(self) -> None:
         """Refuse unsafe settings; warn when the service runs without authentication.
 
         Raises:
-            SettingsError: auth is on with no key, or a key shorter than
+            SettingsError: a non-loopback ``host`` without keys and without
+                ``GALACTO_AUTH=off``; auth on with no key, or a key shorter than
                 :data:`MIN_KEY_LENGTH` characters or a placeholder such as ``changeme``.
         """
         if not self.auth:
+            if not is_loopback(self.host) and not self.auth_turned_off:
+                raise SettingsError(
+                    f"GALACTO_HOST={self.host} accepts connections from other machines, but "
+                    "no API key is set: set GALACTO_API_KEYS (comma-separated Bearer keys), "
+                    "or GALACTO_AUTH=off (galacto serve --no-auth) to serve without "
+                    "authentication on purpose")
             log.warning("authentication is OFF: every endpoint is open to anyone who can "
                         "reach this port; set GALACTO_API_KEYS to require a Bearer key")
             return

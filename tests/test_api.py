@@ -31,7 +31,8 @@ def _client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:
     """A TestClient of an app with these settings, its model loaded."""
     app: FastAPI = create_app(Settings(results_dir=tmp_path / "results", log_json=True,
                                        **settings))  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    # Host: localhost (the Host check allows loopback names, not 'testserver')
+    with TestClient(app, base_url="http://localhost") as client:
         app.state.galacto.wait_loaded(60)
         assert app.state.galacto.ready
         yield client

@@ -192,7 +192,7 @@ def calibrated_client(calibration_file: Path, tmp_path_factory: pytest.TempPathF
                       ) -> Iterator[TestClient]:
     app = create_app(Settings(results_dir=tmp_path_factory.mktemp("results"),
                               calibration=calibration_file))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         app.state.galacto.wait_loaded(60)
         assert app.state.galacto.ready, app.state.galacto.load_error
         yield client

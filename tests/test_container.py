@@ -450,7 +450,7 @@ def test_non_root_numeric_user(dockerfile: Dockerfile) -> None:
 def test_ports_env_and_volumes_match_settings(dockerfile: Dockerfile,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from serving.gateway.settings import GatewaySettings
-    from serving.settings import Settings
+    from serving.settings import Settings, SettingsError
 
     serve = dockerfile.stage(SERVE)
     http_port = Settings.model_fields["port"].default
@@ -472,6 +472,8 @@ def test_ports_env_and_volumes_match_settings(dockerfile: Dockerfile,
         monkeypatch.setenv(key, value)
     settings, gateway = Settings(), GatewaySettings()
     assert settings.host == "0.0.0.0" and gateway.host == "0.0.0.0"
+    with pytest.raises(SettingsError, match="GALACTO_API_KEYS"):  # fails closed without a key
+        settings.check_safe()
     assert settings.port == http_port and gateway.port == dicom_port
     volumes: list[str] = []
     for v in serve.all("VOLUME"):

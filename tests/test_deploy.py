@@ -162,6 +162,8 @@ def test_probes_are_open_routes_on_the_settings_port(resources: list[dict[str, A
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["http"] == http_port
         assert _env(c)["GALACTO_PORT"] == str(http_port)
+        # kubelet sends Host: <pod IP> unless told otherwise; the Host check refuses that
+        allowed = Settings(allowed_hosts=_env(c)["GALACTO_ALLOWED_HOSTS"]).trusted_hosts
         expected = {"startupProbe": "/healthz", "livenessProbe": "/healthz",
                     "readinessProbe": "/readyz"}
         for probe, path in expected.items():
@@ -169,6 +171,8 @@ def test_probes_are_open_routes_on_the_settings_port(resources: list[dict[str, A
             assert get["path"] == path and get["path"] in routes, (probe, get)
             assert is_open(get["path"]), f"{get['path']} must not need a key (kubelet has none)"
             assert get["port"] in ("http", http_port)
+            host = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}.get("Host")
+            assert host in allowed, (probe, host, allowed)
 
 
 def test_services_reach_container_ports(resources: list[dict[str, Any]]) -> None:
@@ -223,6 +227,7 @@ def test_env_names_are_settings_and_start_the_service(resources: list[dict[str, 
         settings.check_safe()  # starts: auth on, with a real key
         assert settings.auth and settings.api_keys == [key]
         assert settings.host == "0.0.0.0" and settings.log_json
+        assert settings.allowed_hosts and "*" not in settings.allowed_hosts  # checked Host
         if workload["kind"] == "StatefulSet":
             assert gateway.enabled and gateway.host == "0.0.0.0"
 
@@ -243,7 +248,8 @@ def test_manifest_configuration_serves_probes_without_a_key(resources: list[dict
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("GALACTO_RESULTS_DIR", str(tmp_path / "results"))
     app = create_app(Settings())
-    with TestClient(app) as client:
+    # Host: localhost (the Host check allows loopback names, not 'testserver')
+    with TestClient(app, base_url="http://localhost") as client:
         app.state.galacto.wait_loaded(60)
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200

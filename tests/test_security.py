@@ -306,7 +306,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                    "GALACTO_GATEWAY_QUIET_PERIOD_S": "0.5"}
     with env(gateway_env), captured_logs() as logs:
         app = create_app(Settings(api_keys=[KEY], results_dir=base / "results", log_json=True))
-        with TestClient(app) as client:
+        # Host: localhost (the Host check allows loopback names, not 'testserver')
+        with TestClient(app, base_url="http://localhost") as client:
             app.state.galacto.wait_loaded(120)
             assert app.state.galacto.ready
             gateway = app.state.gateway
@@ -464,9 +465,10 @@ def test_result_store_refuses_crafted_uids(tmp_path: Path) -> None:
 
 def test_stow_with_crafted_uids_stores_nothing_outside(service: Service,
                                                        galactogram_files: list[Path]) -> None:
-    """STOW-RS: a crafted StudyInstanceUID (it names the results folder) is refused with 400
-    ``invalid_uid``; crafted Series/SOP Instance UIDs do not name anything (the results get
-    their own). Every name in the results folder is a UID."""
+    """STOW-RS: an instance with a crafted StudyInstanceUID (it names the results folder) is
+    refused at intake (FailedSOPSequence, 0xA900 ``invalid_uid``), as are crafted Series/SOP
+    Instance UIDs (which would not name anything: the results get their own). Every name in
+    the results folder is a UID."""
     before = files_under(service.base)
     for bad in ("../../etc/x", "1.2/../../x", "/tmp/galacto-evil", "1.2.3\x00/../x",
                 "1." + "1" * 64):
@@ -480,7 +482,9 @@ def test_stow_with_crafted_uids_stores_nothing_outside(service: Service,
                                     headers={"Content-Type": ctype, **auth()})
             assert r.status_code < 500, f"{keyword}={bad!r}: {r.status_code} {r.text[:300]}"
             if keyword == "StudyInstanceUID":
-                assert r.status_code == 400 and r.json()["detail"] == "invalid_uid"
+                assert r.status_code == 409, r.text[:300]  # nothing accepted (PS3.18)
+                [failed] = r.json()["00081198"]["Value"]
+                assert failed["00081197"]["Value"] == [0xA900]
                 assert bad not in r.text
     added = files_under(service.base) - before
     assert all(p.is_relative_to(service.results) for p in added), added

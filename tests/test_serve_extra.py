@@ -57,6 +57,10 @@ def _copy_context(sources: list[str], dest: Path) -> None:
                 shutil.copy2(f, dest / rel)
 
 
+#: The API key the started image is given (the image refuses to start without one).
+KEY = "k-serve-extra-7b3e91c04d2a58f6"
+
+
 def _install(tmp: Path) -> Path:
     """Run the venv-serve stage's RUN commands; return the virtual environment."""
     df = parse_dockerfile()
@@ -103,8 +107,9 @@ def _start(venv: Path, tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], P
         for key, value in s.env().items():
             if key.startswith("GALACTO_"):
                 env[key] = value
-    # the image's paths and listen address, moved to this machine
-    env.update(GALACTO_HOST="127.0.0.1", GALACTO_PORT=str(port),
+    # the image's paths and listen address, moved to this machine; the image has auth on, so
+    # it starts only with a key, as the README's example runs it
+    env.update(GALACTO_API_KEYS=KEY, GALACTO_HOST="127.0.0.1", GALACTO_PORT=str(port),
                GALACTO_RESULTS_DIR=str(tmp / "results"),
                GALACTO_GATEWAY_SPOOL_DIR=str(tmp / "spool"))
     entry, cmd = serve.last("ENTRYPOINT"), serve.last("CMD")
@@ -152,8 +157,10 @@ def test_serve_extra_in_a_fresh_venv(tmp_path: Path, galactogram_files: list[Pat
             assert httpx.get(f"{url}/static/{asset}", timeout=10).status_code == 200, asset
         files = [("file", (f.name, f.read_bytes(), "application/dicom"))
                  for f in galactogram_files]
+        assert httpx.post(f"{url}/v1/detect", files=files[:1], timeout=60).status_code == 401
         response = httpx.post(f"{url}/v1/detect", files=files, timeout=120,
-                              params={"operating_point": "high_sensitivity"})
+                              params={"operating_point": "high_sensitivity"},
+                              headers={"Authorization": f"Bearer {KEY}"})
         assert response.status_code == 200, response.text
         body = response.json()
         images = [img for study in body["studies"] for img in study["images"]]

@@ -115,7 +115,7 @@ MAX_PIXELS = 4096 * 4096
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app: FastAPI = create_app(Settings(results_dir=tmp_path_factory.mktemp("results"),
                                        max_pixels=MAX_PIXELS))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         app.state.galacto.wait_loaded(60)
         assert app.state.galacto.ready
         yield c

@@ -3,7 +3,10 @@
 ``multipart/form-data`` bodies.
 
 The limit is checked against Content-Length before anything is read, and again while the
-body streams in (chunked uploads), so an oversized body is refused without being held whole.
+body streams in (chunked uploads), so an oversized body is refused without being held whole;
+so is the number of multipart parts (counted as each part begins). A body over the size
+limit is answered with ``Connection: close`` (the rest is not read); the other early answers
+leave the rest to be drained under the connection deadline (:mod:`serving.api.server`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from serving.api.errors import ApiError
+from serving.api.errors import CLOSE, ApiError, ClientClosedError
 
 DICOM = "application/dicom"
 RELATED = "multipart/related"
@@ -33,6 +36,7 @@ class Part:
 
 @dataclass
 class _Collector:
+    max_parts: int
     parts: list[Part] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     field_name: bytes = b""
@@ -40,6 +44,8 @@ class _Collector:
     chunks: list[bytes] = field(default_factory=list)
 
     def on_part_begin(self) -> None:
+        if len(self.parts) >= self.max_parts:
+            raise too_many_parts(self.max_parts)
         self.headers, self.chunks = {}, []
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -85,17 +91,23 @@ def check_declared_size(request: Request, limit: int) -> None:
 def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, "upload_too_large",
                     f"request body of {size} bytes exceeds the limit of {limit} bytes "
-                    "(GALACTO_MAX_UPLOAD_MB)")
+                    "(GALACTO_MAX_UPLOAD_MB)", headers=CLOSE)
 
 
-async def read_parts(request: Request, limit: int, *, allowed: tuple[str, ...] = (DICOM, RELATED,
-                                                                                  FORM)
-                     ) -> list[Part]:
-    """The DICOM parts of the body, streamed with the ``limit`` (bytes) enforced.
+def too_many_parts(limit: int) -> ApiError:
+    """413 ``too_many_parts``: a multipart body with more than ``limit`` parts. Without
+    ``Connection: close``: the rest of the body (at most the upload limit) is drained for at
+    most ``header_timeout_s``, so that the client reads the answer instead of a reset."""
+    return ApiError(413, "too_many_parts",
+                    f"the multipart body has more than {limit} parts (GALACTO_MAX_PARTS)")
+
+
+def check_media_type(request: Request, allowed: tuple[str, ...] = (DICOM, RELATED, FORM)
+                     ) -> None:
+    """Refuse, before anything is read, a Content-Type :func:`read_parts` would refuse.
 
     Raises:
-        ApiError: 415 ``unsupported_media_type`` for another Content-Type (or a multipart body
-            without boundary), 413 ``upload_too_large``, 400 ``empty_body`` / ``no_parts``.
+        ApiError: 415 ``unsupported_media_type``.
     """
     mtype, params = media_type(request)
     if mtype not in allowed:
@@ -107,17 +119,37 @@ async def read_parts(request: Request, limit: int, *, allowed: tuple[str, ...] =
         raise ApiError(415, "unsupported_media_type",
                        f"multipart/related type must be \"application/dicom\", found "
                        f"{params.get('type')!r}")
+    if mtype != DICOM and not params.get("boundary"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"{mtype} Content-Type has no boundary parameter")
+
+
+async def read_parts(request: Request, limit: int, *, max_parts: int = 500,
+                     allowed: tuple[str, ...] = (DICOM, RELATED, FORM)) -> list[Part]:
+    """The DICOM parts of the body, streamed with the ``limit`` (bytes) and ``max_parts``
+    enforced.
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` for another Content-Type (or a multipart body
+            without boundary), 413 ``upload_too_large`` / ``too_many_parts``, 400
+            ``empty_body`` / ``no_parts`` / ``malformed_multipart``.
+    """
+    check_media_type(request, allowed)
     check_declared_size(request, limit)
+    try:
+        return await _read_body_parts(request, limit, max_parts)
+    except ClientDisconnect:
+        raise ClientClosedError("while its body was read") from None
+
+
+async def _read_body_parts(request: Request, limit: int, max_parts: int) -> list[Part]:
+    mtype, params = media_type(request)
     if mtype == DICOM:
         data = await _read_all(request, limit)
         if not data:
             raise ApiError(400, "empty_body", "the request body is empty; expected a DICOM file")
         return [Part(0, None, DICOM, data)]
-    boundary = params.get("boundary")
-    if not boundary:
-        raise ApiError(415, "unsupported_media_type",
-                       f"{mtype} Content-Type has no boundary parameter")
-    parts = await _read_multipart(request, boundary, limit)
+    parts = await _read_multipart(request, params["boundary"], limit, max_parts)
     if mtype == FORM:
         parts = [p for p in parts if p.name is not None or p.data]
     if not parts:
@@ -137,8 +169,9 @@ async def _read_all(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_multipart(request: Request, boundary: str, limit: int) -> list[Part]:
-    collector = _Collector()
+async def _read_multipart(request: Request, boundary: str, limit: int, max_parts: int
+                          ) -> list[Part]:
+    collector = _Collector(max_parts)
     callbacks = {name: getattr(collector, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
         "on_header_end")}
@@ -151,7 +184,7 @@ async def _read_multipart(request: Request, boundary: str, limit: int) -> list[P
                 raise _too_large(size, limit)
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
+    except (ApiError, ClientDisconnect):
         raise
     except Exception as exc:  # python-multipart raises its own parse errors
         raise ApiError(400, "malformed_multipart",

@@ -1,20 +1,43 @@
-"""Bounded inference concurrency with a bounded queue.
+"""Bounded inference concurrency with a bounded queue, admitted before the body is read.
 
-At most ``concurrent`` inferences run at once, each in a worker thread (off the event loop);
-up to ``queue`` more requests wait for a slot; a request beyond that is refused at once with
-503 ``busy`` and a Retry-After header instead of piling up.
+At most ``concurrent`` inferences run at once, each in a worker thread (off the event loop).
+A request is *admitted* before its body is read (:meth:`InferenceLimiter.admission`); at most
+``concurrent + queue`` requests are admitted at a time (reading their bodies, waiting for a
+slot or running), so request bodies held in memory never exceed ``concurrent + queue`` times
+the upload limit. A request beyond that is refused at once with 503 ``busy`` and Retry-After,
+before a byte of its body is read. Work whose client has gone while it waited is dropped
+instead of run (:class:`ClientGoneError`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-from serving.api.errors import ApiError
+from serving.api.errors import ApiError, ClientClosedError
 
 T = TypeVar("T")
+
+#: Returns once the client has disconnected (raced against the wait for a slot).
+Gone = Callable[[], Awaitable[object]]
+
+
+class Admission:
+    """One admitted request: :meth:`run` its work in an inference slot."""
+
+    def __init__(self, limiter: InferenceLimiter) -> None:
+        self._limiter = limiter
+
+    async def run(self, fn: Callable[[], T], gone: Gone | None = None) -> T:
+        """Run ``fn`` in a worker thread once a slot is free.
+
+        Raises:
+            ClientClosedError: ``gone()`` said the client left while the request waited.
+        """
+        return await self._limiter._run(fn, gone)
 
 
 class InferenceLimiter:
@@ -28,32 +51,94 @@ class InferenceLimiter:
         self.retry_after_s = retry_after_s
         self._sem = asyncio.Semaphore(concurrent)
         self._pool = ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="infer")
-        self.waiting = 0
+        self.admitted = 0
+        self.queued = 0
+        """Admitted requests whose body is read, waiting for a slot."""
         self.running = 0
+        self.dropped = 0
+        """Requests whose work was dropped because the client had gone."""
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread once a slot is free.
+    @property
+    def waiting(self) -> int:
+        """Admitted requests not running: reading their body or waiting for a slot."""
+        return self.admitted - self.running
+
+    def _busy(self) -> ApiError:
+        return ApiError(503, "busy",
+                        f"all {self.concurrent} inference slot(s) are busy and {self.waiting} "
+                        f"request(s) are queued (limit {self.queue}); retry in "
+                        f"{self.retry_after_s} s",
+                        headers={"Retry-After": str(self.retry_after_s)})
+
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[Admission]:
+        """Admit one request for the duration of the block (read its body, then run).
+
+        Raises:
+            ApiError: 503 ``busy`` (Retry-After) when ``concurrent + queue`` requests are
+                admitted already. The body is not read: the server drains (discards) it for
+                at most ``header_timeout_s`` so that the client can read the answer.
+        """
+        if self.admitted >= self.concurrent + self.queue:
+            raise self._busy()
+        self.admitted += 1
+        try:
+            yield Admission(self)
+        finally:
+            self.admitted -= 1
+
+    async def run(self, fn: Callable[[], T], gone: Gone | None = None) -> T:
+        """Admit, then run ``fn`` in a worker thread once a slot is free.
 
         Raises:
             ApiError: 503 ``busy`` when all slots are taken and the queue is full.
+            ClientClosedError: ``gone()`` said the client left while the request waited.
         """
-        if self._sem.locked() and self.waiting >= self.queue:
-            raise ApiError(503, "busy",
-                           f"all {self.concurrent} inference slot(s) are busy and "
-                           f"{self.waiting} request(s) are queued (limit {self.queue}); "
-                           f"retry in {self.retry_after_s} s",
-                           headers={"Retry-After": str(self.retry_after_s)})
-        self.waiting += 1
+        async with self.admission() as admitted:
+            return await admitted.run(fn, gone)
+
+    async def _run(self, fn: Callable[[], T], gone: Gone | None) -> T:
+        self.queued += 1
         try:
-            await self._sem.acquire()
+            await self._acquire_unless_gone(gone)
         finally:
-            self.waiting -= 1
+            self.queued -= 1
         self.running += 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, fn)
         finally:
             self.running -= 1
+            self._sem.release()
+
+    async def _acquire_unless_gone(self, gone: Gone | None) -> None:
+        """Take a slot, unless ``gone()`` returns first (then the place in the queue is
+        given up at once).
+
+        Raises:
+            ClientClosedError: the client disconnected while waiting (no slot is held).
+        """
+        if gone is None:
+            await self._sem.acquire()
+            return
+        acquire = asyncio.ensure_future(self._sem.acquire())
+        left = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({acquire, left}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request itself was cancelled while it waited
+            left.cancel()
+            self._give_back(acquire)
+            raise
+        if left.done() and not left.cancelled() and left.exception() is None:
+            self._give_back(acquire)
+            self.dropped += 1
+            raise ClientClosedError("while its request waited for a slot; nothing was run")
+        left.cancel()
+        await acquire  # taken already, or gone() failed: wait for the slot as before
+
+    def _give_back(self, acquire: asyncio.Future[Any]) -> None:
+        """Cancel a pending ``acquire``, or release the slot it has already taken."""
+        if not acquire.cancel() and not acquire.cancelled() and acquire.exception() is None:
             self._sem.release()
 
     def shutdown(self) -> None:

@@ -1,17 +1,20 @@
 """Builds the FastAPI app: settings checked, model loaded in the background at startup,
-request-id / auth / metrics / access-log middleware, error handlers, routers, viewer page.
+middleware, error handlers, routers, viewer page.
 
-Run it with ``galacto serve`` or ``uvicorn serving.api.main:create_app --factory``.
+Middleware, outermost first: the body deadline (:mod:`serving.api.deadlines`), the Host check
+(Starlette's TrustedHostMiddleware, ``GALACTO_ALLOWED_HOSTS``: 400 ``Invalid host header``),
+then request id, cross-site refusal (:mod:`serving.api.origin`), auth, metrics and the
+request log (:mod:`serving.api.middleware`).
+
+Run it with ``galacto serve`` (which also bounds connections and header time:
+:mod:`serving.api.server`) or ``uvicorn serving.api.main:create_app --factory``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from serving import __version__
-from serving.api.auth import check_bearer, is_open
+from serving.api.deadlines import BodyDeadline
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
+from serving.api.middleware import RequestMiddleware
 from serving.api.routes import detect, dicomweb, info
 from serving.api.schemas import ErrorOut
 from serving.api.state import AppState
@@ -35,7 +40,6 @@ from serving.settings import Settings
 
 log = logging.getLogger("galacto.api")
 STATIC = Path(__file__).parent / "static"
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DESCRIPTION = """Filling-defect detection for galactograms (ductograms).
 
 Send DICOM to `POST /v1/detect` (JSON or DICOM results) or `POST /dicomweb/studies` (STOW-RS,
@@ -77,8 +81,9 @@ _ROUTER_ERRORS: dict[str, dict[int, str]] = {
     "info": {401: "missing or invalid API key", 503: "model not ready"},
     "detect": {},  # documented on the routes (serving.api.routes.detect.ERRORS)
     "dicomweb": {400: "invalid UID, or no instance could be read", 401: "missing or invalid "
-                 "API key", 404: "no stored result matches", 406: "Accept not satisfiable",
-                 409: "no instance accepted", 413: "body or image too large",
+                 "API key", 403: "cross-site request from a browser", 404: "no stored result "
+                 "matches", 406: "Accept not satisfiable", 408: "request body too slow",
+                 409: "no instance accepted", 413: "body or image too large, or too many parts",
                  415: "not multipart/related; type=\"application/dicom\"",
                  422: "invalid request parameters", 503: "model not ready or busy"},
     "http": {401: "missing or invalid API key", 404: "gateway not running, or no such job",
@@ -92,55 +97,34 @@ def _documented_errors(module: str) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": text} for code, text in codes.items()}
 
 
-def _endpoint(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
-
-
-async def _call(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                ) -> Response:
-    """``call_next``, with any unexpected exception answered as 500 ``internal_error``
-    (logged with its type and frames, not its message): one failed request never takes the
-    server down."""
-    try:
-        return await call_next(request)
-    except Exception as exc:
-        log.error("internal error", exc_info=exc)
-        return _error_response(500, "internal_error",
-                               "the server failed on this request; it keeps serving")
-
-
 def _install_middleware(app: FastAPI, state: AppState) -> None:
-    @app.middleware("http")
-    async def around(request: Request,
-                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        given = request.headers.get("x-request-id", "")
-        rid = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
-        token = request_id_var.set(rid)
-        t0 = time.perf_counter()
+    """Outermost first: body deadline, Host check, then :class:`RequestMiddleware`."""
+    settings = state.settings
+    app.add_middleware(RequestMiddleware, state=state)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts,
+                       www_redirect=False)
+    app.add_middleware(BodyDeadline, grace_s=settings.header_timeout_s,
+                       min_rate=settings.min_body_rate_kib_s * 1024,
+                       total_s=settings.body_timeout_s)
+
+
+#: Seconds between two purges of results older than GALACTO_RESULTS_RETENTION_DAYS.
+PURGE_EVERY_S = 3600.0
+
+
+async def _keep_results_for(state: AppState) -> None:
+    """Delete stored results older than ``results_retention_days`` now and every
+    :data:`PURGE_EVERY_S` seconds (in a thread); nothing when the setting is 0."""
+    days = state.settings.results_retention_days
+    while days > 0:
         try:
-            if state.settings.auth and not is_open(request.url.path):
-                try:
-                    check_bearer(request.headers.get("authorization"), state.settings.api_keys)
-                except ApiError as exc:
-                    response: Response = JSONResponse(exc.body(rid), status_code=exc.status,
-                                                      headers=exc.headers)
-                else:
-                    response = await _call(request, call_next)
-            else:
-                response = await _call(request, call_next)
-            response.headers["X-Request-ID"] = rid
-            seconds = time.perf_counter() - t0
-            endpoint = _endpoint(request)
-            state.metrics.requests.labels(endpoint, request.method,
-                                          str(response.status_code)).inc()
-            state.metrics.latency.labels(endpoint, request.method).observe(seconds)
-            log.info("request", extra={"method": request.method, "endpoint": endpoint,
-                                       "status": response.status_code,
-                                       "duration_ms": round(seconds * 1e3, 1)})
-            return response
-        finally:
-            request_id_var.reset(token)
+            removed = await asyncio.to_thread(state.store.purge, days * 86400.0)
+        except OSError as exc:  # try again next time; the service keeps serving
+            log.warning("results could not be purged (%s)", type(exc).__name__)
+        else:
+            if removed:
+                log.info("results older than %g days deleted", days, extra={"files": removed})
+        await asyncio.sleep(PURGE_EVERY_S)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -155,7 +139,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.start_loading()
         gateway = await asyncio.to_thread(embedded_gateway, state.metrics.registry)
         app.state.gateway = gateway  # None unless GALACTO_GATEWAY_ENABLED=true
+        retention = asyncio.create_task(_keep_results_for(state))
         yield
+        retention.cancel()
         if gateway is not None:
             await asyncio.to_thread(gateway.stop)
         state.limiter.shutdown()

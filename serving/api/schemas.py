@@ -22,7 +22,8 @@ class DetectResponse(DetectionResponse):
 
     rejected: list[RejectedOut] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict,
-                                         description="queue wait, analysis and total (ms)")
+                                         description="queue (receiving the body and waiting for a "
+                                         "slot), analysis and total (ms)")
 
 
 class ErrorOut(BaseModel):

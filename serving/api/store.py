@@ -3,13 +3,17 @@
 Layout: ``<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. Every UID used
 in a path is checked against the DICOM UID syntax first (digits and dots, at most 64
 characters), so a crafted UID cannot leave the folder. Files are written to a temporary name,
-fsynced and renamed: a reader never sees half a file.
+fsynced and renamed: a reader never sees half a file. The results of one request are stored
+all or none (:meth:`ResultStore.put_all`). Results older than a retention period are deleted
+by :meth:`ResultStore.purge` (``GALACTO_RESULTS_RETENTION_DAYS``; 0 keeps them).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -58,6 +62,43 @@ class ResultStore:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         return path
+
+    def put_all(self, datasets: Sequence[Dataset]) -> list[Path]:
+        """Store every dataset, or none: when one fails, those already written are removed
+        and the error is raised (a client retrying the request stores each result once).
+
+        Raises:
+            ApiError: 400 ``invalid_uid``; OSError: the disk.
+        """
+        written: list[Path] = []
+        try:
+            for ds in datasets:
+                written.append(self.put(ds))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return written
+
+    def purge(self, max_age_s: float) -> int:
+        """Delete results last written more than ``max_age_s`` seconds ago, and folders that
+        are empty and unchanged for as long; returns the number of files deleted."""
+        cutoff = time.time() - max_age_s
+        removed = 0
+        for path in self.root.glob("*/*/*.dcm"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        for folder in sorted(self.root.glob("*/*"), reverse=True) + sorted(self.root.glob("*")):
+            try:
+                if folder.stat().st_mtime < cutoff and not any(folder.iterdir()):
+                    folder.rmdir()
+            except OSError:  # gone, or written to meanwhile
+                continue
+        return removed
 
     def find(self, study: str, series: str | None = None, instance: str | None = None
              ) -> list[Path]:

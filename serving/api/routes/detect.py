@@ -13,13 +13,14 @@ from PIL import Image as PILImage
 from starlette.responses import Response
 
 from serving.api.analysis import Analysis, analyse, build_results, read_parts
-from serving.api.body import read_parts as read_body_parts
+from serving.api.body import Part
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related, wants_dicom
 from serving.api.schemas import DetectResponse, ErrorOut
 from serving.api.state import AppState, get_state
 from serving.api.store import to_bytes
+from serving.api.uploads import run_upload
 from serving.outputs.common import ResultKind
 from serving.outputs.overlay import display_window
 
@@ -43,9 +44,12 @@ DICOM_BODY: dict[str, Any] = {
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
-        (400, "not DICOM, truncated, malformed body, unknown operating point"),
+        (400, "not DICOM, truncated, malformed body, unknown operating point, invalid UID "
+              "for a DICOM output"),
         (401, "missing or invalid API key"),
-        (413, "body or image too large"),
+        (403, "cross-site request from a browser"),
+        (408, "request body too slow"),
+        (413, "body or image too large, or too many parts"),
         (415, "unsupported Content-Type or transfer syntax"),
         (422, "DICOM the detector cannot analyse (SOP class, color, multi-frame, no spacing)"),
         (503, "model not ready, or all inference slots and the queue are full"),
@@ -111,20 +115,20 @@ async def detect_route(
     t0 = time.perf_counter()
     op = _operating_point(state, operating_point)
     kind = output or (Output.sr if wants_dicom(request.headers.get("accept")) else Output.json)
-    parts = await read_body_parts(request, state.settings.max_upload_bytes)
     model = state.require_model()
     rid = request_id_var.get()
 
-    def work() -> tuple[Analysis, list[bytes], float]:
+    def work(parts: list[Part]) -> tuple[Analysis, list[bytes], float]:
         started = time.perf_counter()
-        analysis = analyse(parts, model, op, state.settings.max_pixels, rid)
+        analysis = analyse(parts, model, op, state.settings.max_pixels, rid,
+                           uids="none" if kind is Output.json else "outputs")
         blobs = []
         if kind is not Output.json and analysis.response is not None:
             blobs = [to_bytes(ds) for ds in build_results(analysis, [ResultKind(kind.value)])]
         return analysis, blobs, started
 
     queued = time.perf_counter()
-    analysis, blobs, started = await state.limiter.run(work)
+    analysis, blobs, started = await run_upload(request, state, work)
     _record(state, analysis, time.perf_counter() - started)
     if analysis.response is None:
         raise _all_rejected(analysis)
@@ -155,10 +159,9 @@ async def render_route(request: Request,
     """The first instance of the body as an 8-bit PNG (bright = contrast), at most
     ``max_size`` pixels on its longest side."""
     state = get_state(request)
-    parts = await read_body_parts(request, state.settings.max_upload_bytes)
     model = state.require_model()
 
-    def work() -> tuple[bytes, float]:
+    def work(parts: list[Part]) -> tuple[bytes, float]:
         analysis = read_parts(parts[:1], model, state.settings.max_pixels)
         if not analysis.images:
             raise _all_rejected(analysis)
@@ -169,5 +172,5 @@ async def render_route(request: Request,
         PILImage.fromarray(display_window(arr[::step, ::step])).save(png, format="PNG")
         return png.getvalue(), float(step * image.decode_scale)
 
-    data, scale = await state.limiter.run(work)
+    data, scale = await run_upload(request, state, work)
     return Response(data, media_type="image/png", headers={"X-Galacto-Scale": f"{scale:g}"})

@@ -9,10 +9,17 @@ STOW-RS answers with a DICOM JSON body (``application/dicom+json``):
 - ``FailedSOPSequence`` (0008,1198): refused instances with ``FailureReason`` (0008,1197):
   ``0xC000`` cannot understand (not DICOM, unreadable, truncated), ``0xC122`` transfer syntax
   not supported, ``0x0122`` SOP class not supported, ``0xA900`` Study Instance UID differs
-  from the one in the URL, ``0x0111`` the same instance twice in the request, ``0x0110``
+  from the one in the URL, or a UID the results need is empty, multi-valued or malformed
+  (``invalid_uid``), ``0x0111`` the same instance twice in the request, ``0x0110``
   processing failure (a valid object the detector cannot analyse: color, multi-frame, no
   spacing, too large, ...).
-- ``RetrieveURL`` (0008,1190): the study URL where the results are retrieved (WADO-RS).
+- ``RetrieveURL`` (0008,1190): the study URL where the results are retrieved (WADO-RS), built
+  on ``GALACTO_PUBLIC_BASE_URL``; without it on the request's Host, which the Host check has
+  allowed (no RetrieveURL when ``GALACTO_ALLOWED_HOSTS=*``: the Host is then unchecked).
+
+Every instance is checked (intake and UIDs) before anything is stored, and the results of one
+request are stored all or none: a refused instance never makes the others fail, and a
+request either stores each accepted instance's results once or stores nothing.
 
 Status: 200 all accepted; 202 some refused; 400 none accepted and every refusal was
 "cannot understand"; 409 none accepted for another reason; 415 not
@@ -21,7 +28,9 @@ Status: 200 all accepted; 202 some refused; 400 none accepted and every refusal 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -30,14 +39,14 @@ from pydicom.dataset import Dataset
 from starlette.responses import JSONResponse, Response
 
 from serving.api.analysis import Analysis, build_results, read_parts
-from serving.api.body import RELATED
-from serving.api.body import read_parts as read_body_parts
+from serving.api.body import RELATED, Part
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
 from serving.api.schemas import ErrorOut, RejectedOut
-from serving.api.state import get_state
+from serving.api.state import AppState, get_state
 from serving.api.store import check_uid
+from serving.api.uploads import run_upload
 from serving.pipeline.detect import detect
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -48,6 +57,7 @@ FAILURE_REASON: dict[str, int] = {
     "decode_error": CANNOT_UNDERSTAND, "truncated_pixel_data": CANNOT_UNDERSTAND,
     "unsupported_transfer_syntax": 0xC122, "unsupported_sop_class": 0x0122,
     "study_mismatch": 0xA900,
+    "invalid_uid": 0xA900,  # PS3.18 "Data Set does not match SOP Class": a Type 1 UID
     "duplicate_instance": 0x0111,  # PS3.7 "Duplicate SOP Instance": sent twice in one request
 }
 PROCESSING_FAILURE = 0x0110
@@ -140,37 +150,46 @@ async def stow_study(request: Request, study: Uid) -> Response:
     return await _stow(request, study)
 
 
+def _study_url(request: Request, state: AppState, study: str) -> str | None:
+    """The WADO-RS URL of ``study``: on ``GALACTO_PUBLIC_BASE_URL``, else on the request's
+    base URL when its Host was checked against an allow-list; else None."""
+    base = state.settings.public_base_url
+    if base is None:
+        if "*" in state.settings.trusted_hosts:
+            return None
+        base = str(request.base_url)
+    return f"{base.rstrip('/')}/dicomweb/studies/{study}"
+
+
 async def _stow(request: Request, study: str | None) -> Response:
     state = get_state(request)
     if study is not None:
         check_uid(study, "the study in the URL")
-    parts = await read_body_parts(request, state.settings.max_upload_bytes, allowed=(RELATED,))
     model = state.require_model()
     rid = request_id_var.get()
     kinds = list(state.settings.stow_results)
 
-    def work() -> tuple[Analysis, list[str]]:
+    def work(parts: list[Part]) -> tuple[Analysis, list[str]]:
         started = time.perf_counter()
-        analysis = read_parts(parts, model, state.settings.max_pixels)
+        analysis = read_parts(parts, model, state.settings.max_pixels, uids="store")
         _split_study(analysis, study)
         stored: list[str] = []
         if analysis.images:
             analysis.response = detect(analysis.images, model, state.settings.operating_point,
                                        sources=[p.name for p in analysis.parts], request_id=rid)
-            for ds in build_results(analysis, kinds):
-                state.store.put(ds)
-                stored.append(str(ds.StudyInstanceUID))
+            results = build_results(analysis, kinds)  # all built before any is stored
+            state.store.put_all(results)
+            stored = [str(ds.StudyInstanceUID) for ds in results]
         state.metrics.inference.observe(time.perf_counter() - started)
         return analysis, stored
 
-    analysis, stored = await state.limiter.run(work)
+    analysis, stored = await run_upload(request, state, work, allowed=(RELATED,))
     m = state.metrics
     m.images.labels("analysed").inc(len(analysis.images))
     m.images.labels("rejected").inc(len(analysis.rejected))
     failures = [(h, FAILURE_REASON.get(r.detail, PROCESSING_FAILURE))
                 for r, h in zip(analysis.rejected, analysis.rejected_headers, strict=True)]
-    base = str(request.base_url).rstrip("/")
-    study_url = f"{base}/dicomweb/studies/{stored[0]}" if stored else None
+    study_url = _study_url(request, state, stored[0]) if stored else None
     if analysis.images and not failures:
         status = 200
     elif analysis.images:
@@ -190,26 +209,33 @@ def _check_accept(request: Request) -> None:
                        f" the Accept header asks for {accept!r}")
 
 
-def _retrieve(request: Request, study: str, series: str | None, instance: str | None
-              ) -> Response:
+def _read_all(paths: list[FilePath]) -> list[bytes]:
+    return [p.read_bytes() for p in paths]
+
+
+async def _retrieve(request: Request, study: str, series: str | None, instance: str | None
+                    ) -> Response:
+    """The stored results, read in a worker thread (file reads never block the event loop).
+    """
     _check_accept(request)
-    paths = get_state(request).store.find(study, series, instance)
+    store = get_state(request).store
+    paths = await asyncio.to_thread(store.find, study, series, instance)
     if not paths:
         raise ApiError(404, "not_found", "no stored result matches these UIDs")
-    return multipart_related([p.read_bytes() for p in paths])
+    return multipart_related(await asyncio.to_thread(_read_all, paths))
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve the results of a study",
             response_class=Response, responses=RETRIEVE_RESPONSES)
 async def retrieve_study(request: Request, study: Uid) -> Response:
-    return _retrieve(request, study, None, None)
+    return await _retrieve(request, study, None, None)
 
 
 @router.get("/studies/{study}/series/{series}", response_class=Response,
             responses=RETRIEVE_RESPONSES, summary="WADO-RS: retrieve a result series")
 async def retrieve_series(request: Request, study: Uid,
                           series: Uid) -> Response:
-    return _retrieve(request, study, series, None)
+    return await _retrieve(request, study, series, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response,
@@ -217,15 +243,21 @@ async def retrieve_series(request: Request, study: Uid,
 async def retrieve_instance(request: Request, study: Uid,
                             series: Uid,
                             instance: Uid) -> Response:
-    return _retrieve(request, study, series, instance)
+    return await _retrieve(request, study, series, instance)
 
 
 @router.get("/studies/{study}/metadata", responses=METADATA_RESPONSES,
             summary="WADO-RS: metadata of a study's results")
 async def study_metadata(request: Request, study: Uid) -> Response:
-    paths = get_state(request).store.find(study)
+    store = get_state(request).store
+    paths = await asyncio.to_thread(store.find, study)
     if not paths:
         raise ApiError(404, "not_found", "no stored result matches this study")
-    items = [dcmread(p).to_json_dict() for p in paths]
+    items = await asyncio.to_thread(_metadata, paths)
     return JSONResponse(items, media_type="application/dicom+json")
+
+
+def _metadata(paths: list[FilePath]) -> list[dict[str, Any]]:
+    """DICOM JSON of the stored results (the service's own files, written by the store)."""
+    return [dcmread(p).to_json_dict() for p in paths]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -57,4 +58,6 @@ async def metrics(request: Request) -> Response:
     state = get_state(request)
     state.metrics.running.set(state.limiter.running)
     state.metrics.queued.set(state.limiter.waiting)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # rendered in a worker thread: a scrape never holds up the probes on the event loop
+    text = await asyncio.to_thread(generate_latest, state.metrics.registry)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
