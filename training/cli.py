@@ -7,6 +7,8 @@ subcommands costs nothing for the others.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,25 +47,65 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _fold_overrides(config: Path, overrides: list[str], fold: int) -> list[str]:
     """``--set`` entries that point data.train and data.val at fold ``fold`` of the config's
-    data.train folder (``DIR/folds/fold-<fold>``, written by ``galacto dataset split``)."""
+    (first) data.train folder (``DIR/folds/fold-<fold>``, written by ``galacto dataset
+    split``); further data.train folders (e.g. synthetic data mixed in) stay in training."""
     from training.config import load_config
     from training.datasets.split import fold_dir
 
-    base = Path(load_config(config, overrides).data.train)
+    train = load_config(config, overrides).data.train_dirs
+    base = Path(train[0])
     target = fold_dir(base, fold)
     if not (target / "dataset.json").is_file():
         raise CommandError(f"--fold {fold}: {target} has no dataset.json; make the folds with "
                            f"galacto dataset split {base} --by patient --folds K")
-    return [*overrides, f"data.train={target}", f"data.val={target}"]
+    folders = f"data.train={target}" if len(train) == 1 else (
+        "data.train=" + json.dumps([str(target), *train[1:]]))
+    return [*overrides, folders, f"data.val={target}"]
+
+
+def _check_validation(val_dirs: list[str], cap: int) -> None:
+    """Refuse, before any work, validation data the validation CPM cannot be measured on.
+
+    Raises:
+        CommandError: the ``validation`` splits of ``val_dirs`` (first ``cap`` images of each,
+            as training reads them) hold no image, or no lesion box.
+    """
+    from training.datasets import load_index
+
+    counts = []
+    for root in val_dirs:
+        items = load_index(Path(root))[0].get("validation", [])[:cap]
+        counts.append((root, len(items), sum(len(it.get("boxes", [])) for it in items)))
+    if sum(n for _, n, _ in counts) and sum(k for _, _, k in counts):
+        return
+    found = "; ".join(f"{root}: {n} images, {k} lesions" for root, n, k in counts)
+    raise CommandError(
+        f"data.val: the 'validation' split has no lesion to find ({found}; at most "
+        f"data.val_max_images={cap} images per folder are read). Checkpoints are chosen by "
+        "the validation CPM (sensitivity at 0.125-4 false positives per image), which needs "
+        "images with filling-defect boxes: point data.val at a folder whose 'validation' "
+        "split has some, or validate on folds (galacto dataset split DIR --by patient "
+        "--folds K, then galacto train --fold k); galacto dataset check DIR counts the "
+        "lesions per split")
+
+
+def _report_checkpoint(best: Path | None, run_dir: Path) -> None:
+    """Say where the weights to export are; name only files that exist."""
+    if best is not None:
+        print(f"best checkpoint: {best}")
+        return
+    last = run_dir / "last.pt"
+    where = f"the last epoch's weights are in {last}" if last.is_file() else (
+        "no checkpoint was written")
+    print(f"best checkpoint: none (no epoch had a finite validation CPM: no lesion to "
+          f"measure it on); {where}")
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Resolve the config (fresh or from the run being resumed) and train."""
-    import json
-
     from training.config import load_config
     from training.datasets import load_index
-    from training.train import run
+    from training.train import check_freeze, run
 
     try:
         if args.resume is not None:
@@ -86,14 +128,19 @@ def run_train(args: argparse.Namespace) -> int:
             fold = "" if args.fold is None else f"-fold{args.fold}"
             run_dir = args.run_dir or Path(cfg.output) / (
                 f"{cfg.name}{fold}-{time.strftime('%Y%m%d-%H%M%S')}")
-        for name in (cfg.data.train, *cfg.data.val_dirs):
+        for name in (*cfg.data.train_dirs, *cfg.data.val_dirs):
             load_index(Path(name))  # the dataset schema, before any work
-        if cfg.optim.init_from and not Path(cfg.optim.init_from).is_file():
-            raise CommandError(f"optim.init_from {cfg.optim.init_from}: no such checkpoint")
+        _check_validation(cfg.data.val_dirs, cfg.data.val_max_images)
+        start = Path(cfg.optim.init_from or "")
+        if cfg.optim.init_from and not (start.is_file() or (start / "model.json").is_file()):
+            raise CommandError(f"optim.init_from {start}: no such checkpoint (RUN_DIR/best.pt) "
+                               "or model folder (models/<name>/<version>)")
+        check_freeze(cfg)
         best = run(cfg, run_dir, resume=args.resume is not None)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    print(f"best checkpoint: {best}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        _report_checkpoint(best, run_dir)
     return 0
 
 
@@ -119,8 +166,40 @@ def register_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="comma list of rows, cols, rows+cols: flipped passes serving averages "
                         "with the plain one ('' for none; default: the config's "
                         "decode.test_time_flips)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_lazy('training.export'))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing models/<name>/<version> folder")
+    p.add_argument("--allow-degenerate", action="store_true",
+                   help="export even when an operating point is unreachable on the validation "
+                        "data (score threshold >= 1: the model would report nothing there), "
+                        "with a warning; without it such an export is refused")
+    p.add_argument("--make-default", action="store_true",
+                   help="make this model the default one (writes <out>/DEFAULT, read by "
+                        "serve, detect and calibrate); without it the default does not change")
+    p.set_defaults(func=run_export)
+
+
+def _export_target(args: argparse.Namespace) -> Path | None:
+    """``<out>/<name>/<version>``, the model's name read from the run's ``config.json``
+    beside the checkpoint (no torch needed); None when there is none to read."""
+    try:
+        name = json.loads((args.checkpoint.parent / "config.json").read_text())["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(args.out) / str(name) / args.version
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Refuse what can be refused at once (a bad version, a missing checkpoint, a version
+    that exists), then export (torch, tracing and operating points)."""
+    if args.version in ("", ".", "..") or any(c in args.version for c in "/\\"):
+        raise CommandError(f"--version {args.version!r}: expected a folder name such as 0.5.0")
+    if not args.checkpoint.is_file():
+        raise CommandError(f"checkpoint {args.checkpoint} not found")
+    target = _export_target(args)
+    if target is not None and target.exists() and not args.overwrite:
+        raise CommandError(f"{target} exists; pass --overwrite to replace it or choose "
+                           "another --version")
+    return _lazy("training.export")(args)
 
 
 def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

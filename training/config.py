@@ -30,13 +30,27 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the data are. Paths are relative to the config file's working directory."""
 
-    train: str = Field(description="dataset folder (dataset.json) with a 'training' split")
+    train: str | list[str] = Field(
+        description="dataset folder(s) whose 'training' split is used; several folders (e.g. "
+                    "a small real set and a synthetic one, for fine-tuning) are pooled, so "
+                    "each contributes patches in proportion to its number of images")
     val: str | list[str] = Field(
         description="dataset folder(s) whose 'validation' split is used; several folders "
                     "(e.g. the training style and an unseen style) are pooled")
     cache: str = Field(default="runs/cache", description="folder for preprocessed arrays")
     val_max_images: int = Field(default=120, ge=1,
                                 description="cap on validation images per folder")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if not self.train_dirs or not self.val_dirs:
+            raise ValueError("data.train and data.val need at least one folder each")
+        return self
+
+    @property
+    def train_dirs(self) -> list[str]:
+        """The training folders as a list (one or more)."""
+        return [self.train] if isinstance(self.train, str) else list(self.train)
 
     @property
     def val_dirs(self) -> list[str]:
@@ -133,8 +147,15 @@ class OptimConfig(_Strict):
                     "0.998 averages over about 500 steps); validation, best.pt and export use "
                     "the average")
     init_from: str | None = Field(
-        default=None, description="checkpoint (RUN_DIR/best.pt) whose model weights start "
-                                  "this run, for fine-tuning; its architecture must match")
+        default=None, description="checkpoint (RUN_DIR/best.pt) or exported model folder "
+                                  "(models/<name>/<version>) whose weights start this run, "
+                                  "for fine-tuning; its architecture must match")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="parts of the network kept as they are (fine-tuning): 'backbone' (the "
+                    "ResNet trunk: stem and stages), 'stem', 'stage1' .. 'stage4', 'fpn', "
+                    "or a parameter-name prefix such as 'classification_head.conv'; their "
+                    "batch-norm statistics stay fixed too")
     lr: float = Field(default=2e-3, gt=0.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
     warmup_steps: int = Field(default=100, ge=0)

@@ -4,12 +4,20 @@ The network alone goes to ONNX (opset 17, dynamic batch/height/width), is checke
 ``onnx.checker`` and compared with PyTorch on several inputs; anchors, decoding and NMS stay in
 serving's numpy code. Operating points are chosen on validation data by running the exported
 model through serving's pipeline.
+
+The model is written into a staging folder and moved to ``<out>/<name>/<version>`` only when
+it is complete and its operating points are reachable; the default model (``<out>/DEFAULT``)
+changes only with ``--make-default``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +26,20 @@ import torch
 from pydantic import ValidationError
 
 from serving.errors import CommandError
+from serving.pipeline.model import (
+    DEFAULT_MARKER,
+    DEFAULT_MODEL_NAME,
+    ModelError,
+    read_default_marker,
+)
 from training.config import DecodeSection, TrainConfig
 from training.model import FlatOutputs, build_network
 
 OPSET = 17
 PARITY_SHAPES = ((256, 256), (512, 384), (1024, 800))
 PARITY_TOLERANCE = 1e-3
+#: Scores are probabilities: an operating point at or above this threshold reports nothing.
+UNREACHABLE_THRESHOLD = 1.0
 
 
 def load_checkpoint(path: Path) -> tuple[TrainConfig, torch.nn.Module, dict[str, Any]]:
@@ -49,7 +65,10 @@ def export_onnx(net: torch.nn.Module, num_levels: int, path: Path) -> None:
     dyn = {"image": {0: "batch", 2: "height", 3: "width"}}
     dyn.update({n: {0: "batch", 2: f"h_{n[-1]}", 3: f"w_{n[-1]}"} for n in names})
     dummy = torch.zeros(1, 1, 256, 256)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # MONAI's heads check their outputs for nan/inf in Python; the trace keeps the check
+        # as a constant, which is what export wants: the warning says nothing to act on.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"],
                           output_names=names, dynamic_axes=dyn, opset_version=OPSET,
                           dynamo=False)
@@ -76,13 +95,85 @@ def parity(net: torch.nn.Module, onnx_path: Path, seed: int = 0) -> dict[str, An
     return {"max_abs_diff": worst, "per_input": per_shape, "tolerance": PARITY_TOLERANCE}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Export, check parity, choose operating points, write the card."""
-    from serving.pipeline.model import load_model, sha256_file
+def _with_flips(cfg: TrainConfig, flags: str | None) -> TrainConfig:
+    """``cfg`` with ``--test-time-flips`` applied (None: the config's own)."""
+    if flags is None:
+        return cfg
+    flips = [f.strip() for f in flags.split(",") if f.strip()]
+    try:
+        decode = DecodeSection(**{**cfg.decode.model_dump(), "test_time_flips": flips})
+    except ValidationError as exc:
+        raise CommandError(f"--test-time-flips {flags!r}: expected a comma list of rows, "
+                           f"cols, rows+cols ({exc.errors()[0]['msg']})") from None
+    return cfg.model_copy(update={"decode": decode})
+
+
+def unreachable_points(ops: dict[str, dict[str, Any]]) -> list[str]:
+    """Operating points whose score threshold no detection can reach (no threshold kept
+    their false-positive budget on the validation data)."""
+    return [name for name, op in ops.items()
+            if float(op["score_threshold"]) >= UNREACHABLE_THRESHOLD]
+
+
+def check_operating_points(ops: dict[str, dict[str, Any]], allow: bool, data: str) -> None:
+    """Refuse (or, with ``allow``, warn about) unreachable operating points.
+
+    Raises:
+        CommandError: some operating point is unreachable and ``allow`` is false.
+    """
+    bad = unreachable_points(ops)
+    if not bad:
+        return
+    what = (f"operating point(s) {', '.join(bad)} unreachable: no score threshold keeps their "
+            f"false-positive budget on the validation data ({data}), so their threshold would "
+            f"be score >= {max(float(ops[n]['score_threshold']) for n in bad):.3f} and the "
+            "model would report nothing there")
+    if not allow:
+        raise CommandError(f"{what}. Nothing was exported: train longer, or check that the "
+                           "validation data have lesions the model finds; pass "
+                           "--allow-degenerate to export it anyway")
+    print(f"warning: {what} (exported anyway: --allow-degenerate)", file=sys.stderr)
+
+
+def _write_card(folder: Path, cfg: TrainConfig, args: argparse.Namespace,
+                meta: dict[str, Any], par: dict[str, Any], ops: dict[str, Any], default: str,
+                metrics: dict[str, Any], rescoring: dict[str, Any] | None = None,
+                mimic_score_thresh: float | None = None) -> None:
+    """Write ``folder/model.json`` for the ONNX file already there."""
+    from serving.pipeline.model import sha256_file
+    from training.modelcard import build_card
+
+    training = json.loads(args.training_note.read_text()) if args.training_note else {}
+    card = build_card(cfg, version=args.version, onnx_file="model.onnx",
+                      onnx_sha256=sha256_file(folder / "model.onnx"), opset=OPSET,
+                      num_levels=len(cfg.model.returned_layers), checkpoint_meta=meta,
+                      operating_points=ops, default_operating_point=default, parity=par,
+                      metrics=metrics, training=training, rescoring=rescoring,
+                      mimic_score_thresh=mimic_score_thresh)
+    (folder / "model.json").write_text(json.dumps(card, indent=1) + "\n")
+
+
+def _onnx_with_parity(folder: Path, cfg: TrainConfig, net: torch.nn.Module) -> dict[str, Any]:
+    """Write ``folder/model.onnx`` and return its parity with PyTorch (refused past the
+    tolerance)."""
+    onnx_path = folder / "model.onnx"
+    export_onnx(net, len(cfg.model.returned_layers), onnx_path)
+    par = parity(net, onnx_path)
+    if par["max_abs_diff"] > PARITY_TOLERANCE:
+        raise CommandError(f"ONNX differs from PyTorch by {par['max_abs_diff']:.2e} "
+                           f"(> {PARITY_TOLERANCE})")
+    return par
+
+
+def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: dict[str, Any],
+               par: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Run the exported model on validation data: operating points, rescoring fit and
+    metrics, written into the final card. Returns the operating points, the validation
+    metrics and the CPM."""
+    from serving.pipeline.model import load_model
     from training.data import load_split
     from training.evaluate import FP_RATES, operating_points, style_spread
     from training.metrics import froc
-    from training.modelcard import build_card
     from training.rescore_fit import (
         analyse_items,
         fit,
@@ -91,43 +182,9 @@ def run(args: argparse.Namespace) -> int:
         training_rows,
     )
 
-    cfg, net, meta = load_checkpoint(args.checkpoint)
-    if args.test_time_flips is not None:
-        flips = [f.strip() for f in args.test_time_flips.split(",") if f.strip()]
-        try:
-            decode = DecodeSection(**{**cfg.decode.model_dump(), "test_time_flips": flips})
-        except ValidationError as exc:
-            raise CommandError(f"--test-time-flips {args.test_time_flips!r}: expected a comma "
-                               f"list of rows, cols, rows+cols ({exc.errors()[0]['msg']})"
-                               ) from None
-        cfg = cfg.model_copy(update={"decode": decode})
-    folder = args.out / cfg.name / args.version
-    if folder.exists() and not args.overwrite:
-        raise CommandError(f"{folder} exists; pass --overwrite to replace it")
-    folder.mkdir(parents=True, exist_ok=True)
-    levels = len(cfg.model.returned_layers)
-    onnx_path = folder / "model.onnx"
-    export_onnx(net, levels, onnx_path)
-    par = parity(net, onnx_path)
-    if par["max_abs_diff"] > PARITY_TOLERANCE:
-        raise CommandError(f"ONNX differs from PyTorch by {par['max_abs_diff']:.2e} "
-                           f"(> {PARITY_TOLERANCE})")
-    training = json.loads(args.training_note.read_text()) if args.training_note else {}
     provisional = {"all": {"score_threshold": cfg.decode.score_thresh,
                            "max_fp_per_image": float("inf")}}
-
-    def write(ops: dict[str, Any], default: str, metrics: dict[str, Any],
-              rescoring: dict[str, Any] | None = None,
-              mimic_score_thresh: float | None = None) -> None:
-        card = build_card(cfg, version=args.version, onnx_file="model.onnx",
-                          onnx_sha256=sha256_file(onnx_path), opset=OPSET, num_levels=levels,
-                          checkpoint_meta=meta, operating_points=ops,
-                          default_operating_point=default, parity=par, metrics=metrics,
-                          training=training, rescoring=rescoring,
-                          mimic_score_thresh=mimic_score_thresh)
-        (folder / "model.json").write_text(json.dumps(card, indent=1) + "\n")
-
-    write(provisional, "all", {})
+    _write_card(folder, cfg, args, meta, par, provisional, "all", {})
     model = load_model(folder)
     roots = [args.val] if args.val else [Path(v) for v in cfg.data.val_dirs]
     items = [it for root in roots for it in load_split(root, args.val_split)[: args.max_val]]
@@ -159,13 +216,90 @@ def run(args: argparse.Namespace) -> int:
         "mean_timings_ms": {k: round(float(np.mean([c.timings_ms.get(k, 0.0)
                                                     for c in cands])), 1)
                             for k in ("preprocess", "inference", "postprocess", "locate")}}}
-    write(ops, "balanced", metrics,
-          rescoring=None if rescoring is None else rescoring.to_dict(),
-          mimic_score_thresh=mimic_thr)
+    _write_card(folder, cfg, args, meta, par, ops, "balanced", metrics,
+                rescoring=None if rescoring is None else rescoring.to_dict(),
+                mimic_score_thresh=mimic_thr)
     load_model(folder)  # the final card must validate
-    print(f"exported {folder}: parity {par['max_abs_diff']:.2e}, "
-          f"{onnx_path.stat().st_size / 1e6:.2f} MB, validation CPM {result.cpm:.3f}")
+    return ops, metrics, float(result.cpm)
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    """Move the finished ``staging`` folder to ``folder`` (replacing an existing one)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if folder.exists():
+        old = staging.with_name(staging.name + ".old")
+        folder.rename(old)
+    staging.rename(folder)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def write_default_marker(root: Path, name: str, version: str) -> None:
+    """Make ``root/<name>/<version>`` the default model (``root/DEFAULT``, atomically)."""
+    tmp = root / f"{DEFAULT_MARKER}.tmp"
+    tmp.write_text(f"{name}/{version}\n")
+    tmp.replace(root / DEFAULT_MARKER)
+
+
+def announce_default(root: Path, name: str, version: str, make_default: bool) -> None:
+    """Write the default marker when asked, and say what the default model is now.
+
+    Raises:
+        CommandError: the existing marker is malformed (and is not being replaced).
+    """
+    marker, new = root / DEFAULT_MARKER, f"{name}/{version}"
+    try:
+        before = read_default_marker(root)
+    except ModelError as exc:
+        if not make_default:
+            raise CommandError(f"exported {root / name / version}, but {exc}") from None
+        before = "unreadable"
+    if make_default:
+        write_default_marker(root, name, version)
+        print(f"default model: {before or 'none named'} -> {new} ({marker}); galacto serve, "
+              "detect and calibrate use it unless GALACTO_MODEL or --model names another")
+    elif before is not None:
+        print(f"default model unchanged: {before} ({marker}); use this one with --model "
+              f"{root / name / version}, or export with --make-default to make it the default")
+    else:
+        print(f"default model: {marker} does not exist, so this export names none; pass "
+              "--make-default to make this model the default (serve, detect and calibrate "
+              "read ./models/DEFAULT, else the one beside the package, else take the highest "
+              f"version of models/{DEFAULT_MODEL_NAME})")
+
+
+def _summary(folder: Path, par: dict[str, Any], cpm: float, ops: dict[str, Any]) -> None:
+    """Print what was exported."""
+    size = (folder / "model.onnx").stat().st_size / 1e6
+    print(f"exported {folder}: parity {par['max_abs_diff']:.2e}, {size:.2f} MB, validation "
+          f"CPM {cpm:.3f}")
     for name, op in ops.items():
         print(f"  {name}: score >= {op['score_threshold']:.3f}  sensitivity "
               f"{op['sensitivity']}  FP/image {op['fp_per_image']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, check parity, choose operating points, write the card, publish, and change
+    the default model only with ``--make-default``."""
+    cfg, net, meta = load_checkpoint(args.checkpoint)
+    cfg = _with_flips(cfg, args.test_time_flips)
+    root = Path(args.out)
+    folder = root / cfg.name / args.version
+    if folder.exists() and not args.overwrite:
+        raise CommandError(f"{folder} exists; pass --overwrite to replace it")
+    staging = root / f".export-{cfg.name}-{args.version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed export of the same id
+    staging.mkdir(parents=True)
+    try:
+        par = _onnx_with_parity(staging, cfg, net)
+        ops, metrics, cpm = _calibrate(staging, cfg, args, meta, par)
+        val = metrics["validation"]
+        check_operating_points(ops, args.allow_degenerate,
+                               f"{val['images']} images of {', '.join(val['data'])}")
+        _publish(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _summary(folder, par, cpm, ops)
+    announce_default(root, cfg.name, args.version, args.make_default)
     return 0

@@ -1,10 +1,11 @@
 """``galacto train``: train the RetinaNet on preprocessed patches, validate on full images.
 
 Plain functions in the torchvision-references style: :func:`train_one_epoch`,
-:func:`validate`, :func:`main`. Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best
-validation mean sensitivity) carry the resolved config, git commit, dataset fingerprint and
-package versions; ``--resume RUN_DIR`` restores model, optimizer, scheduler, AMP scaler and
-epoch. Multi-GPU / multi-node: start with ``torchrun`` (DDP; NCCL on GPU, gloo on CPU).
+:func:`validate`, :func:`run`. Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best
+finite validation mean sensitivity) carry the resolved config, git commit, dataset fingerprint
+and package versions; ``--resume RUN_DIR`` restores model, optimizer, scheduler, AMP scaler and
+epoch. ``optim.freeze`` keeps parts of the network fixed (fine-tuning, :func:`freeze`).
+Multi-GPU / multi-node: start with ``torchrun`` (DDP; NCCL on GPU, gloo on CPU).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,15 @@ from training.model import build_anchor_generator, build_network, set_prior_bias
 from training.modelcard import anchor_config, decode_config
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+#: Names ``optim.freeze`` accepts besides plain parameter-name prefixes, and the prefixes they
+#: stand for (the ResNet trunk's stem and stages, the FPN).
+FREEZE_PARTS: dict[str, tuple[str, ...]] = {
+    "backbone": ("feature_extractor.trunk.",),
+    "stem": ("feature_extractor.trunk.conv1.", "feature_extractor.trunk.bn1."),
+    **{f"stage{i}": (f"feature_extractor.trunk.layer{i}.",) for i in range(1, 5)},
+    "fpn": ("feature_extractor.fpn.",),
+}
 
 
 @dataclass
@@ -137,6 +148,68 @@ def load_images(cfg: TrainConfig, split: str, root: Path, d: Dist, limit: int | 
     return [load_cached(p, it) for p, it in zip(paths, items, strict=True)]
 
 
+def _under(name: str, prefixes: Sequence[str]) -> bool:
+    """Whether parameter or module ``name`` lies under one of ``prefixes``."""
+    return any((name + ".").startswith(p) for p in prefixes)
+
+
+def freeze_prefixes(names: Sequence[str]) -> tuple[str, ...]:
+    """The parameter-name prefixes of ``optim.freeze`` entries (:data:`FREEZE_PARTS` names
+    expanded, anything else taken as a prefix)."""
+    return tuple(p for n in names for p in FREEZE_PARTS.get(n, (n,)))
+
+
+def freeze(net: nn.Module, names: Sequence[str]) -> tuple[int, int]:
+    """Stop the gradients of the parts ``names`` (``optim.freeze``) of ``net``.
+
+    Returns:
+        The number of frozen parameter values and of all of them.
+
+    Raises:
+        ValueError: an entry matches no parameter (the message lists the known names).
+    """
+    params = dict(net.named_parameters())
+    unknown = [n for n in names if not any(_under(k, freeze_prefixes([n])) for k in params)]
+    if unknown:
+        raise ValueError(f"optim.freeze: {', '.join(map(repr, unknown))} match no parameter of "
+                         f"this network; use {', '.join(FREEZE_PARTS)} or a parameter-name "
+                         "prefix such as classification_head.conv")
+    prefixes, frozen = freeze_prefixes(names), 0
+    for key, param in params.items():
+        if _under(key, prefixes):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen, sum(p.numel() for p in params.values())
+
+
+def check_freeze(cfg: TrainConfig) -> None:
+    """Raise ValueError now, before any data is read, if ``optim.freeze`` names a part the
+    configured network lacks (a throwaway network; the random state is left as it was)."""
+    if cfg.optim.freeze:
+        with torch.random.fork_rng(devices=[]):
+            freeze(build_network(cfg.model), cfg.optim.freeze)
+
+
+def held_norm_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
+    """Where batch norms stay in eval mode: the frozen parts, and the whole trunk when the
+    run starts from an exported model folder (its statistics are folded into the
+    convolutions there, :mod:`training.onnx_weights`)."""
+    held = freeze_prefixes(cfg.optim.freeze)
+    if cfg.optim.init_from and Path(cfg.optim.init_from).is_dir():
+        held += FREEZE_PARTS["backbone"]
+    return held
+
+
+def hold_norms(net: nn.Module, prefixes: Sequence[str]) -> None:
+    """Put the batch-norm layers under ``prefixes`` in eval mode (after ``net.train()``), so
+    that their running statistics stay those of the starting weights."""
+    if not prefixes:
+        return
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and _under(name, prefixes):
+            module.eval()
+
+
 def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
                     sampler: PatchSampler, opt: torch.optim.Optimizer, sched: Any,
                     scaler: torch.amp.GradScaler, cfg: TrainConfig, epoch: int, d: Dist,
@@ -144,6 +217,7 @@ def train_one_epoch(net: nn.Module, loss_fn: DetectionLoss, anchor_gen: Any,
     """One epoch of ``steps_per_epoch`` batches (updating ``ema`` after every step); returns
     mean losses and images/s."""
     net.train()
+    hold_norms(_unwrap(net), held_norm_prefixes(cfg))
     sums = {"loss": 0.0, "cls": 0.0, "box": 0.0}
     use_amp = cfg.optim.amp and d.device.type == "cuda"
     t0 = time.perf_counter()
@@ -210,8 +284,19 @@ def validate(net: nn.Module, images: list[CachedImage], cfg: TrainConfig, device
     return out, result
 
 
+def _initial_network(path: Path) -> tuple[TrainConfig, nn.Module]:
+    """Config and network of a checkpoint file or of an exported model folder."""
+    if path.is_dir():
+        from training.onnx_weights import network_from_model
+
+        return network_from_model(path)
+    cfg, net, _ = load_checkpoint(path)
+    return cfg, net
+
+
 def load_initial_weights(net: nn.Module, path: Path, cfg: TrainConfig) -> None:
-    """Start ``net`` from the model weights of checkpoint ``path`` (fine-tuning).
+    """Start ``net`` from the model weights of checkpoint ``path``, or of the exported model
+    folder ``path`` (``models/<name>/<version>``, :mod:`training.onnx_weights`): fine-tuning.
 
     The checkpoint may have fewer classes than ``cfg.model`` when its ``class_names`` are the
     first ones of ours (e.g. ``[filling_defect]`` -> ``[filling_defect, air_bubble, ...]``):
@@ -223,7 +308,7 @@ def load_initial_weights(net: nn.Module, path: Path, cfg: TrainConfig) -> None:
             ``cfg.model`` otherwise; the message names the differing keys.
         CommandError: no checkpoint at ``path``.
     """
-    theirs_cfg, theirs_net, _ = load_checkpoint(path)
+    theirs_cfg, theirs_net = _initial_network(path)
     theirs, ours = theirs_cfg.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
     differ = sorted(k for k in ours if theirs.get(k) != ours[k])
     old_names, new_names = theirs["class_names"], ours["class_names"]
@@ -307,32 +392,70 @@ def _plot_losses(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
-    """Train ``cfg`` into ``run_dir``; return the path of ``best.pt``."""
+def _load_data(cfg: TrainConfig, d: Dist) -> tuple[list[CachedImage], list[CachedImage]]:
+    """The training images of every ``data.train`` folder and the validation images (capped
+    at ``data.val_max_images`` per folder) of every ``data.val`` folder."""
+    train = [im for root in cfg.data.train_dirs
+             for im in load_images(cfg, "training", Path(root), d)]
+    val = [im for root in cfg.data.val_dirs
+           for im in load_images(cfg, "validation", Path(root), d, cfg.data.val_max_images)]
+    return train, val
+
+
+def _make_network(cfg: TrainConfig, resume: bool, d: Dist) -> nn.Module:
+    """The network on its device: prior bias, ``optim.init_from`` weights (new runs) and
+    ``optim.freeze`` applied."""
+    net: nn.Module = build_network(cfg.model)
+    set_prior_bias(net)  # type: ignore[arg-type]
+    if cfg.optim.init_from and not resume:
+        load_initial_weights(net, Path(cfg.optim.init_from), cfg)
+    frozen, total = freeze(net, cfg.optim.freeze)
+    if frozen and d.main:
+        tqdm.write(f"frozen: {', '.join(cfg.optim.freeze)} ({frozen:,} of {total:,} "
+                   "parameters; the others train)")
+    return net.to(d.device)
+
+
+def _fmt(value: float) -> str:
+    """A validation figure for the epoch line (``n/a`` when not a number)."""
+    return f"{value:.3f}" if math.isfinite(value) else "n/a"
+
+
+def _epoch_line(epoch: int, stats: dict[str, float], val: dict[str, float],
+                improved: bool) -> str:
+    """The line printed after each epoch."""
+    note = "  (best)" if improved else ""
+    if not math.isfinite(val["cpm"]):
+        note = "  (no lesion in the validation images: no CPM, best.pt not updated)"
+    return (f"epoch {epoch}: loss {stats['loss']:.3f}  {stats['images_per_s']:.1f} img/s  "
+            f"val CPM {_fmt(val['cpm'])}  sens@0.5 {_fmt(val['sens@0.5'])}{note}")
+
+
+def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
+    """Train ``cfg`` into ``run_dir``.
+
+    Returns:
+        ``run_dir/best.pt`` on rank 0 when it exists (written at each epoch whose validation
+        CPM is finite and the best so far); None otherwise, e.g. when no epoch had a finite
+        CPM (then ``last.pt`` holds the last epoch's weights).
+    """
     d = setup_distributed()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if d.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_images = load_images(cfg, "training", Path(cfg.data.train), d)
-    val_images = [im for root in cfg.data.val_dirs
-                  for im in load_images(cfg, "validation", Path(root), d,
-                                        cfg.data.val_max_images)]
+    train_images, val_images = _load_data(cfg, d)
     sampler = PatchSampler(train_images, cfg.optim.patch_size,
                            cfg.optim.positive_patch_fraction, cfg.augment, cfg.seed,
                            mimic_fraction=cfg.optim.mimic_patch_fraction,
                            class_names=cfg.model.class_names)
-    net: nn.Module = build_network(cfg.model)
-    set_prior_bias(net)  # type: ignore[arg-type]
-    if cfg.optim.init_from and not resume:
-        load_initial_weights(net, Path(cfg.optim.init_from), cfg)
-    net.to(d.device)
+    net = _make_network(cfg, resume, d)
     ema = make_ema(net, cfg.optim.ema_decay) if d.main else None  # rank 0 validates and saves
     anchor_gen = build_anchor_generator(cfg.model)
     loss_fn = DetectionLoss(cfg.matcher, len(cfg.model.base_anchor_shapes),
                             cfg.decode.box_coder_weights)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr,
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     amp = cfg.optim.amp and d.device.type == "cuda"
@@ -353,7 +476,7 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
                                       else None)
     meta = {"git_commit": git_commit(), "versions": versions(),
             "dataset_fingerprint": dataset_fingerprint(
-                [Path(cfg.data.train), *(Path(v) for v in cfg.data.val_dirs)])}
+                [Path(v) for v in (*cfg.data.train_dirs, *cfg.data.val_dirs)])}
     writer = None
     if d.main:
         from torch.utils.tensorboard import SummaryWriter
@@ -374,7 +497,7 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
                 if k != "epoch":
                     writer.add_scalar(k, v, epoch)
             _write_csv(run_dir / "metrics.csv", rows)
-            improved = val["cpm"] > best_cpm
+            improved = math.isfinite(val["cpm"]) and val["cpm"] > best_cpm
             if improved:
                 best_cpm, best_result = val["cpm"], result
             meta_e = {**meta, "best_cpm": best_cpm, "history": rows, "validation": val,
@@ -383,9 +506,7 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
             if improved:
                 save_checkpoint(run_dir / "best.pt", net, opt, sched, scaler, epoch, cfg,
                                 meta_e, ema)
-            tqdm.write(f"epoch {epoch}: loss {stats['loss']:.3f}  {stats['images_per_s']:.1f} "
-                       f"img/s  val CPM {val['cpm']:.3f}  sens@0.5 {val['sens@0.5']:.3f}"
-                       + ("  (best)" if improved else ""))
+            tqdm.write(_epoch_line(epoch, stats, val, improved))
         if d.world > 1:
             dist.barrier()
     if d.main:
@@ -396,7 +517,8 @@ def run(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path:
         writer.close()
     if d.world > 1:
         dist.destroy_process_group()
-    return run_dir / "best.pt"
+    best = run_dir / "best.pt"
+    return best if d.main and best.is_file() else None
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

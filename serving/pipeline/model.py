@@ -112,25 +112,76 @@ class DetectorModel:
 
 
 DEFAULT_MODEL_NAME = "galacto-small"
+#: File in a models root naming its default model as ``<name>/<version>``.
+DEFAULT_MARKER = "DEFAULT"
 
 
 def _version_key(v: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else -1 for p in v.split("."))
 
 
+def _model_roots() -> tuple[Path, ...]:
+    """Where models are looked for: ``./models``, then ``models/`` beside the package."""
+    return (Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models")
+
+
+def read_default_marker(root: Path) -> str | None:
+    """The ``<name>/<version>`` that ``root/DEFAULT`` names, None when there is no such file.
+
+    Raises:
+        ModelError: the file is not one ``<name>/<version>`` line.
+    """
+    marker = root / DEFAULT_MARKER
+    if not marker.is_file():
+        return None
+    text = marker.read_text().strip()
+    parts = text.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise ModelError(f"{marker}: expected one line <name>/<version> (e.g. "
+                         f"{DEFAULT_MODEL_NAME}/0.4.0), got {text!r}")
+    return text
+
+
+def _marked_default(root: Path) -> Path | None:
+    """The model folder ``root/DEFAULT`` names (None without the file).
+
+    Raises:
+        ModelError: a malformed marker, or one naming a folder without ``model.json``.
+    """
+    named = read_default_marker(root)
+    if named is None:
+        return None
+    folder = root / named
+    if not (folder / "model.json").is_file():
+        raise ModelError(f"{root / DEFAULT_MARKER} names {named}, but {folder} has no "
+                         "model.json")
+    return folder
+
+
 def default_model_dir() -> Path:
-    """The model to serve when none is named: ``$GALACTO_MODEL`` if set, else the highest
-    version of ``models/galacto-small/`` in the working directory or beside the package."""
+    """The model to serve when none is named.
+
+    In order: ``$GALACTO_MODEL``; the model named by ``models/DEFAULT`` (``<name>/<version>``)
+    in the working directory, else beside the package; where neither root has a ``DEFAULT``
+    file (older layouts), the highest version of ``models/galacto-small/``. ``galacto export``
+    writes ``DEFAULT`` only with ``--make-default``.
+    """
     env = os.environ.get("GALACTO_MODEL")
     if env:
         return Path(env)
-    for root in (Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"):
+    roots = _model_roots()
+    for root in roots:
+        marked = _marked_default(root)
+        if marked is not None:
+            return marked
+    for root in roots:
         base = root / DEFAULT_MODEL_NAME
         versions = [p for p in base.glob("*") if (p / "model.json").is_file()]
         if versions:
             return max(versions, key=lambda p: _version_key(p.name))
     raise ModelError("no model found: set GALACTO_MODEL or pass --model (looked for "
-                     f"models/{DEFAULT_MODEL_NAME}/<version>/model.json)")
+                     f"models/{DEFAULT_MARKER} and models/{DEFAULT_MODEL_NAME}/<version>/"
+                     "model.json)")
 
 
 def sha256_file(path: Path) -> str:
