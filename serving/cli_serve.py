@@ -60,6 +60,45 @@ def _check_calibration(settings: Settings) -> None:
         raise CommandError(str(exc)) from None
 
 
+def _check_operating_point(settings: Settings) -> None:
+    """Refuse, before listening, an operating point the model (or its site calibration) does
+    not have: the model loads in the background, and a server that can never be ready is
+    worse than a clear error."""
+    from serving.pipeline.calibration import read_calibration
+    from serving.pipeline.model import ModelError, default_model_dir, read_card
+
+    if not settings.operating_point:
+        return
+    try:
+        folder = settings.model or default_model_dir()
+        names = set(read_card(folder).get("operating_points") or {})
+        if settings.calibration is not None:
+            names = set(read_calibration(settings.calibration).points)
+    except (ModelError, OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if settings.operating_point not in names:
+        raise CommandError(f"--operating-point {settings.operating_point!r}: the model has "
+                           f"{', '.join(sorted(names))}")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, before loading anything, an address that cannot be listened on (in use, or
+    not an address of this machine)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                           "server there? choose one with --port)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Start uvicorn; returns when the server stops."""
     import logging
@@ -95,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.model is not None and not (settings.model / "model.json").is_file():
         raise CommandError(f"{settings.model}: not a model folder (no model.json)")
     _check_calibration(settings)
+    _check_operating_point(settings)
+    _check_port(settings.host, settings.port)
     try:
         app = create_app(settings)
     except SettingsError as exc:
