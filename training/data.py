@@ -7,8 +7,8 @@ the model spacing, normalisation): the network is trained on exactly what the se
 The result is cached as ``.npz`` (float16 array, boxes in model pixels) keyed by the file and the
 preprocessing settings.
 
-Boxes here are ``[x1, y1, x2, y2]`` model pixels (x = column) until :func:`training.model.
-xyxy_to_monai` turns them into MONAI order for the loss.
+Boxes here are ``[x1, y1, x2, y2]`` model pixels (x = column) until
+:func:`serving.pipeline.boxes.xyxy_to_monai` turns them into MONAI order for the loss.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 from monai.apps.detection.transforms.box_ops import flip_boxes, rot90_boxes, zoom_boxes
 from scipy import ndimage
 
+from serving.pipeline.boxes import box_areas, box_centres, monai_to_xyxy, xyxy_to_monai
 from serving.pipeline.dicom_in import read_image
 from serving.pipeline.preprocess import PreprocessConfig, Transform, prepare
 from training.config import AugmentConfig, PreprocessSection
 from training.datasets import SPLITS, load_index
-from training.model import xyxy_to_monai
 
 CACHE_VERSION = "1"
 
@@ -168,7 +168,7 @@ def _crop(img: CachedImage, center: tuple[float, float], size: int,
     b = src.reshape(-1, 4) - np.array([x0, y0, x0, y0], np.float32)
     clipped = np.clip(b, 0, size)
     area = np.prod(np.maximum(b[:, 2:] - b[:, :2], 1e-6), axis=1)
-    kept_area = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1)
+    kept_area = box_areas(clipped)
     keep = kept_area >= 0.6 * area
     return patch, clipped[keep], np.flatnonzero(keep)
 
@@ -204,7 +204,7 @@ def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
     ``labels`` ``(M,)`` (default: all 0) follow their boxes; returns patch, boxes, labels.
     """
     labels = np.zeros(len(boxes), np.int64) if labels is None else np.asarray(labels)
-    mb = torch.as_tensor(xyxy_to_monai(boxes))
+    mb = torch.as_tensor(xyxy_to_monai(boxes, np.float32))
     size = patch.shape
     for axis in (0, 1):
         if rng.random() < cfg.flip_p:
@@ -233,7 +233,7 @@ def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
         keep = ((mb[:, 2] - mb[:, 0]) > 2) & ((mb[:, 3] - mb[:, 1]) > 2)
         mb = mb[keep]
         labels = labels[keep.numpy()]
-    boxes = xyxy_to_monai(mb.numpy())  # the swap is its own inverse
+    boxes = monai_to_xyxy(mb.numpy(), np.float32)
     patch = np.ascontiguousarray(patch, dtype=np.float32)
     gamma = float(rng.uniform(*cfg.gamma_range))
     patch = np.sign(patch) * np.abs(patch) ** gamma
@@ -279,9 +279,9 @@ class PatchSampler:
 
     def _around(self, boxes: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
         """A jittered centre near one of ``boxes`` ``(K, 4)`` xyxy (model pixels)."""
-        b = boxes[int(rng.integers(len(boxes)))]
+        cx, cy = box_centres(boxes[int(rng.integers(len(boxes)))])[0]
         jitter = rng.uniform(-0.35, 0.35, 2) * self.patch
-        return float((b[0] + b[2]) / 2 + jitter[0]), float((b[1] + b[3]) / 2 + jitter[1])
+        return float(cx + jitter[0]), float(cy + jitter[1])
 
     def _random_point(self, img: CachedImage, rng: np.random.Generator) -> tuple[float, float]:
         """A random centre, preferring breast (non-background) pixels."""
@@ -320,6 +320,6 @@ class PatchSampler:
         for _ in range(size):
             p, b, lab = self.sample(rng)
             patches.append(p)
-            boxes.append(xyxy_to_monai(b))
+            boxes.append(xyxy_to_monai(b, np.float32))
             labels.append(lab.astype(np.int64))
         return torch.from_numpy(np.stack(patches)[:, None]), boxes, labels

@@ -5,7 +5,7 @@ focal classification loss, GIoU or smooth-L1 box loss) in a small module of our 
 that class's training path requires torchvision. Images without any lesion are ordinary
 inputs here: every anchor is a negative and only the classification loss sees them.
 
-Boxes are MONAI 2D boxes ``[r1, c1, r2, c2]`` in input pixels (see ``training.model``).
+Boxes are MONAI 2D boxes ``[r1, c1, r2, c2]`` in input pixels (see :mod:`serving.pipeline.boxes`).
 """
 
 from __future__ import annotations

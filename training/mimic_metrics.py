@@ -64,7 +64,26 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from rich.table import Table
 
-from training.metrics import HIT_RULE, FalsePositives, Sensitivity, hits
+from serving.pipeline.boxes import box_areas, box_centres, box_intersections
+from training.metrics.counts import Count, FalsePositives, Sensitivity
+from training.metrics.matching import (
+    HIT_RULE,
+    UNKNOWN,
+    as_boxes,
+    best_hit_scores,
+    check_pairs,
+    hits,
+    image_id,
+    mimic_boxes,
+    prediction_arrays,
+)
+from training.metrics.report import (
+    decimal,
+    false_positives_json,
+    json_number,
+    percent,
+    sensitivity_json,
+)
 
 __all__ = [
     "AIR_BUBBLE",
@@ -97,8 +116,6 @@ NIPPLE_RADIUS_MM = 10.0
 NESTED_MIN_FRACTION = 0.8
 """Intersection / area of the smaller box at or above which two findings are nested."""
 
-UNKNOWN = "unknown"
-
 MIMIC_RULES: dict[str, str] = {
     "hit": HIT_RULE,
     "air_bubbles_flagged": "a true air bubble is flagged when any reported finding hits it "
@@ -122,30 +139,7 @@ Truth = Mapping[str, Any]
 Prediction = Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Count:
-    """``hit`` of ``total`` items (bubbles flagged, mimics recognised); ``value`` nan if none."""
-
-    hit: int
-    total: int
-
-    @property
-    def value(self) -> float:
-        return self.hit / self.total if self.total else math.nan
-
-
 # --------------------------------------------------------------------------- geometry
-
-def _boxes(value: Any, what: str, image: str) -> FloatArray:
-    arr = np.asarray(value if value is not None else [], dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{image}: {what} must be (N, 4) [x1, y1, x2, y2], got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{image}: {what} contain non-finite coordinates")
-    return arr
-
 
 def nested_pairs(boxes: ArrayLike, min_fraction: float = NESTED_MIN_FRACTION) -> int:
     """Number of unordered pairs of ``boxes`` (``(N, 4)``, one image) where one lies mostly
@@ -157,10 +151,8 @@ def nested_pairs(boxes: ArrayLike, min_fraction: float = NESTED_MIN_FRACTION) ->
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(b) < 2:
         return 0
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
-    h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    area = box_areas(b)
+    inter = box_intersections(b, b)
     smaller = np.minimum(area[:, None], area[None, :])
     frac = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
     return int(np.sum(np.triu(frac >= min_fraction, k=1)))
@@ -191,8 +183,9 @@ def distance_to_nipple_mm(boxes: ArrayLike, nipple_xy: Sequence[float],
         raise ValueError(f"spacing_mm must be a positive number or [row, col], got {spacing_mm!r}")
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     nx, ny = (float(v) for v in nipple_xy)
-    dx = ((b[:, 0] + b[:, 2]) / 2 - nx) * sp[1]
-    dy = ((b[:, 1] + b[:, 3]) / 2 - ny) * sp[0]
+    centres = box_centres(b)
+    dx = (centres[:, 0] - nx) * sp[1]
+    dy = (centres[:, 1] - ny) * sp[0]
     out: FloatArray = np.hypot(dx, dy)
     return out
 
@@ -217,27 +210,18 @@ class _Image:
 
 def _image_facts(i: int, truth: Truth, pred: Prediction, radius_mm: float,
                  mimic_threshold: float | None) -> _Image:
-    image = str(truth.get("image", f"#{i}"))
-    gt = _boxes(truth.get("boxes"), "boxes", image)
-    pb = _boxes(pred.get("boxes"), "predicted boxes", image)
-    scores = np.asarray(pred.get("scores", []), dtype=np.float64).reshape(-1)
-    if scores.shape[0] != pb.shape[0]:
-        raise ValueError(f"{image}: {pb.shape[0]} predicted boxes but {scores.shape[0]} scores")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{image}: predicted scores must be finite")
+    image = image_id(truth, i)
+    gt = as_boxes(truth.get("boxes"), "boxes", image)
+    pb, scores = prediction_arrays(pred, image)
     hit = hits(pb, gt)
-    lesion_best = np.asarray([scores[hit[:, j]].max() if hit[:, j].any() else -math.inf
-                              for j in range(len(gt))], dtype=np.float64)
+    lesion_best = best_hit_scores(scores, hit)
     is_fp: NDArray[np.bool_] = np.asarray(~hit.any(axis=1), dtype=bool)
 
-    mimics = list(truth.get("mimics") or [])
-    mboxes = _boxes([m["box"] for m in mimics], "mimic boxes", image)
-    mkinds = [str(m.get("kind", UNKNOWN)) for m in mimics]
+    mboxes, mkinds = mimic_boxes(truth, image)
     on_mimic = hits(pb, mboxes)  # (N, n_mimics)
     fp_kinds = [frozenset(mkinds[k] for k in np.flatnonzero(on_mimic[n])) for n in range(len(pb))]
-    bubble_best = np.asarray(
-        [scores[on_mimic[:, k]].max() if on_mimic[:, k].any() else -math.inf
-         for k, kind in enumerate(mkinds) if kind == AIR_BUBBLE], dtype=np.float64)
+    bubbles = [k for k, kind in enumerate(mkinds) if kind == AIR_BUBBLE]
+    bubble_best = best_hit_scores(scores, on_mimic[:, bubbles])
 
     near: NDArray[np.bool_] | None = None
     nipple = truth.get("nipple_xy")
@@ -249,7 +233,7 @@ def _image_facts(i: int, truth: Truth, pred: Prediction, radius_mm: float,
 
     recognised: NDArray[np.bool_] | None = None
     if "mimic_boxes" in pred:
-        cb = _boxes(pred.get("mimic_boxes"), "mimic_boxes", image)
+        cb = as_boxes(pred.get("mimic_boxes"), "mimic_boxes", image)
         raw_labels = pred.get("mimic_labels")
         labels = [] if raw_labels is None else [str(v) for v in raw_labels]
         if len(labels) != len(cb):
@@ -274,11 +258,7 @@ def _image_facts(i: int, truth: Truth, pred: Prediction, radius_mm: float,
 def _facts(truths: Sequence[Truth], predictions: Sequence[Prediction],
            radius_mm: float = NIPPLE_RADIUS_MM,
            mimic_threshold: float | None = None) -> list[_Image]:
-    if len(truths) != len(predictions):
-        raise ValueError(f"{len(truths)} truths but {len(predictions)} predictions: "
-                         "give one prediction per image, in the same order")
-    if not truths:
-        raise ValueError("no images to evaluate")
+    check_pairs(truths, predictions)
     return [_image_facts(i, t, p, radius_mm, mimic_threshold)
             for i, (t, p) in enumerate(zip(truths, predictions, strict=True))]
 
@@ -486,20 +466,8 @@ def check_operating_points(truths: Sequence[Truth], predictions: Sequence[Predic
 
 # --------------------------------------------------------------------------- report
 
-def _num(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
-def _fp_json(f: FalsePositives) -> dict[str, Any]:
-    return {"count": f.count, "images": f.images, "per_image": _num(f.per_image)}
-
-
-def _sens_json(s: Sensitivity) -> dict[str, Any]:
-    return {"detected": s.detected, "lesions": s.lesions, "sensitivity": _num(s.value)}
-
-
 def _bubbles_json(c: Count) -> dict[str, Any]:
-    return {"flagged": c.hit, "bubbles": c.total, "fraction": _num(c.value)}
+    return {"flagged": c.hit, "bubbles": c.total, "fraction": json_number(c.value)}
 
 
 def _point_json(p: PointCheck) -> dict[str, Any]:
@@ -507,12 +475,12 @@ def _point_json(p: PointCheck) -> dict[str, Any]:
         "score_threshold": p.score_threshold,
         "promised_fp_per_image": p.promised_fp_per_image,
         "promised_key": p.promised_key,
-        "fp_per_image": _num(p.false_positives.per_image),
-        "false_positives": _fp_json(p.false_positives),
-        "fp_ratio": _num(p.fp_ratio),
-        "fp_excess_per_image": _num(p.fp_excess_per_image),
+        "fp_per_image": json_number(p.false_positives.per_image),
+        "false_positives": false_positives_json(p.false_positives),
+        "fp_ratio": json_number(p.fp_ratio),
+        "fp_excess_per_image": json_number(p.fp_excess_per_image),
         "within_promise": p.within_promise,
-        "sensitivity": _sens_json(p.sensitivity),
+        "sensitivity": sensitivity_json(p.sensitivity),
         "air_bubbles_flagged": _bubbles_json(p.air_bubbles_flagged),
         "nested_pairs": p.nested_pairs,
     }
@@ -521,14 +489,14 @@ def _point_json(p: PointCheck) -> dict[str, Any]:
 def _breakdown_json(b: MimicBreakdown) -> dict[str, Any]:
     return {
         "images": b.images,
-        "sensitivity": _sens_json(b.sensitivity),
-        "false_positives": _fp_json(b.false_positives),
-        "fp_by_mimic_kind": {k: _fp_json(v) for k, v in b.fp_by_mimic_kind.items()},
-        "fp_near_nipple": {**_fp_json(b.fp_near_nipple),
+        "sensitivity": sensitivity_json(b.sensitivity),
+        "false_positives": false_positives_json(b.false_positives),
+        "fp_by_mimic_kind": {k: false_positives_json(v) for k, v in b.fp_by_mimic_kind.items()},
+        "fp_near_nipple": {**false_positives_json(b.fp_near_nipple),
                            "images_unassessed": b.images_unassessed},
         "air_bubbles_flagged": _bubbles_json(b.air_bubbles_flagged),
         "mimics_recognised": None if b.mimics_recognised is None else {
-            k: {"recognised": v.hit, "mimics": v.total, "fraction": _num(v.value)}
+            k: {"recognised": v.hit, "mimics": v.total, "fraction": json_number(v.value)}
             for k, v in b.mimics_recognised.items()},
         "nested_pairs": b.nested_pairs,
         "operating_points": {k: _point_json(v) for k, v in b.operating_points.items()},
@@ -571,18 +539,10 @@ def mimic_report(truths: Sequence[Truth], predictions: Sequence[Prediction], thr
     }
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f} %"
-
-
-def _f(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
 def _frac(d: Mapping[str, Any] | None, hit: str, total: str, value: str) -> str:
     if d is None:
         return "–"
-    return f"{d[hit]}/{d[total]} ({_pct(d[value])})"
+    return f"{d[hit]}/{d[total]} ({percent(d[value])})"
 
 
 def format_mimic_table(section: Mapping[str, Any]) -> Table:
@@ -606,12 +566,12 @@ def format_mimic_table(section: Mapping[str, Any]) -> Table:
         table.add_row(label, *(cell(g) for g in groups.values()))
 
     row("sensitivity", lambda g: _frac(g["sensitivity"], "detected", "lesions", "sensitivity"))
-    row("FP / image", lambda g: _f(g["false_positives"]["per_image"]))
+    row("FP / image", lambda g: decimal(g["false_positives"]["per_image"]))
     for kind in section["all"]["fp_by_mimic_kind"]:
         row(f"  FP / image on {kind}" if kind != OTHER else "  FP / image on no mimic (other)",
-            lambda g, k=kind: _f(g["fp_by_mimic_kind"].get(k, {}).get("per_image")))
+            lambda g, k=kind: decimal(g["fp_by_mimic_kind"].get(k, {}).get("per_image")))
     row(f"  FP / image <= {section['nipple_radius_mm']:g} mm of nipple",
-        lambda g: _f(g["fp_near_nipple"]["per_image"])
+        lambda g: decimal(g["fp_near_nipple"]["per_image"])
         + (f" ({g['fp_near_nipple']['images_unassessed']} img n/a)"
            if g["fp_near_nipple"]["images_unassessed"] else ""))
     row("air bubbles flagged",
@@ -638,7 +598,7 @@ def _ratio(p: Mapping[str, Any] | None) -> str:
         return "–"
     ratio = p["fp_ratio"]
     r = f"{ratio:.2f}×" if ratio is not None else ("ok" if p["within_promise"] else "over")
-    return f"{_f(p['fp_per_image'])} ({r})"
+    return f"{decimal(p['fp_per_image'])} ({r})"
 
 
 def _bubbles_nested(p: Mapping[str, Any] | None) -> str:

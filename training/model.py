@@ -2,7 +2,8 @@
 
 Tensors are ``(B, 1, H, W)`` (H = rows). MONAI's 2D boxes are ``[r1, c1, r2, c2]`` (its "x"
 is the first spatial axis, our row); conversion to the project's ``[x1, y1, x2, y2]``
-(x = column) happens only in :func:`xyxy_to_monai` / :func:`monai_to_xyxy`.
+(x = column) happens only in :mod:`serving.pipeline.boxes` (:func:`xyxy_to_monai` /
+:func:`monai_to_xyxy`, re-exported here).
 """
 
 from __future__ import annotations
@@ -17,19 +18,9 @@ from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork
 from monai.networks.nets.resnet import ResNet
 from torch import Tensor, nn
 
+from serving.pipeline.boxes import monai_to_xyxy as monai_to_xyxy  # re-exported
+from serving.pipeline.boxes import xyxy_to_monai as xyxy_to_monai  # re-exported
 from training.config import ModelConfig
-
-
-def xyxy_to_monai(boxes: np.ndarray) -> np.ndarray:
-    """Project boxes ``[x1, y1, x2, y2]`` (x = column) -> MONAI 2D ``[r1, c1, r2, c2]``."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return b[:, [1, 0, 3, 2]]
-
-
-def monai_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """MONAI 2D ``[r1, c1, r2, c2]`` -> project boxes ``[x1, y1, x2, y2]`` (x = column)."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return b[:, [1, 0, 3, 2]]
 
 
 class ResNetFPN(nn.Module):

@@ -18,9 +18,10 @@ box regressions) and does here what MONAI's ``RetinaNetDetector`` does at infere
 
 Box conventions. Inside this module boxes are in MONAI's order for a 2D tensor ``(.., d0, d1)``:
 ``[d0_min, d1_min, d0_max, d1_max]``, i.e. MONAI's "x" is our **row**. The project convention is
-``[x1, y1, x2, y2]`` with x = column. :func:`monai_to_xyxy` is the one place that converts;
-:func:`decode` returns project-convention boxes. Coordinates are in pixels of the network
-input, origin at the top-left corner of the top-left pixel, max exclusive.
+``[x1, y1, x2, y2]`` with x = column. :mod:`serving.pipeline.boxes` is the one module that
+converts (its :func:`monai_to_xyxy` is re-exported here); :func:`decode` returns
+project-convention boxes. Coordinates are in pixels of the network input, origin at the top-left
+corner of the top-left pixel, max exclusive.
 
 numpy only; this module never imports torch, monai or ``training``.
 """
@@ -34,6 +35,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from serving.pipeline.boxes import centre_size_to_corners, corners_to_centre_size, monai_to_xyxy
 
 __all__ = [
     "AnchorConfig",
@@ -247,21 +250,6 @@ def _check_int(name: str, value: object) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Conventions
-# --------------------------------------------------------------------------------------------
-
-
-def monai_to_xyxy(boxes: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """MONAI 2D boxes ``[d0_min, d1_min, d0_max, d1_max]`` (d0 = row axis) -> project boxes
-    ``[x1, y1, x2, y2]`` (x = column). The only place in the project where this swap happens.
-
-    Args:
-        boxes: ``(N, 4)``; returns a new ``(N, 4)`` array of the same dtype.
-    """
-    return np.ascontiguousarray(boxes[:, [1, 0, 3, 2]])
-
-
-# --------------------------------------------------------------------------------------------
 # Anchors
 # --------------------------------------------------------------------------------------------
 
@@ -356,8 +344,7 @@ def decode_boxes(rel_codes: F32, anchors: F32, cfg: DecodeConfig) -> F32:
         ``(N, 4)`` float32 boxes, MONAI order.
     """
     w = cfg.box_coder_weights
-    size = anchors[:, 2:] - anchors[:, :2]
-    centre = (anchors[:, :2] + anchors[:, 2:]) / np.float32(2.0)
+    centre, size = corners_to_centre_size(anchors)
     d_centre = rel_codes[:, :2] / np.asarray(w[:2], dtype=np.float32)
     d_size = rel_codes[:, 2:] / np.asarray(w[2:], dtype=np.float32)
     d_size = np.minimum(d_size, np.float32(cfg.boxes_xform_clip))
@@ -365,8 +352,7 @@ def decode_boxes(rel_codes: F32, anchors: F32, cfg: DecodeConfig) -> F32:
     pred_size = np.exp(d_size) * size
     if not np.all(np.isfinite(pred_size)):
         raise ValueError("decoded box sizes are NaN or Inf (network output not finite)")
-    half = np.float32(0.5) * pred_size
-    return np.concatenate([pred_centre - half, pred_centre + half], axis=1).astype(np.float32)
+    return centre_size_to_corners(pred_centre, pred_size).astype(np.float32)
 
 
 def _clip_and_keep(boxes: F32, size: tuple[int, int]) -> tuple[F32, npt.NDArray[np.bool_]]:
