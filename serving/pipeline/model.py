@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import onnxruntime as ort
@@ -229,7 +230,45 @@ def _operating_points(card: dict[str, Any], where: Path) -> dict[str, OperatingP
     return ops
 
 
-def _session(onnx_path: Path, threads: int | None) -> ort.InferenceSession:
+#: ONNX Runtime execution providers by the short names GALACTO_ORT_PROVIDERS takes.
+PROVIDER_NAMES: Final[dict[str, str]] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+def resolve_providers(names: Sequence[str] | None) -> list[str]:
+    """ONNX Runtime provider names for ``names`` (short names of :data:`PROVIDER_NAMES` or
+    full provider names), in order of preference, with the CPU provider always last as the
+    fallback for operators another provider lacks. ``None`` or empty: CPU only.
+
+    Raises:
+        ModelError: a name is unknown, or its provider is not in the installed ONNX Runtime
+            (e.g. ``cuda`` without the ``onnxruntime-gpu`` package): the message lists the
+            available ones.
+    """
+    available = ort.get_available_providers()
+    wanted: list[str] = []
+    for name in names or []:
+        full = PROVIDER_NAMES.get(name.strip().lower(), name.strip())
+        if full not in PROVIDER_NAMES.values() and full not in available:
+            raise ModelError(f"unknown ONNX Runtime provider {name!r}; expected one of "
+                             f"{', '.join(PROVIDER_NAMES)} (or a full provider name)")
+        if full not in available:
+            raise ModelError(f"ONNX Runtime provider {full} is not available in this "
+                             f"installation (available: {', '.join(available)}); for CUDA "
+                             "or TensorRT install the onnxruntime-gpu package")
+        if full not in wanted:
+            wanted.append(full)
+    if "CPUExecutionProvider" not in wanted:
+        wanted.append("CPUExecutionProvider")
+    return wanted
+
+
+def _session(onnx_path: Path, threads: int | None,
+             providers: Sequence[str] | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
@@ -238,11 +277,14 @@ def _session(onnx_path: Path, threads: int | None) -> ort.InferenceSession:
     # arena keeps growing with new shapes under load. Without it memory stays flat.
     opts.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(onnx_path), sess_options=opts,
-                                providers=["CPUExecutionProvider"])
+                                providers=resolve_providers(providers))
 
 
-def load_model(folder: str | Path, *, threads: int | None = None) -> DetectorModel:
-    """Load and validate ``folder`` (``model.onnx`` + ``model.json``).
+def load_model(folder: str | Path, *, threads: int | None = None,
+               providers: Sequence[str] | None = None) -> DetectorModel:
+    """Load and validate ``folder`` (``model.onnx`` + ``model.json``), on the ONNX Runtime
+    ``providers`` (see :func:`resolve_providers`; default CPU) with ``threads`` intra-op
+    threads (default: cores, at most 4).
 
     Raises:
         ModelError: missing files, card keys or values, a checksum mismatch, or input and
@@ -263,7 +305,7 @@ def load_model(folder: str | Path, *, threads: int | None = None) -> DetectorMod
         decode = DecodeConfig.from_dict(card["decode"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{folder / 'model.json'}: {exc}") from None
-    session = _session(onnx_path, threads)
+    session = _session(onnx_path, threads, providers)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     in_name = card["input"].get("name")
