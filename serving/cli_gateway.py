@@ -185,12 +185,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _open_spool(args: argparse.Namespace) -> Any:
     from serving.gateway.settings import GatewaySettings
-    from serving.gateway.spool import DB_NAME, Spool
+    from serving.gateway.spool import Spool
 
     folder = args.spool_dir or GatewaySettings().spool_dir
-    if not (Path(folder) / DB_NAME).is_file():
-        raise CommandError(f"{folder}: not a gateway spool (no {DB_NAME}); pass --spool-dir")
+    _require_spool(Path(folder))
     return Spool(Path(folder))
+
+
+def _require_spool(folder: Path) -> None:
+    """:class:`CommandError` unless ``folder`` holds a gateway spool (nothing is created)."""
+    from serving.gateway.spool import DB_NAME
+
+    if not (folder / DB_NAME).is_file():
+        raise CommandError(f"{folder}: not a gateway spool (no {DB_NAME}); pass --spool-dir")
 
 
 def _when(epoch: float | None) -> str:
@@ -259,6 +266,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     from serving.gateway.spool import TERMINAL, SpoolError
 
     settings = _settings(args)
+    _require_spool(Path(settings.spool_dir))  # a typo must not create an empty spool
     if spool_in_use(settings.spool_dir):
         spool = _open_spool(args)
         try:

@@ -681,6 +681,19 @@ def test_cli_jobs_table_and_resend_without_a_running_gateway(
         down.stop()
 
 
+def test_cli_on_a_missing_spool_creates_nothing(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --spool-dir is an error, not a new empty spool (resend used to create one
+    before failing)."""
+    from serving.cli_gateway import main
+
+    missing = tmp_path / "no-such-spool"
+    for argv in (["resend", "1"], ["jobs"], ["purge", "--dry-run"]):
+        assert main([*argv, "--spool-dir", str(missing)]) == 2, argv
+        assert "not a gateway spool" in capsys.readouterr().err
+        assert not missing.exists(), argv
+
+
 def test_galacto_cli_has_the_gateway_command() -> None:
     from serving.cli import build_parser
 
