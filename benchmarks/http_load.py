@@ -20,7 +20,10 @@ element floods, bodies sent at 1 byte/s, multipart bodies of 200,000 empty parts
 half-sent requests (1,100) while ``/healthz`` is probed. Prints the valid requests' p50/p95
 alone and under attack, ``/healthz`` latency, how long each hostile kind took to be refused,
 the server's peak RSS (``VmHWM``) and its growth over the attack, and the server's
-"out of system resource" log lines.
+"out of system resource" log lines. Each client connects from its own loopback address, as
+distinct machines would (all of 127.0.0.0/8 is the loopback interface on Linux): the valid
+client from 127.0.0.2, the hostile ones from 127.0.0.3 to 127.0.0.18, so that the server's
+per-client admission tells them apart; the probes come from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -85,9 +88,15 @@ def _start_server(tmp: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the server did not become ready in 60 s")
 
 
+def _http(url: str, timeout_s: float, source: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client of ``url`` connecting from the local address ``source`` when given."""
+    transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
+    return httpx.AsyncClient(base_url=url, timeout=timeout_s, transport=transport)
+
+
 async def _client(url: str, bodies: list[bytes], stop: float, out: list[tuple[int, float]],
-                  offset: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+                  offset: int, source: str | None = None) -> None:
+    async with _http(url, 300, source) as client:
         i = offset
         while time.monotonic() < stop:
             body = bodies[i % len(bodies)]
@@ -112,11 +121,12 @@ async def _sample_rss(pid: int | None, stop: float, samples: list[float]) -> Non
 
 
 async def _drive(url: str, bodies: list[bytes], concurrency: int, seconds: float,
-                 pid: int | None = None, samples: list[float] | None = None
-                 ) -> list[tuple[int, float]]:
+                 pid: int | None = None, samples: list[float] | None = None,
+                 source: str | None = None) -> list[tuple[int, float]]:
     out: list[tuple[int, float]] = []
     stop = time.monotonic() + seconds
-    await asyncio.gather(*(_client(url, bodies, stop, out, k) for k in range(concurrency)),
+    await asyncio.gather(*(_client(url, bodies, stop, out, k, source)
+                           for k in range(concurrency)),
                          _sample_rss(pid, stop, samples if samples is not None else []))
     return out
 
@@ -184,6 +194,9 @@ def main() -> None:
 
 HOSTILE_KINDS = ("deflate_bomb", "element_flood", "slow_body", "many_parts")
 HOSTILE_PER_KIND = 4
+#: Loopback source address of the valid client; hostile client ``k`` (0-based) uses
+#: ``127.0.0.{3 + k}``.
+VALID_SOURCE = "127.0.0.2"
 #: Bytes a slow client declares; it sends one per second.
 SLOW_DECLARED = 96 * 1024 * 1024
 
@@ -207,10 +220,14 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _hostile_source(k: int) -> str:
+    return f"127.0.0.{3 + k}"
+
+
 async def _hostile_client(url: str, kind: str, body: bytes, ctype: str, stop: float,
-                          out: list[tuple[str, int, float]]) -> None:
+                          out: list[tuple[str, int, float]], source: str) -> None:
     """Send ``body`` again and again until ``stop``; record (kind, status, seconds)."""
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with _http(url, 120, source) as client:
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             try:
@@ -224,7 +241,8 @@ async def _hostile_client(url: str, kind: str, body: bytes, ctype: str, stop: fl
                 await asyncio.sleep(0.2)
 
 
-async def _slow_client(port: int, stop: float, out: list[tuple[str, int, float]]) -> None:
+async def _slow_client(port: int, stop: float, out: list[tuple[str, int, float]],
+                       source: str) -> None:
     """Declare :data:`SLOW_DECLARED` bytes and send one per second until answered or closed;
     record how long the server let it hold the connection."""
     head = (f"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/dicom"
@@ -233,7 +251,8 @@ async def _slow_client(port: int, stop: float, out: list[tuple[str, int, float]]
         t0 = time.perf_counter()
         status = -1
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                           local_addr=(source, 0))
             writer.write(head)
             while time.monotonic() < stop + 30:
                 writer.write(b"\0")
@@ -274,14 +293,14 @@ async def _attack(url: str, port: int, bodies: list[bytes], seconds: float, pid:
     health: list[float] = []
     rss: list[float] = []
     whole = _hostile_bodies()
-    tasks = [_client(url, bodies, stop, valid, 0), _probe_healthz(url, stop, health),
-             _sample_rss(pid, stop, rss)]
-    for kind in HOSTILE_KINDS:
-        for _ in range(HOSTILE_PER_KIND):
-            if kind == "slow_body":
-                tasks.append(_slow_client(port, stop, hostile))
-            else:
-                tasks.append(_hostile_client(url, kind, *whole[kind], stop, hostile))
+    tasks = [_client(url, bodies, stop, valid, 0, VALID_SOURCE),
+             _probe_healthz(url, stop, health), _sample_rss(pid, stop, rss)]
+    for k in range(len(HOSTILE_KINDS) * HOSTILE_PER_KIND):
+        kind, source = HOSTILE_KINDS[k // HOSTILE_PER_KIND], _hostile_source(k)
+        if kind == "slow_body":
+            tasks.append(_slow_client(port, stop, hostile, source))
+        else:
+            tasks.append(_hostile_client(url, kind, *whole[kind], stop, hostile, source))
     await asyncio.gather(*tasks)
     return valid, hostile, health, rss
 
@@ -338,8 +357,8 @@ def _hostile_main(args: argparse.Namespace, console: Console) -> None:
         proc = _start_server(tmp, port)
         url = f"http://127.0.0.1:{port}"
         try:
-            asyncio.run(_drive(url, bodies, 1, args.warmup))
-            alone = asyncio.run(_drive(url, bodies, 1, args.duration))
+            asyncio.run(_drive(url, bodies, 1, args.warmup, source=VALID_SOURCE))
+            alone = asyncio.run(_drive(url, bodies, 1, args.duration, source=VALID_SOURCE))
             single = asyncio.run(_one_each(url, proc.pid))
             base_rss, base_peak = _rss_mb(proc.pid), _peak_rss_mb(proc.pid)
             valid, hostile, health, rss = asyncio.run(

@@ -73,9 +73,19 @@ class Settings(BaseSettings):
         max_upload_mb: largest accepted request body (MiB), checked before it is read whole.
         max_pixels: largest accepted Rows x Columns of one image.
         max_concurrent_inferences: inferences running at once (each uses ``ort_threads``).
-        max_queue: requests admitted beside the running ones (reading their body or waiting
-            for a slot); beyond that: 503 ``busy``, before the body is read. Bodies in memory
-            are at most ``(max_concurrent_inferences + max_queue) x max_upload_mb``.
+        max_queue: requests admitted beside the running ones (reading their body, in triage
+            or waiting for a slot); beyond that: 503 ``busy``, before the body is read. Bodies
+            in memory are at most ``(max_concurrent_inferences + max_queue) x max_upload_mb``.
+        max_admitted_per_client: requests one client (its API key when auth is on, else its
+            address) may have admitted at once; beyond: 503 ``busy`` before the body is read.
+            When every place is taken, a request of a client holding fewer takes the place
+            of a body read behind the minimum rate (:mod:`serving.api.admission`).
+        suspect_hold_s: seconds a client whose request was refused as hostile (malformed,
+            oversized or too slow) is served after the others and shares half of the places
+            with the other such clients (:mod:`serving.api.admission`); 0: never.
+        triage_workers: threads that read each part with the guarded intake and check its
+            header before the request waits for an inference slot; a request whose parts
+            are all refused is answered from triage.
         retry_after_s: Retry-After (seconds) sent with a 503.
         auth: require ``Authorization: Bearer <key>`` on every endpoint except the probes
             (and the static viewer page); on by itself when ``api_keys`` is set. Set it off
@@ -95,10 +105,11 @@ class Settings(BaseSettings):
         keep_alive_s: seconds an idle keep-alive connection stays open after a response.
         header_timeout_s: seconds a client has to send a request's headers, counted from the
             connection (or the previous response); the connection is closed after that. Also
-            the grace before ``min_body_rate_kib_s`` applies to the body.
+            the time an unread body is drained after an early answer.
         body_timeout_s: seconds the server waits for one request body in all; then 408.
+        body_grace_s: seconds of waiting for a body before ``min_body_rate_kib_s`` applies.
         min_body_rate_kib_s: average body rate (KiB/s) a client must keep after the first
-            ``header_timeout_s`` seconds of waiting for its body; below it: 408.
+            ``body_grace_s`` seconds of waiting for its body; below it: 408.
         max_header_kib: largest request line plus headers (KiB); beyond: 400.
         results_retention_days: STOW-RS results older than this are deleted (checked at
             startup and hourly); 0 keeps them until deleted by hand.
@@ -120,6 +131,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=8192 * 8192, ge=1)
     max_concurrent_inferences: int = Field(default=1, ge=1)
     max_queue: int = Field(default=8, ge=0)
+    max_admitted_per_client: int = Field(default=2, ge=1)
+    triage_workers: int = Field(default=1, ge=1, le=64)
+    suspect_hold_s: float = Field(default=60.0, ge=0)
     retry_after_s: int = Field(default=5, ge=1)
     auth: bool = False
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -131,6 +145,7 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(default=5, ge=1)
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=600.0, gt=0)
+    body_grace_s: float = Field(default=2.0, gt=0)
     min_body_rate_kib_s: float = Field(default=32.0, ge=0)
     max_header_kib: int = Field(default=16, ge=1, le=1024)
     results_retention_days: float = Field(default=0.0, ge=0)

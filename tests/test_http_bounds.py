@@ -36,13 +36,17 @@ from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from benchmarks import hostile
 from serving.api import analysis as analysis_module
-from serving.api.errors import public_message
+from serving.api.admission import BEHIND_SLACK_S, Ledger
+from serving.api.deadlines import BodyClock
+from serving.api.errors import ApiError, public_message
 from serving.api.main import create_app
 from serving.api.routes import detect as detect_module
 from serving.api.routes.dicomweb import _study_url
 from serving.api.server import connection_cap, uvicorn_config
 from serving.api.store import ResultStore
+from serving.api.turns import Turns
 from serving.pipeline.errors import InvalidHeaderError, UnsupportedPhotometricError
 from serving.settings import Settings, SettingsError
 
@@ -106,8 +110,11 @@ def serving(settings: Settings) -> Iterator[Running]:
         thread.join(30)
 
 
-def connect(port: int, timeout_s: float = 10) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+def connect(port: int, timeout_s: float = 10, source: str | None = None) -> socket.socket:
+    """A connection to the server, from loopback address ``source`` (another client) when
+    given (all of 127.0.0.0/8 is the loopback interface on Linux)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s,
+                                    source_address=None if source is None else (source, 0))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -160,10 +167,12 @@ def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
 
 
 #: The in-process server's settings: 1 s header deadline and body grace, 64 KiB/s minimum
-#: body rate, one inference slot and a queue of one, 50 parts at most.
-BOUNDS = {"header_timeout_s": 1.0, "body_timeout_s": 20.0, "min_body_rate_kib_s": 64.0,
-          "keep_alive_s": 1, "max_concurrent_inferences": 1, "max_queue": 1, "max_parts": 50,
-          "max_connections": 40, "log_json": True}
+#: body rate, one inference slot and a queue of one (two per client, no client ever suspect:
+#: the tests share one address), 50 parts at most.
+BOUNDS = {"header_timeout_s": 1.0, "body_grace_s": 1.0, "body_timeout_s": 20.0,
+          "min_body_rate_kib_s": 64.0, "keep_alive_s": 1, "max_concurrent_inferences": 1,
+          "max_queue": 1, "max_admitted_per_client": 2, "suspect_hold_s": 0.0,
+          "max_parts": 50, "max_connections": 40, "log_json": True}
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +415,149 @@ def test_client_gone_mid_upload_is_not_an_internal_error(bounded: Running) -> No
     metrics = httpx.get(f"{bounded.url}/metrics", timeout=10).text
     assert 'endpoint="/v1/detect",method="POST",status="499"' in metrics
     assert 'status="500"' not in metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Availability under a hostile mix: triage outside the slot, fair admission
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["deflate_bomb", "element_flood"])
+def test_refused_part_does_not_wait_for_the_slot(bounded: Running, held_slot: SimpleNamespace,
+                                                 kind: str) -> None:
+    """With the inference slot held by a long valid request, a deflate bomb (or an element
+    flood) is refused by triage and answered in under a second; it never reaches the slot."""
+    body = hostile.deflate_bomb() if kind == "deflate_bomb" else hostile.element_flood(20)
+    first = _post_in_background(bounded.port, to_bytes(_small()))
+    eventually(lambda: held_slot.calls == 1)
+    t0 = time.perf_counter()
+    r = httpx.post(f"{bounded.url}/v1/detect", content=body, headers=DICOM, timeout=30)
+    seconds = time.perf_counter() - t0
+    expected = "image_too_large" if kind == "deflate_bomb" else "invalid_header"
+    assert (r.status_code, r.json()["detail"]) == ((413 if kind == "deflate_bomb" else 400),
+                                                   expected), r.text[:300]
+    assert seconds < 1.0, seconds
+    assert held_slot.calls == 1 and bounded.limiter.queued == 0
+    held_slot.release.set()
+    first.join(60)
+
+
+def _slow_upload(port: int, source: str) -> socket.socket:
+    """A request from ``source`` declaring 100 kB of body and sending 10 bytes of it."""
+    sock = connect(port, source=source)
+    sock.sendall(request_head("POST", "/v1/detect", {**DICOM, "Content-Length": "100000"}))
+    sock.sendall(b"\0" * 10)
+    return sock
+
+
+def _post_from(port: int, source: str, body: bytes) -> httpx.Response:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=60) as client:
+        return client.post(f"http://127.0.0.1:{port}/v1/detect", content=body, headers=DICOM)
+
+
+def test_slow_bodies_of_one_client_cannot_keep_another_out(tmp_path: Path) -> None:
+    """Every place (1 slot + 1 queued) taken by two slow bodies (10 bytes of 100 kB) of one
+    client: a third request of that client gets 503 ``busy`` at once (its share is 2); a
+    request of another client takes the place of one slow body (503 ``busy``, connection
+    closed) and is answered 200."""
+    settings = Settings(port=free_port(), results_dir=tmp_path / "r",
+                        **{**BOUNDS, "body_grace_s": 10.0})  # type: ignore[arg-type]
+    with serving(settings) as running:
+        slow = [_slow_upload(running.port, "127.0.0.2") for _ in range(2)]
+        try:
+            eventually(lambda: running.limiter.admitted == 2)
+            third = _post_from(running.port, "127.0.0.2", to_bytes(_small()))
+            assert (third.status_code, third.json()["detail"]) == (503, "busy")
+            assert "GALACTO_MAX_ADMITTED_PER_CLIENT" in third.json()["message"]
+            time.sleep(BEHIND_SLACK_S + 0.3)  # both slow bodies are behind the minimum rate
+            other = _post_from(running.port, "127.0.0.3", to_bytes(_small(seed=1)))
+            assert other.status_code == 200, other.text[:300]
+            answers = [_answer(s) for s in slow]
+            assert running.limiter.ledger.displaced == 1
+        finally:
+            for s in slow:
+                s.close()
+    assert sorted(answers, key=str) == [503, None], answers
+
+
+def _answer(sock: socket.socket) -> int | None:
+    """The status the server answered on ``sock`` (within 0.5 s), or None."""
+    try:
+        return read_response(sock, timeout_s=0.5)[0]
+    except TimeoutError:
+        return None
+
+
+def _clock(waited_s: float, received: int) -> BodyClock:
+    return BodyClock(grace_s=10, min_rate=1000, total_s=600, waited_s=waited_s,
+                     received=received)
+
+
+def test_fair_admission_policy() -> None:
+    """The policy of serving.api.admission: a client's share; a place taken only from a body
+    read behind the minimum rate, of a client holding at least as many as the newcomer will;
+    the client holding most, then the read waiting longest, gives its place first."""
+    def busy(reason: str) -> ApiError:
+        return ApiError(503, "busy", reason)
+
+    async def scenario() -> None:
+        ledger = Ledger(capacity=3, per_client=2, retry_after_s=5)
+        at_rate = ledger.admit("a", _clock(5.0, 6000), busy)  # 1000 B/s: keeps its place
+        slow_b = ledger.admit("b", _clock(5.0, 10), busy)
+        slow_c = ledger.admit("c", _clock(9.0, 10), busy)
+        with pytest.raises(ApiError, match="every place"):
+            ledger.admit("a", None, busy)  # a would hold 2: no client holds 2
+        ledger.admit("d", None, busy)  # takes the longest-waiting slow read: c's
+        assert slow_c.displaced and not slow_b.displaced and not at_rate.displaced
+        assert ledger.held_by("d") == 1 and len(ledger.entries) == 3
+
+        most = Ledger(capacity=3, per_client=2, retry_after_s=5)
+        f1, f2 = (most.admit("f", _clock(3.0, 10), busy) for _ in range(2))
+        g = most.admit("g", _clock(9.0, 10), busy)
+        with pytest.raises(ApiError, match="GALACTO_MAX_ADMITTED_PER_CLIENT"):
+            most.admit("f", None, busy)  # f holds its share
+        most.admit("h", None, busy)
+        assert (f1.displaced or f2.displaced) and not g.displaced
+
+    asyncio.run(scenario())
+
+
+def test_suspect_clients_share_half_the_places_and_wait_for_triage() -> None:
+    """Clients refused as hostile recently hold half of the places together, a client in
+    good standing takes a suspect's place even from a body at the minimum rate, and triage
+    turns go to clients in good standing first."""
+    def busy(reason: str) -> ApiError:
+        return ApiError(503, "busy", reason)
+
+    async def scenario() -> list[str]:
+        ledger = Ledger(capacity=4, per_client=2, retry_after_s=5, suspect_hold_s=60)
+        for client in ("s1", "s2", "s3"):
+            ledger.suspects.mark(client)
+        for client in ("s1", "s2"):
+            ledger.admit(client, _clock(5.0, 6000), busy)  # suspects at the minimum rate
+        with pytest.raises(ApiError, match="share 2 place"):
+            ledger.admit("s3", None, busy)
+        ledger.admit("good", None, busy)
+        ledger.admit("good", None, busy)
+        ledger.admit("new", None, busy)  # full: a suspect's read gives way, at rate or not
+        assert ledger.displaced == 1 and ledger.held_by("new") == 1
+
+        turns, order = Turns(1), []
+
+        async def triage(name: str, suspect: bool) -> None:
+            async with turns.turn(suspect):
+                order.append(name)
+                await asyncio.sleep(0.01)
+
+        first = asyncio.create_task(triage("first", False))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(triage("suspect", True)),
+                   asyncio.create_task(triage("good", False))]
+        await asyncio.gather(first, *waiting)
+        return order
+
+    assert asyncio.run(scenario()) == ["first", "good", "suspect"]
 
 
 # --------------------------------------------------------------------------------------------

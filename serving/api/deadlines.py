@@ -8,6 +8,10 @@ at least ``min_rate`` bytes per second. A client below that gets 408 ``body_time
 as :class:`~serving.api.errors.ApiError` out of ``receive``, so it takes the app's usual error
 path) and the connection is closed. Once the body is complete, ``receive`` is passed through
 untouched (disconnect detection).
+
+The clock of the request is kept in the ASGI scope (:data:`CLOCK_KEY`), so that admission
+can tell a body read that has fallen behind the minimum rate (:meth:`BodyClock.behind`)
+while it is still inside its grace (:mod:`serving.api.admission`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.api.errors import CLOSE, ApiError
+
+#: Scope key of the request's :class:`BodyClock`.
+CLOCK_KEY = "galacto.body_clock"
 
 
 def body_timeout(waited_s: float, received: int) -> ApiError:
@@ -43,6 +50,21 @@ class BodyClock:
     total_s: float
     waited_s: float = 0.0
     received: int = 0
+    waiting_since: float | None = None
+    """When the pending ``receive`` began (None: the app is not waiting for the client)."""
+    complete: bool = False
+
+    def waited_now(self, now: float) -> float:
+        """Seconds waited for the body so far, the pending ``receive`` included."""
+        pending = 0.0 if self.waiting_since is None else now - self.waiting_since
+        return self.waited_s + pending
+
+    def behind(self, now: float, slack_s: float) -> bool:
+        """Whether the body, still unread, is more than ``slack_s`` seconds behind the
+        minimum rate (grace or not); never without a rate rule."""
+        if self.complete or self.min_rate <= 0:
+            return False
+        return self.waited_now(now) > slack_s + self.received / self.min_rate
 
     def allowance(self) -> float:
         """Seconds the next ``receive`` may wait (<= 0: the deadline has passed)."""
@@ -67,22 +89,23 @@ class BodyDeadline:
             await self.app(scope, receive, send)
             return
         clock = BodyClock(self.grace_s, self.min_rate, self.total_s)
-        complete = False
+        scope[CLOCK_KEY] = clock
 
         async def timed_receive() -> Message:
-            nonlocal complete
-            if complete:
+            if clock.complete:
                 return await receive()
             allowance = clock.allowance()
-            t0 = time.monotonic()
+            t0 = clock.waiting_since = time.monotonic()
             try:
                 message = await asyncio.wait_for(receive(), max(allowance, 0.0))
             except TimeoutError:
+                raise body_timeout(clock.waited_s + time.monotonic() - t0,
+                                   clock.received) from None
+            finally:
                 clock.waited_s += time.monotonic() - t0
-                raise body_timeout(clock.waited_s, clock.received) from None
-            clock.waited_s += time.monotonic() - t0
+                clock.waiting_since = None
             clock.received += len(message.get("body", b""))
-            complete = message["type"] != "http.request" or not message.get("more_body")
+            clock.complete = message["type"] != "http.request" or not message.get("more_body")
             return message
 
         await self.app(scope, timed_receive, send)

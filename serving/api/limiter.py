@@ -2,11 +2,12 @@
 
 At most ``concurrent`` inferences run at once, each in a worker thread (off the event loop).
 A request is *admitted* before its body is read (:meth:`InferenceLimiter.admission`); at most
-``concurrent + queue`` requests are admitted at a time (reading their bodies, waiting for a
-slot or running), so request bodies held in memory never exceed ``concurrent + queue`` times
-the upload limit. A request beyond that is refused at once with 503 ``busy`` and Retry-After,
-before a byte of its body is read. Work whose client has gone while it waited is dropped
-instead of run (:class:`ClientGoneError`).
+``concurrent + queue`` requests are admitted at a time (reading their bodies, in triage,
+waiting for a slot or running), so request bodies held in memory never exceed ``concurrent +
+queue`` times the upload limit; at most ``per_client`` of one client, and a slow body's place
+can go to another client (:mod:`serving.api.admission`). A request refused is answered 503
+``busy`` with Retry-After, before a byte of its body is read. Work whose client has gone
+while it waited is dropped instead of run (:class:`ClientClosedError`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from serving.api.admission import Admission as Place
+from serving.api.admission import Ledger
+from serving.api.deadlines import BodyClock
 from serving.api.errors import ApiError, ClientClosedError
 
 T = TypeVar("T")
@@ -26,10 +30,19 @@ Gone = Callable[[], Awaitable[object]]
 
 
 class Admission:
-    """One admitted request: :meth:`run` its work in an inference slot."""
+    """One admitted request: :meth:`read` its body, then :meth:`run` its work in a slot."""
 
-    def __init__(self, limiter: InferenceLimiter) -> None:
+    def __init__(self, limiter: InferenceLimiter, place: Place) -> None:
         self._limiter = limiter
+        self.place = place
+
+    async def read(self, body: Awaitable[T]) -> T:
+        """Await ``body`` (the body read) unless this place goes to another client's request.
+
+        Raises:
+            ApiError: 503 ``busy`` (connection closed) when the place was given away.
+        """
+        return await self.place.read(body)
 
     async def run(self, fn: Callable[[], T], gone: Gone | None = None) -> T:
         """Run ``fn`` in a worker thread once a slot is free.
@@ -43,15 +56,16 @@ class Admission:
 class InferenceLimiter:
     """Runs blocking inference functions with bounded concurrency and queueing."""
 
-    def __init__(self, concurrent: int, queue: int, retry_after_s: int) -> None:
+    def __init__(self, concurrent: int, queue: int, retry_after_s: int,
+                 per_client: int | None = None, suspect_hold_s: float = 0.0) -> None:
         if concurrent < 1 or queue < 0:
             raise ValueError(f"need concurrent >= 1 and queue >= 0, got {concurrent}, {queue}")
         self.concurrent = concurrent
         self.queue = queue
         self.retry_after_s = retry_after_s
+        self.ledger = Ledger(concurrent + queue, per_client, retry_after_s, suspect_hold_s)
         self._sem = asyncio.Semaphore(concurrent)
         self._pool = ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="infer")
-        self.admitted = 0
         self.queued = 0
         """Admitted requests whose body is read, waiting for a slot."""
         self.running = 0
@@ -59,33 +73,40 @@ class InferenceLimiter:
         """Requests whose work was dropped because the client had gone."""
 
     @property
+    def admitted(self) -> int:
+        """Requests admitted now."""
+        return len(self.ledger.entries)
+
+    @property
     def waiting(self) -> int:
         """Admitted requests not running: reading their body or waiting for a slot."""
         return self.admitted - self.running
 
-    def _busy(self) -> ApiError:
+    def _busy(self, reason: str) -> ApiError:
         return ApiError(503, "busy",
-                        f"all {self.concurrent} inference slot(s) are busy and {self.waiting} "
-                        f"request(s) are queued (limit {self.queue}); retry in "
-                        f"{self.retry_after_s} s",
+                        f"{reason}: {self.running} of {self.concurrent} inference slot(s) "
+                        f"busy, {self.waiting} request(s) waiting (limit {self.queue}); retry "
+                        f"in {self.retry_after_s} s",
                         headers={"Retry-After": str(self.retry_after_s)})
 
     @asynccontextmanager
-    async def admission(self) -> AsyncIterator[Admission]:
-        """Admit one request for the duration of the block (read its body, then run).
+    async def admission(self, client: str = "", clock: BodyClock | None = None
+                        ) -> AsyncIterator[Admission]:
+        """Admit one request of ``client`` (``clock``: its body clock) for the duration of the
+        block (read its body, then run).
 
         Raises:
-            ApiError: 503 ``busy`` (Retry-After) when ``concurrent + queue`` requests are
-                admitted already. The body is not read: the server drains (discards) it for
-                at most ``header_timeout_s`` so that the client can read the answer.
+            ApiError: 503 ``busy`` (Retry-After) when the client holds its share already, or
+                every place is taken and none can be given up
+                (:meth:`serving.api.admission.Ledger.admit`). The body is not read: the server
+                drains (discards) it for at most ``header_timeout_s`` so that the client can
+                read the answer.
         """
-        if self.admitted >= self.concurrent + self.queue:
-            raise self._busy()
-        self.admitted += 1
+        place = self.ledger.admit(client, clock, self._busy)
         try:
-            yield Admission(self)
+            yield Admission(self, place)
         finally:
-            self.admitted -= 1
+            self.ledger.release(place)
 
     async def run(self, fn: Callable[[], T], gone: Gone | None = None) -> T:
         """Admit, then run ``fn`` in a worker thread once a slot is free.

@@ -103,7 +103,7 @@ def _install_middleware(app: FastAPI, state: AppState) -> None:
     app.add_middleware(RequestMiddleware, state=state)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts,
                        www_redirect=False)
-    app.add_middleware(BodyDeadline, grace_s=settings.header_timeout_s,
+    app.add_middleware(BodyDeadline, grace_s=settings.body_grace_s,
                        min_rate=settings.min_body_rate_kib_s * 1024,
                        total_s=settings.body_timeout_s)
 
@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if gateway is not None:
             await asyncio.to_thread(gateway.stop)
         state.limiter.shutdown()
+        state.triage_pool.shutdown(wait=True)
 
     app = FastAPI(title="galacto", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)

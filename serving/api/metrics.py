@@ -28,7 +28,7 @@ class Metrics:
     - ``galacto_images_total{outcome}``: images analysed / rejected.
     - ``galacto_findings_total``: findings reported (at the applied operating point).
     - ``galacto_inference_running`` / ``galacto_inference_queued``: slots in use, admitted
-      requests not running (reading their body or waiting for a slot).
+      requests not running (reading their body, in triage or waiting for a slot).
     - ``galacto_requests_dropped_total``: requests whose work was not run because the client
       had gone while they waited.
     - ``galacto_model_info{name,version,operating_point}``: the loaded model.
@@ -48,7 +48,7 @@ class Metrics:
         self.findings = Counter("galacto_findings", "findings reported", registry=r)
         self.running = Gauge("galacto_inference_running", "inferences running", registry=r)
         self.queued = Gauge("galacto_inference_queued",
-                            "admitted requests reading their body or waiting for a slot",
+                            "admitted requests reading their body, in triage or waiting for a slot",
                             registry=r)
         self.dropped = Counter("galacto_requests_dropped",
                                "requests not run because the client had gone", registry=r)

@@ -1,11 +1,12 @@
 """What the app holds between requests: settings, the model (loaded in the background at
-startup), the inference limiter, the result store and the metrics."""
+startup), the inference limiter, the triage thread pool, the result store and the metrics."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from serving.api.errors import ApiError
 from serving.api.limiter import InferenceLimiter
 from serving.api.metrics import Metrics
 from serving.api.store import ResultStore
+from serving.api.turns import Turns
 from serving.pipeline.calibration import calibrated_model
 from serving.pipeline.model import DetectorModel, ModelError, default_model_dir, load_model
 from serving.settings import Settings
@@ -30,7 +32,12 @@ class AppState:
         self.ready = False
         self.load_error: str | None = None
         self.limiter = InferenceLimiter(settings.max_concurrent_inferences, settings.max_queue,
-                                        settings.retry_after_s)
+                                        settings.retry_after_s,
+                                        per_client=settings.max_admitted_per_client,
+                                        suspect_hold_s=settings.suspect_hold_s)
+        self.triage_pool = ThreadPoolExecutor(max_workers=settings.triage_workers,
+                                              thread_name_prefix="triage")
+        self.triage_turns = Turns(settings.triage_workers)
         self.store = ResultStore(settings.results_dir)
         self.metrics = Metrics()
         self._thread: threading.Thread | None = None

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Query, Request
 from PIL import Image as PILImage
 from starlette.responses import Response
 
-from serving.api.analysis import Analysis, analyse, build_results, read_parts
-from serving.api.body import Part
+from serving.api.analysis import Analysis, analyse, build_results, read_parts, refused
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related, wants_dicom
 from serving.api.schemas import DetectResponse, ErrorOut
 from serving.api.state import AppState, get_state
 from serving.api.store import to_bytes
+from serving.api.triage import Triaged
 from serving.api.uploads import run_upload
 from serving.outputs.common import ResultKind
 from serving.outputs.overlay import display_window
@@ -86,9 +86,12 @@ def _all_rejected(analysis: Analysis) -> ApiError:
                     "'rejected'", extra=extra)
 
 
-def _record(state: AppState, analysis: Analysis, seconds: float) -> None:
+def _record(state: AppState, analysis: Analysis, seconds: float | None) -> None:
+    """Metrics of one request; ``seconds`` in the inference slot (None: answered from
+    triage)."""
     m = state.metrics
-    m.inference.observe(seconds)
+    if seconds is not None:
+        m.inference.observe(seconds)
     m.images.labels("analysed").inc(len(analysis.images))
     m.images.labels("rejected").inc(len(analysis.rejected))
     if analysis.response is not None:
@@ -118,19 +121,22 @@ async def detect_route(
     model = state.require_model()
     rid = request_id_var.get()
 
-    def work(parts: list[Part]) -> tuple[Analysis, list[bytes], float]:
+    def work(triaged: Triaged) -> tuple[Analysis, list[bytes], float | None]:
         started = time.perf_counter()
-        analysis = analyse(parts, model, op, state.settings.max_pixels, rid,
-                           uids="none" if kind is Output.json else "outputs")
+        analysis = analyse(triaged, model, op, state.settings.max_pixels, rid)
         blobs = []
         if kind is not Output.json and analysis.response is not None:
             blobs = [to_bytes(ds) for ds in build_results(analysis, [ResultKind(kind.value)])]
         return analysis, blobs, started
 
+    def nothing_to_run(triaged: Triaged) -> tuple[Analysis, list[bytes], float | None]:
+        return refused(triaged), [], None
+
     queued = time.perf_counter()
-    analysis, blobs, started = await run_upload(request, state, work)
-    _record(state, analysis, time.perf_counter() - started)
-    if analysis.response is None:
+    analysis, blobs, started = await run_upload(
+        request, state, work, nothing_to_run, uids="none" if kind is Output.json else "outputs")
+    _record(state, analysis, None if started is None else time.perf_counter() - started)
+    if analysis.response is None or started is None:
         raise _all_rejected(analysis)
     headers = {"X-Galacto-Rejected": str(len(analysis.rejected))}
     if kind is not Output.json:
@@ -161,8 +167,11 @@ async def render_route(request: Request,
     state = get_state(request)
     model = state.require_model()
 
-    def work(parts: list[Part]) -> tuple[bytes, float]:
-        analysis = read_parts(parts[:1], model, state.settings.max_pixels)
+    def nothing_to_run(triaged: Triaged) -> tuple[bytes, float]:
+        raise _all_rejected(refused(triaged))
+
+    def work(triaged: Triaged) -> tuple[bytes, float]:
+        analysis = read_parts(triaged, model, state.settings.max_pixels)
         if not analysis.images:
             raise _all_rejected(analysis)
         image = analysis.images[0]
@@ -172,5 +181,5 @@ async def render_route(request: Request,
         PILImage.fromarray(display_window(arr[::step, ::step])).save(png, format="PNG")
         return png.getvalue(), float(step * image.decode_scale)
 
-    data, scale = await run_upload(request, state, work)
+    data, scale = await run_upload(request, state, work, nothing_to_run, first=1)
     return Response(data, media_type="image/png", headers={"X-Galacto-Scale": f"{scale:g}"})

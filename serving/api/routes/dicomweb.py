@@ -38,14 +38,15 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from starlette.responses import JSONResponse, Response
 
-from serving.api.analysis import Analysis, build_results, read_parts
-from serving.api.body import RELATED, Part
+from serving.api.analysis import Analysis, build_results, read_parts, refused
+from serving.api.body import RELATED
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
 from serving.api.schemas import ErrorOut, RejectedOut
 from serving.api.state import AppState, get_state
 from serving.api.store import check_uid
+from serving.api.triage import Triaged
 from serving.api.uploads import run_upload
 from serving.pipeline.detect import detect
 
@@ -169,9 +170,9 @@ async def _stow(request: Request, study: str | None) -> Response:
     rid = request_id_var.get()
     kinds = list(state.settings.stow_results)
 
-    def work(parts: list[Part]) -> tuple[Analysis, list[str]]:
+    def work(triaged: Triaged) -> tuple[Analysis, list[str]]:
         started = time.perf_counter()
-        analysis = read_parts(parts, model, state.settings.max_pixels, uids="store")
+        analysis = read_parts(triaged, model, state.settings.max_pixels)
         _split_study(analysis, study)
         stored: list[str] = []
         if analysis.images:
@@ -183,7 +184,11 @@ async def _stow(request: Request, study: str | None) -> Response:
         state.metrics.inference.observe(time.perf_counter() - started)
         return analysis, stored
 
-    analysis, stored = await run_upload(request, state, work, allowed=(RELATED,))
+    def nothing_to_run(triaged: Triaged) -> tuple[Analysis, list[str]]:
+        return refused(triaged), []
+
+    analysis, stored = await run_upload(request, state, work, nothing_to_run,
+                                        allowed=(RELATED,), uids="store")
     m = state.metrics
     m.images.labels("analysed").inc(len(analysis.images))
     m.images.labels("rejected").inc(len(analysis.rejected))

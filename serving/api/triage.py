@@ -1,0 +1,139 @@
+"""Triage: each part parsed once by the guarded intake and its header checked, in a small
+thread pool of its own, before the request waits for an inference slot.
+
+A part is parsed whole (:func:`serving.pipeline.intake.parse.parsed`: deflate bombs and
+element floods are refused before they are inflated or parsed whole) and its header checked
+(:func:`serving.pipeline.dicom_in.read_header` on the parsed data set: SOP class, transfer
+syntax, grayscale single frame, pixel format and size, spacing), then the UIDs the request's
+results need (:func:`uid_problem`). A refused part is listed with the header that was
+parsed, if any, and never parsed again; an accepted part keeps its parsed data set, which the
+inference slot decodes (:func:`serving.api.analysis.read_parts`) without a second parse, and
+its bytes are dropped. A request whose parts are all refused is answered from triage and
+never waits for the slot, so refused bodies cannot hold up the valid requests queued there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from serving.api.body import Part
+from serving.api.errors import intake_status, public_message
+from serving.api.schemas import RejectedOut
+from serving.api.store import UID_RE
+from serving.pipeline.dicom_in import read_header
+from serving.pipeline.errors import IntakeError
+from serving.pipeline.intake.parse import guard, header_of, parsed
+from serving.pipeline.intake.values import attr
+
+#: Which source UIDs triage checks: none (JSON results), those DICOM results copy
+#: (``outputs``: one value of UI syntax), or those and a Study Instance UID the result store
+#: can file (``store``: also no leading zeros, :data:`serving.api.store.UID_RE`).
+UidCheck = Literal["none", "outputs", "store"]
+#: Source attributes every DICOM result copies or references.
+RESULT_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+#: The UI value representation: digits and dots, at most 64 characters (PS3.5 6.2).
+UI_RE = re.compile(r"[0-9.]{1,64}")
+
+
+@dataclass
+class Checked:
+    """A part that passed triage: the part (without its bytes) and its parsed data set."""
+
+    part: Part
+    dataset: Dataset
+
+
+@dataclass
+class Triaged:
+    """The parts of one request after triage, refused ones with the header parsed, if any."""
+
+    accepted: list[Checked] = field(default_factory=list)
+    rejected: list[RejectedOut] = field(default_factory=list)
+    rejected_headers: list[Dataset | None] = field(default_factory=list)
+
+    def refuse(self, rejected: RejectedOut, header: Dataset | None) -> None:
+        """List a refused part."""
+        self.rejected.append(rejected)
+        self.rejected_headers.append(header)
+
+
+def uid_problem(ds: Dataset, check: UidCheck) -> str | None:
+    """What is wrong with the result UIDs of ``ds`` (naming the attribute, never quoting
+    its value), or None."""
+    if check == "none":
+        return None
+    for keyword in RESULT_UIDS:
+        try:
+            value = ds.get(keyword)
+        except Exception:  # a value pydicom cannot convert
+            return f"{attr(keyword)} cannot be read"
+        if isinstance(value, MultiValue | list):
+            return f"{attr(keyword)} has {len(value)} values"
+        text = "" if value is None else str(value)
+        if not text:
+            return f"{attr(keyword)} is {'empty' if keyword in ds else 'absent'}"
+        if not UI_RE.fullmatch(text):
+            return f"{attr(keyword)} is not a valid UID"
+        if check == "store" and keyword == "StudyInstanceUID" and not UID_RE.fullmatch(text):
+            return f"{attr(keyword)} is not a UID results can be stored under (no empty " \
+                   "components, no leading zeros)"
+    return None
+
+
+def intake_refusal(part: Part, exc: IntakeError) -> RejectedOut:
+    """The listing of a part the intake refused."""
+    return RejectedOut(part=part.index, name=part.name, detail=exc.code,
+                       status=intake_status(exc), message=public_message(exc))
+
+
+def invalid_uid(part: Part, problem: str) -> RejectedOut:
+    """The listing of a part whose result UIDs fail the check."""
+    return RejectedOut(part=part.index, name=part.name, detail="invalid_uid", status=400,
+                       message=f"{problem}; expected one DICOM UID (digits and dots, at most 64 "
+                               "characters)")
+
+
+def _header_or_none(ds: Dataset) -> Dataset | None:
+    """The header of parsed ``ds`` to name a refused part, or None when even that fails
+    (the element budget is spent: a flood). Called inside the guarded parse."""
+    try:
+        with guard():
+            return header_of(ds)
+    except IntakeError:
+        return None
+
+
+def check_part(part: Part, max_pixels: int, uids: UidCheck, out: Triaged) -> None:
+    """Parse ``part`` once and check its header and UIDs; add it to ``out``. Every element
+    (nested sequences too) is converted inside the guarded parse, under its element budget:
+    a flood hidden in sequences is refused here, not later in the inference slot."""
+    try:
+        with parsed(part.data, header_only=False, max_pixels=max_pixels) as ds:
+            try:
+                read_header(ds, max_pixels=max_pixels)
+                header = header_of(ds)
+            except IntakeError as exc:
+                out.refuse(intake_refusal(part, exc), _header_or_none(ds))
+                return
+    except IntakeError as exc:  # the bytes could not be parsed
+        out.refuse(intake_refusal(part, exc), None)
+        return
+    problem = uid_problem(header, uids)
+    if problem is not None:
+        out.refuse(invalid_uid(part, problem), header)
+        return
+    out.accepted.append(Checked(replace(part, data=b""), ds))
+
+
+def triage(parts: Sequence[Part], max_pixels: int, uids: UidCheck = "none") -> Triaged:
+    """Every part through :func:`check_part`, in order."""
+    out = Triaged()
+    for part in parts:
+        check_part(part, max_pixels, uids, out)
+    return out
