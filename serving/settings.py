@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving.outputs.common import ResultKind
+from serving.providers import check_providers
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class Settings(BaseSettings):
             when the model loads).
         host, port: where the HTTP server listens.
         ort_threads: ONNX Runtime intra-op threads per inference (default: ORT's choice).
+        ort_providers: ONNX Runtime execution providers, comma list in order of preference
+            (``cpu``, ``cuda``, ``tensorrt``, ``openvino`` or full provider names; CPU is
+            always the fallback); one the installed runtime lacks is refused at start.
         max_upload_mb: largest accepted request body (MiB), checked before it is read whole.
         max_pixels: largest accepted Rows x Columns of one image.
         max_concurrent_inferences: inferences running at once (each uses ``ort_threads``).
@@ -127,6 +131,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     ort_threads: int | None = Field(default=None, ge=1)
+    ort_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
     max_upload_mb: float = Field(default=512.0, gt=0)
     max_pixels: int = Field(default=8192 * 8192, ge=1)
     max_concurrent_inferences: int = Field(default=1, ge=1)
@@ -154,12 +159,18 @@ class Settings(BaseSettings):
         default_factory=lambda: [ResultKind.CAD_SR, ResultKind.TID1500, ResultKind.GSPS])
     log_json: bool = True
 
-    @field_validator("api_keys", "stow_results", "allowed_hosts", mode="before")
+    @field_validator("api_keys", "stow_results", "allowed_hosts", "ort_providers",
+                     mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("ort_providers")
+    @classmethod
+    def _providers(cls, value: list[str]) -> list[str]:
+        return check_providers(value)
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -37,3 +37,20 @@ def test_cuda_without_the_gpu_package_says_what_is_available() -> None:
 def test_model_loads_on_the_requested_providers() -> None:
     model = load_model(default_model_dir(), providers=["cpu"])
     assert model.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_settings_refuse_a_provider_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from serving.gateway.settings import GatewaySettings
+    from serving.settings import Settings
+
+    assert Settings().ort_providers == ["cpu"]
+    monkeypatch.setenv("GALACTO_ORT_PROVIDERS", "cpu")
+    assert Settings().ort_providers == ["cpu"]
+    monkeypatch.setenv("GALACTO_ORT_PROVIDERS", "tpu")
+    with pytest.raises(ValidationError, match="unknown ONNX Runtime provider"):
+        Settings()
+    monkeypatch.setenv("GALACTO_GATEWAY_ORT_PROVIDERS", "tpu,cpu")
+    with pytest.raises(ValidationError, match="unknown ONNX Runtime provider"):
+        GatewaySettings()

@@ -56,7 +56,8 @@ class AppState:
         t0 = time.perf_counter()
         try:
             folder = self.settings.model or default_model_dir()
-            model = calibrated_model(load_model(folder, threads=self.settings.ort_threads),
+            model = calibrated_model(load_model(folder, threads=self.settings.ort_threads,
+                                                providers=self.settings.ort_providers),
                                      self.settings.calibration)
             model.operating_point(self.settings.operating_point)  # refuse an unknown name now
             d = max(int(model.preprocess.size_divisible), 32)

@@ -245,7 +245,8 @@ class Gateway:
             if self._model is None:
                 folder = self.settings.model or default_model_dir()
                 self._model = calibrated_model(
-                    load_model(folder, threads=self.settings.ort_threads),
+                    load_model(folder, threads=self.settings.ort_threads,
+                               providers=self.settings.ort_providers),
                     self.settings.calibration)
             self._model.operating_point(self.settings.operating_point)
             return self._model

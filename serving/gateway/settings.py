@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving.outputs.common import ResultKind
+from serving.providers import check_providers
 
 #: AE title: 1-16 characters of the DICOM default repertoire, no backslash or control
 #: characters, not only spaces (PS3.5 6.2, VR AE).
@@ -133,6 +134,8 @@ class GatewaySettings(BaseSettings):
         quiet_period_s: seconds without a new instance after which a study is processed.
         workers: studies processed at once (threads).
         ort_threads: ONNX Runtime threads per inference (default: the runtime's choice).
+        ort_providers: ONNX Runtime execution providers (see ``GALACTO_ORT_PROVIDERS`` of the
+            HTTP service), comma list, default ``cpu``.
         max_pixels: largest accepted Rows x Columns of one image.
         results: result objects to produce, comma list of ``sr`` (Mammography CAD SR),
             ``tid1500`` and ``gsps``.
@@ -173,6 +176,7 @@ class GatewaySettings(BaseSettings):
     quiet_period_s: float = Field(default=10.0, gt=0, le=86400)
     workers: int = Field(default=1, ge=1, le=64)
     ort_threads: int | None = Field(default=None, ge=1)
+    ort_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
     max_pixels: int = Field(default=8192 * 8192, ge=1)
     results: Annotated[list[ResultKind], NoDecode] = Field(
         default_factory=lambda: [ResultKind.CAD_SR])
@@ -187,6 +191,12 @@ class GatewaySettings(BaseSettings):
     operating_point: str | None = None
     model: Path | None = None
     calibration: Path | None = Field(default_factory=lambda: _env_path("GALACTO_CALIBRATION"))
+
+    @field_validator("ort_providers", mode="before")
+    @classmethod
+    def _providers(cls, value: object) -> object:
+        items = _split(value)
+        return check_providers(items) if isinstance(items, list) else items
 
     @field_validator("allowed_callers", mode="before")
     @classmethod
