@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from serving import __version__
 from serving.api.deadlines import BodyDeadline
+from serving.api.docs_page import install_docs
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.middleware import RequestMiddleware
@@ -148,12 +149,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.triage_pool.shutdown(wait=True)
 
     app = FastAPI(title="galacto", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: docs_page
     app.state.galacto = state
     _install_handlers(app)
     _install_middleware(app, state)
     for module in (info, detect, dicomweb, gateway_http):
         app.include_router(module.router, responses=_documented_errors(module.__name__))
+    install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
