@@ -45,9 +45,15 @@ def admit(request: Request, settings: Settings) -> None:
 
 
 def endpoint(scope: Scope) -> str:
-    """The route template that served the request (``unmatched`` if none): a metric label
-    and log field that never holds a UID from the concrete path."""
-    return str(getattr(scope.get("route"), "path", "unmatched"))
+    """The route template that served the request: a metric label and log field that never
+    holds a UID from the concrete path. Files of the static mounts (the viewer's, Swagger
+    UI's) are ``/static/{path}``; anything else that no route served is ``unmatched``."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    if str(scope.get("path", "")).startswith("/static/"):
+        return "/static/{path}"
+    return "unmatched"
 
 
 class RequestMiddleware:
