@@ -242,7 +242,7 @@ def hostile_main(args: argparse.Namespace) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
         log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli_gateway", "run", "--port", str(port),
+            [sys.executable, "-m", "serving.cli.gateway", "run", "--port", str(port),
              "--spool-dir", str(tmp / "spool"), "--plain-logs"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         rows: list[tuple[str, list[str]]] = []
@@ -302,7 +302,7 @@ def main() -> None:
         env["GALACTO_GATEWAY_WORKERS"] = str(args.workers)
         log = open(tmp / "gateway.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli_gateway", "run", "--port", str(port),
+            [sys.executable, "-m", "serving.cli.gateway", "run", "--port", str(port),
              "--spool-dir", str(spool_dir), "--destination", f"DEST@127.0.0.1:{dest.port}",
              "--quiet-period", str(args.quiet_period), "--plain-logs"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)

@@ -410,8 +410,8 @@ def test_torch_pin_and_cuda_build_arg(dockerfile: Dockerfile) -> None:
 
 def test_entrypoint_and_cmd_match_pyproject_and_readme(dockerfile: Dockerfile) -> None:
     from serving.cli import build_parser
-    from serving.cli_gateway import cmd_run
-    from serving.cli_serve import run as serve_run
+    from serving.cli.gateway import cmd_run
+    from serving.cli.serve import run as serve_run
 
     project = pyproject()["project"]
     assert isinstance(project, dict)

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from rich.console import Console
 
-from serving.cli_detect import print_study
+from serving.cli.detect import print_study
 from serving.outputs.overlay import LESION_COLOR, MIMIC_COLOR, PAD, render_overlay
 from serving.pipeline.detect import detect
 from serving.pipeline.dicom_in import Image, read_image

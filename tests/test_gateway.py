@@ -648,7 +648,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_jobs_table_and_resend_without_a_running_gateway(
         tmp_path: Path, bundled_model: DetectorModel, galactogram_files: list[Path],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from serving.cli_gateway import main
+    from serving.cli.gateway import main
 
     down = Destination(port=free_port())
     settings = GatewaySettings(port=0, spool_dir=tmp_path / "spool", quiet_period_s=QUIET_S,
@@ -685,7 +685,7 @@ def test_cli_on_a_missing_spool_creates_nothing(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A mistyped --spool-dir is an error, not a new empty spool (resend used to create one
     before failing)."""
-    from serving.cli_gateway import main
+    from serving.cli.gateway import main
 
     missing = tmp_path / "no-such-spool"
     for argv in (["resend", "1"], ["jobs"], ["purge", "--dry-run"]):

@@ -372,7 +372,7 @@ def test_restarted_gateway_sweeps_at_once(tmp_path: Path, bundled_model: Detecto
 
 
 def test_purge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from serving.cli_gateway import main
+    from serving.cli.gateway import main
 
     spool = Spool(tmp_path / "spool")
     jobs = {}

@@ -275,7 +275,7 @@ def _start_gateway_process(port: int, spool: Path, dest: Destination,
     env["GALACTO_GATEWAY_BACKOFF_S"] = "0.2"
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli_gateway", "run", "--port", str(port),
+            [sys.executable, "-m", "serving.cli.gateway", "run", "--port", str(port),
              "--spool-dir", str(spool), "--destination", f"DEST@127.0.0.1:{dest.port}",
              "--quiet-period", "2", "--plain-logs"],
             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -318,7 +318,7 @@ def test_kill_after_store_success_then_restart_sends_exactly_once(
 
         # `galacto gateway resend` while the gateway runs: queued, sent again (same object)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GALACTO_")}
-        r = subprocess.run([sys.executable, "-m", "serving.cli_gateway", "resend", str(job.id),
+        r = subprocess.run([sys.executable, "-m", "serving.cli.gateway", "resend", str(job.id),
                             "--spool-dir", str(spool_dir), "--wait", "30"],
                            capture_output=True, text=True, env=env, cwd=REPO, timeout=90)
         assert r.returncode == 0, r.stdout + r.stderr

@@ -345,7 +345,7 @@ def _wait(spool: Any, job_id: int, timeout_s: float) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m serving.cli_gateway ACTION ...``: the same as ``galacto gateway ACTION``,
+    """``python -m serving.cli.gateway ACTION ...``: the same as ``galacto gateway ACTION``,
     usable before the subcommand is registered in :mod:`serving.cli`."""
     parser = argparse.ArgumentParser(prog="galacto")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from serving import __version__
-from serving.cli_calibrate import register as register_calibrate
-from serving.cli_detect import register as register_detect
-from serving.cli_gateway import register as register_gateway
-from serving.cli_info import register as register_info
-from serving.cli_serve import register as register_serve
+from serving.cli.calibrate import register as register_calibrate
+from serving.cli.detect import register as register_detect
+from serving.cli.gateway import register as register_gateway
+from serving.cli.info import register as register_info
+from serving.cli.serve import register as register_serve
 from serving.errors import CommandError
 from serving.log_filters import quiet_third_party
 
@@ -100,6 +100,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("galacto: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
