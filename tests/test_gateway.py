@@ -29,8 +29,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from serving.api.routes.jobs import router as jobs_router
 from serving.gateway import Gateway, GatewayError, GatewaySettings, JobState
-from serving.gateway.http import router as jobs_router
 from serving.gateway.scp import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,

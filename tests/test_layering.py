@@ -44,3 +44,30 @@ def test_importing_every_serving_module_loads_no_torch_monai_or_training() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == ""
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_inner_layers_do_not_reach_the_transports() -> None:
+    """The gateway imports nothing from the HTTP API, and the pipeline and the result
+    objects import no transport (API, gateway, CLI)."""
+    rules = {"gateway": ("serving.api", "serving.cli"),
+             "pipeline": ("serving.api", "serving.gateway", "serving.cli", "serving.outputs"),
+             "outputs": ("serving.api", "serving.gateway", "serving.cli")}
+    offenders = {}
+    for package, banned in rules.items():
+        for f in sorted((SERVING / package).rglob("*.py")):
+            bad = sorted(m for m in _imported_modules(f) if m.startswith(banned))
+            if bad:
+                offenders[str(f.relative_to(SERVING))] = bad
+    assert offenders == {}

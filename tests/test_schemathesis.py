@@ -21,7 +21,7 @@ unsupported-method probes, 20 s; ``GALACTO_SCHEMATHESIS_EXAMPLES=200`` once loca
 failure left. The first runs found, and this change fixed:
 
 - 500 on ``GET /v1/jobs/{job_id}`` and ``POST /v1/jobs/{job_id}/resend`` for ids beyond 64
-  bits (SQLite OverflowError): ``job_id`` is bounded (``serving/gateway/http.py``);
+  bits (SQLite OverflowError): ``job_id`` is bounded (``serving/api/routes/jobs.py``);
 - 500 on STOW-RS and ``/v1/detect?output=gsps`` when one request holds the same instance
   twice (the GSPS cannot reference an instance twice): the repeat is refused as
   ``duplicate_instance`` (``serving/api/analysis.py``, STOW-RS reason 0x0111);

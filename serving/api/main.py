@@ -32,10 +32,9 @@ from serving.api.docs_page import install_docs
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.middleware import RequestMiddleware
-from serving.api.routes import detect, dicomweb, info
+from serving.api.routes import detect, dicomweb, info, jobs
 from serving.api.schemas import ErrorOut
 from serving.api.state import AppState
-from serving.gateway import http as gateway_http
 from serving.gateway.service import embedded_gateway
 from serving.settings import Settings
 
@@ -87,7 +86,7 @@ _ROUTER_ERRORS: dict[str, dict[int, str]] = {
                  409: "no instance accepted", 413: "body or image too large, or too many parts",
                  415: "not multipart/related; type=\"application/dicom\"",
                  422: "invalid request parameters", 503: "model not ready or busy"},
-    "http": {401: "missing or invalid API key", 404: "gateway not running, or no such job",
+    "jobs": {401: "missing or invalid API key", 404: "gateway not running, or no such job",
              409: "job not resendable, or no destination", 422: "invalid request parameters"},
 }
 
@@ -153,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.galacto = state
     _install_handlers(app)
     _install_middleware(app, state)
-    for module in (info, detect, dicomweb, gateway_http):
+    for module in (info, detect, dicomweb, jobs):
         app.include_router(module.router, responses=_documented_errors(module.__name__))
     install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

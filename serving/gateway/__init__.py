@@ -10,7 +10,8 @@ the detection pipeline, and results sent back by C-STORE (or STOW-RS).
 - :mod:`~serving.gateway.triage`, :mod:`~serving.gateway.analysis`: what is analysed, and how.
 - :mod:`~serving.gateway.sender`: C-STORE SCU and STOW-RS senders.
 - :mod:`~serving.gateway.service`: :class:`Gateway`, which runs all of it.
-- :mod:`~serving.gateway.http`: ``/v1/jobs`` endpoints for the HTTP app.
+- ``/v1/jobs`` (the HTTP app's view of the jobs) lives in :mod:`serving.api.routes.jobs`;
+  the gateway imports nothing from the API.
 - :mod:`~serving.gateway.metrics`: Prometheus metrics.
 """
 
