@@ -25,9 +25,9 @@ from training.synth.anatomy import (
     Branch,
     BreastShape,
     DuctSystem,
-    _terminal_units,
-    _unit,
     coronal_direction,
+    terminal_units,
+    unit_vector,
 )
 
 
@@ -49,7 +49,7 @@ def _straight(start: np.ndarray, direction: np.ndarray, length: float, r0: float
     pts = [start.copy()]
     d = direction.copy()
     for _ in range(n):
-        d = _unit(d + np.deg2rad(1.0) * rng.normal(size=3))
+        d = unit_vector(d + np.deg2rad(1.0) * rng.normal(size=3))
         nxt = pts[-1] + d * (length / n)
         if not bool(breast.inside(nxt, margin=0.93)):
             break
@@ -72,7 +72,7 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
     """
     psi = float(rng.uniform(0.0, 360.0))
     tilt = np.deg2rad(rng.uniform(5.0, 30.0))
-    axis = _unit(np.array([np.cos(tilt), 0.0, 0.0]) + np.sin(tilt) * coronal_direction(psi))
+    axis = unit_vector(np.array([np.cos(tilt), 0.0, 0.0]) + np.sin(tilt) * coronal_direction(psi))
     max_gen = int(rng.integers(5, 8))
     ectasia = bool(rng.random() < 0.1)
     ect = float(rng.uniform(1.3, 2.0)) if ectasia else 1.0
@@ -82,7 +82,7 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
     l_main = float(rng.uniform(0.25, 0.45)) * breast.depth_mm
     total = l_nip + l_sinus + l_main
     s = np.linspace(0.0, total, max(int(total / 1.0), 8))
-    main_dir = _unit(np.array([1.0, 0.0, 0.0]) * 0.6 + axis * 0.4)
+    main_dir = unit_vector(np.array([1.0, 0.0, 0.0]) * 0.6 + axis * 0.4)
     pts = s[:, None] * main_dir[None, :]
     radii = np.interp(s, [0.0, l_nip, l_nip + 2.0, l_nip + l_sinus - 2.0, l_nip + l_sinus,
                           total], [r_nip, r_nip, r_sinus, r_sinus, r_main, r_main * 0.9])
@@ -90,7 +90,7 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
     n_keep = int(np.argmin(keep)) if not keep.all() else len(s)
     branches = [Branch(points=pts[: max(n_keep, 4)], radii=radii[: max(n_keep, 4)],
                        generation=0, parent=None)]
-    plane = _unit(np.cross(main_dir, np.array([0.0, 1.0, 0.0]) + 0.1))
+    plane = unit_vector(np.cross(main_dir, np.array([0.0, 1.0, 0.0]) + 0.1))
     planes = {0: plane}
     queue = [0]
     while queue and len(branches) < max_branches:
@@ -98,11 +98,12 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
         parent = branches[bi]
         if parent.generation >= max_gen:
             continue
-        end_dir = _unit(parent.points[-1] - parent.points[-2])
+        end_dir = unit_vector(parent.points[-1] - parent.points[-2])
         turn = np.deg2rad(rng.uniform(70.0, 110.0))
         p0 = planes[bi] - end_dir * float(planes[bi] @ end_dir)
-        p0 = _unit(p0) if np.linalg.norm(p0) > 1e-6 else _unit(np.cross(end_dir, [1.0, 0, 0]))
-        side = _unit(np.cos(turn) * p0 + np.sin(turn) * np.cross(end_dir, p0))
+        p0 = unit_vector(p0) if np.linalg.norm(p0) > 1e-6 \
+            else unit_vector(np.cross(end_dir, [1.0, 0, 0]))
+        side = unit_vector(np.cos(turn) * p0 + np.sin(turn) * np.cross(end_dir, p0))
         f = float(rng.uniform(0.3, 0.7))
         r_par = float(parent.radii[-1])
         half = np.deg2rad(rng.uniform(20.0, 40.0))
@@ -114,9 +115,9 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
                 continue
             # the thinner child turns away more (flow-weighted angles)
             ang = half * (1.5 - frac) * 1.2
-            d = _unit(np.cos(ang) * end_dir + sign * np.sin(ang) * side)
+            d = unit_vector(np.cos(ang) * end_dir + sign * np.sin(ang) * side)
             if float(d @ axis) < 0.0:  # keep heading away from the nipple
-                d = _unit(d + 0.6 * axis)
+                d = unit_vector(d + 0.6 * axis)
             length = parent.length_mm * float(rng.uniform(0.7, 0.95)) if parent.generation \
                 else l_main * float(rng.uniform(0.45, 0.7))
             cpts, cr = _straight(parent.points[-1], d, length, r0, r0 * 0.92, breast, rng)
@@ -129,7 +130,7 @@ def grow_duct_tree_alt(breast: BreastShape, rng: np.random.Generator,
             branches.append(branch)
             queue.append(len(branches) - 1)
     acinar = bool(rng.random() < 0.25)
-    units = _terminal_units(branches, rng) if acinar else []
+    units = terminal_units(branches, rng) if acinar else []
     return DuctSystem(branches=branches, territory_psi_deg=psi, ectasia=ectasia,
                       irregular_walls=False, acinar_filling=acinar, terminal_units=units)
 

@@ -185,7 +185,7 @@ class TreeParams:
     acinar_filling_p: float = 0.35
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit_vector(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
@@ -201,7 +201,7 @@ def _perpendicular(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _rotate_towards(v: np.ndarray, axis_perp: np.ndarray, angle_rad: float) -> np.ndarray:
     """Rotate unit ``v`` by ``angle_rad`` in the plane spanned by ``v`` and ``axis_perp``."""
-    return _unit(np.cos(angle_rad) * v + np.sin(angle_rad) * axis_perp)
+    return unit_vector(np.cos(angle_rad) * v + np.sin(angle_rad) * axis_perp)
 
 
 def coronal_direction(psi_deg: float) -> np.ndarray:
@@ -224,7 +224,7 @@ def grow_duct_tree(breast: BreastShape, rng: np.random.Generator,
     psi = float(rng.uniform(0.0, 360.0))
     half_angle = np.deg2rad(rng.uniform(*P.territory_half_angle_deg))
     tilt = np.deg2rad(rng.uniform(8.0, 35.0))
-    axis = _unit(np.array([np.cos(tilt), 0.0, 0.0]) + np.sin(tilt) * coronal_direction(psi))
+    axis = unit_vector(np.array([np.cos(tilt), 0.0, 0.0]) + np.sin(tilt) * coronal_direction(psi))
     tort = np.deg2rad(rng.uniform(*P.tortuosity_deg))
     ectasia = bool(rng.random() < P.ectasia_p)
     ect_factor = float(rng.uniform(*P.ectasia_factor)) if ectasia else 1.0
@@ -240,7 +240,7 @@ def grow_duct_tree(breast: BreastShape, rng: np.random.Generator,
         if parent.generation >= P.max_generations:
             continue
         n_children = 3 if rng.random() < P.trifurcation_p else 2
-        end_dir = _unit(parent.points[-1] - parent.points[-2])
+        end_dir = unit_vector(parent.points[-1] - parent.points[-2])
         base_perp = _perpendicular(end_dir, rng)
         for k in range(n_children):
             if len(branches) >= P.max_branches:
@@ -254,7 +254,8 @@ def grow_duct_tree(breast: BreastShape, rng: np.random.Generator,
             if k == 0:
                 angle *= 0.5  # the continuing branch bends less
             spin = 2 * np.pi * k / n_children + rng.normal(0.0, 0.4)
-            perp = _unit(np.cos(spin) * base_perp + np.sin(spin) * np.cross(end_dir, base_perp))
+            perp = unit_vector(np.cos(spin) * base_perp
+                               + np.sin(spin) * np.cross(end_dir, base_perp))
             direction = _rotate_towards(end_dir, perp, float(angle))
             base = parent.length_mm if parent.generation else parent.length_mm * 0.6
             length = base * float(rng.uniform(*P.length_ratio))
@@ -267,7 +268,7 @@ def grow_duct_tree(breast: BreastShape, rng: np.random.Generator,
             queue.append(len(branches) - 1)
 
     acinar = bool(rng.random() < P.acinar_filling_p)
-    units = _terminal_units(branches, rng) if acinar else []
+    units = terminal_units(branches, rng) if acinar else []
     return DuctSystem(branches=branches, territory_psi_deg=psi, ectasia=ectasia,
                       irregular_walls=irregular, acinar_filling=acinar, terminal_units=units)
 
@@ -284,11 +285,11 @@ def _main_duct(breast: BreastShape, axis: np.ndarray, rng: np.random.Generator,
     total = l_nipple + l_sinus + l_main
     n = max(int(total / 0.8), 8)
     s = np.linspace(0.0, total, n)
-    direction = _unit(np.array([1.0, 0.0, 0.0]) * 0.7 + axis * 0.3)
+    direction = unit_vector(np.array([1.0, 0.0, 0.0]) * 0.7 + axis * 0.3)
     pts = [np.zeros(3)]
     for i in range(1, n):
         if s[i] > l_nipple:
-            direction = _unit(direction + 0.08 * axis + np.deg2rad(6.0) * 0.5 *
+            direction = unit_vector(direction + 0.08 * axis + np.deg2rad(6.0) * 0.5 *
                               _perpendicular(direction, rng) * rng.normal())
         pts.append(pts[-1] + direction * (s[i] - s[i - 1]))
     radii = np.empty(n)
@@ -316,17 +317,17 @@ def _walk_branch(start: np.ndarray, direction: np.ndarray, length: float, r0: fl
     pts = [start.copy()]
     d = direction.copy()
     for _ in range(n):
-        d = _unit(d + np.tan(tort) * rng.normal() * _perpendicular(d, rng))
+        d = unit_vector(d + np.tan(tort) * rng.normal() * _perpendicular(d, rng))
         nxt = pts[-1] + d * step
-        rel = _unit(nxt)
+        rel = unit_vector(nxt)
         if float(rel @ axis) < np.cos(half_angle):  # leaving the territory: steer back
-            d = _unit(d + 0.35 * (axis - rel))
+            d = unit_vector(d + 0.35 * (axis - rel))
             nxt = pts[-1] + d * step
         tries = 0
         while not bool(breast.inside(nxt, margin=0.93)) and tries < 4:
-            inward = _unit(np.array([min(pts[-1][0], breast.depth_mm * 0.8), 0.0, 0.0])
+            inward = unit_vector(np.array([min(pts[-1][0], breast.depth_mm * 0.8), 0.0, 0.0])
                            - pts[-1])
-            d = _unit(d + 0.6 * inward)
+            d = unit_vector(d + 0.6 * inward)
             nxt = pts[-1] + d * step
             tries += 1
         if tries == 4:
@@ -343,7 +344,7 @@ def _walk_branch(start: np.ndarray, direction: np.ndarray, length: float, r0: fl
     return Branch(points=pts_a, radii=radii, generation=generation, parent=parent)
 
 
-def _terminal_units(branches: list[Branch], rng: np.random.Generator) -> list[Sphere]:
+def terminal_units(branches: list[Branch], rng: np.random.Generator) -> list[Sphere]:
     """Terminal ductal lobular units at branch ends (acinar filling): 1-2 x 0.5-1 mm blobs."""
     units: list[Sphere] = []
     for b in branches:
@@ -352,7 +353,7 @@ def _terminal_units(branches: list[Branch], rng: np.random.Generator) -> list[Sp
         if rng.random() < 0.5:
             continue
         tip = b.points[-1]
-        d = _unit(b.points[-1] - b.points[-2])
+        d = unit_vector(b.points[-1] - b.points[-2])
         for _ in range(int(rng.integers(2, 5))):
             c = tip + d * rng.uniform(0.2, 1.0) + rng.normal(0.0, 0.35, 3)
             units.append(Sphere(center=c, radius=float(rng.uniform(0.25, 0.5))))
@@ -476,14 +477,14 @@ def _make_lesion(i: int, kind: LesionKind, size: float, ducts: DuctSystem, bi: i
         core = radius * 0.72
         spheres.append(Sphere(center, core))
         for _ in range(int(rng.integers(3, 6))):
-            v = _unit(rng.normal(size=3))
+            v = unit_vector(rng.normal(size=3))
             spheres.append(Sphere(center + v * core * rng.uniform(0.45, 0.6),
                                   core * float(rng.uniform(0.42, 0.6))))
     else:
         core = radius * 0.6
         spheres.append(Sphere(center, core))
         for _ in range(int(rng.integers(6, 12))):
-            v = _unit(rng.normal(size=3))
+            v = unit_vector(rng.normal(size=3))
             spheres.append(Sphere(center + v * core * rng.uniform(0.5, 0.8),
                                   core * float(rng.uniform(0.2, 0.45))))
     extent = max(float(np.linalg.norm(s.center - center)) + s.radius for s in spheres)
@@ -542,7 +543,7 @@ def _cyst(ducts: DuctSystem, rng: np.random.Generator) -> Mimic | None:
         return None
     b = ends[int(rng.integers(len(ends)))]
     r = float(rng.uniform(1.5, 7.5))
-    d = _unit(b.points[-1] - b.points[-2])
+    d = unit_vector(b.points[-1] - b.points[-2])
     return Mimic("cyst", [Sphere(b.points[-1] + d * r * 0.9, r)], 2 * r)
 
 
