@@ -142,8 +142,14 @@ def valid_pair(values: tuple[float, ...] | None) -> bool:
 
 
 def expected_spacing(h: Header) -> tuple[tuple[float, ...] | None, str] | type[IntakeError]:
-    """``(spacing, source)`` the rules give, or the error class expected."""
-    if valid_pair(h.pixel_spacing):
+    """``(spacing, source)`` the rules give, or the error class expected. A PixelSpacing that
+    repeats ImagerPixelSpacing (uncalibrated) with a magnification factor present is the
+    detector plane, corrected like ImagerPixelSpacing alone (one rule for both encodings)."""
+    if valid_pair(h.pixel_spacing) and not (
+            valid_pair(h.imager_pixel_spacing) and h.magnification is not None
+            and all(abs(p - i) <= 1e-3 * i for p, i in zip(h.pixel_spacing or (),
+                                                          h.imager_pixel_spacing or (),
+                                                          strict=True))):
         return h.pixel_spacing, "PixelSpacing"
     if valid_pair(h.imager_pixel_spacing):
         assert h.imager_pixel_spacing is not None

@@ -63,8 +63,11 @@
     }
   }
 
-  /** fetch() with the API key; a non-2xx answer throws ApiError(detail, message). */
-  async function api(path, init = {}) {
+  /**
+   * fetch() with the API key; a non-2xx answer throws ApiError(detail, message). A 503 with
+   * Retry-After (the service is busy) is tried again, twice at most, after the time it asks.
+   */
+  async function api(path, init = {}, retries = 2) {
     const headers = new Headers(init.headers || {});
     const key = getKey();
     if (key) headers.set("Authorization", `Bearer ${key}`);
@@ -73,6 +76,11 @@
       resp = await fetch(path, { ...init, headers });
     } catch (exc) {
       throw new ApiError(0, "network_error", `the server could not be reached (${exc.message})`);
+    }
+    const wait = Number(resp.headers.get("Retry-After"));
+    if (resp.status === 503 && retries > 0 && wait > 0 && wait <= 30) {
+      await new Promise((done) => setTimeout(done, wait * 1000));
+      return api(path, init, retries - 1);
     }
     if (!resp.ok) {
       let body = null;
@@ -525,6 +533,23 @@
       + ` · ${result.model.name} ${result.model.version} · ${Math.round(ms)} ms`);
   }
 
+  /**
+   * Render the files one after the other (settled results, like Promise.allSettled): with the
+   * detection running beside them, the page holds at most two requests at a time, within the
+   * service's per-client share (GALACTO_MAX_ADMITTED_PER_CLIENT, 2 by default).
+   */
+  async function renderInTurn(files) {
+    const settled = [];
+    for (const file of files) {
+      try {
+        settled.push({ status: "fulfilled", value: await render(file) });
+      } catch (reason) {
+        settled.push({ status: "rejected", reason });
+      }
+    }
+    return settled;
+  }
+
   async function analyse(files, reuseRenders) {
     const id = ++runId;
     setState("busy");
@@ -533,7 +558,7 @@
     setStatus(`Analysing ${files.length} file${files.length === 1 ? "" : "s"}…`);
     if (!modelsLoaded) await loadModels();
     const operatingPoint = $("operating-point").value;
-    const renders = reuseRenders || Promise.allSettled(files.map(render));
+    const renders = reuseRenders || renderInTurn(files);
     current = { files, renders };
     let detected;
     try {
