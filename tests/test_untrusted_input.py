@@ -215,3 +215,43 @@ def test_fuzz_http_body_with_hostile_mixes(client: TestClient, galactogram_files
     budget = TIME_BOUND_S * (1 + len(kinds)) + len(body) / 50e6 + empty_parts * 1e-3
     assert seconds < budget + 10 * sum(kind == "valid" for kind, _ in kinds), seconds
     assert growth < RSS_BOUND + 4 * len(body) + 200 * MB * sum(k == "valid" for k, _ in kinds)
+
+
+# ---- many parts, each under its own limits ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An app with the default pixel limit (a deflated part may inflate to 142 MB)."""
+    app: FastAPI = create_app(Settings(results_dir=tmp_path_factory.mktemp("results-default")))
+    with TestClient(app, base_url="http://localhost") as c:
+        app.state.galacto.wait_loaded(60)
+        yield c
+
+
+def test_many_small_deflate_bombs_share_one_budget(default_client: TestClient) -> None:
+    """30 parts that each inflate to 128 MiB (under the per-part limit): the request's parts
+    may hold GALACTO_MAX_UPLOAD_MB together, so after 4 the rest are refused unparsed, and
+    no refused part's blob is kept to name it (before: 13 GB for 100 such parts)."""
+    body, headers = related([hostile.deflate_bomb(2)] * 30)
+    response, seconds, growth = measured(lambda: default_client.post(
+        "/v1/detect", content=body, headers=headers))
+    assert response.status_code in (400, 413), response.text[:300]
+    assert len(response.json()["rejected"]) == 30
+    assert seconds < 20, seconds
+    assert growth < 800 * MB, f"peak RSS grew by {growth / MB:.0f} MB"
+
+
+def test_element_floods_split_across_parts_share_one_budget(default_client: TestClient
+                                                             ) -> None:
+    """60 parts of 19,000 empty elements each (under the per-object budget): the request's
+    parts may hold 100,000 elements together, so triage refuses the rest unparsed and is free
+    again in seconds (before: 30 s for 50 such parts, other clients waiting)."""
+    body, headers = related([hostile.element_flood(count=19_000)] * 60)
+    response, seconds, _ = measured(lambda: default_client.post(
+        "/v1/detect", content=body, headers=headers))
+    assert response.status_code == 400, response.text[:300]
+    details = [r["detail"] for r in response.json()["rejected"]]
+    assert len(details) == 60 and set(details) <= {"invalid_header", "no_pixel_data"}
+    assert details.count("invalid_header") >= 50  # the budget ran out after a few parts
+    assert seconds < 6, seconds

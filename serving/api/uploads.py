@@ -48,7 +48,8 @@ async def triaged_parts(state: AppState, parts: list[Part], uids: UidCheck, clie
     async with state.triage_turns.turn(client in suspects):
         loop = asyncio.get_running_loop()
         checked = await loop.run_in_executor(state.triage_pool, triage, parts,
-                                             state.settings.max_pixels, uids)
+                                             state.settings.max_pixels, uids,
+                                             state.settings.max_upload_bytes)
     if any(r.detail in HOSTILE_DETAILS for r in checked.rejected):
         suspects.mark(client)
     return checked

@@ -33,6 +33,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, Literal, TypeAlias, cast
 
 import pydicom
@@ -60,8 +61,10 @@ __all__ = [
     "HEADER_DEFER_SIZE",
     "MAX_DATA_ELEMENTS",
     "DicomSource",
+    "SharedBudget",
     "parsed",
     "read_dataset",
+    "shared_budget",
 ]
 
 #: Default upper bound on Rows x Columns (a 3328 x 4096 Hologic image is 13.6 M pixels).
@@ -132,8 +135,9 @@ def read_dataset(source: DicomSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
 
 
 def header_of(ds: Dataset) -> Dataset:
-    """A new data set with the elements of ``ds`` but Pixel Data and the values left unread
-    (deferred): what may be kept after the source is gone. Every element is converted here,
+    """A new data set with the elements of ``ds`` but Pixel Data, the values left unread
+    (deferred) and byte values over :data:`MAX_KEPT_VALUE`: what may be kept after the source
+    is gone. Every element is converted here,
     so call it inside :func:`parsed`: defined-length sequences are parsed under the element
     budget, not later by whoever reads them. The original encoding, character set and file
     meta are carried over; ``ds`` itself is not changed."""
@@ -142,7 +146,7 @@ def header_of(ds: Dataset) -> Dataset:
         element = ds.get_item(tag)
         deferred = isinstance(element, RawDataElement) and element.value is None \
             and element.length > 0
-        if tag != _PIXEL_DATA and not deferred:
+        if tag != _PIXEL_DATA and not deferred and not _bulky(element):
             elements[tag] = _converted(ds[tag])
     out = Dataset(elements)
     implicit, little = ds.original_encoding
@@ -151,6 +155,20 @@ def header_of(ds: Dataset) -> Dataset:
     if hasattr(ds, "file_meta"):
         out.file_meta = ds.file_meta
     return out
+
+
+#: Values longer than this (bytes) are left out of a kept header: a private blob of a refused
+#: part (a deflate bomb's 128 MiB of zeros) must not stay in memory to name it.
+MAX_KEPT_VALUE: Final = 64 * 1024
+
+
+def _bulky(element: Any) -> bool:
+    """Whether ``element`` holds a byte value longer than :data:`MAX_KEPT_VALUE`."""
+    if isinstance(element, RawDataElement):
+        return element.VR != "SQ" and element.length != 0xFFFFFFFF \
+            and element.length > MAX_KEPT_VALUE
+    value = getattr(element, "value", None)
+    return isinstance(value, bytes | bytearray) and len(value) > MAX_KEPT_VALUE
 
 
 def _converted(element: Any) -> Any:
@@ -204,7 +222,37 @@ def guard() -> Iterator[None]:
 # wrapper only passes the elements on.
 
 _budget = threading.local()
+_shared = threading.local()
 _data_element_generator = pydicom.filereader.data_element_generator
+
+
+@dataclass
+class SharedBudget:
+    """What several objects parsed together, the parts of one request, may cost in all: data
+    elements and sequence items (each part also has its own :data:`MAX_DATA_ELEMENTS`), and
+    bytes held (inflated for a deflated part, as received otherwise). Without it a request
+    of many small deflate bombs, each under the pixel limit, inflated to 13 GB, and one of
+    many element floods, each under the element budget, held the triage for a minute."""
+
+    elements: int
+    held_bytes: int
+    what: str = "the parts of this request"
+
+
+@contextmanager
+def shared_budget(budget: SharedBudget) -> Iterator[SharedBudget]:
+    """Charge every guarded parse the calling thread makes while the block runs to
+    ``budget`` as well; once it is spent, each further parse is refused before it starts."""
+    previous = getattr(_shared, "budget", None)
+    _shared.budget = budget
+    try:
+        yield budget
+    finally:
+        _shared.budget = previous
+
+
+def _shared_budget() -> SharedBudget | None:
+    return getattr(_shared, "budget", None)
 
 
 def _charge() -> None:
@@ -213,10 +261,14 @@ def _charge() -> None:
     if left is None:
         return
     if left <= 0:
+        limit = getattr(_budget, "limit", MAX_DATA_ELEMENTS)
+        shared = _shared_budget()
+        where = f" ({shared.what} together)" if shared and limit < MAX_DATA_ELEMENTS else ""
         raise InvalidHeaderError(
-            "too many data elements and sequence items",
-            value=Found(f"more than {MAX_DATA_ELEMENTS}"),
-            expected=f"at most {MAX_DATA_ELEMENTS} (an image header has a few hundred)",
+            "too many data elements and sequence items" + where,
+            value=Found(f"more than {limit}"),
+            expected=f"at most {MAX_DATA_ELEMENTS} per object (an image header has a few "
+                     "hundred)",
         )
     _budget.left = left - 1
 
@@ -234,13 +286,25 @@ pydicom.filereader.data_element_generator = _budgeted_data_element_generator
 
 @contextmanager
 def element_budget() -> Iterator[None]:
-    """Give the calling thread a budget of :data:`MAX_DATA_ELEMENTS` while the block runs."""
-    previous = getattr(_budget, "left", None)
-    _budget.left = MAX_DATA_ELEMENTS
+    """Give the calling thread a budget of :data:`MAX_DATA_ELEMENTS` (or what is left of a
+    :class:`SharedBudget`, if smaller) while the block runs; charge what it used to the
+    shared budget."""
+    shared = _shared_budget()
+    if shared is not None and shared.elements <= 0:
+        raise InvalidHeaderError(
+            f"too many data elements and sequence items in {shared.what} together",
+            value=Found("the request's element budget is spent"),
+            expected=f"at most {MAX_DATA_ELEMENTS} per object and fewer in all",
+        )
+    limit = MAX_DATA_ELEMENTS if shared is None else min(MAX_DATA_ELEMENTS, shared.elements)
+    previous = (getattr(_budget, "left", None), getattr(_budget, "limit", None))
+    _budget.left, _budget.limit = limit, limit
     try:
         yield
     finally:
-        _budget.left = previous
+        if shared is not None:
+            shared.elements -= limit - max(int(_budget.left), 0)
+        _budget.left, _budget.limit = previous
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,14 +424,20 @@ def _check_inflated_size(fp: BinaryIO, start: int, *, force: bool, max_pixels: i
         meta = _read_file_meta_info(fp)
         syntax = meta.get("TransferSyntaxUID")
         if syntax != DeflatedExplicitVRLittleEndian:
+            _charge_held(fp, start)
             return
         _read_command_set_elements(fp)
         zipped = fp.read()
+    except IntakeError:
+        raise
     except Exception:
+        _charge_held(fp, start)
         return
     finally:
         fp.seek(start)
-    limit = 2 * max_pixels + DEFLATE_HEADER_ALLOWANCE
+    own = 2 * max_pixels + DEFLATE_HEADER_ALLOWANCE
+    shared = _shared_budget()
+    limit = own if shared is None else min(own, shared.held_bytes)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     size, pending = 0, zipped
     try:
@@ -376,7 +446,9 @@ def _check_inflated_size(fp: BinaryIO, start: int, *, force: bool, max_pixels: i
             pending = inflater.unconsumed_tail
             if size > limit:
                 raise ImageTooLargeError(
-                    "deflated data set inflates beyond the pixel limit",
+                    "deflated data set inflates beyond the pixel limit" if limit == own else
+                    f"deflated data set inflates beyond what {shared.what} may hold together"
+                    if shared else "",
                     attribute=_attr("TransferSyntaxUID"),
                     value=Found(f"{len(zipped)} deflated bytes inflate to more than {limit}"),
                     expected=f"at most 2 x {max_pixels} pixel bytes + "
@@ -386,6 +458,26 @@ def _check_inflated_size(fp: BinaryIO, start: int, *, force: bool, max_pixels: i
                 break
     except zlib.error:
         return  # not a valid deflate stream: dcmread fails on it before inflating it all
+    if shared is not None:
+        shared.held_bytes -= size
+
+
+def _charge_held(fp: BinaryIO, start: int) -> None:
+    """Charge the bytes of a data set that is not deflated (held as received) to the
+    calling thread's :class:`SharedBudget`, if any; refuse it when they do not fit."""
+    shared = _shared_budget()
+    if shared is None:
+        return
+    fp.seek(0, io.SEEK_END)
+    size = fp.tell() - start
+    fp.seek(start)
+    if size > shared.held_bytes:
+        raise ImageTooLargeError(
+            f"the object does not fit in what {shared.what} may hold together",
+            value=Found(f"{size} bytes, {max(shared.held_bytes, 0)} left"),
+            expected="fewer or smaller objects in one request",
+        )
+    shared.held_bytes -= size
 
 
 def _plausible_raw_dataset(head: bytes) -> bool:
