@@ -5,9 +5,11 @@
 #   docker build -t galacto:0.1.0 .                        # `serve` (the default: last stage)
 #   docker run -p 8000:8000 -e GALACTO_API_KEYS=<key> \
 #       -e GALACTO_ALLOWED_HOSTS=localhost,galacto.example.org galacto:0.1.0   # = galacto serve
-#   docker run -p 11112:11112 -v galacto-spool:/var/lib/galacto/spool galacto:0.1.0 gateway run
+#   docker run --no-healthcheck -p 11112:11112 -e GALACTO_GATEWAY_ALLOWED_CALLERS=PACS@10.0.0.5 \
+#       -v galacto-spool:/var/lib/galacto/spool galacto:0.1.0 gateway run
 # The HTTP service needs a key (GALACTO_AUTH=true below; without GALACTO_API_KEYS it refuses to
-# start) and answers only the host names of GALACTO_ALLOWED_HOSTS (default: loopback names).
+# start) and answers only loopback names and those of GALACTO_ALLOWED_HOSTS; the gateway
+# listens on 0.0.0.0 only with an allow-list (AE@host) or GALACTO_GATEWAY_ALLOW_ANY=true.
 #
 #   docker build --target train -t galacto-train:0.1.0 .  # `train` extra, torch CPU build
 #   docker run --rm -v "$PWD/data:/workspace/data" -v "$PWD/runs:/workspace/runs" \

@@ -96,9 +96,10 @@ class Settings(BaseSettings):
             explicitly (``GALACTO_AUTH=off``, ``--no-auth``) to serve a non-loopback address
             without keys; otherwise that refuses to start.
         api_keys: accepted keys, comma-separated (``GALACTO_API_KEYS=k1,k2``).
-        allowed_hosts: Host header names accepted, comma-separated; ``*.example.org`` matches
-            subdomains, ``*`` turns the check off. Default: :data:`LOOPBACK_NAMES` plus
-            ``host`` (a browser page cannot reach the service by DNS rebinding).
+        allowed_hosts: Host header names accepted besides :data:`LOOPBACK_NAMES` (always
+            accepted: the container's HEALTHCHECK and local probes use them, and a page
+            cannot name them by DNS rebinding), comma-separated; ``*.example.org`` matches
+            subdomains, ``*`` turns the check off. Default: the listen ``host``.
         public_base_url: the service's URL as clients reach it (``https://ai.example.org``),
             used for STOW-RS ``RetrieveURL``; without it the request's (allowed) Host is used.
         max_parts: most parts of one multipart body; beyond: 413 ``too_many_parts``.
@@ -206,7 +207,7 @@ class Settings(BaseSettings):
     @property
     def trusted_hosts(self) -> list[str]:
         """Host names accepted in the Host header (TrustedHostMiddleware patterns)."""
-        names = self.allowed_hosts or [*LOOPBACK_NAMES, self.host]
+        names = [*LOOPBACK_NAMES, *(self.allowed_hosts or [self.host])]
         return list(dict.fromkeys(host_pattern(h) for h in names if h.strip()))
 
     def check_safe(self) -> None:

@@ -40,3 +40,20 @@ def test_unknown_operating_point_is_refused_at_start(tmp_path: Path) -> None:
                      str(tmp_path))
     assert done.returncode == 2
     assert "--operating-point 'foo': the model has balanced" in done.stderr
+
+
+def test_exposed_embedded_gateway_is_refused_cleanly(tmp_path: Path) -> None:
+    """``serve --gateway`` on a non-loopback gateway address without an allow-list: exit 2 and
+    a message, like ``galacto gateway run`` (before: a traceback and SIGABRT)."""
+    import os
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, "GALACTO_GATEWAY_HOST": "0.0.0.0"}
+    done = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--gateway", "--port",
+                           str(port), "--results-dir", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "GALACTO_GATEWAY_ALLOWED_CALLERS" in done.stderr
+    assert "Traceback" not in done.stderr

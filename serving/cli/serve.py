@@ -81,6 +81,27 @@ def _check_operating_point(settings: Settings) -> None:
                            f"{', '.join(sorted(names))}")
 
 
+def _check_gateway() -> None:
+    """Refuse, before anything starts, an embedded gateway (``--gateway`` or
+    ``GALACTO_GATEWAY_ENABLED``) whose settings are invalid or would expose it (non-loopback
+    without an allow-list): the same check ``galacto gateway run`` makes, as a message and
+    exit status 2 instead of a failed start-up."""
+    from pydantic import ValidationError
+
+    from serving.gateway.settings import GatewaySettings
+
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        raise CommandError(f"invalid gateway settings: {exc}") from None
+    if not settings.enabled:
+        return
+    exposure = settings.exposure_error()
+    if exposure is not None:
+        raise CommandError(f"the gateway refuses to start: {exposure}")
+    _check_port(settings.host, settings.port)
+
+
 def _check_port(host: str, port: int) -> None:
     """Refuse, before loading anything, an address that cannot be listened on (in use, or
     not an address of this machine)."""
@@ -136,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     _check_calibration(settings)
     _check_operating_point(settings)
     _check_port(settings.host, settings.port)
+    _check_gateway()
     try:
         app = create_app(settings)
     except SettingsError as exc:
