@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,15 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_KEYS = frozenset({"changeme", "change-me", "secret", "default", "password",
                               "apikey", "api-key", "galacto", "test", "token", "example"})
 MIN_KEY_LENGTH = 16
+_WORDS = "|".join(sorted((re.escape(w.replace("-", "")) for w in PLACEHOLDER_KEYS),
+                         key=len, reverse=True))
+_PLACEHOLDER_RE = re.compile(rf"(?:(?:{_WORDS}|key|api|my|your|here|\d+)[-_.:\s]*)+")
+
+
+def is_placeholder(key: str) -> bool:
+    """Whether ``key`` is made only of placeholder words, separators and digits
+    (``changeme``, ``changeme-changeme-changeme``, ``my-secret-key-123``, ``your_api_key``)."""
+    return _PLACEHOLDER_RE.fullmatch(key.strip().lower()) is not None
 #: Host names a loopback service answers to by default (plus the listen host).
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 #: ``GALACTO_PUBLIC_BASE_URL``: scheme and host, optionally a path; no query or fragment.
@@ -232,9 +242,10 @@ class Settings(BaseSettings):
             raise SettingsError("GALACTO_AUTH is on but GALACTO_API_KEYS is empty: set at least "
                                 "one key (comma-separated)")
         for i, key in enumerate(self.api_keys):
-            if key.lower() in PLACEHOLDER_KEYS:
+            if is_placeholder(key):
                 raise SettingsError(f"GALACTO_API_KEYS key #{i + 1} is a placeholder "
-                                    f"({key!r}): use a random key, e.g. "
+                                    "(made of words like changeme, secret, password): use a "
+                                    "random key, e.g. "
                                     "`python -c 'import secrets; print(secrets.token_urlsafe())'`")
             if len(key) < MIN_KEY_LENGTH:
                 raise SettingsError(f"GALACTO_API_KEYS key #{i + 1} has {len(key)} characters; "

@@ -776,3 +776,13 @@ def test_results_older_than_the_retention_are_purged(tmp_path: Path) -> None:
     os.utime(old.parent, (time.time() - 3 * 86400,) * 2)
     assert store.purge(2 * 86400) == 1
     assert not old.exists() and new.exists()
+
+
+def test_placeholder_keys_are_refused_whatever_their_length() -> None:
+    """A key made of placeholder words is refused even when it is long enough."""
+    from serving.settings import Settings, SettingsError
+
+    for key in ("changeme-changeme-changeme", "my-secret-key-1234567", "your_api_key_here_0001"):
+        with pytest.raises(SettingsError, match="placeholder"):
+            Settings(api_keys=[key], auth=True).check_safe()
+    Settings(api_keys=["Xq9_7bN2kP0vLm4sQw8e"], auth=True).check_safe()
