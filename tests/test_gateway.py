@@ -30,14 +30,14 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from serving.api.routes.jobs import router as jobs_router
-from serving.gateway import Gateway, GatewayError, GatewaySettings, JobState
-from serving.gateway.scp import (
+from serving.dicom_status import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
-    StoreSCP,
 )
+from serving.gateway import Gateway, GatewayError, GatewaySettings, JobState
+from serving.gateway.scp import StoreSCP
 from serving.gateway.sender import StowSender
 from serving.gateway.settings import CallerRule, parse_destination
 from serving.gateway.spool import InvalidInstanceError, JobStateError, Spool, StoreOutcome

@@ -31,9 +31,9 @@ from pynetdicom import AE, _config
 from test_gateway import Destination, echo, eventually, free_port, job_of, new_study, store
 
 from benchmarks import hostile
+from serving.dicom_status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from serving.gateway import Gateway, GatewayError, GatewaySettings, JobState
 from serving.gateway.retention import RetentionSweeper
-from serving.gateway.scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from serving.gateway.spool import JobStateError, Spool, StoreOutcome
 from serving.pipeline.model import DetectorModel
 from tests.memory import peak_rss, reset_peak_rss

@@ -55,8 +55,9 @@ from serving.api.errors import ApiError
 from serving.api.logs import JsonFormatter, configure
 from serving.api.main import create_app
 from serving.api.store import ResultStore
+from serving.dicom_status import CANNOT_UNDERSTAND
 from serving.gateway import Gateway, JobState
-from serving.gateway.scp import CANNOT_UNDERSTAND, StoreSCP
+from serving.gateway.scp import StoreSCP
 from serving.gateway.spool import InvalidInstanceError, Spool, StoreOutcome
 from serving.settings import Settings
 from tests.dicomgen import make_dataset, to_bytes

@@ -36,6 +36,13 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from serving.dicom_status import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 from serving.gateway.admission import AdmissionGate, AdmittingRequestHandler, AdmittingServer
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.settings import CallerRule, GatewaySettings
@@ -53,11 +60,6 @@ from serving.pipeline.intake.parse import read_dataset
 
 log = logging.getLogger("galacto.gateway")
 
-SUCCESS: Final = 0x0000
-OUT_OF_RESOURCES: Final = 0xA700
-DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
-CANNOT_UNDERSTAND: Final = 0xC000
-PROCESSING_FAILURE: Final = 0x0110
 
 #: Transfer syntaxes offered for every storage class, uncompressed first.
 TRANSFER_SYNTAXES: Final = sorted(SUPPORTED_TRANSFER_SYNTAXES,

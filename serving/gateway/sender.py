@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from serving.dicom_status import STORE_WARNINGS, SUCCESS
 from serving.gateway.settings import GatewaySettings
 from serving.gateway.spool import ResultRecord
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("galacto.gateway")
 
-#: DIMSE C-STORE warning statuses: the object was stored (PS3.4 B.2.3).
-STORE_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 #: DICOM JSON tags read from a STOW-RS response.
 REFERENCED_SOP_SEQUENCE = "00081199"
 REFERENCED_SOP_INSTANCE_UID = "00081155"
@@ -114,7 +113,7 @@ class DimseSender:
         code = getattr(status, "Status", None)
         if code is None:
             return "no C-STORE response (timeout or association aborted)"
-        if int(code) == 0x0000 or int(code) in STORE_WARNINGS:
+        if int(code) == SUCCESS or int(code) in STORE_WARNINGS:
             return None
         return f"C-STORE status 0x{int(code):04X}"
 

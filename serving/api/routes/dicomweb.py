@@ -48,20 +48,27 @@ from serving.api.state import AppState, get_state
 from serving.api.store import check_uid
 from serving.api.triage import Triaged
 from serving.api.uploads import run_upload
+from serving.dicom_status import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    DUPLICATE_SOP_INSTANCE,
+    PROCESSING_FAILURE,
+    SOP_CLASS_NOT_SUPPORTED,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
+)
 from serving.pipeline.detect import detect
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
-CANNOT_UNDERSTAND = 0xC000
 FAILURE_REASON: dict[str, int] = {
     "not_dicom": CANNOT_UNDERSTAND, "invalid_header": CANNOT_UNDERSTAND,
     "decode_error": CANNOT_UNDERSTAND, "truncated_pixel_data": CANNOT_UNDERSTAND,
-    "unsupported_transfer_syntax": 0xC122, "unsupported_sop_class": 0x0122,
-    "study_mismatch": 0xA900,
-    "invalid_uid": 0xA900,  # PS3.18 "Data Set does not match SOP Class": a Type 1 UID
-    "duplicate_instance": 0x0111,  # PS3.7 "Duplicate SOP Instance": sent twice in one request
+    "unsupported_transfer_syntax": TRANSFER_SYNTAX_NOT_SUPPORTED,
+    "unsupported_sop_class": SOP_CLASS_NOT_SUPPORTED,
+    "study_mismatch": DOES_NOT_MATCH_SOP_CLASS,
+    "invalid_uid": DOES_NOT_MATCH_SOP_CLASS,  # PS3.18: a Type 1 UID empty or malformed
+    "duplicate_instance": DUPLICATE_SOP_INSTANCE,  # sent twice in one request
 }
-PROCESSING_FAILURE = 0x0110
 STOW_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
 #: What the operations answer besides the router's ErrorOut errors (serving.api.main): STOW-RS
