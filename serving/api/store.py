@@ -10,25 +10,20 @@ by :meth:`ResultStore.purge` (``GALACTO_RESULTS_RETENTION_DAYS``; 0 keeps them).
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Sequence
-from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
 from serving.api.errors import ApiError
-
-UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+from serving.storage import encode, ensure_dir, is_uid, write_durably
 
 
 def check_uid(value: str, what: str) -> str:
-    """``value`` if it is a valid DICOM UID, else 400 ``invalid_uid``."""
-    # fullmatch: with match, "$" also matches before a trailing newline ("1.2.3\n" passed)
-    if len(value) > 64 or not UID_RE.fullmatch(value):
+    """``value`` if it is a valid DICOM UID (:func:`serving.storage.is_uid`), else 400
+    ``invalid_uid``."""
+    if not is_uid(value):
         raise ApiError(400, "invalid_uid",
                        f"{what} must be a DICOM UID (digits and dots, at most 64 characters)")
     return value
@@ -36,9 +31,7 @@ def check_uid(value: str, what: str) -> str:
 
 def to_bytes(ds: Dataset) -> bytes:
     """Part-10 bytes of ``ds`` (with its file meta)."""
-    buf = BytesIO()
-    dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
+    return encode(ds)
 
 
 class ResultStore:
@@ -53,14 +46,9 @@ class ResultStore:
         series = check_uid(str(ds.SeriesInstanceUID), "SeriesInstanceUID")
         sop = check_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
         folder = self.root / study / series
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_dir(folder)
         path = folder / f"{sop}.dcm"
-        tmp = folder / f".{sop}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(to_bytes(ds))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_durably(encode(ds), folder, path)
         return path
 
     def put_all(self, datasets: Sequence[Dataset]) -> list[Path]:

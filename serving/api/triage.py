@@ -25,7 +25,6 @@ from pydicom.multival import MultiValue
 from serving.api.body import Part
 from serving.api.errors import intake_status, public_message
 from serving.api.schemas import RejectedOut
-from serving.api.store import UID_RE
 from serving.pipeline.dicom_in import read_header
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.intake.parse import (
@@ -36,10 +35,11 @@ from serving.pipeline.intake.parse import (
     shared_budget,
 )
 from serving.pipeline.intake.values import attr
+from serving.storage import is_uid
 
 #: Which source UIDs triage checks: none (JSON results), those DICOM results copy
 #: (``outputs``: one value of UI syntax), or those and a Study Instance UID the result store
-#: can file (``store``: also no leading zeros, :data:`serving.api.store.UID_RE`).
+#: can file (``store``: also no leading zeros, :func:`serving.storage.is_uid`).
 UidCheck = Literal["none", "outputs", "store"]
 #: Source attributes every DICOM result copies or references.
 RESULT_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -86,7 +86,7 @@ def uid_problem(ds: Dataset, check: UidCheck) -> str | None:
             return f"{attr(keyword)} is {'empty' if keyword in ds else 'absent'}"
         if not UI_RE.fullmatch(text):
             return f"{attr(keyword)} is not a valid UID"
-        if check == "store" and keyword == "StudyInstanceUID" and not UID_RE.fullmatch(text):
+        if check == "store" and keyword == "StudyInstanceUID" and not is_uid(text):
             return f"{attr(keyword)} is not a UID results can be stored under (no empty " \
                    "components, no leading zeros)"
     return None

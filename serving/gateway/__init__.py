@@ -3,7 +3,7 @@ the detection pipeline, and results sent back by C-STORE (or STOW-RS).
 
 - :mod:`~serving.gateway.settings`: ``GALACTO_GATEWAY_*`` settings.
 - :mod:`~serving.gateway.spool`: SQLite job table and instance/result files;
-  :mod:`~serving.gateway.jobs` (job states and records), :mod:`~serving.gateway.files`
+  :mod:`~serving.gateway.jobs` (job states and records), :mod:`serving.storage`
   (durable writes) and :mod:`~serving.gateway.retention` (releasing files of finished jobs).
 - :mod:`~serving.gateway.admission`: what a TCP connection passes before it is an association.
 - :mod:`~serving.gateway.scp`: the pynetdicom listener and its allow-list.

@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -48,7 +47,6 @@ from typing import Final
 
 from pydicom.dataset import Dataset
 
-from serving.gateway.files import encode, ensure_dir, fsync_dir, write_durably
 from serving.gateway.jobs import (
     JOB_COLUMNS,
     RELEASED_AT_FINISH,
@@ -65,10 +63,16 @@ from serving.gateway.jobs import (
     job_from_row,
     skipped_json,
 )
+from serving.storage import (
+    MAX_UID_LENGTH,
+    encode,
+    ensure_dir,
+    fsync_dir,
+    is_uid,
+    write_durably,
+)
 
 SCHEMA_VERSION: Final = 2
-UID_RE: Final = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-MAX_UID_LENGTH: Final = 64
 DB_NAME: Final = "gateway.db"
 LOCK_NAME: Final = "gateway.lock"
 
@@ -146,8 +150,7 @@ def check_uid(value: object, what: str) -> str:
     text = str(value or "").strip("\x00 ")
     if not text:
         raise InvalidInstanceError(f"{what} is absent; expected a UID")
-    # fullmatch: with match, "$" also matches before a trailing newline ("1.2.3\n" passed)
-    if len(text) > MAX_UID_LENGTH or not UID_RE.fullmatch(text):
+    if not is_uid(text):
         raise InvalidInstanceError(f"{what} is not a valid UID ({len(text)} characters); "
                                    f"expected digits and dots, at most {MAX_UID_LENGTH}")
     return text

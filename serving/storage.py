@@ -1,5 +1,10 @@
-"""Durable file operations of the spool: write-then-rename with fsyncs, directory creation,
-and the Part 10 encoding of result objects.
+"""What the gateway's spool and the API's result store share about files: DICOM UIDs checked
+before they name anything on disk, write-then-rename with fsyncs, directory creation, and the
+Part 10 encoding of result objects.
+
+A UID (PS3.5 9.1) is digits and dots, at most 64 characters, no component with a leading zero:
+checked with :func:`is_uid`, so a crafted UID (``../..``, an absolute path, a NUL byte, a
+trailing newline) cannot leave the folder it names a file in.
 
 A file written by :func:`write_durably` is either absent or complete after a crash: the bytes
 go to a temporary file that is fsynced, renamed to its final name, and the directory is
@@ -11,11 +16,24 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import uuid
 from pathlib import Path
+from typing import Final
 
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
+
+#: A DICOM UID: digits and dots, no component with a leading zero (PS3.5 9.1).
+UID_RE: Final = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+#: Longest UID (PS3.5 9.1).
+MAX_UID_LENGTH: Final = 64
+
+
+def is_uid(text: str) -> bool:
+    """Whether ``text`` is a DICOM UID (``fullmatch``: with ``match``, ``$`` also matched
+    before a trailing newline, and ``1.2.3\\n`` passed)."""
+    return len(text) <= MAX_UID_LENGTH and UID_RE.fullmatch(text) is not None
 
 
 def fsync_dir(path: Path) -> None:
