@@ -1,7 +1,8 @@
-"""``galacto dataset check | import | split``: bring your own annotated galactograms.
+"""``galacto dataset check | import | split | cv-summary``: bring your own annotated
+galactograms.
 
-Needs no torch: the tools read ``dataset.json``, DICOM headers (serving's intake) and
-annotation files only.
+Needs no torch: the tools read ``dataset.json``, DICOM headers (serving's intake),
+annotation files and evaluate reports only.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ FORMATS = ("csv", "coco", "sr", "gsps")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``galacto dataset`` and its three subcommands."""
+    """Add ``galacto dataset`` and its four subcommands."""
     p = sub.add_parser("dataset", help="check, import and split your own annotated data",
                        description="Tools for datasets brought by researchers: validate a "
                                    "dataset folder, import annotations (CSV, COCO, DICOM SR, "
-                                   "GSPS), make patient-level cross-validation folds.")
+                                   "GSPS), make patient-level cross-validation folds and "
+                                   "summarise the folds' evaluate reports.")
     verbs = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     _register_check(verbs)
     _register_import(verbs)
     _register_split(verbs)
+    _register_cv_summary(verbs)
 
 
 def _register_check(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,6 +79,19 @@ def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="first move this share of all patients to the test split (default: 0, "
                         "keep the test split as it is)")
     p.set_defaults(func=run_split)
+
+
+def _register_cv_summary(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("cv-summary", help="summarise the evaluate reports of the folds",
+                         description="Read one galacto evaluate --out report per fold and print "
+                                     "per fold the images, lesions, CPM and sensitivity at 1 "
+                                     "FP/image with their 95 %% intervals, then the mean and "
+                                     "standard deviation across folds.")
+    p.add_argument("reports", type=Path, nargs="+", metavar="REPORT.json",
+                   help="evaluate reports, one per fold, in fold order")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write the summary as JSON")
+    p.set_defaults(func=run_cv_summary)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -149,4 +165,24 @@ def run_split(args: argparse.Namespace) -> int:
                       str(f.lesions), str(f.mimics),
                       str(fold_dir(args.dir, f.fold).relative_to(args.dir)))
     Console().print(table)
+    return 0
+
+
+def run_cv_summary(args: argparse.Namespace) -> int:
+    """Read every report (exit 2 naming the first that is not an evaluate report), print the
+    table and optionally write the JSON."""
+    from rich.console import Console
+
+    from training.datasets.cv_summary import read_fold, summary_json, summary_table
+
+    try:
+        folds = [read_fold(path) for path in args.reports]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    console = Console()
+    console.print(summary_table(folds))
+    for k, fold in enumerate(folds):
+        console.print(f"fold {k}: {fold.report}", markup=False, highlight=False, soft_wrap=True)
+    if args.json:
+        args.json.write_text(json.dumps(summary_json(folds), indent=1) + "\n")
     return 0
