@@ -1,39 +1,7 @@
 """The DICOM intake's public names, as they have always been imported: the code lives in the
 package :mod:`serving.pipeline.intake` (modules ``parse``, ``types``, ``header``,
-``codestream``, ``decode``, ``pixel_semantics``, ``values``, ``reader``)."""
+``codestream``, ``decode``, ``pixel_semantics``, ``values``, ``reader``), whose ``__all__``
+this module re-exports unchanged."""
 
-from serving.pipeline.intake import (
-    ACCEPTED_SOP_CLASSES,
-    DEFAULT_MAX_PIXELS,
-    MAX_SPACING_MM,
-    SUPPORTED_TRANSFER_SYNTAXES,
-    VIEW_CODES,
-    VIEW_POSITIONS,
-    DicomSource,
-    Image,
-    ImageHeader,
-    Instance,
-    Laterality,
-    SpacingSource,
-    read_header,
-    read_image,
-    read_instance,
-)
-
-__all__ = [
-    "ACCEPTED_SOP_CLASSES",
-    "DEFAULT_MAX_PIXELS",
-    "MAX_SPACING_MM",
-    "SUPPORTED_TRANSFER_SYNTAXES",
-    "VIEW_CODES",
-    "VIEW_POSITIONS",
-    "DicomSource",
-    "Image",
-    "ImageHeader",
-    "Instance",
-    "Laterality",
-    "SpacingSource",
-    "read_header",
-    "read_image",
-    "read_instance",
-]
+from serving.pipeline.intake import *  # noqa: F403
+from serving.pipeline.intake import __all__ as __all__
