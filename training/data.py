@@ -1,5 +1,5 @@
 """Training data: images run once through serving's preprocessing, cached, then sampled as
-augmented patches.
+patches augmented by :func:`training.augment.augment`.
 
 Every image goes through ``serving.pipeline.dicom_in.read_image`` and
 ``serving.pipeline.preprocess.prepare`` (decode, canonical orientation, breast crop, resample to
@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.apps.detection.transforms.box_ops import flip_boxes, rot90_boxes, zoom_boxes
-from scipy import ndimage
 
-from serving.pipeline.boxes import box_areas, box_centres, monai_to_xyxy, xyxy_to_monai
+from serving.pipeline.boxes import box_areas, box_centres, xyxy_to_monai
 from serving.pipeline.dicom_in import read_image
 from serving.pipeline.preprocess import PreprocessConfig, Transform, prepare
+from training.augment import augment
 from training.config import AugmentConfig, PreprocessSection
 from training.datasets import SPLITS, load_index
 
@@ -194,57 +193,6 @@ def class_targets(img: CachedImage, class_names: Sequence[str]
     return boxes.astype(np.float32), labels
 
 
-def _augment(patch: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
-             rng: np.random.Generator, labels: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spatial (MONAI box ops: flip, rot90, zoom) then intensity augmentation of one patch.
-
-    ``boxes`` are model-pixel ``[x1, y1, x2, y2]``; MONAI's box ops work in the array's
-    spatial order, so they receive MONAI-order boxes and the result is converted back.
-    ``labels`` ``(M,)`` (default: all 0) follow their boxes; returns patch, boxes, labels.
-    """
-    labels = np.zeros(len(boxes), np.int64) if labels is None else np.asarray(labels)
-    mb = torch.as_tensor(xyxy_to_monai(boxes, np.float32))
-    size = patch.shape
-    for axis in (0, 1):
-        if rng.random() < cfg.flip_p:
-            patch = np.flip(patch, axis=axis)
-            mb = flip_boxes(mb, spatial_size=size, flip_axes=axis)
-    if rng.random() < cfg.rot90_p:
-        k = int(rng.integers(1, 4))
-        mb = rot90_boxes(mb, spatial_size=size, k=k, axes=(0, 1))
-        patch = np.rot90(patch, k=k, axes=(0, 1))
-        size = patch.shape
-    if rng.random() < cfg.zoom_p:
-        z = float(rng.uniform(*cfg.zoom_range))
-        zoomed = ndimage.zoom(np.ascontiguousarray(patch), z, order=1)
-        mb = zoom_boxes(mb, zoom=(z, z))
-        n = patch.shape[0]
-        out = np.zeros_like(patch)
-        m = min(n, zoomed.shape[0])
-        off = (zoomed.shape[0] - n) // 2 if z > 1 else 0
-        if z > 1:
-            out[:] = zoomed[off: off + n, off: off + n]
-            mb = mb - off
-        else:
-            out[:m, :m] = zoomed[:m, :m]
-        patch = out
-        mb = mb.clamp(0, n)
-        keep = ((mb[:, 2] - mb[:, 0]) > 2) & ((mb[:, 3] - mb[:, 1]) > 2)
-        mb = mb[keep]
-        labels = labels[keep.numpy()]
-    boxes = monai_to_xyxy(mb.numpy(), np.float32)
-    patch = np.ascontiguousarray(patch, dtype=np.float32)
-    gamma = float(rng.uniform(*cfg.gamma_range))
-    patch = np.sign(patch) * np.abs(patch) ** gamma
-    patch = patch * float(rng.uniform(*cfg.contrast_range))
-    patch = patch + float(rng.uniform(-cfg.shift_range, cfg.shift_range))
-    if rng.random() < cfg.blur_p:
-        patch = ndimage.gaussian_filter(patch, float(rng.uniform(0.4, 1.2)))
-    patch = patch + rng.normal(0.0, cfg.noise_std * rng.random(), patch.shape)
-    return patch.astype(np.float32), boxes, labels
-
-
 class PatchSampler:
     """Deterministic batches of augmented patches: batch ``(epoch, step)`` depends only on the
     seed, so CPU runs repeat exactly and a resumed run continues the same sequence.
@@ -310,7 +258,7 @@ class PatchSampler:
         i, center = self._pick(rng)
         boxes, labels = self.targets[i]
         patch, kept, idx = _crop(self.images[i], center, self.patch, boxes)
-        return _augment(patch, kept, self.augment, rng, labels[idx])
+        return augment(patch, kept, self.augment, rng, labels[idx])
 
     def batch(self, epoch: int, step: int, size: int, rank: int = 0
               ) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:

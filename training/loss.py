@@ -10,9 +10,11 @@ Boxes are MONAI 2D boxes ``[r1, c1, r2, c2]`` in input pixels (see :mod:`serving
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
-from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher
+from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher, Matcher
 from monai.apps.detection.utils.box_coder import BoxCoder
 from monai.apps.detection.utils.hard_negative_sampler import HardNegativeSampler
 from monai.data.box_utils import box_iou
@@ -21,9 +23,6 @@ from monai.losses.giou_loss import BoxGIoULoss
 from torch import Tensor, nn
 
 from training.config import MatcherConfig
-
-BELOW_LOW = -1
-BETWEEN = -2
 
 
 def reshape_head(maps: list[Tensor], k: int) -> Tensor:
@@ -37,26 +36,66 @@ def reshape_head(maps: list[Tensor], k: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
-class IoUMatcher:
-    """Max-IoU matching (torchvision ``Matcher`` semantics, re-implemented): an anchor is
-    positive when its best IoU > ``fg``, negative below ``bg``, ignored in between; each
-    ground-truth box also keeps its best anchors (low-quality matches)."""
+class IoUMatcher(Matcher):
+    """Max-IoU matching (torchvision ``Matcher`` semantics, re-implemented) on MONAI's
+    :class:`~monai.apps.detection.utils.ATSS_matcher.Matcher` contract.
 
-    def __init__(self, fg: float, bg: float) -> None:
-        if fg < bg:
-            raise ValueError(f"matcher.fg_iou ({fg}) must be >= matcher.bg_iou ({bg})")
-        self.fg, self.bg = fg, bg
+    An anchor takes the ground-truth box it overlaps most. It is positive when that IoU is
+    above ``fg_iou``, negative (``BELOW_LOW_THRESHOLD``) below ``bg_iou`` and ignored
+    (``BETWEEN_THRESHOLDS``) in between; each ground-truth box also keeps the anchors of its
+    highest positive IoU, whatever their value (low-quality matches).
 
-    def __call__(self, gt: Tensor, anchors: Tensor) -> Tensor:
-        iou = torch.as_tensor(box_iou(gt, anchors))  # (M, A)
+    Args:
+        fg_iou: IoU above which an anchor is positive.
+        bg_iou: IoU below which an anchor is negative; at most ``fg_iou``.
+        similarity_fn: ``(N, 4) x (A, 4) -> (N, A)`` similarity, MONAI's ``box_iou`` by
+            default.
+
+    Raises:
+        ValueError: ``fg_iou < bg_iou``.
+    """
+
+    def __init__(self, fg_iou: float, bg_iou: float,
+                 similarity_fn: Callable[[Tensor, Tensor], Tensor] = box_iou,  # type: ignore[assignment]
+                 ) -> None:
+        if fg_iou < bg_iou:
+            raise ValueError(f"matcher.fg_iou ({fg_iou}) must be >= matcher.bg_iou ({bg_iou})")
+        super().__init__(similarity_fn=similarity_fn)
+        self.fg, self.bg = fg_iou, bg_iou
+
+    def compute_matches(self, boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequence[int],
+                        num_anchors_per_loc: int) -> tuple[Tensor, Tensor]:
+        """Match the anchors of one image to its ground-truth boxes (at least one).
+
+        Args:
+            boxes: ``(N, 4)`` ground-truth boxes, MONAI 2D ``[r1, c1, r2, c2]``, pixels.
+            anchors: ``(A, 4)`` anchors, same order and units.
+            num_anchors_per_level: unused (max-IoU matching does not look at levels).
+            num_anchors_per_loc: unused.
+
+        Returns:
+            The ``(N, A)`` IoU matrix and the ``(A,)`` int64 matched box index per anchor
+            (``BELOW_LOW_THRESHOLD`` = -1 for a negative, ``BETWEEN_THRESHOLDS`` = -2 for an
+            ignored anchor).
+        """
+        iou = torch.as_tensor(self.similarity_fn(boxes, anchors))
         best, idx = iou.max(dim=0)
-        matched = idx.clone()
-        matched[best < self.bg] = BELOW_LOW
-        matched[(best >= self.bg) & (best <= self.fg)] = BETWEEN
+        matches = idx.clone()
+        matches[best < self.bg] = self.BELOW_LOW_THRESHOLD
+        matches[(best >= self.bg) & (best <= self.fg)] = self.BETWEEN_THRESHOLDS
         best_per_gt = iou.max(dim=1, keepdim=True).values
         gt_i, anc_i = torch.nonzero((iou == best_per_gt) & (best_per_gt > 0), as_tuple=True)
-        matched[anc_i] = gt_i
-        return matched
+        matches[anc_i] = gt_i
+        return iou, matches
+
+
+def build_matcher(cfg: MatcherConfig) -> Matcher:
+    """The anchor matcher that ``cfg.kind`` names: MONAI's ATSS (``num_candidates``,
+    ``center_in_gt``) or :class:`IoUMatcher` (``fg_iou``, ``bg_iou``)."""
+    if cfg.kind == "atss":
+        return ATSSMatcher(cfg.num_candidates, box_iou, cfg.center_in_gt,  # type: ignore[arg-type]
+                           debug=False)
+    return IoUMatcher(cfg.fg_iou, cfg.bg_iou)
 
 
 class DetectionLoss(nn.Module):
@@ -72,9 +111,7 @@ class DetectionLoss(nn.Module):
         self.cfg = cfg
         self.num_anchors_per_loc = num_anchors_per_loc
         self.box_coder = BoxCoder(weights=box_coder_weights)
-        self.atss = ATSSMatcher(cfg.num_candidates, box_iou, cfg.center_in_gt,  # type: ignore[arg-type]
-                                debug=False)
-        self.iou = IoUMatcher(cfg.fg_iou, cfg.bg_iou)
+        self.matcher = build_matcher(cfg)
         self.sampler = HardNegativeSampler(batch_size_per_image=cfg.batch_size_per_image,
                                            positive_fraction=cfg.positive_fraction,
                                            min_neg=cfg.min_neg, pool_size=cfg.pool_size)
@@ -83,17 +120,38 @@ class DetectionLoss(nn.Module):
                                     else nn.SmoothL1Loss(beta=1.0 / 9, reduction="mean"))
 
     def match(self, gt: Tensor, anchors: Tensor, num_locs_per_level: list[int]) -> Tensor:
-        """Matched ground-truth index per anchor (``-1`` negative, ``-2`` ignored)."""
-        if gt.numel() == 0:
-            return torch.full((anchors.shape[0],), BELOW_LOW, dtype=torch.int64,
-                              device=anchors.device)
-        if self.cfg.kind == "atss":
-            _, matched = self.atss(gt, anchors, num_locs_per_level, self.num_anchors_per_loc)
-            return matched
-        return self.iou(gt, anchors)
+        """Matched ground-truth index per anchor.
+
+        Args:
+            gt: ``(M, 4)`` ground-truth boxes of one image, MONAI 2D ``[r1, c1, r2, c2]``,
+                pixels (``M`` may be 0: every anchor is then a negative).
+            anchors: ``(A, 4)`` anchors of that image, same order and units.
+            num_locs_per_level: feature-map locations (``h * w``) per pyramid level.
+
+        Returns:
+            ``(A,)`` int64 on ``anchors``' device: the box index, ``-1``
+            (``Matcher.BELOW_LOW_THRESHOLD``, negative) or ``-2``
+            (``Matcher.BETWEEN_THRESHOLDS``, ignored).
+        """
+        _, matched = self.matcher(gt, anchors, num_locs_per_level, self.num_anchors_per_loc)
+        return matched.to(anchors.device)
 
     def forward(self, head: dict[str, list[Tensor]], anchors: list[Tensor],
                 boxes: list[Tensor], labels: list[Tensor]) -> dict[str, Tensor]:
+        """Loss of one batch of ``B`` images.
+
+        Args:
+            head: the network's ``classification`` maps ``[(B, A*K, h, w)]`` (logits, ``K``
+                classes) and ``box_regression`` maps ``[(B, A*4, h, w)]``, one per level.
+            anchors: per image, ``(sum(h*w*A), 4)`` anchors, MONAI 2D ``[r1, c1, r2, c2]``,
+                input pixels, in MONAI's anchor order.
+            boxes: per image, ``(M, 4)`` ground-truth boxes, same order and units (``M`` may
+                be 0).
+            labels: per image, ``(M,)`` int64 class indices.
+
+        Returns:
+            ``{"cls": focal loss, "box": box loss, "loss": their sum}``, each a scalar tensor.
+        """
         cls_maps, box_maps = head["classification"], head["box_regression"]
         k = cls_maps[0].shape[1] // self.num_anchors_per_loc
         cls = reshape_head(cls_maps, k)
