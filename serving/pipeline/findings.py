@@ -26,6 +26,32 @@ class ViewLocationOut(BaseModel):
     text: str = Field(description="e.g. 'Left breast, outer half (from the CC view), ...'")
 
 
+class FrameOut(BaseModel):
+    """Where a finding lies in a tomosynthesis volume. Frame numbers are DICOM frame numbers
+    (1-based, as Referenced Frame Number (0008,1160) counts them)."""
+
+    best: int = Field(ge=1, description="the frame where the finding scores highest (in focus); "
+                      "box_px is drawn on it")
+    first: int = Field(ge=1, description="first frame it is detected in")
+    last: int = Field(ge=1, description="last frame it is detected in")
+    height_mm: float = Field(description="height of the best frame's plane above the breast "
+                             "support (detector), mm")
+
+
+class SingleViewLocationOut(BaseModel):
+    """The BI-RADS location one tomosynthesis view gives (clock face from one volume)."""
+
+    clock_hour: int | None = Field(description="1-12; None where the view or orientation "
+                                   "cannot tell")
+    quadrant: str | None
+    depth: str
+    distance_from_nipple_mm: float
+    distance_from_nipple_cm: int
+    assumptions: list[str] = Field(default_factory=list, description="what had to be "
+                                   "assumed, e.g. the MLO angle")
+    phrase: str
+
+
 class FindingOut(BaseModel):
     """One detected filling defect on one image."""
 
@@ -45,6 +71,11 @@ class FindingOut(BaseModel):
     center_mm: list[float] = Field(min_length=2, max_length=2)
     size_mm: list[float] = Field(min_length=2, max_length=2, description="[width, height]")
     location: ViewLocationOut | None = None
+    frame: FrameOut | None = Field(default=None, description="tomosynthesis volumes only: "
+                                   "the planes the finding lies in; None for a 2D image")
+    single_view_location: SingleViewLocationOut | None = Field(
+        default=None, description="tomosynthesis volumes only: the location one volume gives "
+        "(the plane's height is the third dimension)")
 
 
 class MimicOut(BaseModel):
@@ -56,6 +87,7 @@ class MimicOut(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     box_px: list[float] = Field(min_length=4, max_length=4)
     box_mm: list[float] = Field(min_length=4, max_length=4)
+    frame: FrameOut | None = Field(default=None, description="tomosynthesis volumes only")
 
 
 class ImageOut(BaseModel):
@@ -72,6 +104,8 @@ class ImageOut(BaseModel):
     cols: int
     spacing_mm: list[float]
     spacing_source: str
+    number_of_frames: int | None = Field(default=None, description="tomosynthesis volumes: "
+                                         "the number of frames; None for a 2D image")
     nipple_px: list[float] | None = None
     pnl_length_mm: float | None = None
     findings: list[FindingOut]
