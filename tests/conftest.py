@@ -25,15 +25,22 @@ from serving.pipeline.findings import MimicOut
 from serving.pipeline.model import DetectorModel, default_model_dir, load_model
 
 
+def synth_lesion_study(out: Path, *, cases: int, seed: int) -> Path:
+    """``out`` filled by ``galacto synth`` (in a subprocess) with ``cases`` generated cases with
+    lesions of the GE profile, from ``seed``: uncompressed, MONOCHROME2."""
+    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
+                        "--cases", str(cases), "--seed", str(seed), "--profile", "ge",
+                        "--normal-share", "0", "--compressed-share", "0",
+                        "--monochrome1-share", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 @pytest.fixture(scope="session")
 def galactogram_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The two views of one generated case with lesions (uncompressed, MONOCHROME2)."""
-    out = tmp_path_factory.mktemp("galactogram") / "study"
-    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
-                        "--cases", "1", "--seed", "77", "--profile", "ge", "--normal-share", "0",
-                        "--compressed-share", "0", "--monochrome1-share", "0"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    out = synth_lesion_study(tmp_path_factory.mktemp("galactogram") / "study", cases=1, seed=77)
     files = sorted(out.rglob("*.dcm"))
     assert len(files) == 2, files
     return files

@@ -44,23 +44,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import (
-    JPEG2000,
     PYDICOM_IMPLEMENTATION_UID,
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
     generate_uid,
 )
+
+from serving.pipeline.intake import syntaxes
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -112,14 +107,10 @@ VIEW_SRT: dict[str, str] = {
 }
 
 #: Transfer syntaxes written natively by pydicom.
-NATIVE_SYNTAXES = (
-    ImplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-)
-#: Transfer syntaxes compressed with ``Dataset.compress`` (pydicom's own encoders/plugins).
-PYDICOM_ENCODED = (RLELossless, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000)
+NATIVE_SYNTAXES = syntaxes.NATIVE_SYNTAXES
+#: Transfer syntaxes compressed with ``Dataset.compress`` (pydicom's own encoders/plugins):
+#: RLE Lossless, JPEG-LS lossless and near-lossless, JPEG 2000 lossless and lossy.
+PYDICOM_ENCODED = syntaxes.RLE_SYNTAXES + syntaxes.JPEG_LS_SYNTAXES + syntaxes.J2K_SYNTAXES
 #: High-Throughput JPEG 2000 (PS3.5 A.4.11), encoded with imagecodecs' OpenJPH binding:
 #: reversible for the lossless syntaxes, irreversible (``reversible=False``) for HTJ2K.
 HTJ2K_ENCODED = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")

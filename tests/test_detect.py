@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import synth_lesion_study
 from rich.console import Console
 
 from serving.cli.detect import print_study
@@ -26,13 +27,7 @@ EVIDENCE = "other view: partner scored 0.83"
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("detect") / "study"
-    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
-                        "--cases", "2", "--seed", "77", "--profile", "ge", "--normal-share", "0",
-                        "--compressed-share", "0", "--monochrome1-share", "0"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return out
+    return synth_lesion_study(tmp_path_factory.mktemp("detect") / "study", cases=2, seed=77)
 
 
 def _variant(path: Path, out: Path, *, mirror: bool, invert: bool) -> Path:

@@ -64,19 +64,18 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
-    JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
 )
 
 from serving.pipeline.dicom_in import Image, ImageHeader, read_header, read_image
 from serving.pipeline.errors import IntakeError
-from tests.dicomgen import make_dataset, set_raw, to_bytes
+from serving.pipeline.intake.syntaxes import J2K_SYNTAXES, JPEG_LS_SYNTAXES, JPEG_PROCESS_SYNTAXES
+from tests.dicomgen import PYDICOM_ENCODED, make_dataset, set_raw, to_bytes
 from tests.memory import peak_rss, reset_peak_rss
 
 # --------------------------------------------------------------------------------------------
@@ -245,9 +244,9 @@ def check_intake(data: bytes, *, reduce_to_spacing_mm: float | None = None,
 
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
           DeflatedExplicitVRLittleEndian)
-ENCAPSULATED = (RLELossless, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000)
+ENCAPSULATED = PYDICOM_ENCODED
 #: JPEG processes written with DCMTK's dcmcjpeg (used when it is installed).
-DCMTK_JPEG = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1)
+DCMTK_JPEG = JPEG_PROCESS_SYNTAXES
 HAVE_DCMTK = shutil.which("dcmcjpeg") is not None
 SYNTAXES = NATIVE + ENCAPSULATED + (DCMTK_JPEG if HAVE_DCMTK else ())
 ENCAPSULATED_SYNTAXES = ENCAPSULATED + (DCMTK_JPEG if HAVE_DCMTK else ())
@@ -294,7 +293,7 @@ def _base_ok(base: Base) -> bool:
         return base.bits_stored in (8, 12) and not base.signed
     if base.syntax in (JPEGLossless, JPEGLosslessSV1):
         return not base.signed
-    if base.syntax in (JPEGLSLossless, JPEGLSNearLossless):
+    if base.syntax in JPEG_LS_SYNTAXES:
         return base.bits_stored > 8 or base.rows >= 16
     return True
 
@@ -551,7 +550,7 @@ def patch_frame_header(frame: bytes, syntax: str, rows: int, cols: int, componen
     """``frame`` with its codestream header claiming ``rows x cols`` and ``components``
     (JPEG 2000 SIZ also a ``tile`` size); unchanged when the header is not found."""
     out = bytearray(frame)
-    if syntax in (JPEG2000Lossless, JPEG2000):
+    if syntax in J2K_SYNTAXES:
         pos = frame.find(b"\xff\x4f\xff\x51")
         if pos < 0 or len(frame) < pos + 42:
             return frame
@@ -563,7 +562,7 @@ def patch_frame_header(frame: bytes, syntax: str, rows: int, cols: int, componen
         return bytes(out)
     if syntax == RLELossless:
         return frame
-    markers = (b"\xff\xf7",) if syntax in (JPEGLSLossless, JPEGLSNearLossless) else (
+    markers = (b"\xff\xf7",) if syntax in JPEG_LS_SYNTAXES else (
         b"\xff\xc0", b"\xff\xc1", b"\xff\xc3")
     positions = [p for p in (frame.find(m) for m in markers) if p >= 0]
     if not positions:

@@ -44,8 +44,8 @@ from serving.gateway.spool import InvalidInstanceError, JobStateError, Spool, St
 from serving.outputs.cad_sr import read_cad_sr
 from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES
 from serving.pipeline.model import DetectorModel
+from tests.gateway_helpers import QUIET_S, clear_gateway_env, gateway_factory
 
-QUIET_S = 0.5
 CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
@@ -184,11 +184,7 @@ def job_of(gateway: Gateway, study_uid: str) -> int:
 
 @pytest.fixture(autouse=True)
 def _no_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("GALACTO_GATEWAY_"):
-            monkeypatch.delenv(key)
+    clear_gateway_env(monkeypatch)
 
 
 @pytest.fixture
@@ -202,20 +198,8 @@ def destination() -> Iterator[Destination]:
 def make_gateway(tmp_path: Path, bundled_model: DetectorModel
                  ) -> Iterator[Callable[..., Gateway]]:
     """Start gateways on a free port with tiny timings; all stopped at the end."""
-    started: list[Gateway] = []
-
-    def make(**overrides: Any) -> Gateway:
-        values: dict[str, Any] = {"port": 0, "spool_dir": tmp_path / "spool",
-                                  "quiet_period_s": QUIET_S, "backoff_s": 0.1,
-                                  "send_retries": 2, "network_timeout_s": 5}
-        values.update(overrides)
-        gateway = Gateway(GatewaySettings(**values), model=bundled_model).start()
-        started.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in started:
-        gateway.stop()
+    with gateway_factory(tmp_path / "spool", bundled_model) as make:
+        yield make
 
 
 # --------------------------------------------------------------------------------------------

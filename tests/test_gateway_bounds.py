@@ -15,7 +15,6 @@ and real pynetdicom associations (the gateway runs in process on a free localhos
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import threading
@@ -36,10 +35,10 @@ from serving.gateway import Gateway, GatewayError, GatewaySettings, JobState
 from serving.gateway.retention import RetentionSweeper
 from serving.gateway.spool import JobStateError, Spool, StoreOutcome
 from serving.pipeline.model import DetectorModel
+from tests.gateway_helpers import QUIET_S, clear_gateway_env, gateway_factory
 from tests.memory import peak_rss, reset_peak_rss
 
 MB = 1_000_000
-QUIET_S = 0.5
 #: Most the peak RSS may grow while one hostile instance is refused.
 RSS_BOUND = 100 * MB
 US_IMAGE = {"modality": "US"}
@@ -47,29 +46,16 @@ US_IMAGE = {"modality": "US"}
 
 @pytest.fixture(autouse=True)
 def _no_gateway_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("GALACTO_GATEWAY_"):
-            monkeypatch.delenv(key)
+    clear_gateway_env(monkeypatch)
 
 
 @pytest.fixture
 def make_gateway(tmp_path: Path, bundled_model: DetectorModel
                  ) -> Iterator[Callable[..., Gateway]]:
-    """Start gateways on a free port with tiny timings; all stopped at the end."""
-    started: list[Gateway] = []
-
-    def make(**overrides: Any) -> Gateway:
-        values: dict[str, Any] = {"port": 0, "spool_dir": tmp_path / "spool",
-                                  "quiet_period_s": QUIET_S, "backoff_s": 0.1,
-                                  "send_retries": 0, "network_timeout_s": 5}
-        values.update(overrides)
-        gateway = Gateway(GatewaySettings(**values), model=bundled_model).start()
-        started.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in started:
-        gateway.stop()
+    """Start gateways on a free port with tiny timings and no send retries; all stopped at
+    the end."""
+    with gateway_factory(tmp_path / "spool", bundled_model, send_retries=0) as make:
+        yield make
 
 
 def timed_echo(port: int) -> tuple[int | None, float]:

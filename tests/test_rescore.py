@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from conftest import synth_lesion_study
 
 from serving.pipeline.candidates import analyse_study
 from serving.pipeline.detect import detect
@@ -65,13 +64,7 @@ def test_rescore_features_and_model_round_trip() -> None:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rescore") / "study"
-    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--out", str(out),
-                        "--cases", "1", "--seed", "78", "--profile", "ge", "--normal-share", "0",
-                        "--compressed-share", "0", "--monochrome1-share", "0"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return out
+    return synth_lesion_study(tmp_path_factory.mktemp("rescore") / "study", cases=1, seed=78)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,12 @@ from serving.cli.calibrate import register as register_calibrate
 from serving.cli.detect import register as register_detect
 from serving.cli.gateway import register as register_gateway
 from serving.cli.info import register as register_info
+from serving.cli.options import Subparsers
 from serving.cli.serve import register as register_serve
 from serving.errors import CommandError
 from serving.log_filters import quiet_third_party
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+Register = Callable[[Subparsers], None]
 
 #: Third-party loggers that are chatty at INFO level.
 #: Built-in subcommands (always available with the base install).

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from serving.cli.options import Subparsers, add_command, add_model_option
 from serving.errors import CommandError
 
 if TYPE_CHECKING:
@@ -31,10 +32,10 @@ DEFAULT_OUT = Path("site-calibration.json")
 #: Offset of the "DICM" prefix of a DICOM Part 10 file (after the 128-byte preamble).
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``galacto calibrate``."""
-    p = sub.add_parser(
-        "calibrate", help="re-choose operating points on a site's normal studies",
+    p = add_command(
+        sub, "calibrate", func=run, help="re-choose operating points on a site's normal studies",
         description="Run the model on a folder of normal (lesion-free) studies of this site, "
                     "where every finding is a false positive, and choose for each target "
                     "false-positive rate the lowest score threshold that meets it. Writes a "
@@ -47,13 +48,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="target false positives per image (repeatable); default: the model "
                         "card's operating points and their budgets. A target equal to a card "
                         "budget keeps that point's name, others are named site_<RATE>")
-    p.add_argument("--model", type=Path, default=None,
-                   help="models/<name>/<version> (default: $GALACTO_MODEL or the bundled "
-                        "galacto-small)")
+    add_model_option(p)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                    help=f"calibration file to write (default: ./{DEFAULT_OUT}; never inside "
                         "the model folder)")
-    p.set_defaults(func=run)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from serving.cli.options import Subparsers, add_command, add_model_option
 from serving.errors import CommandError
 
 if TYPE_CHECKING:
@@ -25,17 +26,14 @@ if TYPE_CHECKING:
 PIPE_WIDTH = 200
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``galacto detect``."""
-    p = sub.add_parser("detect", help="detect filling defects in DICOM files",
-                       description="Detect and locate filling defects in galactogram DICOM "
-                                   "files (folders are searched recursively; a file is "
-                                   "DICOM by its DICM marker or a .dcm suffix; a DICOMDIR "
-                                   "is followed).")
+    p = add_command(sub, "detect", func=run, help="detect filling defects in DICOM files",
+                    description="Detect and locate filling defects in galactogram DICOM files "
+                                "(folders are searched recursively; a file is DICOM by its "
+                                "DICM marker or a .dcm suffix; a DICOMDIR is followed).")
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
-    p.add_argument("--model", type=Path, default=None,
-                   help="models/<name>/<version> (default: $GALACTO_MODEL or the bundled "
-                        "galacto-small)")
+    add_model_option(p)
     p.add_argument("--operating-point", default=None,
                    help="operating point name from the model card or the calibration "
                         "(default: theirs)")
@@ -45,7 +43,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "if set)")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here")
-    p.set_defaults(func=run)
 
 
 def _files(paths: list[Path]) -> list[Path]:

@@ -19,19 +19,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serving.cli.options import Subparsers, add_command, add_model_option
 from serving.errors import CommandError
 
 #: Loggers kept at WARNING unless ``-v`` (pynetdicom logs every request; at DEBUG it logs UIDs).
 QUIET_LOGGERS = ("pynetdicom", "highdicom")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``galacto gateway`` and its actions."""
-    p = sub.add_parser("gateway", help="DICOM gateway: C-STORE in, results back",
-                       description="A DICOM node for PACS: receives studies by C-STORE, keeps "
-                                   "them in a durable spool, runs the detector once a study is "
-                                   "complete, and sends the results back by C-STORE (or "
-                                   "STOW-RS). Configured by GALACTO_GATEWAY_* variables.")
+    p = add_command(sub, "gateway", help="DICOM gateway: C-STORE in, results back",
+                    description="A DICOM node for PACS: receives studies by C-STORE, keeps them "
+                                "in a durable spool, runs the detector once a study is complete, "
+                                "and sends the results back by C-STORE (or STOW-RS). Configured "
+                                "by GALACTO_GATEWAY_* variables.")
     actions = p.add_subparsers(dest="gateway_action", metavar="ACTION")
     _add_run(actions)
     _add_jobs(actions)
@@ -50,8 +51,8 @@ def _spool_flag(p: argparse.ArgumentParser) -> None:
                    help="spool folder (GALACTO_GATEWAY_SPOOL_DIR, ./galacto-spool)")
 
 
-def _add_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = actions.add_parser("run", help="run the gateway (until Ctrl-C or SIGTERM)")
+def _add_run(actions: Subparsers) -> None:
+    p = add_command(actions, "run", func=cmd_run, help="run the gateway (until Ctrl-C or SIGTERM)")
     p.add_argument("--ae-title", default=None, help="our AE title (GALACTO_GATEWAY_AE_TITLE)")
     p.add_argument("--host", default=None, help="listen address (127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="DICOM port (11112; 0: any free)")
@@ -69,43 +70,40 @@ def _add_run(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--workers", type=int, default=None, help="studies processed at once (1)")
     p.add_argument("--results", default=None, metavar="KINDS",
                    help="result objects, comma list of sr, tid1500, gsps (sr)")
-    p.add_argument("--model", type=Path, default=None, help="models/<name>/<version>")
+    add_model_option(p, help="models/<name>/<version>")
     p.add_argument("--operating-point", default=None, help="operating point name")
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable log lines instead of JSON")
-    p.set_defaults(func=cmd_run)
 
 
-def _add_jobs(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = actions.add_parser("jobs", help="list the study jobs of a spool")
+def _add_jobs(actions: Subparsers) -> None:
+    p = add_command(actions, "jobs", func=cmd_jobs, help="list the study jobs of a spool")
     _spool_flag(p)
     p.add_argument("--state", default=None, help="only jobs in this state")
     p.add_argument("--limit", type=int, default=50, help="newest N jobs (50)")
     p.add_argument("--uids", action="store_true",
                    help="show Study Instance UIDs (default: a short hash of them)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    p.set_defaults(func=cmd_jobs)
 
 
-def _add_resend(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = actions.add_parser("resend", help="send a job's results again",
-                           description="Queue a sent, kept or failed job for sending again. "
-                                       "When a gateway runs on the spool it sends the job; "
-                                       "otherwise this command sends it itself (one attempt).")
+def _add_resend(actions: Subparsers) -> None:
+    p = add_command(actions, "resend", func=cmd_resend, help="send a job's results again",
+                    description="Queue a sent, kept or failed job for sending again. When a "
+                                "gateway runs on the spool it sends the job; otherwise this "
+                                "command sends it itself (one attempt).")
     p.add_argument("job", type=int, help="job number (see `galacto gateway jobs`)")
     _spool_flag(p)
     p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for a running gateway to finish it (60)")
-    p.set_defaults(func=cmd_resend)
 
 
-def _add_purge(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = actions.add_parser(
-        "purge", help="release the files of finished jobs",
-        description="Delete the instance and result files of finished jobs (the job records "
-                    "stay; a released job cannot be re-sent, and a study sent again after it "
-                    "is analysed again). A running gateway does this by itself for jobs older "
-                    "than GALACTO_GATEWAY_RETAIN_HOURS.")
+def _add_purge(actions: Subparsers) -> None:
+    p = add_command(actions, "purge", func=cmd_purge, help="release the files of finished jobs",
+                    description="Delete the instance and result files of finished jobs (the "
+                                "job records stay; a released job cannot be re-sent, and a "
+                                "study sent again after it is analysed again). A running "
+                                "gateway does this by itself for jobs older than "
+                                "GALACTO_GATEWAY_RETAIN_HOURS.")
     _spool_flag(p)
     p.add_argument("--older-than", default=None, metavar="AGE",
                    help="only jobs finished at least AGE ago: 90m, 36h, 7d, or seconds "
@@ -116,7 +114,6 @@ def _add_purge(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="list what would be released; delete nothing")
     p.add_argument("--uids", action="store_true",
                    help="show Study Instance UIDs (default: a short hash of them)")
-    p.set_defaults(func=cmd_purge)
 
 
 # --------------------------------------------------------------------------------------------

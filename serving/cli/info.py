@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from serving.cli.options import Subparsers, add_command
 from serving.errors import CommandError
 from serving.pipeline.dicom_in import DEFAULT_MAX_PIXELS, Image, read_image
 from serving.pipeline.errors import IntakeError
@@ -59,10 +60,12 @@ class FileReport:
         return result
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the ``info`` subcommand to ``galacto``."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "info",
+        func=run,
         help="show what the DICOM intake makes of files",
         description="Run the DICOM intake on each file (pixels decoded) and show what it "
         "makes of it: size, bits, photometric, spacing and its source, laterality, view, "
@@ -85,7 +88,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help=f"largest accepted Rows x Columns (default {DEFAULT_MAX_PIXELS})",
     )
-    parser.set_defaults(func=run)
 
 
 def _positive_int(text: str) -> int:

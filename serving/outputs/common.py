@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -304,6 +305,21 @@ def device_uid(model: ModelOut) -> str:
 def derived_uid(*parts: str) -> str:
     """A UID that is a hash of ``parts`` (pydicom's root): the same parts, the same UID."""
     return str(generate_uid(entropy_srcs=[MANUFACTURER, *parts]))
+
+
+class SeriesIdentity(TypedDict):
+    """The highdicom constructor arguments that name a result object's series and maker."""
+
+    series_number: int
+    series_description: str
+    manufacturer: str
+
+
+def series_identity(kind: ResultKind) -> SeriesIdentity:
+    """:class:`SeriesIdentity` of a result object of ``kind``: its :data:`SERIES_NUMBER` and
+    :data:`SERIES_DESCRIPTION`, and :data:`MANUFACTURER`."""
+    return SeriesIdentity(series_number=SERIES_NUMBER[kind],
+                          series_description=SERIES_DESCRIPTION[kind], manufacturer=MANUFACTURER)
 
 
 def stamp_result(ds: Dataset, result: ResultInput, when: dt.datetime) -> None:

@@ -44,9 +44,6 @@ from highdicom.color import CIELabColor
 from pydicom.dataset import Dataset
 
 from serving.outputs.common import (
-    MANUFACTURER,
-    SERIES_DESCRIPTION,
-    SERIES_NUMBER,
     ResultInput,
     ResultKind,
     box_polyline,
@@ -54,6 +51,7 @@ from serving.outputs.common import (
     new_uid,
     now,
     polyline_box,
+    series_identity,
     software_versions,
     stamp_result,
 )
@@ -304,10 +302,8 @@ def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
     ps = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=sources,
         series_instance_uid=series_uid,
-        series_number=SERIES_NUMBER[ResultKind.GSPS],
         sop_instance_uid=new_uid(),
         instance_number=instance_number,
-        manufacturer=MANUFACTURER,
         manufacturer_model_name=result.algorithm_name,
         software_versions=software_versions(result.model),
         device_serial_number="",
@@ -317,9 +313,9 @@ def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
         graphic_layers=layers or None,
         voi_lut_transformations=[voi_lut(s) for s in sources],
         presentation_lut_transformation=presentation_lut(sources[0]),
-        series_description=SERIES_DESCRIPTION[ResultKind.GSPS],
         series_date=when.date(),
         series_time=when.time(),
+        **series_identity(ResultKind.GSPS),
     )
     stamp_result(ps, result, when)
     ps.Laterality = common_laterality(images)

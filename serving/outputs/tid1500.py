@@ -60,8 +60,6 @@ from pydicom.sr.codedict import codes
 from serving.outputs import codes as c
 from serving.outputs.common import (
     MANUFACTURER,
-    SERIES_DESCRIPTION,
-    SERIES_NUMBER,
     ResultInput,
     ResultKind,
     box_polyline,
@@ -71,6 +69,7 @@ from serving.outputs.common import (
     new_uid,
     now,
     polyline_box,
+    series_identity,
     stamp_result,
 )
 from serving.outputs.wording import Lesion, StudyWords, algorithm_notes
@@ -288,18 +287,16 @@ def build_tid1500(result: ResultInput, *, when: dt.datetime | None = None) -> Da
         evidence=sources,
         content=report,
         series_instance_uid=new_uid(),
-        series_number=SERIES_NUMBER[ResultKind.TID1500],
         sop_instance_uid=new_uid(),
         instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=SERIES_DESCRIPTION[ResultKind.TID1500],
         content_date=when.date(),
         content_time=when.time(),
         series_date=when.date(),
         series_time=when.time(),
+        **series_identity(ResultKind.TID1500),
     )
     stamp_result(sr, result, when)
     return sr

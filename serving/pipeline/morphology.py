@@ -13,14 +13,14 @@ Arrays are ``(rows, cols)``. numpy only; never torch, monai, scipy or ``training
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["block_mean", "dilate", "erode", "largest_component"]
+from serving.pipeline.arrays import BoolArray
 
-BoolArray: TypeAlias = npt.NDArray[np.bool_]
+__all__ = ["block_mean", "dilate", "erode", "largest_component"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
+from serving.pipeline.arrays import BoolArray, FloatArray
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.morphology import block_mean, dilate, erode, largest_component
 
@@ -52,9 +53,6 @@ __all__ = [
     "prepare",
     "segment_breast",
 ]
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Pixel size of the reduced copy used for segmentation, mm (approximate).
 SEGMENTATION_SPACING_MM: Final = 1.0

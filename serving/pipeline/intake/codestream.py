@@ -14,21 +14,9 @@ from typing import Final
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-)
 
 from serving.pipeline.errors import Found, TruncatedPixelDataError
+from serving.pipeline.intake.syntaxes import J2K_UIDS, JPEG_UIDS
 from serving.pipeline.intake.values import attr as _attr
 
 #: The JP2 signature box (ISO 15444-1 I.5.1) that starts a JP2 file.
@@ -36,13 +24,6 @@ JP2_SIGNATURE: Final = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _SOC_SIZ: Final = b"\xff\x4f\xff\x51"
 
 
-#: JPEG 2000 (15444-1) and High-Throughput JPEG 2000 (15444-15) transfer syntaxes: the frame
-#: size is in the SIZ segment of the codestream.
-J2K_UIDS: Final = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL,
-                             HTJ2K})
-#: JPEG (10918) and JPEG-LS (14495) transfer syntaxes: frame size in an SOFn / SOF55 segment.
-JPEG_UIDS: Final = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
-                               JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless})
 #: Start-of-frame markers: SOF0-3, 5-7, 9-11, 13-15 (JPEG) and SOF55 (JPEG-LS).
 _SOF_MARKERS: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
                                  0xCD, 0xCE, 0xCF, 0xF7})

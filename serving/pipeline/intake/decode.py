@@ -29,24 +29,23 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
     UID,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
     RLELossless,
 )
 
 from serving.pipeline.errors import DecodeError, Found, TruncatedPixelDataError
-from serving.pipeline.intake.codestream import J2K_UIDS, codestream_of, j2k_precision
+from serving.pipeline.intake.codestream import codestream_of, j2k_precision
 from serving.pipeline.intake.parse import is_failure
+from serving.pipeline.intake.syntaxes import (
+    HTJ2K_SYNTAXES,
+    J2K_SYNTAXES,
+    J2K_UIDS,
+    JPEG_LS_SYNTAXES,
+)
 from serving.pipeline.intake.values import attr as _attr
 
 if TYPE_CHECKING:
@@ -57,23 +56,15 @@ if TYPE_CHECKING:
 #: (libjpeg-turbo's and libjpeg 6b's inverse DCTs differ by 1 in about 5 % of pixels), so
 #: they keep pydicom's decoder and use imagecodecs only when it fails (FALLBACK_DECODERS).
 FAST_DECODERS: Final[dict[str, str]] = {
-    JPEGLossless: "jpeg8_decode",
-    JPEGLosslessSV1: "jpeg8_decode",
-    JPEGLSLossless: "jpegls_decode",
-    JPEGLSNearLossless: "jpegls_decode",
-    JPEG2000Lossless: "jpeg2k_decode",
-    JPEG2000: "jpeg2k_decode",
-    HTJ2KLossless: "jpeg2k_decode",
-    HTJ2KLosslessRPCL: "jpeg2k_decode",
-    HTJ2K: "jpeg2k_decode",
+    **dict.fromkeys((JPEGLossless, JPEGLosslessSV1), "jpeg8_decode"),
+    **dict.fromkeys(JPEG_LS_SYNTAXES, "jpegls_decode"),
+    **dict.fromkeys(J2K_SYNTAXES + HTJ2K_SYNTAXES, "jpeg2k_decode"),
 }
 
 #: Transfer syntax -> the imagecodecs function tried when pydicom's decoder fails: a 12-bit
 #: JPEG Extended scan header that libjpeg 6b rejects and libjpeg-turbo (and GDCM) decode.
-FALLBACK_DECODERS: Final[dict[str, str]] = {
-    JPEGBaseline8Bit: "jpeg8_decode",
-    JPEGExtended12Bit: "jpeg8_decode",
-}
+FALLBACK_DECODERS: Final[dict[str, str]] = dict.fromkeys(
+    (JPEGBaseline8Bit, JPEGExtended12Bit), "jpeg8_decode")
 
 #: Threads OpenJPEG may use for one JPEG 2000 frame.
 J2K_THREADS: Final = 2

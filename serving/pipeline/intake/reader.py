@@ -20,8 +20,6 @@ from serving.pipeline.errors import (
     IntakeError,
 )
 from serving.pipeline.intake.codestream import (
-    J2K_UIDS,
-    JPEG_UIDS,
     check_frame_header,
     codestream_bits,
 )
@@ -38,6 +36,7 @@ from serving.pipeline.intake.pixel_semantics import (
     apply_plan,
     settle_stored_bits,
 )
+from serving.pipeline.intake.syntaxes import J2K_UIDS, JPEG_UIDS
 from serving.pipeline.intake.types import (
     Image,
     ImageHeader,

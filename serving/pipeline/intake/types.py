@@ -13,23 +13,14 @@ from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
+
+from serving.pipeline.intake.syntaxes import (
+    HTJ2K_SYNTAXES,
+    J2K_SYNTAXES,
+    JPEG_LS_SYNTAXES,
+    JPEG_PROCESS_SYNTAXES,
+    NATIVE_SYNTAXES,
+    RLE_SYNTAXES,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -59,26 +50,11 @@ ACCEPTED_SOP_CLASSES: Final[dict[str, str]] = {
     "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture",
 }
 
-#: Transfer syntaxes the intake decodes (a decoder plugin must also be installed).
+#: Transfer syntaxes the intake decodes (a decoder plugin must also be installed): the groups
+#: of :mod:`serving.pipeline.intake.syntaxes`.
 SUPPORTED_TRANSFER_SYNTAXES: Final[frozenset[str]] = frozenset(
-    {
-        ImplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        DeflatedExplicitVRLittleEndian,
-        ExplicitVRBigEndian,
-        JPEGBaseline8Bit,
-        JPEGExtended12Bit,
-        JPEGLossless,
-        JPEGLosslessSV1,
-        JPEGLSLossless,
-        JPEGLSNearLossless,
-        JPEG2000Lossless,
-        JPEG2000,
-        HTJ2KLossless,
-        HTJ2KLosslessRPCL,
-        HTJ2K,
-        RLELossless,
-    }
+    NATIVE_SYNTAXES + JPEG_PROCESS_SYNTAXES + JPEG_LS_SYNTAXES + J2K_SYNTAXES + HTJ2K_SYNTAXES
+    + RLE_SYNTAXES
 )
 
 #: ViewCodeSequence code value -> ViewPosition string, CID 4014 "View for Mammography":

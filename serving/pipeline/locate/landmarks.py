@@ -30,6 +30,7 @@ from typing import Final, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from serving.pipeline.arrays import BoolArray, FloatArray
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.locate.breast_frame import LATERAL_VIEWS, OBLIQUE_VIEWS, up_signs
 
@@ -61,8 +62,6 @@ __all__ = [
     "find_landmarks",
 ]
 
-FloatArray: TypeAlias = npt.NDArray[np.float64]
-BoolArray: TypeAlias = npt.NDArray[np.bool_]
 Point: TypeAlias = tuple[float, float]
 PnlEnd: TypeAlias = Literal["chest_wall", "pectoral", "image_edge"]
 
