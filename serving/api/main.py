@@ -1,10 +1,19 @@
-"""Builds the FastAPI app: settings checked, model loaded in the background at startup,
-middleware, error handlers, routers, viewer page.
+"""Builds the FastAPI app: settings checked, model loaded in the background at startup (and
+the DICOM gateway, when its settings enable it), middleware, error handlers, routers, viewer
+page.
 
 Middleware, outermost first: the body deadline (:mod:`serving.api.deadlines`), the Host check
 (Starlette's TrustedHostMiddleware, ``GALACTO_ALLOWED_HOSTS``: 400 ``Invalid host header``),
-then request id, cross-site refusal (:mod:`serving.api.origin`), auth, metrics and the
-request log (:mod:`serving.api.middleware`).
+then request id, cross-site refusal (:mod:`serving.api.origin`), the refusal of keyless
+requests that no key-checking route serves (:mod:`serving.api.auth`), metrics and the request
+log (:mod:`serving.api.middleware`).
+
+Routers: the probes, open (:mod:`serving.api.routes.probes`); then one router per resource,
+each declaring its prefix, its error responses and the key check
+(:func:`serving.api.auth.require_key`) as a router-level dependency: ``/v1/models``,
+``/metrics``, ``/v1/detect`` and ``/v1/render``, ``/dicomweb``, ``/v1/jobs``; then
+``/openapi.json`` and ``/docs`` (:mod:`serving.api.docs_page`), the viewer page ``/`` and its
+``/static`` files (open).
 
 Run it with ``galacto serve`` (which also bounds connections and header time:
 :mod:`serving.api.server`) or ``uvicorn serving.api.main:create_app --factory``.
@@ -17,7 +26,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,10 +40,10 @@ from serving.api.docs_page import install_docs
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.middleware import RequestMiddleware
-from serving.api.routes import detect, dicomweb, info, jobs
-from serving.api.schemas import ErrorOut
+from serving.api.routes import detect, dicomweb, info, jobs, probes, prometheus
 from serving.api.state import AppState
 from serving.gateway.service import embedded_gateway
+from serving.gateway.settings import GatewaySettings
 from serving.settings import Settings
 
 log = logging.getLogger("galacto.api")
@@ -74,29 +82,6 @@ def _install_handlers(app: FastAPI) -> None:
                                headers=getattr(exc, "headers", None))
 
 
-#: Error statuses each router's operations can answer (every error body is ErrorOut, also the
-#: 422 of invalid parameters, which FastAPI would document as HTTPValidationError): the
-#: OpenAPI schema lists them so that clients, and tests/test_schemathesis.py, can rely on it.
-_ROUTER_ERRORS: dict[str, dict[int, str]] = {
-    "info": {401: "missing or invalid API key", 503: "model not ready"},
-    "detect": {},  # documented on the routes (serving.api.routes.detect.ERRORS)
-    "dicomweb": {400: "invalid UID, or no instance could be read", 401: "missing or invalid "
-                 "API key", 403: "cross-site request from a browser", 404: "no stored result "
-                 "matches", 406: "Accept not satisfiable", 408: "request body too slow",
-                 409: "no instance accepted", 413: "body or image too large, or too many parts",
-                 415: "not multipart/related; type=\"application/dicom\"",
-                 422: "invalid request parameters", 503: "model not ready or busy"},
-    "jobs": {401: "missing or invalid API key", 404: "gateway not running, or no such job",
-             409: "job not resendable, or no destination", 422: "invalid request parameters"},
-}
-
-
-def _documented_errors(module: str) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for ``include_router``: the router's error statuses, as ErrorOut."""
-    codes = _ROUTER_ERRORS[module.rsplit(".", 1)[-1]]
-    return {code: {"model": ErrorOut, "description": text} for code, text in codes.items()}
-
-
 def _install_middleware(app: FastAPI, state: AppState) -> None:
     """Outermost first: body deadline, Host check, then :class:`RequestMiddleware`."""
     settings = state.settings
@@ -127,9 +112,16 @@ async def _keep_results_for(state: AppState) -> None:
         await asyncio.sleep(PURGE_EVERY_S)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None,
+               gateway_settings: GatewaySettings | None = None) -> FastAPI:
     """The app. Settings come from ``GALACTO_*`` when not given; unsafe ones raise
-    :class:`serving.settings.SettingsError` here, before anything listens."""
+    :class:`serving.settings.SettingsError` here, before anything listens.
+
+    ``gateway_settings``: the DICOM gateway to run inside the app, started with it when
+    ``enabled`` (:func:`serving.gateway.service.embedded_gateway`); when not given, they are
+    read from ``GALACTO_GATEWAY_*`` at startup. ``/v1/jobs`` answers 404
+    ``gateway_disabled`` while no gateway runs.
+    """
     settings = settings or Settings()
     settings.check_safe()
     state = AppState(settings)
@@ -137,8 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.start_loading()
-        gateway = await asyncio.to_thread(embedded_gateway, state.metrics.registry)
-        app.state.gateway = gateway  # None unless GALACTO_GATEWAY_ENABLED=true
+        gateway = await asyncio.to_thread(embedded_gateway, state.metrics.registry,
+                                          gateway_settings)
+        app.state.gateway = gateway  # None unless the gateway settings enable it
         retention = asyncio.create_task(_keep_results_for(state))
         yield
         retention.cancel()
@@ -147,13 +140,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.limiter.shutdown()
         state.triage_pool.shutdown(wait=True)
 
+    # /openapi.json and /docs: docs_page, behind the key
     app = FastAPI(title="galacto", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs: docs_page
+                  lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.galacto = state
     _install_handlers(app)
     _install_middleware(app, state)
-    for module in (info, detect, dicomweb, jobs):
-        app.include_router(module.router, responses=_documented_errors(module.__name__))
+    app.include_router(probes.router)  # open
+    for module in (info, prometheus, detect, dicomweb, jobs):  # each checks the key
+        app.include_router(module.router)
     install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

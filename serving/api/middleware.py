@@ -1,5 +1,6 @@
-"""The per-request middleware: request id, cross-site refusal, authentication, metrics and
-the request log, and the last net for unexpected exceptions.
+"""The per-request middleware: request id, cross-site refusal, the refusal of keyless
+requests that no key-checking route serves, metrics and the request log, and the last net for
+unexpected exceptions.
 
 A plain ASGI middleware, not Starlette's ``BaseHTTPMiddleware``: that one runs the app behind
 a wrapped ``receive`` in a task group, which turns an error raised while the body is read
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.api.auth import check_bearer, is_open
+from serving.api.auth import check_bearer, is_open, routed_to_key_check
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.metrics import method_label
@@ -33,14 +34,19 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def admit(request: Request, settings: Settings) -> None:
-    """The checks before a request reaches its route: cross-site refusal, then the key.
+    """The checks before a request reaches its route: cross-site refusal, then the key of a
+    request to a path that is not open and that no key-checking route will serve (unknown
+    path, a method the path does not have, a slash redirect): what exists is not told to
+    clients without a key. A route with :func:`serving.api.auth.require_key` checks the key
+    itself.
 
     Raises:
         ApiError: 403 ``cross_site_request``; 401 ``missing_credentials`` /
             ``invalid_credentials``.
     """
     check_same_origin(request, settings.public_base_url)
-    if settings.auth and not is_open(request.url.path):
+    if settings.auth and not is_open(request.url.path) \
+            and not routed_to_key_check(request.scope):
         check_bearer(request.headers.get("authorization"), settings.api_keys)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from serving.pipeline.findings import DetectionResponse
@@ -33,6 +36,14 @@ class ErrorOut(BaseModel):
     message: str = Field(description="what was expected and what was found")
     request_id: str | None = None
     rejected: list[RejectedOut] | None = None
+
+
+def error_responses(codes: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a router or route: each error status with its description, every
+    body an :class:`ErrorOut` (also the 422 of invalid parameters, which FastAPI would
+    otherwise document as ``HTTPValidationError``), so that the OpenAPI schema lists what
+    clients, and ``tests/test_schemathesis.py``, can rely on."""
+    return {code: {"model": ErrorOut, "description": text} for code, text in codes.items()}
 
 
 class OperatingPointInfo(BaseModel):

@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from serving.api.logs import configure
     from serving.api.main import create_app
     from serving.api.server import uvicorn_config
+    from serving.gateway.settings import GatewaySettings
     from serving.settings import Settings, SettingsError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     _check_port(settings.host, settings.port)
     _check_gateway()
     try:
-        app = create_app(settings)
+        app = create_app(settings, gateway_settings=GatewaySettings())
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     config = uvicorn_config(app, settings)

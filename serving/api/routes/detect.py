@@ -8,23 +8,24 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image as PILImage
 from starlette.responses import Response
 
 from serving.api.analysis import Analysis, analyse, build_results, read_parts, refused
+from serving.api.auth import require_key
+from serving.api.deps import ModelDep, StateDep
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related, wants_dicom
-from serving.api.schemas import DetectResponse, ErrorOut
-from serving.api.state import AppState, get_state
+from serving.api.schemas import DetectResponse, error_responses
+from serving.api.state import AppState
 from serving.api.store import to_bytes
 from serving.api.triage import Triaged
 from serving.api.uploads import run_upload
 from serving.outputs.common import ResultKind
 from serving.outputs.overlay import display_window
-
-router = APIRouter(tags=["detection"])
+from serving.pipeline.model import DetectorModel
 
 DICOM_BODY: dict[str, Any] = {
     "requestBody": {
@@ -42,18 +43,21 @@ DICOM_BODY: dict[str, Any] = {
         },
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": text} for code, text in (
-        (400, "not DICOM, truncated, malformed body, unknown operating point, invalid UID "
-              "for a DICOM output"),
-        (401, "missing or invalid API key"),
-        (403, "cross-site request from a browser"),
-        (408, "request body too slow"),
-        (413, "body or image too large, or too many parts"),
-        (415, "unsupported Content-Type or transfer syntax"),
-        (422, "DICOM the detector cannot analyse (SOP class, color, multi-frame, no spacing)"),
-        (503, "model not ready, or all inference slots and the queue are full"),
-    )}
+#: Error statuses of the router's operations (every body is ErrorOut).
+ERRORS: dict[int | str, dict[str, Any]] = error_responses({
+    400: "not DICOM, truncated, malformed body, unknown operating point, invalid UID for a "
+         "DICOM output",
+    401: "missing or invalid API key",
+    403: "cross-site request from a browser",
+    408: "request body too slow",
+    413: "body or image too large, or too many parts",
+    415: "unsupported Content-Type or transfer syntax",
+    422: "DICOM the detector cannot analyse (SOP class, color, multi-frame, no spacing)",
+    503: "model not ready, or all inference slots and the queue are full",
+})
+
+router = APIRouter(prefix="/v1", tags=["detection"], dependencies=[Depends(require_key)],
+                   responses=ERRORS)
 
 
 class Output(StrEnum):
@@ -65,8 +69,7 @@ class Output(StrEnum):
     gsps = "gsps"
 
 
-def _operating_point(state: AppState, name: str | None) -> str:
-    model = state.require_model()
+def _operating_point(state: AppState, model: DetectorModel, name: str | None) -> str:
     key = name or state.settings.operating_point or model.default_operating_point
     if key not in model.operating_points:
         raise ApiError(400, "unknown_operating_point",
@@ -99,13 +102,15 @@ def _record(state: AppState, analysis: Analysis, seconds: float | None) -> None:
                            for i in s.images))
 
 
-@router.post("/v1/detect", response_model=DetectResponse, openapi_extra=DICOM_BODY,
+@router.post("/detect", response_model=DetectResponse, openapi_extra=DICOM_BODY,
              responses={200: {"content": {"application/dicom": {}, "multipart/related": {}},
                               "description": "JSON, or the DICOM result object(s) with "
-                                             "output=sr|tid1500|gsps"}, **ERRORS},
+                                             "output=sr|tid1500|gsps"}},
              summary="Detect filling defects in galactogram instances")
 async def detect_route(
     request: Request,
+    state: StateDep,
+    model: ModelDep,
     operating_point: Annotated[str | None, Query(
         description="model operating point name (default: the configured one)")] = None,
     output: Annotated[Output | None, Query(
@@ -114,11 +119,9 @@ async def detect_route(
 ) -> Response:
     """Findings per instance (boxes in px and mm, score, location), fused CC/ML(O) findings
     per breast, model and operating point, timings and the request id."""
-    state = get_state(request)
     t0 = time.perf_counter()
-    op = _operating_point(state, operating_point)
+    op = _operating_point(state, model, operating_point)
     kind = output or (Output.sr if wants_dicom(request.headers.get("accept")) else Output.json)
-    model = state.require_model()
     rid = request_id_var.get()
 
     def work(triaged: Triaged) -> tuple[Analysis, list[bytes], float | None]:
@@ -152,20 +155,17 @@ async def detect_route(
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
-@router.post("/v1/render", openapi_extra=DICOM_BODY, response_class=Response,
+@router.post("/render", openapi_extra=DICOM_BODY, response_class=Response,
              responses={200: {"content": {"image/png": {}},
                               "description": "the image windowed for display; header "
-                                             "X-Galacto-Scale = stored pixels per PNG pixel"},
-                        **ERRORS},
+                                             "X-Galacto-Scale = stored pixels per PNG pixel"}},
              summary="Render one instance as a PNG (for the viewer)")
-async def render_route(request: Request,
+async def render_route(request: Request, state: StateDep, model: ModelDep,
                        max_size: Annotated[int, Query(
                            ge=64, le=4096, description="longest side of the PNG (px)")] = 1024
                        ) -> Response:
     """The first instance of the body as an 8-bit PNG (bright = contrast), at most
     ``max_size`` pixels on its longest side."""
-    state = get_state(request)
-    model = state.require_model()
 
     def nothing_to_run(triaged: Triaged) -> tuple[bytes, float]:
         raise _all_rejected(refused(triaged))

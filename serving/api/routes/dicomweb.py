@@ -33,18 +33,20 @@ import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from starlette.responses import JSONResponse, Response
 
 from serving.api.analysis import Analysis, build_results, read_parts, refused
+from serving.api.auth import require_key
 from serving.api.body import RELATED
+from serving.api.deps import ModelDep, StateDep
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
-from serving.api.schemas import ErrorOut, RejectedOut
-from serving.api.state import AppState, get_state
+from serving.api.schemas import ErrorOut, RejectedOut, error_responses
+from serving.api.state import AppState
 from serving.api.store import check_uid
 from serving.api.triage import Triaged
 from serving.api.uploads import run_upload
@@ -57,8 +59,26 @@ from serving.dicom_status import (
     TRANSFER_SYNTAX_NOT_SUPPORTED,
 )
 from serving.pipeline.detect import detect
+from serving.pipeline.model import DetectorModel
 
-router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+#: Error statuses of the router's operations (every body is ErrorOut; STOW-RS overrides 400
+#: and 409, whose bodies can be DICOM JSON: :data:`STOW_RESPONSES`).
+ERRORS = error_responses({
+    400: "invalid UID, or no instance could be read",
+    401: "missing or invalid API key",
+    403: "cross-site request from a browser",
+    404: "no stored result matches",
+    406: "Accept not satisfiable",
+    408: "request body too slow",
+    409: "no instance accepted",
+    413: "body or image too large, or too many parts",
+    415: "not multipart/related; type=\"application/dicom\"",
+    422: "invalid request parameters",
+    503: "model not ready or busy",
+})
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_key)],
+                   responses=ERRORS)
 
 FAILURE_REASON: dict[str, int] = {
     "not_dicom": CANNOT_UNDERSTAND, "invalid_header": CANNOT_UNDERSTAND,
@@ -71,7 +91,7 @@ FAILURE_REASON: dict[str, int] = {
 }
 STOW_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
-#: What the operations answer besides the router's ErrorOut errors (serving.api.main): STOW-RS
+#: What the operations answer besides the router's ErrorOut errors (:data:`ERRORS`): STOW-RS
 #: bodies are DICOM JSON for 200/202/409 and for a 400 where nothing could be read, WADO-RS
 #: answers multipart/related instances or DICOM JSON metadata (tests/test_schemathesis.py).
 def _dicom_json() -> dict[str, Any]:
@@ -145,17 +165,18 @@ def _split_study(analysis: Analysis, study: str | None) -> None:
 
 @router.post("/studies", openapi_extra=STOW_BODY, responses=STOW_RESPONSES,
              summary="STOW-RS: store instances")
-async def stow(request: Request) -> Response:
+async def stow(request: Request, state: StateDep, model: ModelDep) -> Response:
     """Run detection on the received instances and store the configured results
     (``GALACTO_STOW_RESULTS``); answer per PS3.18 with a DICOM JSON body."""
-    return await _stow(request, None)
+    return await _stow(request, state, model, None)
 
 
 @router.post("/studies/{study}", openapi_extra=STOW_BODY, responses=STOW_RESPONSES,
              summary="STOW-RS: store instances of one study")
-async def stow_study(request: Request, study: Uid) -> Response:
+async def stow_study(request: Request, state: StateDep, model: ModelDep,
+                     study: Uid) -> Response:
     """As ``POST /dicomweb/studies``; instances of another study are refused (0xA900)."""
-    return await _stow(request, study)
+    return await _stow(request, state, model, study)
 
 
 def _study_url(request: Request, state: AppState, study: str) -> str | None:
@@ -169,11 +190,10 @@ def _study_url(request: Request, state: AppState, study: str) -> str | None:
     return f"{base.rstrip('/')}/dicomweb/studies/{study}"
 
 
-async def _stow(request: Request, study: str | None) -> Response:
-    state = get_state(request)
+async def _stow(request: Request, state: AppState, model: DetectorModel,
+                study: str | None) -> Response:
     if study is not None:
         check_uid(study, "the study in the URL")
-    model = state.require_model()
     rid = request_id_var.get()
     kinds = list(state.settings.stow_results)
 
@@ -225,12 +245,12 @@ def _read_all(paths: list[FilePath]) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
-async def _retrieve(request: Request, study: str, series: str | None, instance: str | None
-                    ) -> Response:
+async def _retrieve(request: Request, state: AppState, study: str, series: str | None,
+                    instance: str | None) -> Response:
     """The stored results, read in a worker thread (file reads never block the event loop).
     """
     _check_accept(request)
-    store = get_state(request).store
+    store = state.store
     paths = await asyncio.to_thread(store.find, study, series, instance)
     if not paths:
         raise ApiError(404, "not_found", "no stored result matches these UIDs")
@@ -239,30 +259,35 @@ async def _retrieve(request: Request, study: str, series: str | None, instance: 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve the results of a study",
             response_class=Response, responses=RETRIEVE_RESPONSES)
-async def retrieve_study(request: Request, study: Uid) -> Response:
-    return await _retrieve(request, study, None, None)
+async def retrieve_study(request: Request, state: StateDep, study: Uid) -> Response:
+    """Every stored result of the study, as ``multipart/related; type="application/dicom"``.
+    """
+    return await _retrieve(request, state, study, None, None)
 
 
 @router.get("/studies/{study}/series/{series}", response_class=Response,
             responses=RETRIEVE_RESPONSES, summary="WADO-RS: retrieve a result series")
-async def retrieve_series(request: Request, study: Uid,
+async def retrieve_series(request: Request, state: StateDep, study: Uid,
                           series: Uid) -> Response:
-    return await _retrieve(request, study, series, None)
+    """The stored results of one series, as ``multipart/related; type="application/dicom"``.
+    """
+    return await _retrieve(request, state, study, series, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response,
             responses=RETRIEVE_RESPONSES, summary="WADO-RS: retrieve one result instance")
-async def retrieve_instance(request: Request, study: Uid,
+async def retrieve_instance(request: Request, state: StateDep, study: Uid,
                             series: Uid,
                             instance: Uid) -> Response:
-    return await _retrieve(request, study, series, instance)
+    """One stored result instance, as ``multipart/related; type="application/dicom"``."""
+    return await _retrieve(request, state, study, series, instance)
 
 
 @router.get("/studies/{study}/metadata", responses=METADATA_RESPONSES,
             summary="WADO-RS: metadata of a study's results")
-async def study_metadata(request: Request, study: Uid) -> Response:
-    store = get_state(request).store
-    paths = await asyncio.to_thread(store.find, study)
+async def study_metadata(state: StateDep, study: Uid) -> Response:
+    """DICOM JSON of every stored result of the study."""
+    paths = await asyncio.to_thread(state.store.find, study)
     if not paths:
         raise ApiError(404, "not_found", "no stored result matches this study")
     items = await asyncio.to_thread(_metadata, paths)
