@@ -22,6 +22,11 @@ Conventions:
 - Spacing is ``(row spacing, column spacing)`` in mm, i.e. the distance between the centers of
   adjacent rows, then of adjacent columns (DICOM PixelSpacing order).
 
+Tomosynthesis volumes (Breast Tomosynthesis Image Storage, multi-frame grayscale Secondary
+Capture) are read by :func:`read_volume` / :func:`read_volume_header` (module ``volume``), whose
+frames decode one at a time into the same :class:`Image`; :func:`is_volume` tells an adapter
+which entry point an object needs. :func:`read_image` still refuses them.
+
 This module never imports torch, monai or ``training``.
 """
 
@@ -38,10 +43,22 @@ from serving.pipeline.intake.types import (
     Laterality,
     SpacingSource,
 )
+from serving.pipeline.intake.volume import (
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_VOLUME_PIXELS,
+    Volume,
+    VolumeHeader,
+    VolumeSource,
+    is_volume,
+    read_volume,
+    read_volume_header,
+)
 
 __all__ = [
     "ACCEPTED_SOP_CLASSES",
+    "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_VOLUME_PIXELS",
     "MAX_SPACING_MM",
     "SUPPORTED_TRANSFER_SYNTAXES",
     "VIEW_CODES",
@@ -52,7 +69,13 @@ __all__ = [
     "Instance",
     "Laterality",
     "SpacingSource",
+    "Volume",
+    "VolumeHeader",
+    "VolumeSource",
+    "is_volume",
     "read_header",
     "read_image",
     "read_instance",
+    "read_volume",
+    "read_volume_header",
 ]
