@@ -16,6 +16,7 @@ C-STORE handler has the same checks in ``tests/test_gateway_bounds.py``.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -255,3 +256,30 @@ def test_element_floods_split_across_parts_share_one_budget(default_client: Test
     assert len(details) == 60 and set(details) <= {"invalid_header", "no_pixel_data"}
     assert details.count("invalid_header") >= 50  # the budget ran out after a few parts
     assert seconds < 6, seconds
+
+
+class _CountingReader(io.BytesIO):
+    """A file object that counts the bytes read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+
+def test_the_kept_header_does_not_read_the_pixel_data_back() -> None:
+    """``read_dataset`` leaves the pixel data deferred and unread: keeping the header must not
+    read the deferred values back from the source (a 2 MB image costs a few kB of reads)."""
+    from tests.dicomgen import make_dataset, to_bytes
+
+    data = to_bytes(make_dataset(rows=1024, cols=1024))
+    source = _CountingReader(data)
+    header = read_dataset(source)
+    assert "PixelData" not in header
+    assert header.Rows == 1024
+    assert len(data) > 2_000_000
+    assert source.bytes_read < 100_000, source.bytes_read

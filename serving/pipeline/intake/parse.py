@@ -143,7 +143,7 @@ def header_of(ds: Dataset) -> Dataset:
     meta are carried over; ``ds`` itself is not changed."""
     elements: dict[Any, Any] = {}
     for tag in ds.keys():  # noqa: SIM118 (iterating would convert every raw element)
-        element = ds.get_item(tag)
+        element = ds.get_item(tag, keep_deferred=True)
         deferred = isinstance(element, RawDataElement) and element.value is None \
             and element.length > 0
         if tag != _PIXEL_DATA and not deferred and not _bulky(element):
