@@ -79,7 +79,8 @@ class CaseResult:
     ground_truth: dict[str, Any]
 
 
-def _uid(seed: int, index: int, *parts: object) -> str:
+def synth_uid(seed: int, index: int, *parts: object) -> str:
+    """A deterministic UID under :data:`UID_PREFIX` for ``(seed, index, *parts)``."""
     return str(generate_uid(prefix=UID_PREFIX, entropy_srcs=[str(seed), str(index),
                                                               *map(str, parts)]))
 
@@ -97,7 +98,7 @@ def make_header(seed: int, index: int, rng: np.random.Generator) -> CaseHeader:
         patient_name=f"SYNTHETIC^CASE{index:06d}",
         patient_birth_date=f"{year - age}{month:02d}{day:02d}",
         patient_age=f"{age:03d}Y",
-        study_instance_uid=_uid(seed, index, "study"),
+        study_instance_uid=synth_uid(seed, index, "study"),
         study_id=f"{index % 100000:05d}",
         accession_number=f"GX{seed % 1000:03d}{index:07d}",
         study_date=f"{year}{month:02d}{day:02d}",
@@ -107,8 +108,9 @@ def make_header(seed: int, index: int, rng: np.random.Generator) -> CaseHeader:
     )
 
 
-def _tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry,
-            texture: str = "power_law") -> TissueParams:
+def sample_tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry,
+                  texture: str = "power_law") -> TissueParams:
+    """Tissue and exposure draws of one view (pectoral muscle in MLO, half the MLs)."""
     pect = None
     if view == "MLO" or (view == "ML" and rng.random() < 0.5):
         pect = (float(rng.uniform(25, 60)), float(rng.uniform(0.6, 1.1) * geo.nipple_xy_mm[1]),
@@ -128,8 +130,10 @@ def _tissue(rng: np.random.Generator, view: ViewName, geo: ViewGeometry,
     )
 
 
-def _geometry(view: ViewName, rng: np.random.Generator, profile: VendorProfile,
-              depth_mm: float, look: CaseLook) -> ViewGeometry:
+def view_geometry(view: ViewName, rng: np.random.Generator, profile: VendorProfile,
+                  depth_mm: float, look: CaseLook) -> ViewGeometry:
+    """Where the compressed breast lands on the detector of ``profile`` in ``view``: C-arm
+    angle, in-plane stretch, compressed thickness (35-70 mm) and the nipple position."""
     spacing = profile.patient_spacing_mm
     h, w = profile.rows * spacing, profile.cols * spacing
     angle = {"CC": 0.0, "ML": 90.0}.get(view, float(rng.uniform(40.0, 60.0)))
@@ -162,8 +166,10 @@ def patient_orientation(laterality: Laterality, view: ViewName, hflip: bool, vfl
     return row_dir, col_dir
 
 
-def _flip_box(box: list[float], shape: tuple[int, int], hflip: bool, vflip: bool
-              ) -> list[float]:
+def flip_box(box: list[float], shape: tuple[int, int], hflip: bool, vflip: bool
+             ) -> list[float]:
+    """A canonical ``[x1, y1, x2, y2]`` pixel box mirrored like the stored image
+    (``shape`` = ``(rows, cols)``; ``hflip`` mirrors columns, ``vflip`` rows)."""
     x1, y1, x2, y2 = box
     if hflip:
         x1, x2 = shape[1] - x2, shape[1] - x1
@@ -172,14 +178,39 @@ def _flip_box(box: list[float], shape: tuple[int, int], hflip: bool, vflip: bool
     return [x1, y1, x2, y2]
 
 
-def generate_case(seed: int, index: int, profile: VendorProfile,
-                  params: CaseParams | None = None) -> CaseResult:
-    """Generate case ``index`` of a run seeded with ``seed`` (deterministic).
+@dataclass
+class CaseDraws:
+    """Everything drawn for a case before any view is rendered (shared by the 2D views and
+    the tomosynthesis views of :mod:`training.synth.dbt`).
 
-    Returns the two rendered views in stored orientation and their dataset items (boxes,
-    labels, lesion ids and kinds, mimics, nipple position, orientation) plus the 3D ground
-    truth (clock face, quadrant, depth third and distance from the nipple per lesion).
+    Attributes:
+        look: case-level appearance (nipple, cannula, outline, tree ranges).
+        header: synthetic patient and study attributes.
+        laterality: ``"L"`` or ``"R"``.
+        views: the two views, ``("CC", "ML")`` or ``("CC", "MLO")``.
+        phantom: the 3D phantom (breast frame, mm); its mimics include the air pocket at
+            the cannula tip when there is one.
+        hflip / vflip: how the canonical render is mirrored into the stored image.
+        cannula: whether a cannula is drawn.
+        ground_truth: the case's 3D truth (the ``ground_truth`` of :class:`CaseResult`).
     """
+
+    look: CaseLook
+    header: CaseHeader
+    laterality: Laterality
+    views: tuple[ViewName, ViewName]
+    phantom: Phantom
+    hflip: bool
+    vflip: bool
+    cannula: bool
+    ground_truth: dict[str, Any]
+
+
+def draw_case(seed: int, index: int, profile: VendorProfile,
+              params: CaseParams | None = None) -> CaseDraws:
+    """Draw case ``index`` of a run seeded with ``seed``: header, breast, duct tree, lesions,
+    mimics, orientation and ground truth (clock face, quadrant, depth third and distance
+    from the nipple per lesion). Deterministic; rendering draws from other generators."""
     P = params or CaseParams()
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0x6A1]))
     look = sample_case_look(P.style, look_rng(seed, index), P.tree, P.vary_tree)
@@ -218,9 +249,35 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
         "distance_from_nipple_mm": round(float(np.linalg.norm(les.center)), 2),
         "position_mm": [round(float(x), 2) for x in les.center],
     } for les in lesions]
+    gt = {"style": P.style, "laterality": laterality, "lesions": gt_lesions,
+          "breast_depth_mm": round(breast.depth_mm, 1),
+          "territory_clock_hour": clock_hour(
+              np.array([0.0, np.cos(np.deg2rad(ducts.territory_psi_deg)),
+                        np.sin(np.deg2rad(ducts.territory_psi_deg))]), laterality),
+          "branches": len(ducts.branches), "ectasia": ducts.ectasia,
+          "irregular_walls": ducts.irregular_walls,
+          "mimics": sorted({m.kind for m in mimics})}
+    return CaseDraws(look=look, header=header, laterality=laterality, views=("CC", second),
+                     phantom=phantom, hflip=hflip, vflip=vflip, cannula=cannula,
+                     ground_truth=gt)
+
+
+def generate_case(seed: int, index: int, profile: VendorProfile,
+                  params: CaseParams | None = None) -> CaseResult:
+    """Generate case ``index`` of a run seeded with ``seed`` (deterministic).
+
+    Returns the two rendered views in stored orientation and their dataset items (boxes,
+    labels, lesion ids and kinds, mimics, nipple position, orientation) plus the 3D ground
+    truth (clock face, quadrant, depth third and distance from the nipple per lesion).
+    """
+    P = params or CaseParams()
+    draws = draw_case(seed, index, profile, P)
+    header, look, laterality = draws.header, draws.look, draws.laterality
+    phantom, hflip, vflip, cannula = draws.phantom, draws.hflip, draws.vflip, draws.cannula
+    lesions = phantom.lesions
     views: list[RenderedView] = []
     items: list[dict[str, Any]] = []
-    for vi, view in enumerate(("CC", second)):
+    for vi, view in enumerate(draws.views):
         vrng = np.random.default_rng(np.random.SeedSequence([seed, index, 0x71E, vi]))
         rendered = render(phantom, view, profile, vrng, cannula, look,
                           look_rng(seed, index, vi))
@@ -230,12 +287,12 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
             pix = pix[:, ::-1]
         if vflip:
             pix = pix[::-1, :]
-        series_uid = _uid(seed, index, "series", vi)
+        series_uid = synth_uid(seed, index, "series", vi)
         rv = RenderedView(
             pixels=np.ascontiguousarray(pix), bits_stored=profile.bits_stored,
             laterality=laterality, view=view,
             patient_orientation=patient_orientation(laterality, view, hflip, vflip),
-            series_instance_uid=series_uid, sop_instance_uid=_uid(seed, index, "sop", vi),
+            series_instance_uid=series_uid, sop_instance_uid=synth_uid(seed, index, "sop", vi),
             series_number=vi + 1, instance_number=1,
             kvp=float(np.round(vrng.uniform(26, 32))), exposure_mas=float(
                 np.round(vrng.uniform(40, 200), 1)),
@@ -250,15 +307,15 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
             nx = shape[1] - nx
         if vflip:
             ny = shape[0] - ny
-        boxes = [_flip_box(b, shape, hflip, vflip) for b in rendered.lesion_boxes.values()]
+        boxes = [flip_box(b, shape, hflip, vflip) for b in rendered.lesion_boxes.values()]
         items.append({
             "boxes": [[round(v, 1) for v in b] for b in boxes],
             "labels": ["filling_defect"] * len(boxes),
             "lesion_ids": list(rendered.lesion_boxes.keys()),
             "lesion_kind": [lesions[i].kind for i in rendered.lesion_boxes],
             "lesion_size_mm": [round(lesions[i].size_mm, 2) for i in rendered.lesion_boxes],
-            "mimics": [{"kind": k, "box": [round(v, 1) for v in _flip_box(b, shape, hflip,
-                                                                           vflip)]}
+            "mimics": [{"kind": k, "box": [round(v, 1) for v in flip_box(b, shape, hflip,
+                                                                          vflip)]}
                        for k, b in rendered.mimic_boxes],
             "laterality": laterality, "view": view,
             "patient_orientation": "\\".join(rv.patient_orientation),
@@ -268,15 +325,8 @@ def generate_case(seed: int, index: int, profile: VendorProfile,
             "sop_instance_uid": rv.sop_instance_uid,
             "style": P.style,
         })
-    gt = {"style": P.style, "laterality": laterality, "lesions": gt_lesions,
-          "breast_depth_mm": round(breast.depth_mm, 1),
-          "territory_clock_hour": clock_hour(
-              np.array([0.0, np.cos(np.deg2rad(ducts.territory_psi_deg)),
-                        np.sin(np.deg2rad(ducts.territory_psi_deg))]), laterality),
-          "branches": len(ducts.branches), "ectasia": ducts.ectasia,
-          "irregular_walls": ducts.irregular_walls,
-          "mimics": sorted({m.kind for m in mimics})}
-    return CaseResult(header=header, views=views, items=items, ground_truth=gt)
+    return CaseResult(header=header, views=views, items=items,
+                      ground_truth=draws.ground_truth)
 
 
 def render(phantom: Phantom, view: ViewName, profile: VendorProfile, rng: np.random.Generator,
@@ -288,9 +338,9 @@ def render(phantom: Phantom, view: ViewName, profile: VendorProfile, rng: np.ran
     """
     spacing = profile.patient_spacing_mm
     shape = (profile.rows, profile.cols)
-    geo = _geometry(view, rng, profile, phantom.breast.depth_mm, look)
+    geo = view_geometry(view, rng, profile, phantom.breast.depth_mm, look)
     proc = sample_processing(look.style, lrng)
-    tp = _tissue(rng, view, geo, proc.texture)
+    tp = sample_tissue(rng, view, geo, proc.texture)
     A_low, mask_low = breast_fields(phantom.breast, geo, shape, spacing, tp, rng)
     c, lboxes, mboxes = contrast_layer(phantom, geo, shape, spacing, rng)
     if cannula:

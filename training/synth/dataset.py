@@ -3,7 +3,8 @@
 Layout of ``OUT``::
 
     OUT/dataset.json
-    OUT/cases/<case_id>/<laterality>_<view>.dcm     (two views per case)
+    OUT/cases/<case_id>/<laterality>_<view>.dcm       (two views per case)
+    OUT/cases/<case_id>/<laterality>_<view>_tomo.dcm  (with ``dbt``: tomosynthesis views)
 
 ``dataset.json`` follows DESIGN.md: ``{"training": [...], "validation": [...], "test": [...]}``
 where each item is one image with ``image`` (path relative to ``OUT``), ``boxes``
@@ -11,6 +12,15 @@ where each item is one image with ``image`` (path relative to ``OUT``), ``boxes`
 the fields below (``lesion_ids`` link a box to the case's 3D ``lesions``; ``mimics`` are NOT
 lesions). A top-level ``meta`` object records how the set was made. The output is a pure
 function of the arguments: the same seed gives the same bytes, whatever the worker count.
+
+With ``SynthOptions.dbt`` every image is a Breast Tomosynthesis Image (multi-frame, see
+:mod:`training.synth.dicom_out_dbt`) of the same phantom, and each item also has
+``frames`` (the number of frames), per box ``frame_ranges`` (``[first, last]`` 1-based
+frame numbers, inclusive), ``best_frames`` and ``heights_mm`` (centre height above the
+breast support), each mimic dict ``frame_range``, ``best_frame`` and ``height_mm``, and
+``dbt`` (sweep and reconstruction); boxes are in stored pixels of every frame. Frame ``k``
+lies ``(k - 0.5) * slice_mm`` above the breast support; ``meta.options.dbt`` records the
+DBT options.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from training.synth.case import CaseParams, generate_case
+from training.synth.dbt import DbtParams, generate_dbt_case
 from training.synth.dicom_out import SYNTH_TRANSFER_SYNTAXES, write_view
+from training.synth.dicom_out_dbt import write_dbt_view
 from training.synth.profiles import PROFILES, get_profile
 from training.synth.variety import STYLES
 
@@ -51,6 +63,9 @@ class SynthOptions:
         style: image family: ``standard`` (the training family) or ``alt`` (a different
             generating procedure, for an unseen-style validation/test set); recorded as
             ``style`` in every item.
+        dbt: write tomosynthesis volumes with these parameters instead of 2D views
+            (``None``: 2D). The compressed-share and MONOCHROME1 options do not apply to
+            tomosynthesis files (native, MONOCHROME2).
     """
 
     cases: int
@@ -62,6 +77,7 @@ class SynthOptions:
     monochrome1_share: float = 0.3
     first_index: int = 0
     style: str = "standard"
+    dbt: DbtParams | None = None
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -155,7 +171,35 @@ def generate_one(opts: SynthOptions, out: Path, index: int) -> dict[str, Any]:
     return {"split": choice["split"], "items": items}
 
 
+def generate_one_dbt(opts: SynthOptions, out: Path, index: int) -> dict[str, Any]:
+    """Generate and write the tomosynthesis views of case ``index`` (same profile and split
+    as the case's 2D views would get); return its split name and dataset items."""
+    assert opts.dbt is not None
+    choice = _case_choices(opts, index)
+    profile = get_profile(choice["profile"])
+    params = CaseParams(normal_p=opts.normal_share,
+                        style="alt" if opts.style == "alt" else "standard")
+    result = generate_dbt_case(opts.seed, index, profile, params, opts.dbt)
+    case_id = f"case_{index:06d}"
+    case_dir = out / "cases" / case_id
+    case_dir.mkdir(parents=True, exist_ok=True)
+    items = []
+    for view, item in zip(result.views, result.items, strict=True):
+        rel = f"cases/{case_id}/{view.laterality}_{view.view}_tomo.dcm"
+        write_dbt_view(view, result.header, profile, out / rel)
+        items.append({
+            "image": rel, **item, "case_id": case_id, "profile": profile.name,
+            "spacing_mm": view.spacing_mm, "photometric": "MONOCHROME2",
+            "transfer_syntax": "1.2.840.10008.1.2.1",
+            "lesions": result.ground_truth["lesions"],
+            "case": {k: v for k, v in result.ground_truth.items() if k != "lesions"},
+        })
+    return {"split": choice["split"], "items": items}
+
+
 def _run(args: tuple[SynthOptions, Path, int]) -> dict[str, Any]:
+    if args[0].dbt is not None:
+        return generate_one_dbt(*args)
     return generate_one(*args)
 
 
@@ -176,6 +220,8 @@ def build_index(opts: SynthOptions, results: Sequence[dict[str, Any]]) -> dict[s
         index[res["split"]].extend(res["items"])
     meta = asdict(opts)
     meta["profiles"] = list(opts.profiles)
+    if meta["dbt"] is None:  # 2D sets keep their meta unchanged
+        del meta["dbt"]
     index["meta"] = {"generator": "galacto synth", "generator_version": GENERATOR_VERSION,
                      "options": meta, "label_names": ["filling_defect"],
                      "box_convention": "[x1, y1, x2, y2] stored-image pixels, x = column, "

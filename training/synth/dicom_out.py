@@ -158,7 +158,8 @@ def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
 
 
-def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """A Code Sequence item: CodeValue, CodingSchemeDesignator, CodeMeaning."""
     item = Dataset()
     item.CodeValue = value
     item.CodingSchemeDesignator = scheme
@@ -218,6 +219,64 @@ def _check_inputs(view: RenderedView, case: CaseHeader, profile: VendorProfile) 
     ):
         if not re.fullmatch(r"\d{6}", value):
             raise ValueError(f"{owner}.{name} must be HHMMSS, got {value!r}")
+
+
+def add_patient_and_study(ds: Dataset, case: CaseHeader) -> None:
+    """Set the Patient, Patient Study and General Study attributes of ``case`` on ``ds``
+    (the same in every object of a case, 2D or tomosynthesis)."""
+    # Patient
+    ds.PatientName = case.patient_name
+    ds.PatientID = case.patient_id
+    ds.PatientBirthDate = case.patient_birth_date
+    ds.PatientSex = "F"
+    # Patient Study
+    ds.PatientAge = case.patient_age
+
+    # General Study
+    ds.StudyInstanceUID = case.study_instance_uid
+    ds.StudyDate = case.study_date
+    ds.StudyTime = case.study_time
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = case.study_id
+    ds.AccessionNumber = case.accession_number
+    ds.StudyDescription = "Galactography"
+    ds.ProcedureCodeSequence = Sequence([code_item(*_PROCEDURE_CODE)])
+
+
+def view_code_item(view: str) -> Dataset:
+    """The ViewCodeSequence item of ``view`` (CID 4014, SNOMED CT) with an empty
+    ViewModifierCodeSequence.
+
+    Raises:
+        ValueError: ``view`` is not CC, MLO or ML.
+    """
+    if view not in _VIEW_CODES:
+        raise ValueError(f"view must be one of {sorted(_VIEW_CODES)}, got {view!r}")
+    item = code_item(_VIEW_CODES[view][0], "SCT", _VIEW_CODES[view][1])
+    item.ViewModifierCodeSequence = Sequence()
+    return item
+
+
+def breast_region_item() -> Dataset:
+    """The AnatomicRegionSequence item for the breast (CID 4013, SNOMED CT)."""
+    return code_item(_BREAST_CODE[0], "SCT", _BREAST_CODE[1])
+
+
+def contrast_agent_code(agent: str) -> tuple[str, str] | None:
+    """SNOMED CT ``(code, meaning)`` (CID 12) of the agent named in free text ``agent``."""
+    key = next((k for k in _CONTRAST_AGENT_CODES if k in agent.lower()), None)
+    return None if key is None else _CONTRAST_AGENT_CODES[key]
+
+
+def iodine_concentration_mg_ml(agent: str) -> float | None:
+    """The iodine concentration (mg/mL) written in ``agent`` (e.g. ``"300 mgI/mL"``)."""
+    match = _IODINE_CONCENTRATION.search(agent)
+    return None if match is None else float(match.group(1))
+
+
+def route_code_item() -> Dataset:
+    """The administration route item: intraluminal (CID 11 has no intraductal)."""
+    return code_item(_ROUTE_CODE[0], "SCT", _ROUTE_CODE[1])
 
 
 def _window_monochrome2(view: RenderedView) -> tuple[float, float]:
@@ -291,23 +350,7 @@ def build_dataset(
     ds.InstanceCreationTime = acq_time
     ds.InstanceNumber = view.instance_number
 
-    # Patient
-    ds.PatientName = case.patient_name
-    ds.PatientID = case.patient_id
-    ds.PatientBirthDate = case.patient_birth_date
-    ds.PatientSex = "F"
-    # Patient Study
-    ds.PatientAge = case.patient_age
-
-    # General Study
-    ds.StudyInstanceUID = case.study_instance_uid
-    ds.StudyDate = case.study_date
-    ds.StudyTime = case.study_time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = case.study_id
-    ds.AccessionNumber = case.accession_number
-    ds.StudyDescription = "Galactography"
-    ds.ProcedureCodeSequence = Sequence([_code_item(*_PROCEDURE_CODE)])
+    add_patient_and_study(ds, case)
 
     # General Series, DX Series, Mammography Series
     ds.Modality = "MG"
@@ -376,7 +419,7 @@ def build_dataset(
     agent_key = next((k for k in _CONTRAST_AGENT_CODES if k in case.contrast_agent.lower()), None)
     if agent_key is not None:
         agent_code, agent_meaning = _CONTRAST_AGENT_CODES[agent_key]
-        ds.ContrastBolusAgentSequence = Sequence([_code_item(agent_code, "SCT", agent_meaning)])
+        ds.ContrastBolusAgentSequence = Sequence([code_item(agent_code, "SCT", agent_meaning)])
     concentration = _IODINE_CONCENTRATION.search(case.contrast_agent)
     if agent_key is not None or concentration is not None:
         ds.ContrastBolusIngredient = "IODINE"
@@ -385,13 +428,13 @@ def build_dataset(
     # Free text route; the coded route is the nearest CID 11 concept (no "intraductal").
     ds.ContrastBolusRoute = "INTRADUCTAL"
     ds.ContrastBolusAdministrationRouteSequence = Sequence(
-        [_code_item(_ROUTE_CODE[0], "SCT", _ROUTE_CODE[1])]
+        [code_item(_ROUTE_CODE[0], "SCT", _ROUTE_CODE[1])]
     )
     ds.ContrastBolusVolume = _ds(case.contrast_volume_ml)  # mL
 
     # DX Anatomy Imaged, Mammography Image
     ds.ImageLaterality = view.laterality
-    ds.AnatomicRegionSequence = Sequence([_code_item(_BREAST_CODE[0], "SCT", _BREAST_CODE[1])])
+    ds.AnatomicRegionSequence = Sequence([code_item(_BREAST_CODE[0], "SCT", _BREAST_CODE[1])])
     ds.OrganExposed = "BREAST"
     ds.BreastImplantPresent = "NO"
     ds.PartialView = "NO"
@@ -402,7 +445,7 @@ def build_dataset(
     # readers use it (dciodvfy warns "Unrecognized defined term"). ViewCodeSequence is the
     # standard's carrier of the view.
     ds.ViewPosition = view.view
-    view_item = _code_item(_VIEW_CODES[view.view][0], "SCT", _VIEW_CODES[view.view][1])
+    view_item = code_item(_VIEW_CODES[view.view][0], "SCT", _VIEW_CODES[view.view][1])
     view_item.ViewModifierCodeSequence = Sequence()
     ds.ViewCodeSequence = Sequence([view_item])
     ds.PositionerPrimaryAngle = _ds(view.positioner_primary_angle_deg)

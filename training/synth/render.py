@@ -501,14 +501,16 @@ def _lut_curve(x: np.ndarray, proc: ProcessingSpec) -> np.ndarray:
 
 
 def presentation_lut(P: np.ndarray, bits: int, proc: ProcessingSpec,
-                     mask_low: np.ndarray | None = None) -> np.ndarray:
+                     mask_low: np.ndarray | None = None,
+                     window: tuple[float, float] | None = None) -> np.ndarray:
     """Vendor-like For Presentation mapping of log attenuation ``P`` to stored values.
 
     Steps (``proc``): peripheral equalisation (the thin breast edge, where the local mean of
     ``P`` inside ``mask_low`` falls below the inner breast's level, is lifted by
     ``periph_eq`` times the shortfall), unsharp masking, then a window that keeps air dark and
     the densest contrast just under saturation, mapped through the LUT curve (a table).
-    ``P`` is modified in place.
+    ``window`` = ``(lo, hi)`` in units of ``P`` replaces the window drawn from ``P``'s 1st
+    and 99.97th percentiles (plus 5 % headroom). ``P`` is modified in place.
     """
     if proc.periph_eq > 0.0 and mask_low is not None and mask_low.any():
         f = 4  # on a grid 4x coarser than the low-resolution one (16x the full one)
@@ -533,9 +535,12 @@ def presentation_lut(P: np.ndarray, bits: int, proc: ProcessingSpec,
         blur *= k
         P -= blur  # P + k * (P - lowpass(P))
     sample = P[::7, ::7]
-    lo = float(np.percentile(sample, 1.0))
-    hi = float(np.percentile(sample, 99.97))
-    hi = hi + 0.05 * (hi - lo)
+    if window is None:
+        lo = float(np.percentile(sample, 1.0))
+        hi = float(np.percentile(sample, 99.97))
+        hi = hi + 0.05 * (hi - lo)
+    else:
+        lo, hi = window
     maxv = float(2**bits - 1)
     lo_out = proc.lo_out * maxv
     levels = 2**bits

@@ -106,3 +106,71 @@ class RenderedView:
     positioner_primary_angle_deg: float
     acquisition_time: str = "000000"
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DbtAcquisition:
+    """A vendor-like tomosynthesis acquisition and the header style of its reconstruction.
+
+    Attributes:
+        name: table key (e.g. ``hologic``), recorded in ``dataset.json``.
+        manufacturer / model_name: Manufacturer (0008,0070), ManufacturersModelName
+            (0008,1090).
+        arc_deg: total angular range of the X-ray tube sweep (degrees), symmetric about the
+            perpendicular to the detector.
+        projections: number of low-dose projections, equally spaced over the arc.
+        bits_stored: BitsStored of the reconstructed slices.
+    """
+
+    name: str
+    manufacturer: str
+    model_name: str
+    arc_deg: float
+    projections: int
+    bits_stored: int
+
+    def angles_deg(self) -> tuple[float, ...]:
+        """Projection angles (degrees), ``-arc/2 .. +arc/2`` equally spaced (0 if one)."""
+        if self.projections <= 1:
+            return (0.0,)
+        step = self.arc_deg / (self.projections - 1)
+        return tuple(-self.arc_deg / 2.0 + i * step for i in range(self.projections))
+
+
+@dataclass
+class DbtView:
+    """One reconstructed tomosynthesis view, ready to be written as DICOM.
+
+    Attributes:
+        frames: ``(n_frames, rows, cols)`` uint16 stored values in MONOCHROME2 sense, in the
+            stored orientation, frame 0 nearest the breast support (the detector side).
+        heights_mm: ``(n_frames,)`` height of each frame's plane above the breast support
+            (mm), increasing.
+        spacing_mm: in-plane pixel spacing of the frames (mm, square pixels).
+        slice_mm: spacing between frames (mm), also written as the nominal slice thickness.
+        acquisition: the sweep that was simulated and the header style.
+        frame_of_reference_uid: one per view (the breast is compressed anew in each view).
+        Other attributes as in :class:`RenderedView`; ``body_part_thickness_mm`` is the
+        compressed thickness.
+    """
+
+    frames: np.ndarray
+    heights_mm: np.ndarray
+    spacing_mm: float
+    slice_mm: float
+    bits_stored: int
+    acquisition: DbtAcquisition
+    laterality: Laterality
+    view: ViewName
+    patient_orientation: tuple[str, str]
+    series_instance_uid: str
+    sop_instance_uid: str
+    frame_of_reference_uid: str
+    series_number: int
+    instance_number: int
+    kvp: float
+    exposure_mas: float
+    body_part_thickness_mm: float
+    compression_force_n: float
+    positioner_primary_angle_deg: float
+    acquisition_time: str = "000000"
