@@ -12,6 +12,8 @@ Content tree (relationship, value type, concept; TID rows of PS3.16 in brackets)
          (> HAS CONCEPT MOD CODE Image View Modifier), TEXT Patient Orientation Row/Column,
          DATE/TIME Study Date/Time, DATE/TIME Content Date/Time, NUM Horizontal/Vertical
          Pixel Spacing (mm), NUM Positioner Primary Angle (deg) (each when in the source)
+      CONTAINS IMAGE <one frame of a tomosynthesis volume>, one per frame a mark is on
+       (Referenced Frame Number; the same descriptors)                         [4020]
      CONTAINS CODE CAD Processing and Findings Summary (CID 6047)              [4001]
       INFERRED FROM CONTAINER Individual Impression/Recommendation, per lesion [4003]
        HAS CONCEPT MOD CODE Rendering Intent = Presentation Required
@@ -38,6 +40,20 @@ Name/Version/Parameters [4019], NUM Certainty of Finding (the score in %), and t
 [4021]: SCOORD Center (POINT) and SCOORD Outline (closed POLYLINE, 5 points), each R-SELECTED
 FROM (by reference) the IMAGE of the Image Library. Why that code, and the other coding
 choices: :mod:`serving.outputs.codes` and README, "DICOM results" > "Coding choices".
+
+Tomosynthesis (a source in :data:`serving.outputs.common.VOLUME_SOP_CLASSES`): the SCOORDs of
+a mark are drawn on one frame, the finding's best frame (``FindingOut.frame.best``). A SCOORD
+is SELECTED FROM an IMAGE (PS3.3 C.18.6: its coordinates are in that image's pixels), and an
+IMAGE without Referenced Frame Number references every frame (PS3.3 C.18.4), so the Image
+Library gets one more entry [4020] per (volume, best frame) with Referenced Frame Number
+(0008,1160) = that frame and the volume's descriptors, after the entries of the whole
+images; the marks on that frame reference it. The whole-volume entry stays, referenced by
+Detection Performed (the detector ran on every frame). TID 4006 and TID 4021 have no row for
+a frame range or a height, so the frames the finding is detected in and the best frame's
+height are stated in the Impression Description [4002] (:func:`serving.outputs.wording.
+lesion_frames`, e.g. "Tomosynthesis: best seen on frame 23 of 48 (height 21 mm), detected
+in frames 20-26"), and a finding seen on one DBT view only is located with that view's own
+phrase (``FindingOut.single_view_location``).
 
 Operating point (PS3.4 O.2.2.1, PS3.17 E.4, PS3.16 TID 4023): every mark is a finding at the
 applied operating point and has Rendering Intent "Presentation Required", so no mark carries a
@@ -66,7 +82,12 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from serving.outputs import codes as c
 from serving.outputs import sr_items as si
-from serving.outputs.cad_sr_reader import MAMMOGRAPHY_CAD_SR_STORAGE, CadMark, read_cad_sr
+from serving.outputs.cad_sr_reader import (
+    MAMMOGRAPHY_CAD_SR_STORAGE,
+    CadMark,
+    read_cad_sr,
+    read_cad_sr_frames,
+)
 from serving.outputs.common import (
     MANUFACTURER,
     SERIES_DESCRIPTION,
@@ -77,12 +98,14 @@ from serving.outputs.common import (
     copy_patient_study,
     new_uid,
     now,
+    referenced_frame,
     software_versions,
 )
 from serving.outputs.wording import Lesion, StudyWords, algorithm_notes, impression
 from serving.pipeline.findings import FindingOut, ImageOut
 
-__all__ = ["MAMMOGRAPHY_CAD_SR_STORAGE", "CadMark", "build_cad_sr", "read_cad_sr"]
+__all__ = ["MAMMOGRAPHY_CAD_SR_STORAGE", "CadMark", "build_cad_sr", "read_cad_sr",
+           "read_cad_sr_frames"]
 
 DCMR_UID = "1.2.840.10008.8.1.1"
 """Mapping Resource UID of the DICOM Content Mapping Resource (PS3.16)."""
@@ -123,10 +146,15 @@ def _values(value: object) -> list[object]:
 
 def _spacing(source: Dataset) -> list[float]:
     """``[row spacing, column spacing]`` in mm: ImagerPixelSpacing (the attribute a
-    mammogram must have), else PixelSpacing; ``[]`` when neither holds two positive numbers."""
-    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+    mammogram must have), else PixelSpacing, else (an enhanced multi-frame image) the
+    PixelSpacing of the Shared Functional Groups' Pixel Measures; ``[]`` when none holds two
+    positive numbers."""
+    shared = (source.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    measures = (shared.get("PixelMeasuresSequence") or [Dataset()])[0]
+    for where, keyword in ((source, "ImagerPixelSpacing"), (source, "PixelSpacing"),
+                           (measures, "PixelSpacing")):
         try:
-            values = [float(str(v)) for v in _values(source.get(keyword))]
+            values = [float(str(v)) for v in _values(where.get(keyword))]
         except ValueError:
             continue
         if len(values) == 2 and all(v > 0 for v in values):
@@ -134,9 +162,10 @@ def _spacing(source: Dataset) -> list[float]:
     return []
 
 
-def _library_entry(source: Dataset, image: ImageOut) -> Dataset:
-    """TID 4020: the IMAGE with its laterality, view, orientation, dates, pixel spacing and
-    C-arm angle (HAS ACQ CONTEXT), each when the source has it."""
+def _library_entry(source: Dataset, image: ImageOut, frame: int | None = None) -> Dataset:
+    """TID 4020: the IMAGE (with ``frame``: that frame of a multi-frame image) with its
+    laterality, view, orientation, dates, pixel spacing and C-arm angle (HAS ACQ CONTEXT),
+    each when the source has it."""
     rel = "HAS ACQ CONTEXT"
     children: list[Dataset] = []
     if image.laterality in c.BREAST_SIDE:
@@ -162,7 +191,7 @@ def _library_entry(source: Dataset, image: ImageOut) -> Dataset:
     with contextlib.suppress(IndexError, ValueError):  # row 13, may be present
         children.append(si.num(rel, c.POSITIONER_PRIMARY_ANGLE, float(str(angle[0])), c.DEGREE))
     return si.image("CONTAINS", _required_uid(source, "SOPClassUID"),
-                    _required_uid(source, "SOPInstanceUID"), children)
+                    _required_uid(source, "SOPInstanceUID"), children, frame=frame)
 
 
 def _view_modifiers(source: Dataset) -> list[Dataset]:
@@ -190,6 +219,35 @@ def _image_path(index: int) -> tuple[int, int, int]:
     return (1, IMAGE_LIBRARY_POSITION, index + 1)
 
 
+def _frame_entries(result: ResultInput) -> list[tuple[int, int]]:
+    """``(image index, frame number)`` of the Image Library entries for one frame of a
+    volume: the best frame of every finding on a volume, once each, by image then frame.
+    They follow the entries of the whole images.
+
+    Raises:
+        ValueError: a finding's frame does not fit its source
+            (:func:`serving.outputs.common.referenced_frame`).
+    """
+    entries: set[tuple[int, int]] = set()
+    for index, (source, image) in enumerate(result.pairs):
+        for finding in image.findings:
+            frame = referenced_frame(source, finding.frame, f"finding {finding.id}")
+            if frame is not None:
+                entries.add((index, frame))
+    return sorted(entries)
+
+
+def _finding_image_path(result: ResultInput, index: int, finding: FindingOut
+                        ) -> tuple[int, int, int]:
+    """By-reference path of the Image Library entry a finding's SCOORDs are selected from:
+    its image, or on a volume the entry of its best frame."""
+    frame = referenced_frame(result.sources[index], finding.frame, f"finding {finding.id}")
+    if frame is None:
+        return _image_path(index)
+    position = _frame_entries(result).index((index, frame))
+    return _image_path(len(result.sources) + position)
+
+
 def _geometry(finding: FindingOut, image_path: Sequence[int]) -> list[Dataset]:
     """TID 4021: Center (POINT) and Outline (closed 5-point POLYLINE of ``box_px``)."""
     x1, y1, x2, y2 = finding.box_px
@@ -210,7 +268,7 @@ def _single_image_finding(relationship: str, finding: FindingOut, image_index: i
         si.code("HAS CONCEPT MOD", c.RENDERING_INTENT, c.PRESENTATION_REQUIRED),
         *_algorithm_identification("HAS PROPERTIES", result),
         si.num("HAS PROPERTIES", c.CERTAINTY_OF_FINDING, finding.score * 100.0, c.PERCENT),
-        *_geometry(finding, _image_path(image_index)),
+        *_geometry(finding, _finding_image_path(result, image_index, finding)),
     ]
     return si.code(relationship, c.SINGLE_IMAGE_FINDING, c.FINDING_MASS, children)
 
@@ -316,8 +374,11 @@ def _analyses(result: ResultInput) -> Dataset:
 def _root(result: ResultInput) -> Dataset:
     """TID 4000: the root CONTAINER and its whole content tree."""
     words = StudyWords(result)
-    library = si.container("CONTAINS", c.IMAGE_LIBRARY,
-                           [_library_entry(src, img) for src, img in result.pairs])
+    pairs = result.pairs
+    library = si.container("CONTAINS", c.IMAGE_LIBRARY, [
+        *(_library_entry(src, img) for src, img in pairs),
+        *(_library_entry(*pairs[index], frame=frame) for index, frame in _frame_entries(result)),
+    ])
     summary_value = (c.ALL_SUCCEEDED_WITH_FINDINGS if words.lesions
                      else c.ALL_SUCCEEDED_WITHOUT_FINDINGS)
     children = [

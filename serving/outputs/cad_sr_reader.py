@@ -1,5 +1,6 @@
 """Reading the marks back from a Mammography CAD SR (any creator's, not only ours): the Single
-Image Findings with their outlines, certainties and codes, by referenced image."""
+Image Findings with their outlines, certainties and codes, by referenced image, and the frame
+of a multi-frame image each mark is drawn on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from serving.outputs import codes as c
+from serving.outputs.common import frame_numbers
 
 MAMMOGRAPHY_CAD_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.50"
 """SOP Class UID of Mammography CAD SR Storage."""
@@ -52,8 +54,9 @@ def is_item(item: Dataset, value_type: str, name: Code) -> bool:
             and concept(item) == (name.value, name.scheme_designator))
 
 
-def _selected_image(scoord: Dataset, where: str, items: dict[tuple[int, ...], Dataset]) -> str:
-    """SOP Instance UID of the IMAGE a SCOORD is SELECTED FROM (by value or by reference)."""
+def _selected_item(scoord: Dataset, where: str, items: dict[tuple[int, ...], Dataset]
+                   ) -> Dataset:
+    """The IMAGE content item a SCOORD is SELECTED FROM (by value or by reference)."""
     for child in scoord.get("ContentSequence") or []:
         if child.get("RelationshipType") != "SELECTED FROM":
             continue
@@ -65,8 +68,23 @@ def _selected_image(scoord: Dataset, where: str, items: dict[tuple[int, ...], Da
                                  f"{'.'.join(map(str, path))}, which does not exist")
             child = items[path]
         if child.get("ValueType") == "IMAGE":
-            return str(child.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            return child
     raise ValueError(f"SCOORD at {where} has no SELECTED FROM IMAGE; expected one")
+
+
+def _selected_image(scoord: Dataset, where: str, items: dict[tuple[int, ...], Dataset]) -> str:
+    """SOP Instance UID of the IMAGE a SCOORD is SELECTED FROM (by value or by reference)."""
+    image = _selected_item(scoord, where, items)
+    return str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+
+
+def _outline(finding: Dataset, where: str) -> Dataset:
+    """The Outline SCOORD of a Single Image Finding."""
+    for child in finding.get("ContentSequence") or []:
+        if is_item(child, "SCOORD", c.OUTLINE):
+            return child
+    raise ValueError(f"Single Image Finding at {where} has no Outline (111041, DCM) "
+                     f"SCOORD; expected one")
 
 
 def _mark(finding: Dataset, where: str, items: dict[tuple[int, ...], Dataset]
@@ -92,6 +110,39 @@ def _mark(finding: Dataset, where: str, items: dict[tuple[int, ...], Dataset]
     return uid, CadMark([min(xs), min(ys), max(xs), max(ys)], certainty, code)
 
 
+def _check_sop_class(ds: Dataset) -> None:
+    sop_class = str(ds.get("SOPClassUID") or "")
+    if sop_class != MAMMOGRAPHY_CAD_SR_STORAGE:
+        raise ValueError(f"expected a Mammography CAD SR (SOP Class "
+                         f"{MAMMOGRAPHY_CAD_SR_STORAGE}), found SOP Class {sop_class or 'none'}")
+
+
+def read_cad_sr_frames(ds: Dataset) -> dict[str, list[list[int]]]:
+    """The frames each Single Image Finding of a Mammography CAD SR is drawn on.
+
+    Returns:
+        ``{SOP Instance UID of the image: [frames, ...]}`` in the order of
+        :func:`read_cad_sr`'s marks: the Referenced Frame Numbers of the IMAGE the finding's
+        Outline is SELECTED FROM (1-based; one, the finding's ``FrameOut.best``, for a mark
+        that :func:`serving.outputs.cad_sr.build_cad_sr` wrote on a tomosynthesis volume;
+        ``[]`` for a 2D image).
+
+    Raises:
+        ValueError: as :func:`read_cad_sr`.
+    """
+    _check_sop_class(ds)
+    items = dict(walk(ds))
+    frames: dict[str, list[list[int]]] = {}
+    for path, item in items.items():
+        if is_item(item, "CODE", c.SINGLE_IMAGE_FINDING):
+            where = ".".join(map(str, path))
+            image = _selected_item(_outline(item, where), where, items)
+            reference = image.ReferencedSOPSequence[0]
+            frames.setdefault(str(reference.ReferencedSOPInstanceUID), []).append(
+                frame_numbers(reference))
+    return frames
+
+
 def read_cad_sr(ds: Dataset) -> dict[str, list[CadMark]]:
     """The Single Image Findings of a Mammography CAD SR, by referenced image.
 
@@ -106,10 +157,7 @@ def read_cad_sr(ds: Dataset) -> dict[str, list[CadMark]]:
         ValueError: ``ds`` is not a Mammography CAD SR, or a finding has no Outline or no
             image reference.
     """
-    sop_class = str(ds.get("SOPClassUID") or "")
-    if sop_class != MAMMOGRAPHY_CAD_SR_STORAGE:
-        raise ValueError(f"expected a Mammography CAD SR (SOP Class "
-                         f"{MAMMOGRAPHY_CAD_SR_STORAGE}), found SOP Class {sop_class or 'none'}")
+    _check_sop_class(ds)
     items = dict(walk(ds))
     marks: dict[str, list[CadMark]] = {}
     for path, item in items.items():

@@ -30,6 +30,7 @@ from pydicom.uid import generate_uid
 
 import serving
 from serving.pipeline.findings import (
+    FrameOut,
     ImageOut,
     ModelOut,
     OperatingPointOut,
@@ -60,6 +61,62 @@ PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     "PatientSize", "PatientWeight", "Occupation", "AdditionalPatientHistory",
     "PregnancyStatus", "SmokingStatus",
 )
+
+
+#: SOP classes of the tomosynthesis volumes the results reference frame by frame: Breast
+#: Tomosynthesis Image (PS3.3 A.55) and the multi-frame grayscale Secondary Captures (A.8.3,
+#: A.8.4). A finding on one of them carries a :class:`FrameOut`; its marks reference that
+#: frame with Referenced Frame Number (0008,1160).
+VOLUME_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "Breast Tomosynthesis Image",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture",
+}
+
+
+def is_volume(source: Dataset) -> bool:
+    """Whether ``source`` is a tomosynthesis volume (:data:`VOLUME_SOP_CLASSES`)."""
+    return str(source.get("SOPClassUID", "")) in VOLUME_SOP_CLASSES
+
+
+def number_of_frames(source: Dataset) -> int | None:
+    """NumberOfFrames (0028,0008) of ``source`` as a positive integer, ``None`` when absent or
+    unusable."""
+    try:
+        count = int(str(source.get("NumberOfFrames", "")).strip())
+    except ValueError:
+        return None
+    return count if count >= 1 else None
+
+
+def referenced_frame(source: Dataset, frame: FrameOut | None, what: str) -> int | None:
+    """The frame number a mark of ``frame`` references in ``source`` (Referenced Frame Number,
+    1-based): ``frame.best`` for a tomosynthesis volume, ``None`` for a 2D image.
+
+    Args:
+        source: the image the mark is drawn on.
+        frame: the finding's or mimic's :class:`FrameOut` (``None`` on a 2D image).
+        what: names the finding in error messages.
+
+    Raises:
+        ValueError: ``frame`` is given for a source that is not a volume, or its frames are
+            not ``1 <= first <= best <= last <= NumberOfFrames``.
+    """
+    if frame is None:
+        return None
+    sop_class = str(source.get("SOPClassUID", ""))
+    if sop_class not in VOLUME_SOP_CLASSES:
+        raise ValueError(f"{what} has a frame ({frame.best}) but its source is SOP Class "
+                         f"{sop_class!r}, not a multi-frame volume (expected one of "
+                         f"{sorted(VOLUME_SOP_CLASSES)})")
+    count = number_of_frames(source)
+    if count is None:
+        raise ValueError(f"{what}: its source has no usable NumberOfFrames")
+    if not 1 <= frame.first <= frame.best <= frame.last <= count:
+        raise ValueError(f"{what}: expected 1 <= first <= best <= last <= {count} "
+                         f"(NumberOfFrames), got first={frame.first}, best={frame.best}, "
+                         f"last={frame.last}")
+    return frame.best
 
 
 class ResultKind(StrEnum):
@@ -294,6 +351,16 @@ def polyline_box(graphic_data: Sequence[float]) -> list[float]:
                          f"{len(values)} values")
     xs, ys = values[0::2], values[1::2]
     return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def frame_numbers(reference: Dataset) -> list[int]:
+    """Referenced Frame Number (0008,1160) of an image reference item as a list (1-based);
+    ``[]`` when absent: the reference is to every frame, or to a single-frame image."""
+    value = reference.get("ReferencedFrameNumber")
+    if value is None or value == "":
+        return []
+    return [int(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str)
+                             else [value])]
 
 
 def device_uid(model: ModelOut) -> str:

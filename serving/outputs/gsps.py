@@ -13,6 +13,7 @@ mammography displays, PS3.3 C.10.7):
   label "Probable air bubble" / "not a lesion, score 0.71".
 - ``NIPPLE``: a circle of radius :data:`NIPPLE_RADIUS_MM` around ``ImageOut.nipple_px`` and the
   label "Nipple", where the nipple was found.
+- ``EXTENT`` (tomosynthesis only): a finding's rectangle on the other frames it is detected in.
 
 Labels of one image are placed together: outside every marked box and apart from each other.
 
@@ -29,6 +30,20 @@ Grouping: highdicom needs all images of one presentation state to share Rows/Col
 Displayed Area) and the Modality LUT; this module makes one GSPS per group of sources that
 share Rows, Columns, Photometric Interpretation and Rescale Slope/Intercept/Type, normally one
 per study, all in one new series.
+
+Tomosynthesis (a source in :data:`serving.outputs.common.VOLUME_SOP_CLASSES`): each volume has
+a GSPS of its own (a presentation state may reference frames of one multi-frame image only,
+and its Modality LUT is the volume's). A mark is drawn on the finding's or mimic's best frame
+(``frame.best``): one Graphic Annotation per layer and frame, whose Referenced Image Sequence
+item carries Referenced Frame Number (0008,1160) (PS3.3 C.10.5: absent, an annotation applies
+to every frame, as the nipple's does). Layer ``EXTENT``: the finding's rectangle, without a
+label, on the other frames it is detected in (``frame.first`` to ``frame.last``), so a
+reader scrolling through the volume sees where it starts and ends. Displayed Area: the whole
+frame (Rows x Columns, every frame). Softcopy VOI LUT: the volume's window from the Frame VOI
+LUT functional group, shared (one item for every frame) or per frame (one item per distinct
+window, referencing its frames), else the full-range window; Modality LUT: the Pixel Value
+Transformation functional group (shared), else the Secondary Capture's Rescale
+Slope/Intercept, else identity.
 """
 
 from __future__ import annotations
@@ -48,9 +63,12 @@ from serving.outputs.common import (
     ResultKind,
     box_polyline,
     evidence_header,
+    frame_numbers,
+    is_volume,
     new_uid,
     now,
     polyline_box,
+    referenced_frame,
     series_identity,
     software_versions,
     stamp_result,
@@ -65,6 +83,7 @@ GSPS_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
 FINDINGS_LAYER = "FINDINGS"
 MIMICS_LAYER = "MIMICS"
 NIPPLE_LAYER = "NIPPLE"
+EXTENT_LAYER = "EXTENT"
 CONTENT_LABEL = "GALACTO_CAD"
 #: Radius of the nipple marker, mm (converted with the image's spacing).
 NIPPLE_RADIUS_MM = 3.0
@@ -91,7 +110,15 @@ LAYERS: tuple[LayerStyle, ...] = (
                CIELabColor(55.0, 60.0, -60.0), 0x9000),  # violet / mid grey
     LayerStyle(NIPPLE_LAYER, 3, "Nipple as located by galacto",
                CIELabColor(91.0, -48.0, -14.0), 0xC000),  # cyan / light grey
+    LayerStyle(EXTENT_LAYER, 4, "Filling defects on the other frames they are detected in",
+               CIELabColor(75.0, -15.0, 70.0), 0xB000),  # dull yellow / light grey
 )
+"""Layers in drawing order; a GSPS lists the ones it uses."""
+
+Layered = dict[tuple[str, tuple[int, ...]], tuple[list[hd.pr.GraphicObject],
+                                                  list[hd.pr.TextObject]]]
+"""Graphic and text objects by (layer name, frame numbers): frame numbers ``()`` for every
+frame (and for a 2D image)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,30 +181,53 @@ def _texts(label: PlacedLabel) -> list[hd.pr.TextObject]:
     return out
 
 
-def image_annotations(image: ImageOut, words: StudyWords, rows: int, cols: int,
-                      ) -> dict[str, tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]]:
-    """Graphic and text objects of one image, by layer name (layers with nothing left out)."""
-    layers: dict[str, tuple[list[hd.pr.GraphicObject], list[hd.pr.TextObject]]] = {}
-    targets: list[tuple[str, Box, list[str]]] = []
+def _frame_key(frame: int | None) -> tuple[int, ...]:
+    return () if frame is None else (frame,)
+
+
+def frame_annotations(image: ImageOut, words: StudyWords, source: Dataset) -> Layered:
+    """Graphic and text objects of one image, by layer name and frames (nothing left out):
+    on a 2D image every key has frames ``()``; on a tomosynthesis volume a finding's or
+    mimic's rectangle and label are keyed by its best frame, the finding's rectangle on the
+    other frames it is detected in by those frames (layer ``EXTENT``), the nipple by ``()``.
+
+    Raises:
+        ValueError: a box does not fit the image, or a frame does not fit the volume
+            (:func:`serving.outputs.common.referenced_frame`).
+    """
+    rows, cols = int(source.Rows), int(source.Columns)
+    layers: Layered = {}
+    targets: list[tuple[tuple[str, tuple[int, ...]], Box, list[str]]] = []
     for f in image.findings:
-        layers.setdefault(FINDINGS_LAYER, ([], []))[0].append(
+        frame = referenced_frame(source, f.frame, f"finding {f.id}")
+        key = (FINDINGS_LAYER, _frame_key(frame))
+        layers.setdefault(key, ([], []))[0].append(
             _rectangle(f.box_px, rows, cols, f"finding {f.id} box_px"))
-        targets.append((FINDINGS_LAYER, tuple(f.box_px),  # type: ignore[arg-type]
-                        finding_label(words.lesion_of(f.id), f)))
+        targets.append((key, tuple(f.box_px),  # type: ignore[arg-type]
+                        finding_label(words.lesion_of(f.id), f, image.number_of_frames)))
     for k, m in enumerate(image.mimics):
-        layers.setdefault(MIMICS_LAYER, ([], []))[0].append(
+        key = (MIMICS_LAYER, _frame_key(referenced_frame(source, m.frame, f"mimic {k}")))
+        layers.setdefault(key, ([], []))[0].append(
             _rectangle(m.box_px, rows, cols, f"mimic {k} box_px"))
-        targets.append((MIMICS_LAYER, tuple(m.box_px), mimic_label(m)))  # type: ignore[arg-type]
+        targets.append((key, tuple(m.box_px),  # type: ignore[arg-type]
+                        mimic_label(m, image.number_of_frames)))
     nipple = _nipple_circle(image, rows, cols)
     if nipple is not None:
         area, circle = nipple
-        graphics = layers.setdefault(NIPPLE_LAYER, ([], []))[0]
+        graphics = layers.setdefault((NIPPLE_LAYER, ()), ([], []))[0]
         if circle is not None:
             graphics.append(circle)
-        targets.append((NIPPLE_LAYER, area, ["Nipple"]))
+        targets.append(((NIPPLE_LAYER, ()), area, ["Nipple"]))
     placed = place_labels([t[1] for t in targets], [t[2] for t in targets], rows, cols)
-    for (layer, _, _), label in zip(targets, placed, strict=True):
-        layers[layer][1].extend(_texts(label))
+    for (key, _, _), label in zip(targets, placed, strict=True):
+        layers[key][1].extend(_texts(label))
+    for f in image.findings:
+        if f.frame is None:
+            continue
+        others = tuple(n for n in range(f.frame.first, f.frame.last + 1) if n != f.frame.best)
+        if others:
+            layers.setdefault((EXTENT_LAYER, others), ([], []))[0].append(
+                _rectangle(f.box_px, rows, cols, f"finding {f.id} box_px"))
     return layers
 
 
@@ -191,15 +241,17 @@ def _annotations(sources: Sequence[Dataset], images: Sequence[ImageOut], words: 
     annotations: list[hd.pr.GraphicAnnotation] = []
     used: set[str] = set()
     for src, image in zip(sources, images, strict=True):
-        by_layer = image_annotations(image, words, int(src.Rows), int(src.Columns))
+        by_layer = frame_annotations(image, words, src)
         for style in LAYERS:
-            if style.name not in by_layer:
-                continue
-            graphics, texts = by_layer[style.name]
-            annotations.append(hd.pr.GraphicAnnotation(
-                referenced_images=[src], graphic_layer=layers[style.name],
-                graphic_objects=graphics or None, text_objects=texts or None))
-            used.add(style.name)
+            for (name, frames), (graphics, texts) in sorted(by_layer.items(),
+                                                            key=lambda kv: kv[0]):
+                if name != style.name:
+                    continue
+                annotations.append(hd.pr.GraphicAnnotation(
+                    referenced_images=[src], graphic_layer=layers[style.name],
+                    referenced_frame_number=list(frames) or None,
+                    graphic_objects=graphics or None, text_objects=texts or None))
+                used.add(style.name)
     for style in LAYERS:  # highdicom's GraphicLayer takes no grayscale value
         layers[style.name].GraphicLayerRecommendedDisplayGrayscaleValue = style.gray
     return [layers[s.name] for s in LAYERS if s.name in used], annotations
@@ -218,43 +270,138 @@ def _first_value(source: Dataset, keyword: str) -> str | None:
     return None if value is None or str(value).strip() == "" else str(value).strip()
 
 
-def full_range_window(source: Dataset) -> tuple[float, float]:
+def full_range_window(source: Dataset, rescale: tuple[float, float] | None = None
+                      ) -> tuple[float, float]:
     """``(center, width)`` of a linear window spanning every stored value after the Modality
-    LUT (Rescale Slope/Intercept, default 1/0): BitsStored (default BitsAllocated, 16),
-    signed when PixelRepresentation is 1."""
+    LUT (``rescale`` = (slope, intercept), default the source's Rescale Slope/Intercept,
+    default 1/0): BitsStored (default BitsAllocated, 16), signed when PixelRepresentation
+    is 1."""
     bits = int(source.get("BitsStored") or source.get("BitsAllocated") or 16)
     if int(source.get("PixelRepresentation") or 0) == 1:
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         lo, hi = 0, 2**bits - 1
-    slope = float(source.get("RescaleSlope") or 1.0)
-    intercept = float(source.get("RescaleIntercept") or 0.0)
+    if rescale is None:
+        slope = float(source.get("RescaleSlope") or 1.0)
+        intercept = float(source.get("RescaleIntercept") or 0.0)
+    else:
+        slope, intercept = rescale
     a, b = sorted((lo * slope + intercept, hi * slope + intercept))
     width = b - a + 1.0
     return a + width / 2.0, width
+
+
+Window = tuple[float, float, str, str | None]
+"""``(center, width, VOI LUT Function, explanation)`` of a linear or sigmoid window."""
+
+
+def _window(item: Dataset) -> Window | None:
+    """The first Window Center/Width of ``item`` (an image, or a Frame VOI LUT functional
+    group item) with its VOI LUT Function (LINEAR unless LINEAR_EXACT or SIGMOID) and
+    explanation; ``None`` when absent or when the width is below the function's minimum
+    (PS3.3 C.11.2.1.2)."""
+    center_text, width_text = (_first_value(item, k) for k in ("WindowCenter", "WindowWidth"))
+    function = str(item.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    explanation = _first_value(item, "WindowCenterWidthExplanation")
+    minimum = 1.0 if function == "LINEAR" else math.nextafter(0.0, 1.0)  # PS3.3 C.11.2.1.2
+    if center_text is None or width_text is None or float(width_text) < minimum:
+        return None
+    return float(center_text), float(width_text), function, explanation
+
+
+def _softcopy_voi(window: Window, source: Dataset, frames: Sequence[int] | None = None
+                  ) -> hd.pr.SoftcopyVOILUTTransformation:
+    """A Softcopy VOI LUT item with ``window`` for ``source`` (``frames``: those frames of a
+    multi-frame source only)."""
+    center, width, function, explanation = window
+    # One-element lists: highdicom 0.28 splits a plain-string explanation into characters.
+    return hd.pr.SoftcopyVOILUTTransformation(
+        window_center=[center], window_width=[width],
+        window_explanation=[explanation] if explanation else None,
+        voi_lut_function=function,
+        referenced_images=hd.ReferencedImageSequence(
+            referenced_images=[source],
+            referenced_frame_number=list(frames) if frames is not None else None),
+    )
 
 
 def voi_lut(source: Dataset) -> hd.pr.SoftcopyVOILUTTransformation:
     """The source's first Window Center/Width (with explanation and VOI LUT Function), or a
     full-range linear window (:func:`full_range_window`) when it has none or an unusable one;
     it references ``source`` only."""
-    center_text, width_text = (_first_value(source, k) for k in ("WindowCenter", "WindowWidth"))
-    function = str(source.get("VOILUTFunction") or "LINEAR").strip().upper()
-    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-        function = "LINEAR"
-    explanation = _first_value(source, "WindowCenterWidthExplanation")
-    minimum = 1.0 if function == "LINEAR" else math.nextafter(0.0, 1.0)  # PS3.3 C.11.2.1.2
-    if center_text is None or width_text is None or float(width_text) < minimum:
-        (center, width), function, explanation = full_range_window(source), "LINEAR", "FULL RANGE"
+    window = _window(source) or (*full_range_window(source), "LINEAR", "FULL RANGE")
+    return _softcopy_voi(window, source)
+
+
+def _functional_group(source: Dataset, keyword: str, frame: int | None = None
+                      ) -> Dataset | None:
+    """The first item of functional group ``keyword`` (e.g. ``"FrameVOILUTSequence"``) in the
+    Shared Functional Groups (``frame`` None) or in frame ``frame``'s (1-based) Per-frame
+    Functional Groups; ``None`` when absent."""
+    if frame is None:
+        groups = source.get("SharedFunctionalGroupsSequence") or []
+        group = groups[0] if groups else None
     else:
-        center, width = float(center_text), float(width_text)
-    # One-element lists: highdicom 0.28 splits a plain-string explanation into characters.
-    return hd.pr.SoftcopyVOILUTTransformation(
-        window_center=[center], window_width=[width],
-        window_explanation=[explanation] if explanation else None,
-        voi_lut_function=function,
-        referenced_images=hd.ReferencedImageSequence(referenced_images=[source]),
-    )
+        groups = source.get("PerFrameFunctionalGroupsSequence") or []
+        group = groups[frame - 1] if len(groups) >= frame else None
+    items = (group.get(keyword) or []) if group is not None else []
+    return items[0] if items else None
+
+
+def volume_rescale(source: Dataset) -> tuple[float, float, str]:
+    """``(slope, intercept, type)`` of a volume's Modality LUT: the Shared Functional Groups'
+    Pixel Value Transformation (enhanced images), else Rescale Slope/Intercept/Type (a
+    Secondary Capture), else identity; type "US" (unspecified) when not given."""
+    item = _functional_group(source, "PixelValueTransformationSequence")
+    where = item if item is not None and "RescaleSlope" in item else source
+    slope = float(where.get("RescaleSlope") or 1.0)
+    intercept = float(where.get("RescaleIntercept") or 0.0)
+    return slope, intercept, str(where.get("RescaleType") or "US")
+
+
+def voi_luts(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation]:
+    """The Softcopy VOI LUT items of one source: :func:`voi_lut` for a 2D image; for a
+    tomosynthesis volume the Shared Functional Groups' Frame VOI LUT window, else one item per
+    distinct per-frame window referencing its frames (and a full-range item for frames
+    without one), else the image's own window, else the full range after
+    :func:`volume_rescale`."""
+    if not is_volume(source):
+        return [voi_lut(source)]
+    full: Window = (*full_range_window(source, volume_rescale(source)[:2]), "LINEAR",
+                    "FULL RANGE")
+    shared = _functional_group(source, "FrameVOILUTSequence")
+    window = _window(shared) if shared is not None else None
+    if window is not None:
+        return [_softcopy_voi(window, source)]
+    frames: dict[Window, list[int]] = {}
+    missing: list[int] = []
+    for n in range(1, len(source.get("PerFrameFunctionalGroupsSequence") or []) + 1):
+        item = _functional_group(source, "FrameVOILUTSequence", n)
+        own = _window(item) if item is not None else None
+        if own is None:
+            missing.append(n)
+        else:
+            frames.setdefault(own, []).append(n)
+    if not frames:
+        return [_softcopy_voi(_window(source) or full, source)]
+    if len(frames) == 1 and not missing:
+        return [_softcopy_voi(next(iter(frames)), source)]
+    items = [_softcopy_voi(w, source, numbers) for w, numbers in frames.items()]
+    if missing:
+        items.append(_softcopy_voi(full, source, missing))
+    return items
+
+
+def modality_lut(source: Dataset) -> hd.ModalityLUTTransformation | None:
+    """The Modality LUT a volume's presentation state states (:func:`volume_rescale`);
+    ``None`` for a 2D image (highdicom copies the image's own)."""
+    if not is_volume(source):
+        return None
+    slope, intercept, kind = volume_rescale(source)
+    return hd.ModalityLUTTransformation(rescale_intercept=intercept, rescale_slope=slope,
+                                        rescale_type=kind)
 
 
 def presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
@@ -267,16 +414,19 @@ def presentation_lut(source: Dataset) -> hd.PresentationLUTTransformation:
 
 def common_laterality(images: Sequence[ImageOut]) -> str:
     """General Series Laterality (Type 2C, breasts are paired): ``"L"`` or ``"R"`` when every
-    image shows that breast, else empty."""
+    image shows that breast, else empty. A series-level attribute: every presentation state
+    of the series gets the value of all images the series references."""
     sides = {img.laterality for img in images}
     return sides.pop() if len(sides) == 1 and sides <= {"L", "R"} else ""
 
 
 def _group_key(source: Dataset) -> tuple[str, ...]:
-    """What the images of one presentation state must share."""
-    return tuple(str(source.get(k, "")) for k in (
+    """What the images of one presentation state must share; a volume shares it with no
+    other image."""
+    key = tuple(str(source.get(k, "")) for k in (
         "Rows", "Columns", "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept",
         "RescaleType"))
+    return (*key, str(source.get("SOPInstanceUID", ""))) if is_volume(source) else key
 
 
 def group_sources(sources: Sequence[Dataset]) -> list[list[int]]:
@@ -295,8 +445,9 @@ def group_sources(sources: Sequence[Dataset]) -> list[list[int]]:
 
 def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
                         images: Sequence[ImageOut], words: StudyWords, series_uid: str,
-                        instance_number: int, when: dt.datetime) -> Dataset:
-    """One GSPS for ``sources`` (which share size and Modality LUT)."""
+                        instance_number: int, laterality: str, when: dt.datetime) -> Dataset:
+    """One GSPS for ``sources`` (which share size and Modality LUT); ``laterality`` is the
+    series' (:func:`common_laterality`)."""
     layers, annotations = _annotations(sources, images, words)
     description = f"Filling defects found by {result.algorithm_name} {result.algorithm_version}"
     ps = hd.pr.GrayscaleSoftcopyPresentationState(
@@ -311,14 +462,15 @@ def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
         content_description=description[:64],
         graphic_annotations=annotations or None,
         graphic_layers=layers or None,
-        voi_lut_transformations=[voi_lut(s) for s in sources],
+        voi_lut_transformations=[item for s in sources for item in voi_luts(s)],
+        modality_lut_transformation=modality_lut(sources[0]),
         presentation_lut_transformation=presentation_lut(sources[0]),
         series_date=when.date(),
         series_time=when.time(),
         **series_identity(ResultKind.GSPS),
     )
     stamp_result(ps, result, when)
-    ps.Laterality = common_laterality(images)
+    ps.Laterality = laterality
     ps.PresentationCreationDate = when.strftime("%Y%m%d")
     ps.PresentationCreationTime = when.strftime("%H%M%S")
     return ps
@@ -327,8 +479,9 @@ def _presentation_state(result: ResultInput, sources: Sequence[Dataset],
 def build_gsps(result: ResultInput, *, when: dt.datetime | None = None) -> list[Dataset]:
     """Grayscale Softcopy Presentation States that draw ``result``'s findings (and probable
     mimics, as such, and nipples) on its source images: one per group of same-sized,
-    same-Modality-LUT sources (normally one), all in one new series (``SERIES_NUMBER[GSPS]``)
-    of the source study.
+    same-Modality-LUT 2D sources (normally one) and one per tomosynthesis volume (its marks
+    on their frames, see the module docstring), all in one new series
+    (``SERIES_NUMBER[GSPS]``) of the source study, with the series' laterality.
 
     Patient/study attributes are copied verbatim from the first source, the algorithm is named
     in Contributing Equipment; creation, series and contribution dates/times are ``when``
@@ -337,15 +490,19 @@ def build_gsps(result: ResultInput, *, when: dt.datetime | None = None) -> list[
 
     Returns:
         The GSPS datasets (with file meta), in source order of their first image.
+
+    Raises:
+        ValueError: a box does not fit its image, or a frame its volume.
     """
     when = now() if when is None else when
     sources = [evidence_header(s) for s in result.sources]
     images = result.study.images
     words = StudyWords(result)
     series_uid = new_uid()
+    laterality = common_laterality(images)
     return [
         _presentation_state(result, [sources[i] for i in idx], [images[i] for i in idx], words,
-                            series_uid, n, when)
+                            series_uid, n, laterality, when)
         for n, idx in enumerate(group_sources(sources), start=1)
     ]
 
@@ -381,3 +538,25 @@ def read_gsps_boxes(ds: Dataset) -> dict[str, list[list[float]]]:
         for ref in ann.ReferencedImageSequence:
             boxes.setdefault(str(ref.ReferencedSOPInstanceUID), []).extend(rects)
     return boxes
+
+
+def read_gsps_frames(ds: Dataset) -> dict[str, list[list[int]]]:
+    """The frames of the finding boxes of a GSPS written by :func:`build_gsps`:
+    SOPInstanceUID -> the Referenced Frame Numbers of each ``FINDINGS`` rectangle's Graphic
+    Annotation (1-based; one, the finding's ``FrameOut.best``, on a tomosynthesis volume;
+    ``[]`` on a 2D image), in the order of :func:`read_gsps_boxes`' boxes.
+
+    Raises:
+        ValueError: as :func:`read_gsps_boxes`.
+    """
+    read_gsps_boxes(ds)  # the same checks
+    frames: dict[str, list[list[int]]] = {}
+    for ann in ds.get("GraphicAnnotationSequence", []):
+        if ann.get("GraphicLayer") != FINDINGS_LAYER:
+            continue
+        count = sum(1 for obj in ann.get("GraphicObjectSequence", [])
+                    if obj.GraphicType == "POLYLINE")
+        for ref in ann.ReferencedImageSequence:
+            frames.setdefault(str(ref.ReferencedSOPInstanceUID), []).extend(
+                frame_numbers(ref) for _ in range(count))
+    return frames

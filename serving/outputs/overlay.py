@@ -8,6 +8,11 @@ e.g. "probable air bubble 0.91". Labels are white text on a dark panel, sized to
 other by the same placement as the GSPS labels, with a leader line to their box. Boxes come
 from :class:`serving.pipeline.findings.ImageOut` (stored-image pixels); the picture is scaled
 to at most ``max_height`` rows, and every coordinate with it.
+
+Tomosynthesis: :func:`render_frame_overlay` draws one frame of a volume (the caller decodes
+it; ``FindingOut.frame`` numbers frames from 1): the findings whose best frame it is as solid
+boxes with their label, those detected on it but best seen on another frame as thin dashed
+boxes labelled with their best frame, and the mimics detected on it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from serving.outputs.gsps_labels import PlacedLabel, line_height, place_labels
+from serving.outputs.wording import frame_range_text
 from serving.pipeline.dicom_in import Image
-from serving.pipeline.findings import FindingOut, ImageOut, MimicOut
+from serving.pipeline.findings import FindingOut, FrameOut, ImageOut, MimicOut
 
 #: RGB colours: a finding's box and its label; a mimic's box and label; nipple; title
 LESION_COLOR = (255, 60, 60)
@@ -31,6 +37,8 @@ TITLE_COLOR = (120, 200, 255)
 #: label text, and the panels behind a finding's label, a mimic's label and the title
 LABEL_TEXT = (255, 255, 255)
 LESION_PANEL = (120, 0, 0)
+#: the panel behind the label of a finding best seen on another frame (tomosynthesis)
+NEAR_PANEL = (70, 20, 20)
 MIMIC_PANEL = (55, 25, 90)
 TITLE_PANEL = (0, 0, 0)
 SIDE_NAMES = {"L": "Left", "R": "Right"}
@@ -67,13 +75,15 @@ def display_window(pixels: np.ndarray) -> np.ndarray:
 
 
 def _finding_lines(f: FindingOut) -> list[str]:
-    first = f"Finding {f.id}  score {f.score:.2f}"
-    if f.location is None:
-        return [first]
-    where = f"{f.location.distance_from_nipple_cm} cm from nipple, {f.location.depth} depth"
-    if f.location.half:
-        where += f", {f.location.half} half"
-    return [first, where]
+    lines = [f"Finding {f.id}  score {f.score:.2f}"]
+    if f.location is not None:
+        where = f"{f.location.distance_from_nipple_cm} cm from nipple, {f.location.depth} depth"
+        if f.location.half:
+            where += f", {f.location.half} half"
+        lines.append(where)
+    if f.frame is not None:
+        lines.append(f"detected in {frame_range_text(f.frame)}")
+    return lines
 
 
 def _mimic_lines(m: MimicOut) -> list[str]:
@@ -97,8 +107,61 @@ def _draw_label(draw: ImageDraw.ImageDraw, label: PlacedLabel,
         draw.text((x, ly1), line, fill=LABEL_TEXT, font=font)
 
 
+def _covers(frame: FrameOut | None, number: int) -> bool:
+    """Whether a mark with ``frame`` is detected on frame ``number`` (no frame: every one)."""
+    return frame is None or frame.first <= number <= frame.last
+
+
+def _near_lines(f: FindingOut) -> list[str]:
+    best = f.frame.best if f.frame is not None else "?"
+    return [f"Finding {f.id}  score {f.score:.2f}", f"best seen on frame {best}"]
+
+
 def render_overlay(image: Image, result: ImageOut, max_height: int = 1600) -> PILImage.Image:
     """The annotated picture of one image."""
+    side = SIDE_NAMES.get(result.laterality, "Unknown side")
+    title = f"{side} {result.view or 'view unknown'}: {len(result.findings)} finding(s)"
+    if result.mimics:
+        title += f", {len(result.mimics)} probable mimic(s), not lesions"
+    return _render(image, result, result.findings, [], result.mimics, title, max_height)
+
+
+def render_frame_overlay(image: Image, result: ImageOut, frame: int,
+                         max_height: int = 1600) -> PILImage.Image:
+    """The annotated picture of frame ``frame`` (1-based, as ``FindingOut.frame``) of a
+    tomosynthesis volume: ``image`` is that frame, decoded; ``result`` the volume's result.
+
+    Findings whose ``frame.best`` is ``frame`` are solid boxes with their usual label; findings
+    detected on it (``frame.first <= frame <= frame.last``) but best seen on another frame
+    are thin dashed boxes labelled with their best frame; mimics detected on it are dashed
+    as usual. Findings and mimics without a frame are drawn on every frame.
+
+    Raises:
+        ValueError: ``frame`` is below 1 or above ``result.number_of_frames``.
+    """
+    count = result.number_of_frames
+    if frame < 1 or (count is not None and frame > count):
+        raise ValueError(f"frame {frame} is not a frame of the volume: expected 1 to "
+                         f"{count if count is not None else 'its number of frames'}")
+    best = [f for f in result.findings if f.frame is None or f.frame.best == frame]
+    near = [f for f in result.findings
+            if f.frame is not None and f.frame.best != frame and _covers(f.frame, frame)]
+    mimics = [m for m in result.mimics if _covers(m.frame, frame)]
+    side = SIDE_NAMES.get(result.laterality, "Unknown side")
+    of = f" of {count}" if count is not None else ""
+    title = (f"{side} {result.view or 'view unknown'}, frame {frame}{of}: "
+             f"{len(best)} finding(s)")
+    if near:
+        title += f", {len(near)} best seen on another frame"
+    if mimics:
+        title += f", {len(mimics)} probable mimic(s), not lesions"
+    return _render(image, result, best, near, mimics, title, max_height)
+
+
+def _render(image: Image, result: ImageOut, findings: list[FindingOut], near: list[FindingOut],
+            mimics: list[MimicOut], title: str, max_height: int) -> PILImage.Image:
+    """The picture of ``image`` with ``findings`` (solid), ``near`` (thin dashed), ``mimics``
+    (dashed), their labels, the nipple of ``result`` and ``title`` (then the source's name)."""
     arr = np.asarray(image.pixels)  # may be a reduced-resolution decode (decode_scale)
     step = max(int(np.ceil(arr.shape[0] / max_height)), 1)
     small = display_window(arr[::step, ::step])
@@ -109,27 +172,27 @@ def render_overlay(image: Image, result: ImageOut, max_height: int = 1600) -> PI
     rows, cols = small.shape
     lh = line_height(rows, cols)
     font = ImageFont.load_default(size=max(int(lh * 0.75), 10))
-    mimic_boxes = [tuple(v * s for v in m.box_px) for m in result.mimics]
-    finding_boxes = [tuple(v * s for v in f.box_px) for f in result.findings]
+    mimic_boxes = [tuple(v * s for v in m.box_px) for m in mimics]
+    near_boxes = [tuple(v * s for v in f.box_px) for f in near]
+    finding_boxes = [tuple(v * s for v in f.box_px) for f in findings]
     for x1, y1, x2, y2 in mimic_boxes:  # first: a finding at the same place stays on top
         _dashed_rectangle(draw, (x1 - pad, y1 - pad, x2 + pad, y2 + pad), MIMIC_COLOR)
+    for x1, y1, x2, y2 in near_boxes:
+        _dashed_rectangle(draw, (x1 - pad, y1 - pad, x2 + pad, y2 + pad), LESION_COLOR, width=1)
     for x1, y1, x2, y2 in finding_boxes:
         draw.rectangle([x1 - pad, y1 - pad, x2 + pad, y2 + pad], outline=LESION_COLOR, width=2)
     targets = [(x1 - pad, y1 - pad, x2 + pad, y2 + pad)
-               for x1, y1, x2, y2 in (*finding_boxes, *mimic_boxes)]
-    lines = [_finding_lines(f) for f in result.findings] + \
-        [_mimic_lines(m) for m in result.mimics]
+               for x1, y1, x2, y2 in (*finding_boxes, *near_boxes, *mimic_boxes)]
+    lines = [_finding_lines(f) for f in findings] + [_near_lines(f) for f in near] + \
+        [_mimic_lines(m) for m in mimics]
     placed = place_labels(targets, lines, rows, cols) if targets else []
     for k, label in enumerate(placed):
-        panel = LESION_PANEL if k < len(result.findings) else MIMIC_PANEL
+        panel = (LESION_PANEL if k < len(findings) else
+                 NEAR_PANEL if k < len(findings) + len(near) else MIMIC_PANEL)
         _draw_label(draw, label, font, panel)
     if result.nipple_px is not None:
         nx, ny = (v * s for v in result.nipple_px)
         draw.ellipse([nx - 5, ny - 5, nx + 5, ny + 5], outline=NIPPLE_COLOR, width=2)
-    side = SIDE_NAMES.get(result.laterality, "Unknown side")
-    title = f"{side} {result.view or 'view unknown'}: {len(result.findings)} finding(s)"
-    if result.mimics:
-        title += f", {len(result.mimics)} probable mimic(s), not lesions"
     title += f"  {result.source or result.sop_instance_uid or ''}"
     tx1, ty1, tx2, ty2 = draw.textbbox((6, 6), title, font=font)
     draw.rectangle([tx1 - 3, ty1 - 3, tx2 + 3, ty2 + 3], fill=TITLE_PANEL)
@@ -142,4 +205,14 @@ def write_overlay(image: Image, result: ImageOut, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{result.index:03d}_{result.laterality}_{result.view or 'NA'}.png"
     render_overlay(image, result).save(path)
+    return path
+
+
+def write_frame_overlay(image: Image, result: ImageOut, frame: int, folder: Path) -> Path:
+    """Write ``<folder>/<index>_<laterality>_<view>_f<frame>.png`` (frame 3 digits) with
+    :func:`render_frame_overlay` and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"{result.index:03d}_{result.laterality}_{result.view or 'NA'}"
+                     f"_f{frame:03d}.png")
+    render_frame_overlay(image, result, frame).save(path)
     return path

@@ -86,12 +86,16 @@ def time(relationship: str, name: Code, value: str) -> Dataset:
 
 
 def image(relationship: str, sop_class_uid: str, sop_instance_uid: str,
-          children: Sequence[Dataset] = ()) -> Dataset:
-    """An IMAGE content item referencing one instance."""
+          children: Sequence[Dataset] = (), frame: int | None = None) -> Dataset:
+    """An IMAGE content item referencing one instance, or with ``frame`` one frame of a
+    multi-frame instance (Referenced Frame Number (0008,1160), 1-based; PS3.3 C.18.4 Image
+    Reference Macro: absent, the reference is to every frame)."""
     out = item(relationship, "IMAGE", None, children)
     ref = Dataset()
     ref.ReferencedSOPClassUID = sop_class_uid
     ref.ReferencedSOPInstanceUID = sop_instance_uid
+    if frame is not None:
+        ref.ReferencedFrameNumber = frame
     out.ReferencedSOPSequence = [ref]
     return out
 

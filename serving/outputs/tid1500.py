@@ -17,6 +17,7 @@ Content tree (PS3.16 TID 1500)::
           Finding = Intraluminal filling defect; Finding Site = Breast (+ Laterality)
           Algorithm Name / Version / Parameters (TID 4019)
           Image Region: SCOORD closed POLYLINE (rectangle), SELECTED FROM the source image
+            (on a tomosynthesis volume: its best frame, Referenced Frame Number)
           NUM Certainty of Finding (%), NUM Distance from nipple (mm)
           CODE Clockface or region, Quadrant location, Depth (when known)
 
@@ -46,6 +47,14 @@ Coordinates: SCOORD graphic data are (column, row) pairs in stored-image pixels,
 top-left corner of the top-left pixel (PS3.3 C.18.6.1.1), i.e. the frame of ``box_px``; a box
 ``[x1, y1, x2, y2]`` becomes the closed polyline (x1,y1) (x2,y1) (x2,y2) (x1,y2) (x1,y1)
 unchanged. The file stores them as 32-bit floats (FL), about 1e-4 px at 4096 px.
+
+Tomosynthesis (a source in :data:`serving.outputs.common.VOLUME_SOP_CLASSES`): a finding's box
+is on its best frame (``FindingOut.frame.best``), so the Image Region's source image item
+(highdicom's ``SourceImageForRegion``) carries Referenced Frame Number (0008,1160) = that
+frame; the finding site, measurements and evaluations are those of a 2D finding (the location
+of a finding seen on one DBT view is that view's own, with clock face and quadrant). The
+lesion's Tracking Unique Identifier includes the frame. :func:`read_tid1500_frames` reads the
+frames back.
 """
 
 from __future__ import annotations
@@ -66,9 +75,11 @@ from serving.outputs.common import (
     derived_uid,
     device_uid,
     evidence_header,
+    frame_numbers,
     new_uid,
     now,
     polyline_box,
+    referenced_frame,
     series_identity,
     stamp_result,
 )
@@ -76,7 +87,7 @@ from serving.outputs.wording import Lesion, StudyWords, algorithm_notes
 from serving.pipeline.findings import FindingOut, ImageOut, ModelOut
 
 __all__ = ["COMPREHENSIVE_3D_SR_STORAGE", "box_polyline", "build_report", "build_tid1500",
-           "lesion_uid", "read_tid1500_boxes"]
+           "lesion_uid", "read_tid1500_boxes", "read_tid1500_frames"]
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 """SOP Class UID of Comprehensive 3D SR Storage."""
@@ -146,12 +157,15 @@ def _measurements(finding: FindingOut, lesion: Lesion,
 
 def lesion_uid(result: ResultInput, lesion: Lesion) -> str:
     """The lesion's Tracking Unique Identifier: a hash of the study, the model and, for each of
-    its findings, the image's SOP Instance UID and the box, so the same input always gives the
-    same UID and the two views of a fused finding share it."""
+    its findings, the image's SOP Instance UID and the box (and on a tomosynthesis volume its
+    best frame), so the same input always gives the same UID and the two views of a fused
+    finding share it."""
     parts = [str(result.sources[0].get("StudyInstanceUID", "")), result.model.name,
              result.model.version]
     for index, finding in lesion.members:
         box = ",".join(f"{v:.1f}" for v in finding.box_px)
+        if finding.frame is not None:
+            box += f"@{finding.frame.best}"
         parts.append(f"{result.sources[index].get('SOPInstanceUID', index)}:{box}")
     return derived_uid("lesion", *parts)
 
@@ -163,9 +177,11 @@ def _finding_group(result: ResultInput, source: Dataset, finding: FindingOut, le
     """TID 1410 measurement group of one finding on one image."""
     polyline = box_polyline(finding.box_px, int(source.Rows), int(source.Columns),
                             f"finding {finding.id} box_px")
+    frame = referenced_frame(source, finding.frame, f"finding {finding.id}")
+    source_image = hd.sr.SourceImageForRegion.from_source_image(
+        source, referenced_frame_numbers=None if frame is None else [frame])
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                               graphic_data=polyline,
-                               source_image=hd.sr.SourceImageForRegion.from_source_image(source))
+                               graphic_data=polyline, source_image=source_image)
     tracking = hd.sr.TrackingIdentifier(uid=lesion_uid(result, lesion),
                                         identifier=f"{lesion.name} ({lesion.where.views})")
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -323,13 +339,25 @@ def _is_image_region(item: Dataset) -> bool:
                 and name.CodingSchemeDesignator == c.IMAGE_REGION.scheme_designator)
 
 
-def _region_image_uid(item: Dataset) -> str:
-    """SOP Instance UID of the image an Image Region is SELECTED FROM."""
+def _region_image(item: Dataset) -> Dataset:
+    """The Referenced SOP Sequence item of the image an Image Region is SELECTED FROM."""
     for child in item.get("ContentSequence", []):
         if child.get("ValueType") == "IMAGE" and child.get("ReferencedSOPSequence"):
-            return str(child.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            return child.ReferencedSOPSequence[0]
     raise ValueError("expected an Image Region SCOORD with a SELECTED FROM IMAGE child item, "
                      "found none")
+
+
+def _region_image_uid(item: Dataset) -> str:
+    """SOP Instance UID of the image an Image Region is SELECTED FROM."""
+    return str(_region_image(item).ReferencedSOPInstanceUID)
+
+
+def _check_sop_class(ds: Dataset) -> None:
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class != COMPREHENSIVE_3D_SR_STORAGE:
+        raise ValueError(f"expected a Comprehensive 3D SR (SOP Class "
+                         f"{COMPREHENSIVE_3D_SR_STORAGE}), found SOP Class {sop_class!r}")
 
 
 def read_tid1500_boxes(ds: Dataset) -> dict[str, list[list[float]]]:
@@ -342,12 +370,28 @@ def read_tid1500_boxes(ds: Dataset) -> dict[str, list[list[float]]]:
     Raises:
         ValueError: when ``ds`` is not a Comprehensive 3D SR or a region has no source image.
     """
-    sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class != COMPREHENSIVE_3D_SR_STORAGE:
-        raise ValueError(f"expected a Comprehensive 3D SR (SOP Class "
-                         f"{COMPREHENSIVE_3D_SR_STORAGE}), found SOP Class {sop_class!r}")
+    _check_sop_class(ds)
     boxes: dict[str, list[list[float]]] = {}
     for item in _content_items(ds.get("ContentSequence", [])):
         if _is_image_region(item):
             boxes.setdefault(_region_image_uid(item), []).append(polyline_box(item.GraphicData))
     return boxes
+
+
+def read_tid1500_frames(ds: Dataset) -> dict[str, list[list[int]]]:
+    """The frames of a TID 1500 SR's Image Regions: SOPInstanceUID of the source image -> the
+    Referenced Frame Numbers of each region's source image (1-based; ``[]`` for a 2D image or
+    a reference to every frame), in the order of :func:`read_tid1500_boxes`' boxes. A region
+    written by :func:`build_tid1500` on a tomosynthesis volume has one frame, the finding's
+    ``FrameOut.best``.
+
+    Raises:
+        ValueError: as :func:`read_tid1500_boxes`.
+    """
+    _check_sop_class(ds)
+    frames: dict[str, list[list[int]]] = {}
+    for item in _content_items(ds.get("ContentSequence", [])):
+        if _is_image_region(item):
+            ref = _region_image(item)
+            frames.setdefault(str(ref.ReferencedSOPInstanceUID), []).append(frame_numbers(ref))
+    return frames

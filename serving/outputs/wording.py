@@ -10,6 +10,10 @@ and the GSPS: which lesion it is, where it is, and what its score means.
   (:func:`orientation_assumed`, the rule of ``locate``), the pipeline assumed the standard
   hanging; the results then leave out the clock face, the quadrant and the outer/inner or
   upper/lower half, and say why. Depth and distance from the nipple do not depend on it.
+- **Tomosynthesis**: a finding on a DBT volume names its frame, e.g. "frame 23 of 48 (height
+  21 mm)", and the frames it is seen in; one DBT view gives the whole BI-RADS location (the
+  plane's height is the third dimension), so a finding seen on one DBT view only is located
+  with that view's own phrase (``FindingOut.single_view_location``).
 - **Score**: the model's lesion score from 0 to 1 (rescored with the other view when the model
   card has a rescoring model), a ranking for marks and not a probability of cancer; the
   operating point's threshold and its validation sensitivity and false-positive rate say what
@@ -18,18 +22,21 @@ and the GSPS: which lesion it is, where it is, and what its score means.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from serving.outputs.common import OperatingPointPerformance, ResultInput
+from serving.outputs.common import OperatingPointPerformance, ResultInput, is_volume
 from serving.pipeline.findings import (
     FindingOut,
+    FrameOut,
     FusedFindingOut,
     ImageOut,
     MimicOut,
     ModelOut,
     OperatingPointOut,
+    SingleViewLocationOut,
 )
 from serving.pipeline.locate import ORIENTATION_UNKNOWN
 from serving.pipeline.locate import orientation_assumed as _assumed
@@ -55,12 +62,35 @@ def patient_orientation(source: Dataset) -> tuple[str, str] | None:
 def orientation_assumed(source: Dataset, image: ImageOut) -> bool:
     """True when the location of a finding on ``image`` rests on an assumed hanging: its
     PatientOrientation does not give the direction the view needs (``locate``'s rule: CC the
-    lateral direction, ML/LM the superior one, MLO-like views both)."""
+    lateral direction, ML/LM the superior one, MLO-like views both). For a tomosynthesis
+    volume, whose orientation is in its functional groups (Plane Orientation), the
+    pipeline's own verdict, ``ImageOut.orientation_assumed``."""
+    if is_volume(source):
+        return image.orientation_assumed
     return _assumed(image.view, image.laterality, patient_orientation(source))
 
 
 def _distance(cm: int) -> str:
     return "less than 1 cm from nipple" if cm < 1 else f"{cm} cm from nipple"
+
+
+def _millimetres(value: float) -> str:
+    """e.g. "21 mm" or "20.5 mm" (0.1 mm)."""
+    return f"{round(value, 1):g} mm"
+
+
+def frame_text(frame: FrameOut, frames: int | None = None) -> str:
+    """The frame a tomosynthesis mark is drawn on, e.g. "frame 23 of 48 (height 21 mm)"
+    (``frames``: the volume's number of frames, left out when unknown)."""
+    of = f" of {frames}" if frames else ""
+    return f"frame {frame.best}{of} (height {_millimetres(frame.height_mm)})"
+
+
+def frame_range_text(frame: FrameOut) -> str:
+    """The frames a tomosynthesis finding is detected in, e.g. "frames 20-26" or "frame 23"."""
+    if frame.first == frame.last:
+        return f"frame {frame.first}"
+    return f"frames {frame.first}-{frame.last}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +111,13 @@ class Where:
     distance_cm: int | None = None
     distance_mm: float | None = None
     left_out: str | None = None
-    """What was left out because the orientation was assumed, e.g. "clock face or quadrant"."""
+    """What was left out because the orientation was assumed (or, for a tomosynthesis view,
+    because the view does not give it), e.g. "clock face or quadrant"."""
+    left_out_reason: str = "orientation unknown"
+    """Why, in a label line."""
+    stated: str | None = None
+    """A tomosynthesis view's own location phrase (``SingleViewLocationOut.phrase``), said as
+    it is."""
 
     @property
     def side(self) -> str:
@@ -90,6 +126,8 @@ class Where:
     def phrase(self) -> str:
         """e.g. "Left breast, 10 o'clock, middle depth, 3 cm from nipple" (the views are said
         apart)."""
+        if self.stated:
+            return self.stated
         parts = [self.side]
         if self.region:
             parts.append(self.region)
@@ -112,7 +150,7 @@ class Where:
                                        if self.distance_cm is not None else "") if p)
         lines = [first] + ([second] if second else [])
         if self.left_out:
-            lines.append(f"no {self.left_out}: orientation unknown")
+            lines.append(f"no {self.left_out}: {self.left_out_reason}")
         return lines
 
 
@@ -131,27 +169,44 @@ class Lesion:
         return f"{FINDING_NAME} {self.number}"
 
 
+def _region(quadrant: str | None, clock_hour: int | None) -> str | None:
+    """What a location names first after the breast: "retroareolar" or "central", else the
+    clock face ("10 o'clock"), else the quadrant; ``None`` when neither is known."""
+    if quadrant in ("retroareolar", "central"):
+        return quadrant
+    if clock_hour is not None:
+        return f"{clock_hour} o'clock"
+    return quadrant
+
+
 def _where_fused(lesion: FusedFindingOut, views: str, assumed: bool) -> Where:
     if assumed:
         return Where(lesion.laterality, views=views, depth=lesion.depth,
                      distance_cm=lesion.distance_from_nipple_cm,
                      distance_mm=lesion.distance_from_nipple_mm,
                      left_out="clock face or quadrant")
-    region: str | None = None
-    if lesion.quadrant in ("retroareolar", "central"):
-        region = lesion.quadrant
-    elif lesion.clock_hour is not None:
-        region = f"{lesion.clock_hour} o'clock"
-    elif lesion.quadrant is not None:
-        region = lesion.quadrant
+    region = _region(lesion.quadrant, lesion.clock_hour)
     return Where(lesion.laterality, region=region, clock_hour=lesion.clock_hour,
                  quadrant=lesion.quadrant, views=views, depth=lesion.depth,
                  distance_cm=lesion.distance_from_nipple_cm,
                  distance_mm=lesion.distance_from_nipple_mm)
 
 
+def _where_volume(image: ImageOut, views: str, loc: SingleViewLocationOut) -> Where:
+    """One tomosynthesis view's whole location (its phrase already says what it leaves out
+    and why)."""
+    left_out = "clock face or quadrant" if loc.clock_hour is None and loc.quadrant is None \
+        else None
+    return Where(image.laterality, region=_region(loc.quadrant, loc.clock_hour),
+                 clock_hour=loc.clock_hour, quadrant=loc.quadrant, views=views, depth=loc.depth,
+                 distance_cm=loc.distance_from_nipple_cm, distance_mm=loc.distance_from_nipple_mm,
+                 left_out=left_out, left_out_reason="not given by this view", stated=loc.phrase)
+
+
 def _where_single(image: ImageOut, finding: FindingOut, assumed: bool) -> Where:
     views = f"{image.view} only" if image.view else "one view of unknown type"
+    if finding.single_view_location is not None:
+        return _where_volume(image, views, finding.single_view_location)
     loc = finding.location
     if loc is None:
         return Where(image.laterality, views=views)
@@ -274,24 +329,49 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def lesion_frames(lesion: Lesion, images: Sequence[ImageOut]) -> str:
+    """Where a lesion lies in its tomosynthesis volume(s), e.g. "Tomosynthesis: best seen on
+    frame 23 of 48 (height 21 mm), detected in frames 20-26" (each view named for a two-view
+    lesion); "" when no member is on a volume."""
+    parts = []
+    for index, finding in lesion.members:
+        if finding.frame is None:
+            continue
+        image = images[index]
+        view = f"{image.view} " if lesion.fused is not None and image.view else ""
+        parts.append(f"{view}best seen on {frame_text(finding.frame, image.number_of_frames)}, "
+                     f"detected in {frame_range_text(finding.frame)}")
+    return f"Tomosynthesis: {'; '.join(parts)}" if parts else ""
+
+
 def impression(lesion: Lesion, result: ResultInput) -> str:
     """The Impression Description of one lesion in the CAD SR."""
     seen = f"seen on {lesion.where.views}"
+    frames = lesion_frames(lesion, result.study.images)
     return (f"{lesion.name} (intraluminal, galactography), {seen}: {lesion.where.phrase()}. "
-            f"{_sentence(lesion_score(lesion))}; "
+            + (f"{frames}. " if frames else "")
+            + f"{_sentence(lesion_score(lesion))}; "
             f"{threshold_text(result.operating_point, result.performance)}. "
             f"{_sentence(score_meaning(result.model, rescored(result)))}.")
 
 
-def finding_label(lesion: Lesion, finding: FindingOut) -> list[str]:
+def finding_label(lesion: Lesion, finding: FindingOut, frames: int | None = None) -> list[str]:
     """The GSPS label of one finding (on its own image), e.g. ["Filling defect 1, score 0.93",
-    "Left breast, 10 o'clock", "middle depth, 3 cm from nipple"]."""
-    return [f"{lesion.name}, score {finding.score:.2f}", *lesion.where.label_lines()]
+    "Left breast, 10 o'clock", "middle depth, 3 cm from nipple"], and on a tomosynthesis
+    volume (``frames``: its number of frames) also e.g. "frame 23 of 48 (height 21 mm)"."""
+    lines = [f"{lesion.name}, score {finding.score:.2f}", *lesion.where.label_lines()]
+    if finding.frame is not None:
+        lines.append(frame_text(finding.frame, frames))
+    return lines
 
 
-def mimic_label(mimic: MimicOut) -> list[str]:
-    """e.g. ["Probable air bubble", "not a lesion, score 0.71"]."""
-    return [_sentence(mimic.text), f"not a lesion, score {mimic.score:.2f}"]
+def mimic_label(mimic: MimicOut, frames: int | None = None) -> list[str]:
+    """e.g. ["Probable air bubble", "not a lesion, score 0.71"], and on a tomosynthesis volume
+    its frame, e.g. "frame 4 of 8 (height 3 mm)"."""
+    lines = [_sentence(mimic.text), f"not a lesion, score {mimic.score:.2f}"]
+    if mimic.frame is not None:
+        lines.append(frame_text(mimic.frame, frames))
+    return lines
 
 
 def algorithm_notes(result: ResultInput, *, full: bool = True) -> list[str]:
@@ -309,6 +389,7 @@ def algorithm_notes(result: ResultInput, *, full: bool = True) -> list[str]:
 
 
 __all__ = ["ORIENTATION_NOTE", "Lesion", "StudyWords", "Where", "algorithm_notes",
-           "finding_label", "finding_score", "impression", "lesion_score", "mimic_label",
+           "finding_label", "finding_score", "frame_range_text", "frame_text", "impression",
+           "lesion_frames", "lesion_score", "mimic_label",
            "orientation_assumed", "patient_orientation", "performance_text", "rescored",
            "score_meaning", "threshold_text"]
