@@ -5,6 +5,15 @@ Files are read with the intake, grouped into studies by StudyInstanceUID, run th
 and the evidence their score was rescored with, and the two-view BI-RADS phrases), probable
 mimics in a table of their own (never among the findings), optionally as JSON (the HTTP API's
 schema) and as PNG overlays.
+
+Tomosynthesis: a file whose header is a volume (:func:`serving.pipeline.dicom_in.is_volume`:
+Breast Tomosynthesis Image, multi-frame grayscale Secondary Capture) is read with
+:func:`~serving.pipeline.dicom_in.read_volume` (its frames are decoded during detection, one
+at a time) and analysed in slabs (``--slab``, ``--stride``). Raw DBT projections (Breast
+Projection X-Ray Image) go to the volume reader too, which refuses them naming what to send.
+The table gives a DBT finding's best frame ("frame 23/48") and its single-view location; an
+overlay PNG is written per frame that holds a finding's (or a mimic's) box, named
+``<index>_<laterality>_<view>_f<NNN>.png`` (the central frame when there is none).
 """
 
 from __future__ import annotations
@@ -19,7 +28,15 @@ from serving.errors import CommandError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from serving.pipeline.findings import DetectionResponse, FindingOut, StudyOut
+    from serving.pipeline.dicom_in import Image, Volume
+    from serving.pipeline.findings import (
+        DetectionResponse,
+        FindingOut,
+        FrameOut,
+        ImageOut,
+        MimicOut,
+        StudyOut,
+    )
 
 
 #: Console width when the output is not a terminal.
@@ -30,8 +47,9 @@ def register(sub: Subparsers) -> None:
     """Add ``galacto detect``."""
     p = add_command(sub, "detect", func=run, help="detect filling defects in DICOM files",
                     description="Detect and locate filling defects in galactogram DICOM files "
-                                "(folders are searched recursively; a file is DICOM by its "
-                                "DICM marker or a .dcm suffix; a DICOMDIR is followed).")
+                                "and tomosynthesis volumes (folders are searched recursively; "
+                                "a file is DICOM by its DICM marker or a .dcm suffix; a "
+                                "DICOMDIR is followed).")
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     add_model_option(p)
     p.add_argument("--operating-point", default=None,
@@ -42,7 +60,28 @@ def register(sub: Subparsers) -> None:
                         "replace the card's operating points (default: $GALACTO_CALIBRATION, "
                         "if set)")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
-    p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here")
+    p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here (a "
+                   "tomosynthesis volume: one per frame holding a finding)")
+    # defaults None: the pipeline's (serving.pipeline.detect_volume.TomoSettings), named in
+    # the help text without importing the pipeline when the parser is built
+    tomo = p.add_argument_group("Tomosynthesis Options")
+    tomo.add_argument("--slab", type=_positive, default=None, metavar="N",
+                      help="frames of a volume averaged into one detector input (1: every "
+                           "frame alone; default 3)")
+    tomo.add_argument("--stride", type=_positive, default=None, metavar="N",
+                      help="frames between detector inputs (default 3: slabs that tile the "
+                           "volume)")
+
+
+def _positive(text: str) -> int:
+    """An int >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -53,6 +92,40 @@ def _files(paths: list[Path]) -> list[Path]:
         return find_dicom_files(paths)
     except (FileNotFoundError, NoDicomFilesError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def read_input(path: Path, reduce_to_spacing_mm: float | None) -> Image | Volume:
+    """One file as a 2D :class:`~serving.pipeline.dicom_in.Image` or a tomosynthesis
+    :class:`~serving.pipeline.dicom_in.Volume`, by its header (parsed under the intake's
+    guards, without pixel data). A volume, or a raw DBT projection (which the volume reader
+    refuses, saying to send the reconstructed volume), goes to ``read_volume``; anything
+    else, including a header that cannot be parsed, to ``read_image`` (with
+    ``reduce_to_spacing_mm``), which names what is wrong.
+
+    Raises:
+        serving.pipeline.errors.IntakeError: the file is refused.
+        OSError: the file cannot be read.
+    """
+    from serving.pipeline.dicom_in import (
+        DEFAULT_MAX_VOLUME_PIXELS,
+        is_volume,
+        read_image,
+        read_volume,
+    )
+    from serving.pipeline.errors import IntakeError
+    from serving.pipeline.intake.parse import read_dataset
+    from serving.pipeline.intake.volume_header import BREAST_PROJECTION_SOP_CLASSES
+
+    try:  # the volume bound: a deflated volume inflates beyond an image's
+        header = read_dataset(path, max_pixels=DEFAULT_MAX_VOLUME_PIXELS)
+    except IntakeError:
+        header = None
+    if header is not None:
+        sop_class = str(header.get("SOPClassUID", "")) or str(
+            getattr(header, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        if is_volume(header) or sop_class in BREAST_PROJECTION_SOP_CLASSES:
+            return read_volume(path)
+    return read_image(path, reduce_to_spacing_mm=reduce_to_spacing_mm)
 
 
 def calibration_file(given: Path | None) -> Path | None:
@@ -73,27 +146,47 @@ def _evidence(f: FindingOut) -> str:
     return "; ".join(parts) or "-"
 
 
+def frame_text(frame: FrameOut | None, img: ImageOut) -> str:
+    """``"frame 23/48"`` (the best frame of a tomosynthesis finding), ``"-"`` for 2D."""
+    if frame is None:
+        return "-"
+    return f"frame {frame.best}/{img.number_of_frames or '?'}"
+
+
+def _location(f: FindingOut) -> str:
+    """The single-view location of a tomosynthesis finding, else the view's location."""
+    if f.single_view_location is not None:
+        return f.single_view_location.phrase
+    return f.location.text if f.location else "-"
+
+
+def _view(img: ImageOut) -> str:
+    return f"{img.laterality} {img.view}" + (" DBT" if img.number_of_frames else "")
+
+
 def print_study(console: Console, study: StudyOut, result: DetectionResponse) -> None:
     """One study: its findings table, two-view phrases and, when there are any, the probable
-    mimics in a table of their own."""
+    mimics in a table of their own. A study with a tomosynthesis volume gets a ``frame``
+    column (the best frame of each volume finding)."""
     from rich.table import Table
 
     op, model = result.operating_point, result.model
+    dbt = any(img.number_of_frames for img in study.images)
     table = Table(title=f"study {study.study_instance_uid}  ({model.name} {model.version}, "
                         f"{op.name}: score >= {op.score_threshold:.3f}, {op.source})")
-    for col in ("image", "view", "finding", "score", "box (px)", "size (mm)", "location",
-                "evidence"):
+    for col in ("image", "view", "finding", *(("frame",) if dbt else ()), "score", "box (px)",
+                "size (mm)", "location", "evidence"):
         table.add_column(col)
     for img in study.images:
         name = Path(img.source).name if img.source else str(img.index)
         if not img.findings:
-            table.add_row(name, f"{img.laterality} {img.view}", "-", "", "", "",
+            table.add_row(name, _view(img), "-", *(("",) if dbt else ()), "", "", "",
                           "no finding", "")
         for f in img.findings:
-            table.add_row(name, f"{img.laterality} {img.view}", f.id, f"{f.score:.2f}",
-                          " ".join(f"{v:.0f}" for v in f.box_px),
-                          f"{f.size_mm[0]:.1f} x {f.size_mm[1]:.1f}",
-                          f.location.text if f.location else "-", _evidence(f))
+            table.add_row(name, _view(img), f.id, *((frame_text(f.frame, img),) if dbt else ()),
+                          f"{f.score:.2f}", " ".join(f"{v:.0f}" for v in f.box_px),
+                          f"{f.size_mm[0]:.1f} x {f.size_mm[1]:.1f}", _location(f),
+                          _evidence(f))
     console.print(table)
     for fused in study.fused:
         ids = ", ".join(fused.finding_ids)
@@ -102,16 +195,42 @@ def print_study(console: Console, study: StudyOut, result: DetectionResponse) ->
     if any(img.mimics for img in study.images):
         mimics = Table(title="probable mimics \N{EM DASH} not lesions", title_style="magenta",
                        border_style="magenta")
-        for col in ("image", "view", "mimic", "score", "box (px)", "size (mm)"):
+        for col in ("image", "view", "mimic", *(("frame",) if dbt else ()), "score", "box (px)",
+                    "size (mm)"):
             mimics.add_column(col)
         for img in study.images:
             name = Path(img.source).name if img.source else str(img.index)
             for m in img.mimics:
                 x1, y1, x2, y2 = m.box_mm
-                mimics.add_row(name, f"{img.laterality} {img.view}", m.text, f"{m.score:.2f}",
+                mimics.add_row(name, _view(img), m.text,
+                               *((frame_text(m.frame, img),) if dbt else ()), f"{m.score:.2f}",
                                " ".join(f"{v:.0f}" for v in m.box_px),
                                f"{x2 - x1:.1f} x {y2 - y1:.1f}")
         console.print(mimics)
+
+
+def _frames_shown(img: ImageOut) -> list[int]:
+    """The frame numbers (1-based) that hold a finding's or a mimic's box, increasing; the
+    central frame when none does."""
+    marks: list[FindingOut | MimicOut] = [*img.findings, *img.mimics]
+    frames = sorted({m.frame.best for m in marks if m.frame is not None})
+    return frames or [((img.number_of_frames or 1) + 1) // 2]
+
+
+def write_volume_overlays(volume: Volume, img: ImageOut, folder: Path) -> list[Path]:
+    """Write one PNG per frame of :func:`_frames_shown` with
+    :func:`serving.outputs.overlay.write_frame_overlay`
+    (``<folder>/<index>_<laterality>_<view>_f<NNN>.png``: the frame, its findings solid, the
+    findings best seen on another frame but detected on it dashed, its mimics) and return
+    their paths.
+
+    Raises:
+        serving.pipeline.errors.IntakeError: a frame cannot be decoded.
+    """
+    from serving.outputs.overlay import write_frame_overlay
+
+    return [write_frame_overlay(volume.frame(number - 1), img, number, folder)
+            for number in _frames_shown(img)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     from serving.outputs.overlay import write_overlay
     from serving.pipeline.calibration import calibrated_model
     from serving.pipeline.detect import detect
-    from serving.pipeline.dicom_in import Image, read_image
+    from serving.pipeline.detect_volume import TomoSettings
+    from serving.pipeline.dicom_in import Image
     from serving.pipeline.errors import IntakeError
     from serving.pipeline.model import ModelError, default_model_dir, load_model
 
@@ -136,19 +256,28 @@ def run(args: argparse.Namespace) -> int:
         model.operating_point(args.operating_point)
     except ModelError as exc:
         raise CommandError(str(exc)) from None
-    images: list[Image] = []
+    inputs: list[Image | Volume] = []
     sources: list[str | None] = []
     rejected = 0
     for path in files:
         try:
-            images.append(read_image(path, reduce_to_spacing_mm=model.preprocess.spacing_mm))
+            inputs.append(read_input(path, model.preprocess.spacing_mm))
             sources.append(str(path))
         except IntakeError as exc:
             rejected += 1
             console.print(f"[red]rejected[/red] {path}: {exc.code}: {exc}")
-    if not images:
-        raise CommandError("no file could be read as a galactogram image")
-    result = detect(images, model, args.operating_point, sources=sources)
+    if not inputs:
+        raise CommandError("no file could be read as a galactogram image or tomosynthesis "
+                           "volume")
+    defaults = TomoSettings()
+    slab, stride = getattr(args, "slab", None), getattr(args, "stride", None)
+    tomo = TomoSettings(slab=defaults.slab if slab is None else slab,
+                        stride=defaults.stride if stride is None else stride)
+    try:
+        result = detect(inputs, model, args.operating_point, sources=sources, tomo=tomo)
+    except IntakeError as exc:  # a volume's frame, decoded only now
+        raise CommandError(f"a tomosynthesis frame could not be decoded: {exc.code}: "
+                           f"{exc}") from None
     for study in result.studies:
         print_study(console, study, result)
     if args.json:
@@ -157,7 +286,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"wrote {args.json}")
     if args.overlay:
         flat = [img for s in result.studies for img in s.images]
+        count = 0
         for img_out in flat:
-            write_overlay(images[img_out.index], img_out, args.overlay)
-        console.print(f"wrote {len(flat)} overlay(s) to {args.overlay}")
+            item = inputs[img_out.index]
+            if isinstance(item, Image):
+                write_overlay(item, img_out, args.overlay)
+                count += 1
+            else:
+                count += len(write_volume_overlays(item, img_out, args.overlay))
+        console.print(f"wrote {count} overlay(s) to {args.overlay}")
     return 1 if rejected else 0

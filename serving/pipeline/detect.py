@@ -4,6 +4,18 @@ Images -> per-image detections at the chosen operating point (``serving.pipeline
 landmarks and per-view location (``serving.pipeline.locate``) -> grouping by study and breast
 -> CC vs ML/MLO matching with clock face, quadrant, depth and distance -> a
 :class:`~serving.pipeline.findings.DetectionResponse`.
+
+Tomosynthesis volumes (:class:`~serving.pipeline.dicom_in.Volume`) may be given beside 2D
+images: each is analysed by :func:`serving.pipeline.detect_volume.analyse_volume` (the 2D
+detector through its slabs, candidates linked in 3D, located from the one view) and reported
+as one :class:`~serving.pipeline.findings.ImageOut` with ``number_of_frames``, each finding
+with its ``frame`` and ``single_view_location``. Two-view fusion pairs a CC volume with an
+ML/MLO volume of the same breast and study, by the findings' in-plane locations, as it pairs
+2D images; 2D images and volumes are fused each among their own kind, never across: a
+combined 2D + DBT exam shows each lesion in both, and one greedy matching over both kinds
+would pair a lesion's 2D view with the other kind's second view (two fused findings for one
+lesion, from scores of different scales: rescored 2D against the detector's DBT score).
+2D images are analysed, rescored and reported exactly as without volumes.
 """
 
 from __future__ import annotations
@@ -21,7 +33,14 @@ from serving.pipeline.candidates import (
     analyse_study,
     rescore_model,
 )
-from serving.pipeline.dicom_in import Image
+from serving.pipeline.detect_volume import (
+    TomoSettings,
+    VolumeCandidates,
+    analyse_volume,
+    mimics_to_report,
+    single_view_location_out,
+)
+from serving.pipeline.dicom_in import Image, ImageHeader, Volume
 from serving.pipeline.findings import (
     DetectionResponse,
     FindingOut,
@@ -54,7 +73,7 @@ MIMIC_TEXT = {"air_bubble": "probable air bubble", "cyst": "probable contrast-fi
 ORIENTATION_WARNING: Final = (f"{ORIENTATION_UNKNOWN} for this view: the standard hanging was "
                               "assumed; no half, clock face or quadrant is stated")
 
-def _mm_box(box: np.ndarray, image: Image) -> tuple[list[float], list[float]]:
+def _mm_box(box: np.ndarray, image: ImageHeader) -> tuple[list[float], list[float]]:
     sy, sx = image.spacing_mm or (1.0, 1.0)
     x1, y1, x2, y2 = (float(v) for v in box)
     return ([round(v, 1) for v in (x1, y1, x2, y2)],
@@ -75,7 +94,7 @@ def _evidence_text(ev: CandidateEvidence, rescored: bool) -> str | None:
 
 
 def _finding(index: int, k: int, box: np.ndarray, score: float, detector_score: float,
-             evidence: str | None, image: Image, model: DetectorModel,
+             evidence: str | None, image: ImageHeader, model: DetectorModel,
              loc: ViewLocation | None) -> FindingOut:
     sy, sx = image.spacing_mm or (1.0, 1.0)
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -115,6 +134,13 @@ def _mimics(c: ImageCandidates, reported: np.ndarray, threshold: float) -> list[
     return out
 
 
+def _mimic_threshold(model: DetectorModel, threshold: float) -> float:
+    """The score a mimic call needs to be reported: the card's mimic threshold, or the
+    operating point's threshold when that is higher (0: the card's)."""
+    return max(model.decode.mimic_score_thresh, threshold) if threshold > 0 \
+        else model.decode.mimic_score_thresh
+
+
 def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold: float,
                  source: str | None = None, rescored: bool = False
                  ) -> tuple[ImageOut, list[ViewLocation | None]]:
@@ -130,8 +156,7 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
                                  float(c.detector_scores[i]),
                                  _evidence_text(c.evidence[i], rescored), image, model,
                                  c.locations[i]))
-    mimic_threshold = max(model.decode.mimic_score_thresh, threshold) if threshold > 0 \
-        else model.decode.mimic_score_thresh
+    mimic_threshold = _mimic_threshold(model, threshold)
     timings = {k: round(v, 1) for k, v in c.timings_ms.items()}
     marks = c.landmarks
     assumed = orientation_assumed(image.view, image.laterality, image.patient_orientation)
@@ -146,6 +171,47 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
         findings=findings, mimics=_mimics(c, c.boxes[keep], mimic_threshold),
         orientation_assumed=assumed, timings_ms=timings, warnings=warnings)
+    return out, locs
+
+
+def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, threshold: float,
+                source: str | None = None) -> tuple[ImageOut, list[ViewLocation | None]]:
+    """The findings (lesion candidates with detector score >= ``threshold``), mimics and
+    in-plane locations (for two-view fusion) of one analysed tomosynthesis volume. Boxes lie
+    on each finding's best frame (``frame.best``, 1-based)."""
+    header = vc.header
+    keep = [i for i, c in enumerate(vc.lesions) if c.score >= threshold]
+    findings, locs = [], []
+    for k, i in enumerate(keep):
+        c, tomo = vc.lesions[i], vc.locations[i]
+        loc = tomo.in_plane if tomo is not None else None
+        locs.append(loc)
+        f = _finding(index, k, np.asarray(c.box, np.float64), c.score, c.score, vc.evidence[i],
+                     header, model, loc)
+        f.frame = vc.lesion_frames[i]
+        f.single_view_location = single_view_location_out(tomo) if tomo else None
+        findings.append(f)
+    mimics = []
+    for k in mimics_to_report(vc, keep, _mimic_threshold(model, threshold)):
+        m, label = vc.mimics[k], vc.mimic_labels[k]
+        box_px, box_mm = _mm_box(np.asarray(m.box, np.float64), header)
+        mimics.append(MimicOut(label=label, text=MIMIC_TEXT.get(label, f"probable {label}"),
+                               score=round(float(m.score), 4), box_px=box_px, box_mm=box_mm,
+                               frame=vc.mimic_frames[k]))
+    marks = vc.landmarks
+    assumed = orientation_assumed(header.view, header.laterality, header.patient_orientation)
+    out = ImageOut(
+        index=index, source=source, sop_instance_uid=header.sop_instance_uid,
+        series_instance_uid=header.series_instance_uid,
+        study_instance_uid=header.study_instance_uid, laterality=header.laterality,
+        view=header.view, rows=header.rows, cols=header.cols,
+        spacing_mm=list(header.spacing_mm or ()), spacing_source=header.spacing_source,
+        number_of_frames=vc.number_of_frames,
+        nipple_px=[round(v, 1) for v in vc.nipple_px] if vc.nipple_px else None,
+        pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
+        findings=findings, mimics=mimics, orientation_assumed=assumed,
+        timings_ms={k: round(v, 1) for k, v in vc.timings_ms.items()},
+        warnings=vc.warnings + ([ORIENTATION_WARNING] if assumed else []))
     return out, locs
 
 
@@ -179,30 +245,58 @@ def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
     return fused
 
 
-def detect(images: Sequence[Image], model: DetectorModel, operating_point: str | None = None,
-           sources: Sequence[str | None] | None = None, request_id: str | None = None,
-           score_threshold: float | None = None) -> DetectionResponse:
-    """Detect and locate filling defects in ``images`` (any number of studies).
+def _study_of(item: Image | Volume) -> str | None:
+    """The StudyInstanceUID of a 2D image or of a volume."""
+    return item.study_instance_uid if isinstance(item, Image) else \
+        item.header.image.study_instance_uid
 
-    Images are grouped by StudyInstanceUID (in order of first appearance); within a study,
-    findings of the CC and ML/MLO images of each breast are matched and located.
-    ``score_threshold`` overrides the operating point's threshold (0.0: every candidate).
+
+def detect(images: Sequence[Image | Volume], model: DetectorModel,
+           operating_point: str | None = None, sources: Sequence[str | None] | None = None,
+           request_id: str | None = None, score_threshold: float | None = None,
+           tomo: TomoSettings | None = None) -> DetectionResponse:
+    """Detect and locate filling defects in ``images`` (any number of studies): 2D images
+    and tomosynthesis volumes, in any mix.
+
+    Images are grouped by StudyInstanceUID (in order of first appearance, each study's
+    images in input order); within a study, findings of the CC and ML/MLO images of each
+    breast are matched and located, 2D images among themselves and volumes among themselves
+    (see the module docstring). ``score_threshold`` overrides the operating point's
+    threshold (0.0: every candidate); it applies to the rescored score of a 2D finding and to
+    the detector score of a volume's. ``tomo`` sets how volumes are run (default
+    :class:`~serving.pipeline.detect_volume.TomoSettings`); 2D images ignore it.
+
+    Raises:
+        serving.pipeline.model.ModelError: an unknown operating point.
+        serving.pipeline.errors.IntakeError: a volume's frame cannot be decoded (frames are
+            decoded here, one at a time, not at intake).
+        ValueError: a malformed rescoring section of the card, or a malformed volume header.
     """
     op = model.operating_point(operating_point)
     threshold = op.score_threshold if score_threshold is None else score_threshold
     srcs = list(sources) if sources is not None else [None] * len(images)
     order: OrderedDict[str | None, list[int]] = OrderedDict()
-    for i, image in enumerate(images):
-        order.setdefault(image.study_instance_uid, []).append(i)
+    for i, item in enumerate(images):
+        order.setdefault(_study_of(item), []).append(i)
     rescored = rescore_model(model) is not None
     studies = []
     for uid, members in order.items():
-        analysed = analyse_study([images[i] for i in members], model)
-        group = [detect_image(i, c, model, threshold, srcs[i], rescored)
-                 for i, c in zip(members, analysed, strict=True)]
-        studies.append(StudyOut(study_instance_uid=uid, images=[g[0] for g in group],
-                                fused=_fuse_study([g[0] for g in group],
-                                                  [g[1] for g in group])))
+        flat = [(i, item) for i in members if isinstance(item := images[i], Image)]
+        outs: dict[int, tuple[ImageOut, list[ViewLocation | None]]] = {}
+        if flat:  # the 2D images, analysed and rescored together as without volumes
+            analysed = analyse_study([item for _, item in flat], model)
+            for (i, _), c in zip(flat, analysed, strict=True):
+                outs[i] = detect_image(i, c, model, threshold, srcs[i], rescored)
+        for i in members:
+            if not isinstance(item := images[i], Image):
+                outs[i] = detect_tomo(i, analyse_volume(item, model, tomo), model, threshold,
+                                      srcs[i])
+        planar = [i for i, _ in flat]
+        volumes = [i for i in members if not isinstance(images[i], Image)]
+        fused = [*_fuse_study([outs[i][0] for i in planar], [outs[i][1] for i in planar]),
+                 *_fuse_study([outs[i][0] for i in volumes], [outs[i][1] for i in volumes])]
+        studies.append(StudyOut(study_instance_uid=uid, images=[outs[i][0] for i in members],
+                                fused=fused))
     return DetectionResponse(model=ModelOut(name=model.name, version=model.version),
                              operating_point=OperatingPointOut(
                                  name=op.name, score_threshold=threshold,
