@@ -40,6 +40,12 @@ class DataConfig(_Strict):
     cache: str = Field(default="runs/cache", description="folder for preprocessed arrays")
     val_max_images: int = Field(default=120, ge=1,
                                 description="cap on validation images per folder")
+    dbt_frames_per_volume: int = Field(
+        default=4, ge=0,
+        description="tomosynthesis volumes in a data folder: frames drawn per volume as 2D "
+                    "training images (half with a lesion in focus, half clean; see "
+                    "training.data_dbt), so a volume weighs like this many 2D images; 0 "
+                    "leaves volumes out")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

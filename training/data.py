@@ -9,6 +9,10 @@ preprocessing settings.
 
 Boxes here are ``[x1, y1, x2, y2]`` model pixels (x = column) until
 :func:`serving.pipeline.boxes.xyxy_to_monai` turns them into MONAI order for the loss.
+
+Tomosynthesis volumes (items with ``frames``) become a few 2D frame items each when
+:func:`load_split` is given ``dbt_frames_per_volume`` (:mod:`training.data_dbt`: which frames,
+and which boxes each frame carries); a frame is cached like an image, keyed also by its index.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from serving.pipeline.dicom_in import read_image
 from serving.pipeline.preprocess import PreprocessConfig, Transform, prepare
 from training.augment import augment
 from training.config import AugmentConfig, PreprocessSection
+from training.data_dbt import expand_dbt_items, is_frame_item, read_frame, release_volumes
 from training.datasets import SPLITS, load_index
 
 CACHE_VERSION = "1"
@@ -60,9 +65,18 @@ def preprocess_config(section: PreprocessSection) -> PreprocessConfig:
     return PreprocessConfig.from_dict(section.model_dump())
 
 
-def load_split(root: Path, split: str) -> list[dict[str, Any]]:
+def load_split(root: Path, split: str, *, dbt_frames_per_volume: int | None = None,
+               seed: int = 0, epoch: int = 0) -> list[dict[str, Any]]:
     """Items of ``split`` in ``root/dataset.json``, after validating the whole file against
     the dataset schema (:mod:`training.datasets.schema`).
+
+    Args:
+        root: the dataset folder.
+        split: ``training``, ``validation`` or ``test``.
+        dbt_frames_per_volume: ``None`` keeps tomosynthesis volumes as items (evaluation);
+            a number replaces each by that many frame items
+            (:func:`training.data_dbt.expand_dbt_items`, drawn with ``seed`` and ``epoch``).
+            2D items are the same either way.
 
     Returns:
         The split's items as plain dicts (every key kept) plus ``_root`` (the folder).
@@ -75,7 +89,10 @@ def load_split(root: Path, split: str) -> list[dict[str, Any]]:
     raw, _ = load_index(root)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return [dict(it, _root=str(root)) for it in raw.get(split, [])]
+    items = [dict(it, _root=str(root)) for it in raw.get(split, [])]
+    if dbt_frames_per_volume is None:
+        return items
+    return expand_dbt_items(items, dbt_frames_per_volume, seed=seed, epoch=epoch)
 
 
 def dataset_fingerprint(roots: Sequence[Path]) -> str:
@@ -89,8 +106,11 @@ def dataset_fingerprint(roots: Sequence[Path]) -> str:
 def _cache_key(item: dict[str, Any], cfg: PreprocessConfig) -> str:
     path = Path(item["_root"]) / item["image"]
     st = path.stat()
-    raw = json.dumps([CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns,
-                      cfg.to_dict()], sort_keys=True)
+    key: list[Any] = [CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns,
+                      cfg.to_dict()]
+    if is_frame_item(item):  # one volume, many cached frames
+        key.append({"frame": int(item["_frame"])})
+    raw = json.dumps(key, sort_keys=True)
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
@@ -102,7 +122,10 @@ def _build_one(args: tuple[dict[str, Any], PreprocessConfig, Path]) -> Path:
     item, cfg, out = args
     if out.exists():
         return out
-    image = read_image(Path(item["_root"]) / item["image"])
+    if is_frame_item(item):
+        image = read_frame(item)
+    else:
+        image = read_image(Path(item["_root"]) / item["image"])
     prep = prepare(image, cfg)
     boxes = prep.transform.stored_to_model(_boxes(item["boxes"]))
     mimics = prep.transform.stored_to_model(_boxes([m["box"] for m in item.get("mimics", [])]))
@@ -125,6 +148,7 @@ def build_cache(items: list[dict[str, Any]], cfg: PreprocessConfig, cache_dir: P
             paths.append(_build_one(job))
             if progress is not None:
                 progress()
+        release_volumes()
         return paths
     with ProcessPoolExecutor(max_workers=workers) as pool:
         paths = []

@@ -9,6 +9,8 @@ nested findings, mimics the model recognised, every named operating point's FP/i
 the card's promise; all also per ``style``), written under the report's ``mimics`` key.
 The FROC sensitivities and the CPM get 95 % percentile bootstrap intervals over patients
 (:mod:`training.bootstrap`; ``report["froc"]["ci"]``). ``dataset.json`` is validated first.
+Tomosynthesis datasets (items with ``frames``) are evaluated per volume by
+:mod:`training.evaluate_dbt` (frame rule, clock face, time per volume).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from serving.pipeline.model import DetectorModel, ModelError, load_model
 from training.bootstrap import bootstrap_froc
 from training.data import load_split
 from training.datasets import patient_key
+from training.evaluate_dbt import is_dbt_item, run_dbt
 from training.metrics import evaluate, format_tables, froc, plot_froc
 from training.mimic_metrics import format_mimic_table, mimic_report
 from training.rescore_fit import analyse_items, predictions
@@ -113,6 +116,13 @@ def run(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise CommandError(f"{args.data}: split {args.split!r} is empty")
+    n_dbt = sum(1 for it in items if is_dbt_item(it))
+    if n_dbt:
+        if n_dbt != len(items):
+            raise CommandError(f"{args.data}: split {args.split!r} mixes {n_dbt} tomosynthesis "
+                               f"volumes with {len(items) - n_dbt} 2D images; evaluate them "
+                               "as separate datasets")
+        return run_dbt(args, items, model, op)
     preds, timings = predict_items(model, items)
     report = evaluate(items, preds, op.score_threshold, fp_rates=FP_RATES)
     if args.bootstrap:

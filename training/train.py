@@ -131,7 +131,8 @@ def lr_lambda(cfg: TrainConfig) -> Any:
 def load_images(cfg: TrainConfig, split: str, root: Path, d: Dist, limit: int | None = None
                 ) -> list[CachedImage]:
     """Preprocess (rank 0, cached) and load a split of a dataset."""
-    items = load_split(root, split)
+    items = load_split(root, split, dbt_frames_per_volume=cfg.data.dbt_frames_per_volume,
+                       seed=cfg.seed)
     if limit is not None:
         items = items[:limit]
     pcfg = preprocess_config(cfg.preprocess)

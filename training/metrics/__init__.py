@@ -53,6 +53,9 @@ Modules
 - :mod:`~training.metrics.report`: the JSON report (:func:`evaluate`) and the CLI's tables
   (:func:`format_tables`).
 - :mod:`~training.metrics.plot`: the FROC plot (:func:`plot_froc`).
+- :mod:`~training.metrics.frames`: the frame rule for tomosynthesis volumes (the 2D rule
+  plus the candidate's best frame within the lesion's frame range +/- 2;
+  :func:`frame_hits`, :func:`match_volumes`, FP per volume at :data:`VOLUME_FP_RATES`).
 
 Every name below is importable from ``training.metrics`` as before the split.
 """
@@ -67,6 +70,15 @@ from training.metrics.breakdown import (
     size_bin_labels,
 )
 from training.metrics.counts import FalsePositives, Sensitivity
+from training.metrics.frames import (
+    FRAME_HIT_RULE,
+    FRAME_TOLERANCE,
+    VOLUME_FP_RATES,
+    best_hit_index,
+    frame_hits,
+    match_volumes,
+    mimic_hit_scores,
+)
 from training.metrics.froc import DEFAULT_FP_RATES, FrocResult, froc, operating_point
 from training.metrics.matching import HIT_IOU, HIT_RULE, box_iou, hits, scored_marks
 from training.metrics.matching import UNKNOWN as UNKNOWN
@@ -80,18 +92,25 @@ __all__ = [
     "DEFAULT_AP_IOUS",
     "DEFAULT_FP_RATES",
     "DEFAULT_SIZE_BINS_MM",
+    "FRAME_HIT_RULE",
+    "FRAME_TOLERANCE",
     "HIT_IOU",
     "HIT_RULE",
+    "VOLUME_FP_RATES",
     "FalsePositives",
     "FrocResult",
     "Sensitivity",
     "ThresholdReport",
     "average_precision",
+    "best_hit_index",
     "box_iou",
     "evaluate",
     "format_tables",
+    "frame_hits",
     "froc",
     "hits",
+    "match_volumes",
+    "mimic_hit_scores",
     "operating_point",
     "plot_froc",
     "scored_marks",

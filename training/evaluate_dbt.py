@@ -1,0 +1,516 @@
+"""``galacto evaluate`` on tomosynthesis (DBT) datasets: the 2D model run through each volume.
+
+A dataset whose items carry ``frames`` (``galacto synth --dbt``, see
+:mod:`training.synth.dataset`) is evaluated here; :func:`training.evaluate.run` dispatches.
+What is measured is what serving does with a volume: :func:`serving.pipeline.intake.
+read_volume` -> :func:`serving.pipeline.tomo.run_volume` (the 2D detector on every
+``stride``-th frame, or on slabs of ``slab`` frames averaged, detections linked in depth into
+one candidate per lesion) -> :func:`serving.pipeline.tomo.locate_candidates` (clock face from
+the single view: in-plane position plus the best frame's height).
+
+Measures (all per volume, one DBT view = one volume):
+
+- **FROC** with the frame rule (:mod:`training.metrics.frames`: the 2D box rule and the
+  candidate's best frame within the lesion's frame range +/- 2), sensitivity at 0.125 to 8
+  false positives per volume and their mean, the CPM; with ``--bootstrap``, percentile
+  intervals over patients (as :mod:`training.bootstrap` does for 2D).
+- **At the operating point** (the card's threshold, applied to the candidates' detector
+  scores: volumes are not rescored, and the card's thresholds were chosen on 2D images):
+  sensitivity by size / kind / profile, FP per volume, FP on each mimic kind, and air bubbles
+  flagged (a true bubble hit by any reported candidate, frame rule).
+- **Clock face** (:func:`clock_face_report`): for every lesion hit (its highest-scoring hit),
+  whether that candidate's single-view clock hour lies within +/- 1 h of the truth's clock
+  hour (circular: 12 and 1 are 1 h apart); per view family (CC; ML/MLO), over all hits and
+  over hits at the operating point. A candidate without a clock hour (no landmarks, view
+  without a height axis) counts as wrong and is also counted apart.
+- **Timing**: seconds per volume (read, detect, link, locate) and the detector's stage times.
+
+Boxes are ``[x1, y1, x2, y2]`` stored pixels of a frame (x = column, x2/y2 exclusive); frame
+numbers in reports and predictions are 1-based (DICOM), as in ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rich.table import Table
+from tqdm import tqdm
+
+from serving.errors import CommandError
+from serving.pipeline.intake.volume import read_volume
+from serving.pipeline.locate import LandmarkError
+from serving.pipeline.locate.breast_frame import CC_VIEWS
+from serving.pipeline.model import DetectorModel, OperatingPoint
+from serving.pipeline.tomo import TomoCandidate, locate_candidates, run_volume
+from training.bootstrap import DEFAULT_LEVEL, PatientCounts, froc_of_weights
+from training.data_dbt import is_dbt_item
+from training.datasets import patient_key
+from training.metrics import (
+    FRAME_HIT_RULE,
+    FRAME_TOLERANCE,
+    VOLUME_FP_RATES,
+    best_hit_index,
+    frame_hits,
+    match_volumes,
+    mimic_hit_scores,
+    plot_froc,
+)
+from training.metrics.breakdown import DEFAULT_SIZE_BINS_MM, threshold_report
+from training.metrics.froc import FrocResult, froc_of
+from training.metrics.matching import Matched
+from training.metrics.report import (
+    decimal,
+    false_positives_json,
+    json_number,
+    percent,
+    sensitivity_json,
+)
+
+__all__ = [
+    "CLOCK_TOLERANCE_H",
+    "ML_VIEWS",
+    "VolumeResult",
+    "bootstrap_volumes",
+    "clock_distance_h",
+    "clock_face_report",
+    "evaluate_volumes",
+    "format_dbt_tables",
+    "is_dbt_item",
+    "predict_volume_item",
+    "run_dbt",
+    "view_family",
+]
+
+CLOCK_TOLERANCE_H = 1
+"""A single-view clock hour counts as right within this many hours of the truth (circular)."""
+
+ML_VIEWS = frozenset({"ML", "MLO", "LM", "LMO"})
+"""Views counted in the ``ML/MLO`` family of the clock-face accuracy (CC_VIEWS: ``CC``)."""
+
+
+def view_family(view: str | None) -> str:
+    """``"CC"`` (CC, XCCL, XCCM, FB), ``"ML/MLO"`` (ML, MLO, LM, LMO) or ``"other"``."""
+    v = (view or "").upper()
+    if v in CC_VIEWS:
+        return "CC"
+    if v in ML_VIEWS:
+        return "ML/MLO"
+    return "other"
+
+
+def clock_distance_h(a: int, b: int) -> int:
+    """Circular distance in whole hours between two clock hours (1-12; 12 and 0 alike):
+    ``clock_distance_h(12, 1) == 1``, ``clock_distance_h(3, 9) == 6``."""
+    d = abs(int(a) - int(b)) % 12
+    return min(d, 12 - d)
+
+
+# --------------------------------------------------------------------------- prediction
+
+@dataclass
+class VolumeResult:
+    """One volume through the DBT pipeline.
+
+    Attributes:
+        prediction: for :mod:`training.metrics.frames`: the lesion-class candidates'
+            ``boxes`` ``(N, 4)`` stored px, ``scores`` ``(N,)``, ``best_frames``,
+            ``first_frames``, ``last_frames`` (1-based frame numbers, ``(N,)``),
+            ``heights_mm`` (best frame above the detector), ``clock_hours`` (``N`` single-view
+            hours 1-12 or ``None``), and the mimic-class candidates ``mimic_boxes``,
+            ``mimic_scores``, ``mimic_labels``, ``mimic_best_frames``.
+        seconds: wall time for the volume: read, detect and link, locate.
+        locate_seconds: of which locating the candidates.
+        frames: frames in the volume.
+        detector_runs: frames (or slabs) the detector ran on.
+        frames_read: frames decoded for detection.
+        timings_ms: :attr:`serving.pipeline.tomo.VolumeDetections.timings_ms`.
+        locate_error: why the candidates have no location (landmarks not found), else None.
+    """
+
+    prediction: dict[str, Any]
+    seconds: float
+    locate_seconds: float
+    frames: int
+    detector_runs: int
+    frames_read: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    locate_error: str | None = None
+
+
+def _boxes(cands: Sequence[TomoCandidate]) -> NDArray[np.float64]:
+    return np.asarray([c.box for c in cands], dtype=np.float64).reshape(-1, 4)
+
+
+def _frames(cands: Sequence[TomoCandidate], attr: str) -> NDArray[np.int64]:
+    return np.asarray([getattr(c, attr) for c in cands], dtype=np.int64)
+
+
+def predict_volume_item(model: DetectorModel, item: Mapping[str, Any], *, slab: int = 1,
+                        stride: int = 1, root: Path | None = None) -> VolumeResult:
+    """Run one DBT item (``root / item["image"]``, ``root`` default ``item["_root"]``)
+    through the serving DBT pipeline and collect its prediction (see :class:`VolumeResult`).
+
+    The lesion class is ``model.classes[0]``; the other classes' candidates are mimic calls.
+
+    Raises:
+        serving.pipeline.errors.IntakeError: the file is not a readable volume.
+        ValueError: ``slab`` or ``stride`` below 1.
+    """
+    t0 = time.perf_counter()
+    path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
+    volume = read_volume(path)
+    det = run_volume(volume, model, slab=slab, stride=stride)
+    lesions = [c for c in det.candidates if c.label == 0]
+    mimics = [c for c in det.candidates if c.label != 0]
+    t1 = time.perf_counter()
+    hours: list[int | None] = [None] * len(lesions)
+    error = None
+    if lesions:
+        try:
+            located = locate_candidates(volume, lesions)
+            hours = [loc.clock_hour for loc in located.locations]
+        except LandmarkError as exc:
+            error = str(exc)
+    t2 = time.perf_counter()
+    names = list(model.classes)
+    prediction: dict[str, Any] = {
+        "boxes": _boxes(lesions),
+        "scores": np.asarray([c.score for c in lesions], dtype=np.float64),
+        "best_frames": _frames(lesions, "best_frame_number"),
+        "first_frames": _frames(lesions, "first_frame_number"),
+        "last_frames": _frames(lesions, "last_frame_number"),
+        "heights_mm": [c.height_mm for c in lesions],
+        "clock_hours": hours,
+        "mimic_boxes": _boxes(mimics),
+        "mimic_scores": np.asarray([c.score for c in mimics], dtype=np.float64),
+        "mimic_labels": [c.label_name or names[c.label] for c in mimics],
+        "mimic_best_frames": _frames(mimics, "best_frame_number"),
+    }
+    return VolumeResult(prediction=prediction, seconds=t2 - t0, locate_seconds=t2 - t1,
+                        frames=int(volume.header.number_of_frames),
+                        detector_runs=len(det.centres), frames_read=det.frames_read,
+                        timings_ms=dict(det.timings_ms), locate_error=error)
+
+
+# --------------------------------------------------------------------------- measures
+
+def _truth_hours(item: Mapping[str, Any]) -> list[int | None]:
+    """Per box of a DBT item the 3D truth's clock hour (``lesion_ids`` into ``lesions``),
+    ``None`` where unknown."""
+    by_id = {les.get("id"): les.get("clock_hour") for les in (item.get("lesions") or [])}
+    ids = item.get("lesion_ids") or [None] * len(item.get("boxes") or [])
+    return [None if by_id.get(i) is None else int(by_id[i]) for i in ids]
+
+
+def clock_face_report(items: Sequence[Mapping[str, Any]],
+                      predictions: Sequence[Mapping[str, Any]], threshold: float = -math.inf,
+                      tolerance_h: int = CLOCK_TOLERANCE_H,
+                      frame_tolerance: int = FRAME_TOLERANCE) -> dict[str, Any]:
+    """Single-view clock-face accuracy of the lesions hit, per view family.
+
+    A lesion is *hit* when its highest-scoring frame-rule hit (:func:`~training.metrics.
+    frame_hits`) has ``score >= threshold``; that candidate's ``clock_hours`` entry is then
+    compared with the truth's ``clock_hour`` (via ``lesion_ids`` and ``lesions``): right
+    when :func:`clock_distance_h` ``<= tolerance_h``. Lesions without a truth clock hour are
+    left out. Families by the item's ``view`` (:func:`view_family`).
+
+    Returns:
+        ``{"threshold", "tolerance_h", "CC": {...}, "ML/MLO": {...}, "all": {...}}`` (and
+        ``"other"`` when present), each ``{"lesions_hit", "within", "no_clock_hour",
+        "accuracy"}`` (``accuracy`` ``None`` without hits).
+    """
+    counts: dict[str, list[int]] = {"CC": [0, 0, 0], "ML/MLO": [0, 0, 0]}
+    for item, pred in zip(items, predictions, strict=True):
+        boxes = np.asarray(item.get("boxes") or [], np.float64).reshape(-1, 4)
+        if not len(boxes):
+            continue
+        pboxes = np.asarray(pred.get("boxes", []), np.float64).reshape(-1, 4)
+        scores = np.asarray(pred.get("scores", []), np.float64).reshape(-1)
+        hit = frame_hits(pboxes, pred.get("best_frames", []), boxes, item["frame_ranges"],
+                         frame_tolerance)
+        best = best_hit_index(scores, hit)
+        hours = list(pred.get("clock_hours") or [None] * len(pboxes))
+        family = view_family(item.get("view"))
+        c = counts.setdefault(family, [0, 0, 0])
+        for j, truth_hour in enumerate(_truth_hours(item)):
+            k = int(best[j])
+            if truth_hour is None or k < 0 or scores[k] < threshold:
+                continue
+            c[0] += 1
+            hour = hours[k]
+            if hour is None:
+                c[2] += 1
+            elif clock_distance_h(hour, truth_hour) <= tolerance_h:
+                c[1] += 1
+    counts["all"] = [sum(v[i] for v in counts.values()) for i in range(3)]
+    out: dict[str, Any] = {"threshold": json_number(threshold), "tolerance_h": tolerance_h}
+    for name, (n, ok, none) in counts.items():
+        out[name] = {"lesions_hit": n, "within": ok, "no_clock_hour": none,
+                     "accuracy": ok / n if n else None}
+    return out
+
+
+def bootstrap_volumes(m: Matched, patients: Sequence[str], fp_rates: Sequence[float],
+                      resamples: int, seed: int = 0, level: float = DEFAULT_LEVEL
+                      ) -> dict[str, Any]:
+    """Percentile bootstrap intervals of the per-volume FROC sensitivities and the CPM,
+    resampling patients (the method of :func:`training.bootstrap.bootstrap_froc`, on marks
+    matched by the frame rule: ``m`` from :func:`~training.metrics.match_volumes`).
+
+    Raises:
+        ValueError: ``resamples < 1``, ``level`` outside (0, 1), or not one patient per volume.
+    """
+    if resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"expected resamples >= 1 and 0 < level < 1, got {resamples}, {level}")
+    if len(patients) != m.n_images:
+        raise ValueError(f"{len(patients)} patient names for {m.n_images} volumes")
+    names = sorted(set(patients))
+    row = np.array([names.index(p) for p in patients], dtype=np.int64)
+    found = m.lesion_score[np.isfinite(m.lesion_score)]
+    thresholds = np.unique(np.concatenate([found, m.fp_score]))[::-1]
+    detected = np.zeros((len(names), thresholds.size))
+    positives = np.zeros((len(names), thresholds.size))
+    for r in range(len(names)):
+        own_l = np.sort(m.lesion_score[row[m.lesion_image] == r])
+        own_f = np.sort(m.fp_score[row[m.fp_image] == r])
+        detected[r] = own_l.size - np.searchsorted(own_l, thresholds, side="left")
+        positives[r] = own_f.size - np.searchsorted(own_f, thresholds, side="left")
+    counts = PatientCounts(
+        detected, positives,
+        np.bincount(row[m.lesion_image], minlength=len(names)).astype(np.float64),
+        np.bincount(row, minlength=len(names)).astype(np.float64))
+    rng = np.random.default_rng(seed)
+    n = len(names)
+    draws = rng.integers(0, n, size=(resamples, n))
+    weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)
+    sens = froc_of_weights(counts, weights, fp_rates)
+    cpm = sens.mean(axis=1) if len(fp_rates) else np.full(resamples, math.nan)
+
+    def interval(values: NDArray[np.float64]) -> list[float] | None:
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return None
+        lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
+        return [round(float(lo), 4), round(float(hi), 4)]
+
+    return {"method": "percentile bootstrap, patients resampled with replacement",
+            "level": level, "resamples": resamples, "seed": seed, "patients": n,
+            "sensitivity": [interval(sens[:, j]) for j in range(len(fp_rates))],
+            "cpm": interval(cpm)}
+
+
+def _froc_json(fr: FrocResult) -> dict[str, Any]:
+    return {
+        "fp_rates": list(fr.fp_rates),
+        "sensitivity": [json_number(v) for v in fr.sensitivity_at_rates],
+        "thresholds": [json_number(v) for v in fr.thresholds_at_rates],
+        "cpm": json_number(fr.cpm),
+        "curve": {"thresholds": [float(v) for v in fr.thresholds],
+                  "sensitivity": [json_number(float(v)) for v in fr.sensitivity],
+                  "fp_per_volume": [float(v) for v in fr.fp_per_image]},
+    }
+
+
+def evaluate_volumes(items: Sequence[Mapping[str, Any]],
+                     predictions: Sequence[Mapping[str, Any]], threshold: float,
+                     fp_rates: Sequence[float] = VOLUME_FP_RATES,
+                     frame_tolerance: int = FRAME_TOLERANCE) -> dict[str, Any]:
+    """The DBT measures of this module as JSON (``json.dumps(..., allow_nan=False)``).
+
+    Keys: ``hit_rule``, ``frame_tolerance``, ``volumes``, ``normal_volumes``, ``lesions``,
+    ``predictions``; ``froc`` (per volume: ``fp_rates``, ``sensitivity``, ``thresholds``,
+    ``cpm``, ``curve``); ``sensitivity_at_1_fp_per_volume``; ``at_threshold`` (as the 2D
+    report: ``overall``, ``by_size``, ``by_kind``, ``by_profile``, ``false_positives``
+    (per volume), ``fp_by_profile``, ``fp_on_mimics``, ``fp_on_mimic_kind``,
+    ``mimics_flagged`` by false positives); ``mimics`` (``air_bubbles_flagged`` by any
+    reported candidate, ``fp_per_volume_by_mimic_kind``); ``clock_face`` (``all_hits`` and
+    ``at_threshold``, see :func:`clock_face_report`).
+    """
+    m = match_volumes(items, predictions, frame_tolerance)
+    fr = froc_of(m, fp_rates)
+    one = froc_of(m, (1.0,))
+    at = threshold_report(m, threshold, DEFAULT_SIZE_BINS_MM)
+    kinds, best = mimic_hit_scores(items, predictions, frame_tolerance)
+    bubbles = [s for k, s in zip(kinds, best, strict=True) if k == "air_bubble"]
+    flagged = sum(1 for s in bubbles if s >= threshold)
+    fp_kind = {k: false_positives_json(v) for k, v in at.fp_on_mimic_kind.items()}
+    for k in ("air_bubble", "cyst", "extravasation"):
+        fp_kind.setdefault(k, {"count": 0, "images": m.n_images, "per_image": 0.0})
+    return {
+        "hit_rule": FRAME_HIT_RULE,
+        "frame_tolerance": frame_tolerance,
+        "volumes": m.n_images,
+        "normal_volumes": sum(1 for t in items if not t.get("boxes")),
+        "lesions": fr.n_lesions,
+        "predictions": int(m.all_scores.size),
+        "froc": _froc_json(fr),
+        "sensitivity_at_1_fp_per_volume": json_number(one.sensitivity_at_rates[0]),
+        "at_threshold": {
+            "threshold": float(threshold),
+            "overall": sensitivity_json(at.overall),
+            "by_size": {k: sensitivity_json(v) for k, v in at.by_size.items()},
+            "by_kind": {k: sensitivity_json(v) for k, v in at.by_kind.items()},
+            "by_profile": {k: sensitivity_json(v) for k, v in at.by_profile.items()},
+            "false_positives": false_positives_json(at.false_positives),
+            "fp_by_profile": {k: false_positives_json(v) for k, v in at.fp_by_profile.items()},
+            "fp_on_mimics": false_positives_json(at.fp_on_mimics),
+            "fp_on_mimic_kind": {k: false_positives_json(v)
+                                 for k, v in at.fp_on_mimic_kind.items()},
+            "mimics_flagged": {k: {"flagged": v.detected, "mimics": v.lesions,
+                                   "fraction": json_number(v.value)}
+                               for k, v in at.mimics_flagged.items()},
+        },
+        "mimics": {
+            "air_bubbles_flagged": {"flagged": flagged, "bubbles": len(bubbles),
+                                    "fraction": flagged / len(bubbles) if bubbles else None},
+            "fp_per_volume_by_mimic_kind": fp_kind,
+        },
+        "clock_face": {
+            "all_hits": clock_face_report(items, predictions, -math.inf,
+                                          frame_tolerance=frame_tolerance),
+            "at_threshold": clock_face_report(items, predictions, threshold,
+                                              frame_tolerance=frame_tolerance),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- text
+
+def _clock(c: Mapping[str, Any] | None) -> str:
+    if not c or not c["lesions_hit"]:
+        return "–"
+    return f"{c['within']} / {c['lesions_hit']} ({percent(c['accuracy'])})"
+
+
+def format_dbt_tables(report: Mapping[str, Any]) -> list[Table]:
+    """Rich tables for the CLI from a DBT report: FROC per volume (with the bootstrap
+    interval when present), the operating point, clock face and timing."""
+    fr = report["froc"]
+    ci = fr.get("ci")
+    caption = f"CPM {decimal(fr['cpm'])}"
+    if ci:
+        lo_hi = ci["cpm"]
+        caption += (f" ({100 * ci['level']:g} % CI "
+                    f"{'–' if lo_hi is None else f'{lo_hi[0]:.3f} – {lo_hi[1]:.3f}'})")
+    t_froc = Table(title=f"DBT FROC ({report['volumes']} volumes, {report['lesions']} lesions)",
+                   caption=caption + f"; frame rule +/- {report['frame_tolerance']} frames")
+    t_froc.add_column("FP / volume", justify="right")
+    t_froc.add_column("sensitivity", justify="right")
+    t_froc.add_column("threshold", justify="right")
+    for rate, sens, thr in zip(fr["fp_rates"], fr["sensitivity"], fr["thresholds"], strict=True):
+        t_froc.add_row(f"{rate:g}", percent(sens), decimal(thr))
+
+    at = report["at_threshold"]
+    t_at = Table(title=f"At threshold {at['threshold']:.3g} (detector score)")
+    t_at.add_column("measure")
+    t_at.add_column("value", justify="right")
+    ov, fp = at["overall"], at["false_positives"]
+    t_at.add_row("sensitivity", f"{ov['detected']} / {ov['lesions']} "
+                                f"({percent(ov['sensitivity'])})")
+    t_at.add_row("FP / volume", f"{fp['count']} / {fp['images']} ({decimal(fp['per_image'])})")
+    ab = report["mimics"]["air_bubbles_flagged"]
+    t_at.add_row("air bubbles flagged", f"{ab['flagged']} / {ab['bubbles']}"
+                                        f" ({percent(ab['fraction'])})")
+    for kind, f in report["mimics"]["fp_per_volume_by_mimic_kind"].items():
+        t_at.add_row(f"FP / volume on {kind}", decimal(f["per_image"]))
+
+    t_clock = Table(title=f"Single-view clock face within +/- {CLOCK_TOLERANCE_H} h")
+    t_clock.add_column("lesions hit")
+    for fam in ("CC", "ML/MLO", "all"):
+        t_clock.add_column(fam, justify="right")
+    for key, name in (("all_hits", "any score"), ("at_threshold", "at the threshold")):
+        sec = report["clock_face"][key]
+        t_clock.add_row(name, *(_clock(sec.get(f)) for f in ("CC", "ML/MLO", "all")))
+
+    tm = report["timing"]
+    t_time = Table(title=f"Time per volume (slab {report['dbt']['slab']}, stride "
+                         f"{report['dbt']['stride']})")
+    t_time.add_column("measure")
+    t_time.add_column("value", justify="right")
+    s = tm["seconds_per_volume"]
+    t_time.add_row("seconds per volume (mean / median / max)",
+                   f"{s['mean']:.1f} / {s['median']:.1f} / {s['max']:.1f}")
+    t_time.add_row("detector runs per volume (mean)", f"{tm['detector_runs_per_volume']:.1f}")
+    t_time.add_row("ms per detector run (mean)", f"{tm['ms_per_detector_run']:.0f}")
+    return [t_froc, t_at, t_clock, t_time]
+
+
+# --------------------------------------------------------------------------- command
+
+def _timing(results: Sequence[VolumeResult], items: Sequence[Mapping[str, Any]]
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    secs = [r.seconds for r in results]
+    runs = sum(r.detector_runs for r in results)
+    stages: dict[str, float] = {}
+    for r in results:
+        for k, v in r.timings_ms.items():
+            stages[k] = stages.get(k, 0.0) + v
+    n = max(len(results), 1)
+    summary = {
+        "seconds_per_volume": {"mean": statistics.fmean(secs), "median": statistics.median(secs),
+                               "min": min(secs), "max": max(secs)},
+        "detector_runs_per_volume": runs / n,
+        "ms_per_detector_run": (stages.get("total", 0.0) / runs) if runs else 0.0,
+        "mean_stage_ms_per_volume": {k: v / n for k, v in stages.items()},
+        "locate_seconds_per_volume": statistics.fmean(r.locate_seconds for r in results),
+    }
+    per_volume = [{"image": str(it["image"]), "view": it.get("view"), "frames": r.frames,
+                   "detector_runs": r.detector_runs, "frames_read": r.frames_read,
+                   "candidates": len(r.prediction["scores"]),
+                   "seconds": round(r.seconds, 3), "locate_seconds": round(r.locate_seconds, 3),
+                   "locate_error": r.locate_error}
+                  for it, r in zip(items, results, strict=True)]
+    return summary, per_volume
+
+
+def run_dbt(args: argparse.Namespace, items: list[dict[str, Any]], model: DetectorModel,
+            op: OperatingPoint) -> int:
+    """Evaluate ``model`` on DBT ``items`` (``args``: ``--dbt-slab``, ``--dbt-stride``,
+    ``--bootstrap``, ``--bootstrap-seed``, ``--out``, ``--plot``, ``--split``); print the
+    tables, write the report and plot. Returns the exit status (0).
+
+    Raises:
+        CommandError: ``--dbt-slab`` or ``--dbt-stride`` below 1.
+    """
+    from rich.console import Console
+
+    slab = int(getattr(args, "dbt_slab", 1))
+    stride = int(getattr(args, "dbt_stride", 1))
+    if slab < 1 or stride < 1:
+        raise CommandError(f"--dbt-slab and --dbt-stride must be >= 1, got {slab}, {stride}")
+    results: list[VolumeResult] = []
+    for it in tqdm(items, desc="evaluate DBT", unit="volume"):
+        results.append(predict_volume_item(model, it, slab=slab, stride=stride))
+    preds = [r.prediction for r in results]
+    report = evaluate_volumes(items, preds, op.score_threshold)
+    if args.bootstrap:
+        m = match_volumes(items, preds)
+        report["froc"]["ci"] = bootstrap_volumes(m, [patient_key(it) for it in items],
+                                                 VOLUME_FP_RATES, args.bootstrap,
+                                                 args.bootstrap_seed)
+    report["kind"] = "dbt"
+    report["dbt"] = {"slab": slab, "stride": stride, "slab_mode": "mean",
+                     "scores": "linked candidates' detector scores (volumes are not rescored)"}
+    report["model"] = {"name": model.name, "version": model.version,
+                       "operating_point": op.name, "score_threshold": op.score_threshold}
+    report["timing"], report["per_volume"] = _timing(results, items)
+    console = Console()
+    for table in format_dbt_tables(report):
+        console.print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    if args.plot:
+        plot_froc({f"{model.name} {model.version} ({args.split}, DBT, FP per volume)":
+                   froc_of(match_volumes(items, preds), VOLUME_FP_RATES)}, args.plot)
+    return 0
