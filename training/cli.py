@@ -1,4 +1,5 @@
-"""``galacto train``, ``galacto export`` and ``galacto evaluate`` (the ``train`` extra).
+"""``galacto train``, ``galacto export``, ``galacto tomo-points`` and ``galacto evaluate`` (the
+``train`` extra).
 
 Heavy imports (torch, monai) happen inside the command functions, so registering these
 subcommands costs nothing for the others.
@@ -175,7 +176,60 @@ def register_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--make-default", action="store_true",
                    help="make this model the default one (writes <out>/DEFAULT, read by "
                         "serve, detect and calibrate); without it the default does not change")
+    g = p.add_argument_group(
+        "tomosynthesis", "with --dbt-val, operating points for DBT volumes are fitted on that "
+        "DBT dataset's validation split and written into the card's tomosynthesis section "
+        "(as galacto tomo-points does)")
+    g.add_argument("--dbt-val", type=Path, default=None, metavar="DIR",
+                   help="DBT dataset (galacto synth --dbt) to fit tomosynthesis points on")
+    _slab_options(g, "--dbt-slab", "--dbt-stride", "--dbt-slab-mode")
     p.set_defaults(func=run_export)
+    # ``tomo-points`` rewrites a card's section as export writes it; registered here so
+    # that it needs no entry point of its own (skipped when one registers it).
+    register_tomo_points(sub)
+
+
+def _slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode: str) -> None:
+    """The slab settings of tomosynthesis points. Defaults None: the pipeline's
+    (:class:`serving.pipeline.detect_volume.TomoSettings`, 3, 3, mean), named in the help
+    text without importing the pipeline when the parser is built."""
+    p.add_argument(slab, type=int, default=None, metavar="FRAMES",
+                   help="frames per detector input (default: the pipeline's, 3)")
+    p.add_argument(stride, type=int, default=None, metavar="FRAMES",
+                   help="frames between detector inputs (default: the pipeline's, 3)")
+    p.add_argument(mode, choices=("mean", "max"), default="mean",
+                   help="how a slab's frames are combined (default: mean)")
+
+
+def _check_slab(slab: int | None, stride: int | None, names: str) -> None:
+    """Refuse a slab or stride below 1 (None: the pipeline's default)."""
+    if (slab is not None and slab < 1) or (stride is not None and stride < 1):
+        raise CommandError(f"{names} must be >= 1, got {slab}, {stride}")
+
+
+def register_tomo_points(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``galacto tomo-points`` (once)."""
+    if "tomo-points" in sub.choices:
+        return
+    p = sub.add_parser(
+        "tomo-points", help="fit tomosynthesis operating points into a model card",
+        description="Run the DBT volumes of a dataset through the serving pipeline, read the "
+                    "FROC per volume and write thresholds for 0.25, 1 and 2 false positives "
+                    "per volume into the tomosynthesis section of MODEL/model.json (in "
+                    "place; the rest of the card is kept).")
+    p.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    p.add_argument("--val", type=Path, required=True,
+                   help="DBT dataset folder (galacto synth --dbt)")
+    p.add_argument("--split", default="validation", help="split (default: validation)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N volumes")
+    _slab_options(p, "--slab", "--stride", "--slab-mode")
+    p.set_defaults(func=run_tomo_points)
+
+
+def run_tomo_points(args: argparse.Namespace) -> int:
+    """Check the settings, then fit and write (:mod:`training.tomo_points`)."""
+    _check_slab(args.slab, args.stride, "--slab and --stride")
+    return _lazy("training.tomo_points")(args)
 
 
 def _export_target(args: argparse.Namespace) -> Path | None:
@@ -199,6 +253,10 @@ def run_export(args: argparse.Namespace) -> int:
     if target is not None and target.exists() and not args.overwrite:
         raise CommandError(f"{target} exists; pass --overwrite to replace it or choose "
                            "another --version")
+    if args.dbt_val is not None and not (args.dbt_val / "dataset.json").is_file():
+        raise CommandError(f"--dbt-val {args.dbt_val}: no dataset.json there (make one with "
+                           "galacto synth --dbt)")
+    _check_slab(args.dbt_slab, args.dbt_stride, "--dbt-slab and --dbt-stride")
     return _lazy("training.export")(args)
 
 

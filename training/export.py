@@ -7,7 +7,9 @@ model through serving's pipeline.
 
 The model is written into a staging folder and moved to ``<out>/<name>/<version>`` only when
 it is complete and its operating points are reachable; the default model (``<out>/DEFAULT``)
-changes only with ``--make-default``.
+changes only with ``--make-default``. With ``--dbt-val DIR``, operating points for
+tomosynthesis volumes are fitted on that DBT dataset (:mod:`training.tomo_points`) and written
+into the card's ``tomosynthesis`` section before the model is published.
 """
 
 from __future__ import annotations
@@ -279,9 +281,33 @@ def _summary(folder: Path, par: dict[str, Any], cpm: float, ops: dict[str, Any])
               f"{op['sensitivity']}  FP/image {op['fp_per_image']}")
 
 
+def _tomo_points(staging: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """With ``--dbt-val``: fit the tomosynthesis points of the staged model and write them
+    into its card (:mod:`training.tomo_points`); returns the section, None without it.
+
+    Raises:
+        CommandError: the DBT data cannot be used (no volumes, no lesion).
+    """
+    if getattr(args, "dbt_val", None) is None:
+        return None
+    from serving.pipeline.detect_volume import DEFAULT_SLAB, DEFAULT_STRIDE
+    from training.tomo_points import fit_tomo_points, write_tomo_section
+
+    try:
+        section = fit_tomo_points(staging, args.dbt_val,
+                                  slab=getattr(args, "dbt_slab", None) or DEFAULT_SLAB,
+                                  stride=getattr(args, "dbt_stride", None) or DEFAULT_STRIDE,
+                                  slab_mode=getattr(args, "dbt_slab_mode", "mean"))
+        write_tomo_section(staging, section)
+    except (ModelError, ValueError) as exc:
+        raise CommandError(f"--dbt-val {args.dbt_val}: {exc}") from None
+    return section
+
+
 def run(args: argparse.Namespace) -> int:
-    """Export, check parity, choose operating points, write the card, publish, and change
-    the default model only with ``--make-default``."""
+    """Export, check parity, choose operating points, write the card (with tomosynthesis
+    points when ``--dbt-val`` is given), publish, and change the default model only with
+    ``--make-default``."""
     cfg, net, meta = load_checkpoint(args.checkpoint)
     cfg = _with_flips(cfg, args.test_time_flips)
     root = Path(args.out)
@@ -297,9 +323,18 @@ def run(args: argparse.Namespace) -> int:
         val = metrics["validation"]
         check_operating_points(ops, args.allow_degenerate,
                                f"{val['images']} images of {', '.join(val['data'])}")
+        tomo = _tomo_points(staging, args)
         _publish(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _summary(folder, par, cpm, ops)
+    if tomo is not None:
+        from rich.console import Console
+
+        from training.tomo_points import format_points_table, point_notes
+
+        Console().print(format_points_table(tomo))
+        for note in point_notes(tomo):
+            print(f"note: tomosynthesis {note}")
     announce_default(root, cfg.name, args.version, args.make_default)
     return 0

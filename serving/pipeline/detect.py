@@ -16,6 +16,11 @@ combined 2D + DBT exam shows each lesion in both, and one greedy matching over b
 would pair a lesion's 2D view with the other kind's second view (two fused findings for one
 lesion, from scores of different scales: rescored 2D against the detector's DBT score).
 2D images are analysed, rescored and reported exactly as without volumes.
+
+Volumes are thresholded by :func:`serving.pipeline.volume_points.volume_points`: the model
+card's tomosynthesis operating point of the requested name when the card has them, else the
+2D threshold with a warning on every volume; the response's ``operating_point.source`` and
+each volume's warnings say which threshold applied.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from serving.pipeline.locate import (
 )
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
+from serving.pipeline.volume_points import VolumePoints, volume_points
 
 log = logging.getLogger(__name__)
 OTHER_VIEWS = ("ML", "MLO", "LM")
@@ -174,12 +180,15 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
     return out, locs
 
 
-def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, threshold: float,
+def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, points: VolumePoints,
                 source: str | None = None) -> tuple[ImageOut, list[ViewLocation | None]]:
-    """The findings (lesion candidates with detector score >= ``threshold``), mimics and
-    in-plane locations (for two-view fusion) of one analysed tomosynthesis volume. Boxes lie
-    on each finding's best frame (``frame.best``, 1-based)."""
+    """The findings (lesion candidates with detector score >= ``points.score_threshold``),
+    mimics and in-plane locations (for two-view fusion) of one analysed tomosynthesis volume.
+    Boxes lie on each finding's best frame (``frame.best``, 1-based); each finding lists the
+    points of ``points.thresholds`` it passes, and the volume's warnings end with
+    ``points.warnings``."""
     header = vc.header
+    threshold = points.score_threshold
     keep = [i for i, c in enumerate(vc.lesions) if c.score >= threshold]
     findings, locs = [], []
     for k, i in enumerate(keep):
@@ -189,6 +198,7 @@ def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, threshol
         f = _finding(index, k, np.asarray(c.box, np.float64), c.score, c.score, vc.evidence[i],
                      header, model, loc)
         f.frame = vc.lesion_frames[i]
+        f.operating_points = points.passes(c.score)
         f.single_view_location = single_view_location_out(tomo) if tomo else None
         findings.append(f)
     mimics = []
@@ -211,7 +221,7 @@ def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, threshol
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
         findings=findings, mimics=mimics, orientation_assumed=assumed,
         timings_ms={k: round(v, 1) for k, v in vc.timings_ms.items()},
-        warnings=vc.warnings + ([ORIENTATION_WARNING] if assumed else []))
+        warnings=[*vc.warnings, *points.warnings, *([ORIENTATION_WARNING] if assumed else [])])
     return out, locs
 
 
@@ -263,8 +273,12 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
     breast are matched and located, 2D images among themselves and volumes among themselves
     (see the module docstring). ``score_threshold`` overrides the operating point's
     threshold (0.0: every candidate); it applies to the rescored score of a 2D finding and to
-    the detector score of a volume's. ``tomo`` sets how volumes are run (default
-    :class:`~serving.pipeline.detect_volume.TomoSettings`); 2D images ignore it.
+    the detector score of a volume's. Without it, volumes are thresholded by the model card's
+    tomosynthesis operating point of that name, or by the 2D threshold with a warning when
+    the card has none (:func:`~serving.pipeline.volume_points.volume_points`). ``tomo`` sets
+    how volumes are run (default: the slab settings the card's tomosynthesis points were
+    fitted with, :attr:`~serving.pipeline.model.DetectorModel.tomo_settings`); 2D images
+    ignore it.
 
     Raises:
         serving.pipeline.model.ModelError: an unknown operating point.
@@ -279,6 +293,9 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
     for i, item in enumerate(images):
         order.setdefault(_study_of(item), []).append(i)
     rescored = rescore_model(model) is not None
+    vp = None
+    if any(not isinstance(item, Image) for item in images):
+        vp = volume_points(model, operating_point, score_threshold, tomo)
     studies = []
     for uid, members in order.items():
         flat = [(i, item) for i in members if isinstance(item := images[i], Image)]
@@ -288,8 +305,8 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
             for (i, _), c in zip(flat, analysed, strict=True):
                 outs[i] = detect_image(i, c, model, threshold, srcs[i], rescored)
         for i in members:
-            if not isinstance(item := images[i], Image):
-                outs[i] = detect_tomo(i, analyse_volume(item, model, tomo), model, threshold,
+            if not isinstance(item := images[i], Image) and vp is not None:
+                outs[i] = detect_tomo(i, analyse_volume(item, model, vp.settings), model, vp,
                                       srcs[i])
         planar = [i for i, _ in flat]
         volumes = [i for i in members if not isinstance(images[i], Image)]
@@ -297,8 +314,9 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
                  *_fuse_study([outs[i][0] for i in volumes], [outs[i][1] for i in volumes])]
         studies.append(StudyOut(study_instance_uid=uid, images=[outs[i][0] for i in members],
                                 fused=fused))
+    source = model.operating_points_source if vp is None else \
+        f"{model.operating_points_source}; {vp.source}"
     return DetectionResponse(model=ModelOut(name=model.name, version=model.version),
                              operating_point=OperatingPointOut(
-                                 name=op.name, score_threshold=threshold,
-                                 source=model.operating_points_source),
+                                 name=op.name, score_threshold=threshold, source=source),
                              studies=studies, request_id=request_id)

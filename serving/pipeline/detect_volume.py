@@ -23,12 +23,15 @@ Steps of :func:`analyse_volume`:
 
 Scores: the candidate's score is the detector's highest slab score. The two-view rescoring
 model of a model card was fitted on 2D images and is not applied to volume candidates; the
-evidence text says so (:data:`DBT_EVIDENCE`). The operating points of the card were also set
-on 2D images: their thresholds are applied to these detector scores as they are (a warning
-of every volume says so).
+evidence text says so (:data:`DBT_EVIDENCE`). Which threshold applies to these scores is
+chosen by :func:`serving.pipeline.volume_points.volume_points`: the card's ``tomosynthesis``
+operating points (fitted on DBT validation data, ``galacto tomo-points``) when it has them;
+otherwise the 2D threshold, with a warning on every volume that it was not fitted on volumes.
 
 Defaults (:class:`TomoSettings`): slabs of 3 frames, every third frame (slabs that tile the
-volume without overlap), mean. The detector's cost is per input, not per frame: on the 2-core
+volume without overlap), mean; :func:`analyse_volume` without settings takes the ones the
+card's tomosynthesis points were fitted with (:attr:`~serving.pipeline.model.DetectorModel.
+tomo_settings`). The detector's cost is per input, not per frame: on the 2-core
 development machine, shared with a training job, ``detect`` of a 48-frame volume of 957 x 1147
 pixels (0.2 mm) took 38.6 s frame by frame, 37.8 s in slabs of 3 at every frame and 12.5 s in
 slabs of 3 at every third frame (0.80, 0.79 and 0.26 s per frame; 15 frames of 1914 x 2294
@@ -334,13 +337,14 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
         volume: the volume (:class:`serving.pipeline.dicom_in.Volume`, or any
             :class:`~serving.pipeline.tomo.VolumeLike`).
         model: the 2D detector.
-        settings: slab, stride, slab mode and linking (default :class:`TomoSettings`).
+        settings: slab, stride, slab mode and linking (default: the card's,
+            ``model.tomo_settings``).
 
     Raises:
         serving.pipeline.errors.IntakeError: a frame cannot be decoded (it names the frame).
         ValueError: a malformed volume header (frame count or heights).
     """
-    settings = settings if settings is not None else TomoSettings()
+    settings = settings if settings is not None else model.tomo_settings
     noted = _NotedVolume(volume)
     detections = run_volume(noted, model, slab=settings.slab, stride=settings.stride,
                             slab_mode=settings.slab_mode, link=settings.link)
@@ -370,8 +374,7 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
     runs = len(detections.centres)
     warnings.append(
         f"tomosynthesis: the 2D detector ran on {settings.describe()} ({runs} of {n} frames "
-        "as centres); scores are the detector's, not rescored with the other view, and the "
-        "operating point's threshold was set on 2D images")
+        "as centres); scores are the detector's, not rescored with the other view")
     nipple = None
     if landmarks is not None:
         scale = max(1, round(header.rows / max(landmarks.shape[0], 1)))

@@ -3,6 +3,11 @@
 Serving reads everything it needs from the card (preprocessing, anchors, decoding, classes,
 operating points) and refuses a model whose card is missing, incomplete or inconsistent with
 the ONNX graph, with a :class:`ModelError` saying what is wrong.
+
+An optional ``tomosynthesis`` section holds operating points for DBT volumes, fitted on DBT
+validation data (``galacto tomo-points``): the slab settings they were fitted with and, per
+point, the threshold on a volume candidate's detector score with the false positives per
+volume and sensitivity measured there (:class:`TomoCard`). Cards without it still load.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import onnxruntime as ort
 
 from serving.pipeline.postprocess import FLIP_AXES, AnchorConfig, DecodeConfig, unflip_outputs
 from serving.pipeline.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from serving.pipeline.detect_volume import TomoSettings
 
 CARD_SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "name", "version", "intended_use", "input", "outputs",
@@ -42,6 +50,49 @@ class OperatingPoint:
     fp_per_image: float | None
 
 
+#: The card's section of tomosynthesis operating points (optional).
+TOMO_SECTION: Final = "tomosynthesis"
+#: How a volume's frames may be combined into one detector input (``TomoSettings.slab_mode``).
+TOMO_SLAB_MODES: Final = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class TomoOperatingPoint:
+    """A named score threshold for tomosynthesis volumes, applied to a volume candidate's
+    detector score (its highest slab score), with what it gave on DBT validation data.
+
+    Attributes:
+        name: e.g. ``"balanced"``.
+        score_threshold: findings have ``score >= score_threshold``; 1.01 when no threshold
+            met the target (the point reports nothing, ``note`` says why).
+        fp_per_volume: false positives per volume (one DBT view) at the threshold.
+        sensitivity: share of lesions found there (frame rule), None when unknown.
+        target_fp_per_volume: the false-positive rate the threshold was chosen for.
+        note: why the target was unreachable or not reached, else None.
+    """
+
+    name: str
+    score_threshold: float
+    fp_per_volume: float | None
+    sensitivity: float | None
+    target_fp_per_volume: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TomoCard:
+    """The card's ``tomosynthesis`` section: how volumes were run when the points were
+    fitted (``slab`` frames per detector input, every ``stride``-th frame, ``slab_mode``),
+    the points, and the validation data's summary (``validation``: ``data``, ``volumes``,
+    ``lesions``, ``cpm``, ``sensitivity_at_1_fp_per_volume``, ...)."""
+
+    slab: int
+    stride: int
+    slab_mode: Literal["mean", "max"]
+    operating_points: dict[str, TomoOperatingPoint]
+    validation: dict[str, Any]
+
+
 @dataclass
 class DetectorModel:
     """A loaded ONNX detector and its validated card.
@@ -53,6 +104,8 @@ class DetectorModel:
     ``operating_points`` are the card's, or a site calibration's
     (:mod:`serving.pipeline.calibration`); ``operating_points_source`` says which, as
     responses state it: ``"model card"`` or ``"site calibration <file>, <date>"``.
+    ``tomo`` is the card's ``tomosynthesis`` section (None without one): operating points
+    for DBT volumes (a site calibration does not change them).
     """
 
     path: Path
@@ -68,6 +121,7 @@ class DetectorModel:
     cls_outputs: list[str]
     box_outputs: list[str]
     operating_points_source: str = "model card"
+    tomo: TomoCard | None = None
 
     @property
     def name(self) -> str:
@@ -111,6 +165,27 @@ class DetectorModel:
                              f"{sorted(self.operating_points)}")
         return self.operating_points[key]
 
+    def tomo_operating_point(self, name: str | None) -> TomoOperatingPoint | None:
+        """The card's tomosynthesis operating point ``name`` (the card's default point when
+        None); None when the card has no ``tomosynthesis`` section or no point of that name
+        (e.g. a site calibration's own point)."""
+        if self.tomo is None:
+            return None
+        return self.tomo.operating_points.get(name or self.default_operating_point)
+
+    @property
+    def tomo_settings(self) -> TomoSettings:
+        """How volumes are run by default: the slab, stride and slab mode the card's
+        tomosynthesis points were fitted with, else
+        :class:`~serving.pipeline.detect_volume.TomoSettings`' defaults."""
+        # detect_volume imports this module (through serving.pipeline.tomo): import late.
+        from serving.pipeline.detect_volume import TomoSettings
+
+        if self.tomo is None:
+            return TomoSettings()
+        return TomoSettings(slab=self.tomo.slab, stride=self.tomo.stride,
+                            slab_mode=self.tomo.slab_mode)
+
 
 DEFAULT_MODEL_NAME = "galacto-small"
 #: File in a models root naming its default model as ``<name>/<version>``.
@@ -139,7 +214,7 @@ def read_default_marker(root: Path) -> str | None:
     parts = text.split("/")
     if len(parts) != 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
         raise ModelError(f"{marker}: expected one line <name>/<version> (e.g. "
-                         f"{DEFAULT_MODEL_NAME}/0.4.0), got {text!r}")
+                         f"{DEFAULT_MODEL_NAME}/0.5.0), got {text!r}")
     return text
 
 
@@ -195,7 +270,8 @@ def sha256_file(path: Path) -> str:
 
 
 def read_card(folder: Path) -> dict[str, Any]:
-    """Parse ``folder/model.json`` and check its required keys."""
+    """Parse ``folder/model.json`` and check its required keys (and the optional
+    ``tomosynthesis`` section, :func:`parse_tomo_section`)."""
     card_path = folder / "model.json"
     if not card_path.is_file():
         raise ModelError(f"{card_path}: model card missing (every model folder needs "
@@ -210,6 +286,7 @@ def read_card(folder: Path) -> dict[str, Any]:
     if card["schema_version"] != CARD_SCHEMA_VERSION:
         raise ModelError(f"{card_path}: schema_version {card['schema_version']!r}, this "
                          f"galacto reads {CARD_SCHEMA_VERSION}")
+    _tomo_card(card, card_path)
     return card
 
 
@@ -228,6 +305,92 @@ def _operating_points(card: dict[str, Any], where: Path) -> dict[str, OperatingP
         raise ModelError(f"{where}: default_operating_point "
                          f"{card['default_operating_point']!r} is not one of {sorted(ops)}")
     return ops
+
+
+def _optional_number(value: Any, what: str, low: float = 0.0,
+                     high: float = float("inf")) -> float | None:
+    """``value`` as a float in ``[low, high]``, None for None.
+
+    Raises:
+        ValueError: not a number, or out of range (the message names ``what``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    v = float(value)
+    if not low <= v <= high:
+        raise ValueError(f"{what} must be in [{low:g}, {high:g}], got {value!r}")
+    return v
+
+
+def _tomo_point(name: str, op: Any) -> TomoOperatingPoint:
+    """One point of the ``tomosynthesis`` section (see :class:`TomoOperatingPoint`).
+
+    Raises:
+        ValueError: a missing or malformed value.
+    """
+    if not isinstance(op, dict):
+        raise ValueError(f"operating point {name!r} must be an object, got {op!r}")
+    if "score_threshold" not in op:
+        raise ValueError(f"operating point {name!r} has no score_threshold")
+    threshold = _optional_number(op["score_threshold"], f"{name}.score_threshold", 0.0, 2.0)
+    note = op.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ValueError(f"{name}.note must be text, got {note!r}")
+    return TomoOperatingPoint(
+        name=name, score_threshold=float(threshold or 0.0),
+        fp_per_volume=_optional_number(op.get("fp_per_volume"), f"{name}.fp_per_volume"),
+        sensitivity=_optional_number(op.get("sensitivity"), f"{name}.sensitivity", 0.0, 1.0),
+        target_fp_per_volume=_optional_number(op.get("target_fp_per_volume"),
+                                              f"{name}.target_fp_per_volume"),
+        note=note)
+
+
+def parse_tomo_section(section: Any) -> TomoCard:
+    """Validate a card's ``tomosynthesis`` section::
+
+        {"slab": 3, "stride": 3, "slab_mode": "mean",
+         "operating_points": {"balanced": {"score_threshold": 0.8, "fp_per_volume": 0.94,
+                                           "sensitivity": 0.62}, ...},
+         "validation": {"data": "...", "volumes": 16, "lesions": 13, ...}}
+
+    Raises:
+        ValueError: what is missing or malformed, by key.
+    """
+    if not isinstance(section, dict):
+        raise ValueError(f"must be an object, got {type(section).__name__}")
+    for key in ("slab", "stride"):
+        v = section.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key} must be an int >= 1 (frames), got {v!r}")
+    mode = section.get("slab_mode", "mean")
+    if mode not in TOMO_SLAB_MODES:
+        raise ValueError(f"slab_mode must be one of {list(TOMO_SLAB_MODES)}, got {mode!r}")
+    points = section.get("operating_points")
+    if not isinstance(points, dict) or not points:
+        raise ValueError("operating_points must be a non-empty object of named points")
+    validation = section.get("validation", {})
+    if not isinstance(validation, dict):
+        raise ValueError(f"validation must be an object, got {validation!r}")
+    return TomoCard(slab=int(section["slab"]), stride=int(section["stride"]),
+                    slab_mode="max" if mode == "max" else "mean",
+                    operating_points={str(k): _tomo_point(str(k), v) for k, v in points.items()},
+                    validation=dict(validation))
+
+
+def _tomo_card(card: dict[str, Any], where: Path) -> TomoCard | None:
+    """The card's ``tomosynthesis`` section, None when absent.
+
+    Raises:
+        ModelError: the section is malformed (the message names the key).
+    """
+    if card.get(TOMO_SECTION) is None:
+        return None
+    try:
+        return parse_tomo_section(card[TOMO_SECTION])
+    except ValueError as exc:
+        raise ModelError(f"{where}: {TOMO_SECTION}: {exc}") from None
 
 
 #: ONNX Runtime execution providers by the short names GALACTO_ORT_PROVIDERS takes.
@@ -305,6 +468,7 @@ def load_model(folder: str | Path, *, threads: int | None = None,
         decode = DecodeConfig.from_dict(card["decode"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{folder / 'model.json'}: {exc}") from None
+    tomo = _tomo_card(card, folder / "model.json")
     session = _session(onnx_path, threads, providers)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
@@ -325,4 +489,5 @@ def load_model(folder: str | Path, *, threads: int | None = None,
                          anchors=anchors, decode=decode, classes=classes,
                          operating_points=ops,
                          default_operating_point=str(card["default_operating_point"]),
-                         input_name=in_name, cls_outputs=cls_names, box_outputs=box_names)
+                         input_name=in_name, cls_outputs=cls_names, box_outputs=box_names,
+                         tomo=tomo)

@@ -1,0 +1,428 @@
+"""Tomosynthesis (DBT) operating points for a model card, fitted on DBT validation volumes.
+
+The card's 2D operating points were chosen on rescored 2D images; a volume candidate's score
+is the detector's highest slab score, not rescored, and the 2D thresholds give hundreds of
+false findings per volume there. This module runs DBT validation volumes exactly as serving
+runs them, reads the per-volume FROC with the frame rule, and chooses one threshold per
+target rate, written into the card's ``tomosynthesis`` section
+(:func:`serving.pipeline.model.parse_tomo_section` validates it; serving applies it through
+:func:`serving.pipeline.volume_points.volume_points`).
+
+Steps of :func:`fit_tomo_points`:
+
+1. Every volume of the split through :func:`serving.pipeline.detect_volume.analyse_volume`
+   with the given slab settings: the candidates serving thresholds (per-slab detections
+   linked in depth, nested candidates suppressed in 3D, lesion class apart from mimics), as
+   the prediction mapping of :mod:`training.evaluate_dbt` (:func:`served_prediction`).
+2. :func:`training.evaluate_dbt.evaluate_volumes`: matching by the frame rule
+   (:func:`training.metrics.match_volumes`: the 2D box rule and the best frame within the
+   lesion's frames +/- 2), the FROC per volume, its CPM and the sensitivity at 1 FP/volume.
+3. Per target (:data:`TOMO_TARGETS`: ``high_specificity`` 0.25, ``balanced`` 1,
+   ``high_sensitivity`` 2 false positives per volume), :func:`choose_threshold`: of the
+   thresholds keeping the validation FP/volume at or under the target, the highest
+   sensitivity, and the strictest threshold that reaches it (so no threshold with fewer
+   false positives finds as many lesions). The threshold is stored rounded down to 6
+   decimals and its FP/volume and sensitivity are measured again at the stored value.
+   *Unreachable* (threshold :data:`UNREACHABLE_THRESHOLD`, the point reports nothing, the
+   card's ``note`` says why): the top-scoring candidates alone exceed the target, or no
+   lesion is found within it. *Not reached*: every candidate together stays under the
+   target (the ``note`` gives the rate they reach).
+
+``galacto tomo-points --model models/<name>/<version> --val DIR`` rewrites that folder's
+``model.json`` section in place (:func:`write_tomo_section`, checked by loading the model
+again); ``galacto export ... --dbt-val DIR`` fits it at export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from rich.table import Table
+from tqdm import tqdm
+
+from serving.errors import CommandError
+from serving.pipeline.detect_volume import (
+    DEFAULT_SLAB,
+    DEFAULT_STRIDE,
+    TomoSettings,
+    analyse_volume,
+)
+from serving.pipeline.intake.volume import read_volume
+from serving.pipeline.model import (
+    TOMO_SECTION,
+    DetectorModel,
+    ModelError,
+    load_model,
+    parse_tomo_section,
+)
+from training.data import load_split
+from training.data_dbt import is_dbt_item
+from training.evaluate_dbt import evaluate_volumes
+from training.metrics import FRAME_HIT_RULE, FRAME_TOLERANCE, match_volumes
+
+__all__ = [
+    "TOMO_TARGETS",
+    "UNREACHABLE_THRESHOLD",
+    "PointChoice",
+    "choose_points",
+    "choose_threshold",
+    "fit_tomo_points",
+    "format_points_table",
+    "froc_points",
+    "point_notes",
+    "run",
+    "served_prediction",
+    "write_tomo_section",
+]
+
+#: Target false positives per volume of the named tomosynthesis points.
+TOMO_TARGETS: Final[dict[str, float]] = {"high_specificity": 0.25, "balanced": 1.0,
+                                         "high_sensitivity": 2.0}
+#: The threshold of an unreachable point: above every score, it reports nothing.
+UNREACHABLE_THRESHOLD: Final = 1.01
+#: How the thresholds were chosen, as the card states it.
+RULE: Final = ("per target: of the thresholds whose validation false positives per volume "
+               "are at most the target, the strictest one reaching the highest sensitivity "
+               f"(frame rule +/- {FRAME_TOLERANCE} frames); stored rounded down to 6 decimals "
+               "and measured again there")
+#: What the thresholds apply to, as the card states it.
+SCORES: Final = ("a volume candidate's detector score (its highest slab score; volumes are "
+                 "not rescored)")
+
+
+# --------------------------------------------------------------------------- choice
+
+@dataclass(frozen=True)
+class PointChoice:
+    """The threshold chosen for one target.
+
+    Attributes:
+        score_threshold: report ``score >= score_threshold`` (:data:`UNREACHABLE_THRESHOLD`
+            when unreachable).
+        target_fp_per_volume: the target.
+        reachable: False when no threshold finds a lesion within the target.
+        note: why it is unreachable, or that the target was not reached; else None.
+    """
+
+    score_threshold: float
+    target_fp_per_volume: float
+    reachable: bool
+    note: str | None = None
+
+
+def froc_points(lesion_scores: ArrayLike, fp_scores: ArrayLike, volumes: int
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The FROC curve of matched scores: ``(thresholds, sensitivity, fp_per_volume)``, one
+    point per distinct score of a found lesion or a false positive, thresholds descending
+    (reporting ``score >= threshold``).
+
+    Args:
+        lesion_scores: per true lesion, the score of its highest-scoring hit (``-inf`` when
+            none hits it), as :attr:`training.metrics.matching.Matched.lesion_score`.
+        fp_scores: the score of every false positive.
+        volumes: volumes (images) the false positives are counted over.
+
+    Raises:
+        ValueError: no lesion, or ``volumes < 1``.
+    """
+    les = np.sort(np.asarray(lesion_scores, np.float64).reshape(-1))
+    fps = np.sort(np.asarray(fp_scores, np.float64).reshape(-1))
+    if les.size == 0:
+        raise ValueError("the validation volumes have no lesion: sensitivity is undefined")
+    if volumes < 1:
+        raise ValueError(f"volumes must be >= 1, got {volumes}")
+    thresholds = np.unique(np.concatenate([les[np.isfinite(les)], fps]))[::-1]
+    found = les.size - np.searchsorted(les, thresholds, side="left")
+    n_fp = fps.size - np.searchsorted(fps, thresholds, side="left")
+    return thresholds, found / les.size, n_fp / float(volumes)
+
+
+def choose_threshold(thresholds: ArrayLike, sensitivity: ArrayLike, fp_per_volume: ArrayLike,
+                     target: float) -> PointChoice:
+    """The threshold for ``target`` false positives per volume on a FROC curve (thresholds
+    descending, as :func:`froc_points` returns): of the curve points with FP/volume at most
+    ``target``, the highest sensitivity, and the strictest (highest) threshold reaching it.
+
+    Unreachable (:data:`UNREACHABLE_THRESHOLD`, with a note) when no point keeps the target
+    or none within it finds a lesion. When every candidate together stays under the target,
+    the point is chosen as usual and the note says the target was not reached.
+
+    Raises:
+        ValueError: a negative or non-finite target, or arrays of different lengths.
+    """
+    thr = np.asarray(thresholds, np.float64).reshape(-1)
+    sens = np.asarray(sensitivity, np.float64).reshape(-1)
+    fp = np.asarray(fp_per_volume, np.float64).reshape(-1)
+    if not (math.isfinite(target) and target >= 0):
+        raise ValueError(f"target must be a finite rate >= 0, got {target!r}")
+    if not thr.size == sens.size == fp.size:
+        raise ValueError(f"curve arrays differ in length: {thr.size}, {sens.size}, {fp.size}")
+    within = fp <= target + 1e-12
+    if not within.any():
+        top = f"{fp[0]:.3f}" if fp.size else "no candidate"
+        return PointChoice(UNREACHABLE_THRESHOLD, target, False,
+                           f"unreachable: the top-scoring candidates alone give {top} false "
+                           f"positives per volume, more than the target {target:g}; score >= "
+                           f"{UNREACHABLE_THRESHOLD} reports nothing")
+    best = float(sens[within].max())
+    if not best > 0:
+        return PointChoice(UNREACHABLE_THRESHOLD, target, False,
+                           f"unreachable: no lesion is found at <= {target:g} false positives "
+                           f"per volume on the validation data; score >= "
+                           f"{UNREACHABLE_THRESHOLD} reports nothing")
+    k = int(np.flatnonzero(within & (sens >= best))[0])
+    note = None
+    if fp[-1] < target:
+        note = (f"target {target:g} not reached: every candidate together gives "
+                f"{fp[-1]:.3f} false positives per volume")
+    return PointChoice(float(thr[k]), target, True, note)
+
+
+def _stored(threshold: float) -> float:
+    """``threshold`` rounded down to 6 decimals (a candidate at it still passes)."""
+    return math.floor(threshold * 1e6) / 1e6 if threshold < UNREACHABLE_THRESHOLD \
+        else threshold
+
+
+def choose_points(lesion_scores: ArrayLike, fp_scores: ArrayLike, volumes: int,
+                  targets: Mapping[str, float] = TOMO_TARGETS) -> dict[str, dict[str, Any]]:
+    """The card's ``operating_points`` for ``targets`` (name -> FP/volume) from matched
+    scores (see :func:`froc_points`): per point ``score_threshold``, ``fp_per_volume``,
+    ``sensitivity``, ``false_positives``, ``lesions_found``, ``target_fp_per_volume``,
+    ``reachable`` and, when there is something to say, ``note``; the measures are taken at
+    the stored threshold.
+
+    Raises:
+        ValueError: see :func:`froc_points` and :func:`choose_threshold`.
+    """
+    les = np.asarray(lesion_scores, np.float64).reshape(-1)
+    fps = np.asarray(fp_scores, np.float64).reshape(-1)
+    curve = froc_points(les, fps, volumes)
+    out: dict[str, dict[str, Any]] = {}
+    for name, target in targets.items():
+        choice = choose_threshold(*curve, float(target))
+        t = _stored(choice.score_threshold)
+        found = int(np.count_nonzero(les >= t))
+        n_fp = int(np.count_nonzero(fps >= t))
+        point: dict[str, Any] = {
+            "score_threshold": t, "fp_per_volume": round(n_fp / volumes, 4),
+            "sensitivity": round(found / les.size, 4), "target_fp_per_volume": float(target),
+            "false_positives": n_fp, "lesions_found": found, "reachable": choice.reachable}
+        if choice.note:
+            point["note"] = choice.note
+        out[name] = point
+    return out
+
+
+# --------------------------------------------------------------------------- predictions
+
+def served_prediction(model: DetectorModel, item: Mapping[str, Any], settings: TomoSettings,
+                      root: Path | None = None) -> dict[str, Any]:
+    """One DBT item (``root / item["image"]``, ``root`` default ``item["_root"]``) through
+    :func:`~serving.pipeline.detect_volume.analyse_volume`, as the prediction mapping of
+    :class:`training.evaluate_dbt.VolumeResult` (``boxes``, ``scores``, ``best_frames``,
+    ``first_frames``, ``last_frames``, ``heights_mm``, ``clock_hours``, ``mimic_*``): the
+    lesion candidates serving thresholds, nested ones suppressed.
+
+    Raises:
+        serving.pipeline.errors.IntakeError: the file is not a readable volume.
+    """
+    path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
+    vc = analyse_volume(read_volume(path), model, settings)
+
+    def frames(cands: Sequence[Any], attr: str) -> NDArray[np.int64]:
+        return np.asarray([getattr(c, attr) for c in cands], dtype=np.int64)
+
+    def boxes(cands: Sequence[Any]) -> NDArray[np.float64]:
+        return np.asarray([c.box for c in cands], dtype=np.float64).reshape(-1, 4)
+
+    return {
+        "boxes": boxes(vc.lesions),
+        "scores": np.asarray([c.score for c in vc.lesions], dtype=np.float64),
+        "best_frames": frames(vc.lesions, "best_frame_number"),
+        "first_frames": frames(vc.lesions, "first_frame_number"),
+        "last_frames": frames(vc.lesions, "last_frame_number"),
+        "heights_mm": [c.height_mm for c in vc.lesions],
+        "clock_hours": [None if loc is None else loc.clock_hour for loc in vc.locations],
+        "mimic_boxes": boxes(vc.mimics),
+        "mimic_scores": np.asarray([c.score for c in vc.mimics], dtype=np.float64),
+        "mimic_labels": list(vc.mimic_labels),
+        "mimic_best_frames": frames(vc.mimics, "best_frame_number"),
+    }
+
+
+# --------------------------------------------------------------------------- fit
+
+def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
+                    slab: int = DEFAULT_SLAB, stride: int = DEFAULT_STRIDE,
+                    slab_mode: Literal["mean", "max"] = "mean",
+                    split: str = "validation", limit: int | None = None,
+                    targets: Mapping[str, float] = TOMO_TARGETS, progress: bool = True
+                    ) -> dict[str, Any]:
+    """Fit the card's ``tomosynthesis`` section for the model in ``model_dir`` on the DBT
+    volumes of ``split`` in ``dbt_val_dir`` (see the module docstring).
+
+    Args:
+        model_dir: ``models/<name>/<version>`` (or an export's staging folder).
+        dbt_val_dir: a DBT dataset (``galacto synth --dbt``): items with ``frames``,
+            ``frame_ranges``, ``best_frames``.
+        slab, stride, slab_mode: how volumes are run (:class:`~serving.pipeline.
+            detect_volume.TomoSettings`); serving runs them so by default.
+        split: the dataset split.
+        limit: only the first ``limit`` volumes.
+        targets: point name -> false positives per volume.
+        progress: show a progress bar.
+
+    Returns:
+        The section: ``slab``, ``stride``, ``slab_mode``, ``scores``, ``rule``,
+        ``operating_points`` (:func:`choose_points`) and ``validation`` (``data``, ``split``,
+        ``volumes``, ``normal_volumes``, ``lesions``, ``candidates_per_volume``, ``cpm``,
+        ``sensitivity_at_1_fp_per_volume``, ``sensitivity_at_fp``, ``hit_rule``,
+        ``frame_tolerance``, ``seconds_per_volume``, ``model_sha256``, ``fitted``).
+
+    Raises:
+        ValueError: bad settings, a split without DBT volumes or without a lesion.
+        serving.pipeline.model.ModelError: the model folder cannot be loaded.
+    """
+    settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode)
+    model = load_model(model_dir)
+    items = load_split(Path(dbt_val_dir), split)[:limit]
+    if not items:
+        raise ValueError(f"{dbt_val_dir}: split {split!r} is empty")
+    flat = sum(1 for it in items if not is_dbt_item(it))
+    if flat:
+        raise ValueError(f"{dbt_val_dir}: {flat} of the {len(items)} items of split {split!r} "
+                         "are not tomosynthesis volumes; expected a galacto synth --dbt set")
+    if not any(it.get("boxes") for it in items):
+        raise ValueError(f"{dbt_val_dir}: split {split!r} has no lesion to fit points on")
+    preds, seconds = [], []
+    for it in tqdm(items, desc="tomosynthesis points", unit="volume", disable=not progress):
+        t0 = time.perf_counter()
+        preds.append(served_prediction(model, it, settings))
+        seconds.append(time.perf_counter() - t0)
+    m = match_volumes(items, preds)
+    points = choose_points(m.lesion_score, m.fp_score, m.n_images, targets)
+    balanced = points.get("balanced") or next(iter(points.values()))
+    report = evaluate_volumes(items, preds, float(balanced["score_threshold"]))
+    fr = report["froc"]
+    validation = {
+        "data": str(dbt_val_dir), "split": split, "volumes": report["volumes"],
+        "normal_volumes": report["normal_volumes"], "lesions": report["lesions"],
+        "candidates_per_volume": round(report["predictions"] / max(report["volumes"], 1), 1),
+        "cpm": fr["cpm"],
+        "sensitivity_at_1_fp_per_volume": report["sensitivity_at_1_fp_per_volume"],
+        "sensitivity_at_fp": {f"{r:g}": s for r, s in
+                              zip(fr["fp_rates"], fr["sensitivity"], strict=True)},
+        "hit_rule": FRAME_HIT_RULE, "frame_tolerance": report["frame_tolerance"],
+        "seconds_per_volume": round(statistics.fmean(seconds), 2),
+        "model_sha256": model.card["onnx"].get("sha256"),
+        "fitted": time.strftime("%Y-%m-%d"),
+    }
+    return {"slab": settings.slab, "stride": settings.stride, "slab_mode": settings.slab_mode,
+            "scores": SCORES, "rule": RULE, "operating_points": points,
+            "validation": validation}
+
+
+def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any]) -> Path:
+    """Replace the ``tomosynthesis`` section of ``model_dir/model.json`` (atomically; every
+    other key kept as it is) and check that the model loads with it. Returns the card path.
+
+    Raises:
+        ValueError: the section is malformed (nothing is written).
+        serving.pipeline.model.ModelError: the card is missing, or the model no longer loads
+            (the previous card is put back).
+    """
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        raise ModelError(f"{path}: model card missing")
+    parse_tomo_section(dict(section))
+    before = path.read_text()
+    card = json.loads(before)
+    card[TOMO_SECTION] = dict(section)
+    tmp = path.with_name(f".model.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(path)
+    try:
+        load_model(model_dir)
+    except ModelError:
+        path.write_text(before)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- command
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.1f} %"
+
+
+def format_points_table(section: Mapping[str, Any]) -> Table:
+    """The points of a ``tomosynthesis`` section as a table, the validation in the caption."""
+    val = section.get("validation", {})
+    title = (f"Tomosynthesis operating points (slab {section['slab']}, stride "
+             f"{section['stride']}, {section['slab_mode']})")
+    cpm = val.get("cpm")
+    caption = (f"{val.get('volumes')} volumes, {val.get('lesions')} lesions of "
+               f"{val.get('data')} ({val.get('split')}); CPM "
+               f"{'–' if cpm is None else f'{cpm:.3f}'}, sensitivity at 1 FP/volume "
+               f"{_pct(val.get('sensitivity_at_1_fp_per_volume'))}")
+    table = Table(title=title, caption=caption)
+    table.add_column("point", no_wrap=True)
+    for col in ("target FP/vol", "threshold", "FP/vol (n)", "sensitivity (n)"):
+        table.add_column(col, justify="right")
+    table.add_column("status")
+    for name, p in section["operating_points"].items():
+        status = "unreachable" if not p.get("reachable", True) else (
+            "target not reached" if p.get("note") else "")
+        table.add_row(name, f"{p.get('target_fp_per_volume', math.nan):g}",
+                      f"{p['score_threshold']:.3f}",
+                      f"{p['fp_per_volume']:.3f} ({p.get('false_positives', '?')})",
+                      f"{_pct(p.get('sensitivity'))} ({p.get('lesions_found', '?')})", status)
+    return table
+
+
+def point_notes(section: Mapping[str, Any]) -> list[str]:
+    """``"<point>: <note>"`` for every point of a section that has a note."""
+    return [f"{name}: {p['note']}" for name, p in section["operating_points"].items()
+            if p.get("note")]
+
+
+def run(args: argparse.Namespace) -> int:
+    """``galacto tomo-points``: fit the section on ``--val`` and rewrite ``--model``'s card.
+
+    Raises:
+        CommandError: a folder without a model card or dataset, bad settings, or data the
+            points cannot be fitted on.
+    """
+    from rich.console import Console
+
+    if not (args.model / "model.json").is_file():
+        raise CommandError(f"--model {args.model}: no model.json there "
+                           "(expected models/<name>/<version>)")
+    if not (args.val / "dataset.json").is_file():
+        raise CommandError(f"--val {args.val}: no dataset.json there (make one with galacto "
+                           "synth --dbt)")
+    try:
+        section = fit_tomo_points(
+            args.model, args.val, slab=args.slab or DEFAULT_SLAB,
+            stride=args.stride or DEFAULT_STRIDE, slab_mode=args.slab_mode, split=args.split,
+            limit=args.limit)
+        path = write_tomo_section(args.model, section)
+    except (ModelError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    Console().print(format_points_table(section))
+    for note in point_notes(section):
+        print(f"note: {note}")
+    print(f"wrote the {TOMO_SECTION} section of {path}")
+    return 0
