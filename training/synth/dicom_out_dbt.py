@@ -20,16 +20,24 @@ Layout:
   (dciodvfy wants the latter per frame).
 - Breast Tomosynthesis Acquisition (the sweep: arc, start angle, increment and one
   PerProjectionAcquisitionSequence item per projection with its tube angle) and X-Ray 3D
-  Reconstruction (the algorithm) modules; top-level ImageLaterality, ViewCodeSequence and
-  PatientOrientation as in the 2D files (the first and last are not part of this IOD:
-  dciodvfy calls the object a Standard Extended SOP Class for them).
-- Coordinates: Plane Position / Orientation are written in a detector-based frame of
-  reference (one FrameOfReferenceUID per view, since each view is a new compression):
-  x along a row (increasing column), y down a column (increasing row), z up from the
-  breast support, mm; ImageOrientationPatient ``1\\0\\0\\0\\1\\0``; ImagePositionPatient of
-  frame ``k`` is ``0\\0\\z_k``, the centre of its top-left pixel, so the third coordinate is
-  the frame's height above the breast support. Which way the patient lies in the image is
-  stated by PatientOrientation (as in the 2D files), ImageLaterality and ViewCodeSequence.
+  Reconstruction (the algorithm) modules; top-level ImageLaterality, ViewCodeSequence,
+  PatientOrientation and PositionerPrimaryAngle as in the 2D files (all but
+  ViewCodeSequence are not part of this IOD: dciodvfy calls the object a Standard Extended
+  SOP Class for them).
+- Coordinates (:func:`plane_geometry`): Plane Orientation / Position (Patient) are in the
+  patient-based coordinate system (PS3.3 C.7.6.2.1.1: x toward the patient's left, y
+  posterior, z head, mm; one FrameOfReferenceUID per view, since each view is a new
+  compression), consistent with PatientOrientation as C.7.6.1.1.1 requires:
+  ImageOrientationPatient holds the patient directions of a row (increasing column) and of
+  a column (increasing row) of the stored frames; ImagePositionPatient of frame ``k``, the
+  centre of its top-left pixel, is ``z_k`` times the unit vector from the breast support
+  toward the X-ray source (the compression axis ``w`` of
+  :mod:`training.synth.dbt_geometry`: head for CC, medial for ML, superomedial at the C-arm
+  angle for MLO), so the frame's height above the breast support is its position along the
+  beam (a CC's is ``0\\0\\z_k``). The C-arm angle is also written at the top level as
+  PositionerPrimaryAngle (0018,1510), where the 2D files (Mammography Image module) have
+  it; in this IOD its standard place is each projection's item of the X-Ray 3D
+  Acquisition Sequence.
 - The output is a function of the inputs only (same inputs, byte-identical file).
 """
 
@@ -74,10 +82,64 @@ _IODINE_CODE: Final = ("44588005", "Iodine")
 SECONDS_PER_PROJECTION: Final = 0.25
 #: Height of the breast support above the detector surface (mm, working assumption).
 SUPPORT_TO_DETECTOR_MM: Final = 20.0
+#: Unit vectors of the PatientOrientation letters in the patient-based coordinate system
+#: (PS3.3 C.7.6.2.1.1: x toward the patient's left, y posterior, z head).
+_PATIENT_DIRECTIONS: Final[dict[str, tuple[float, float, float]]] = {
+    "L": (1.0, 0.0, 0.0), "R": (-1.0, 0.0, 0.0), "P": (0.0, 1.0, 0.0), "A": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0),
+}  # fmt: skip
 
 
 def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
+
+
+def _letters_vector(value: str) -> np.ndarray:
+    """The sum of the unit vectors of a PatientOrientation value's letters (e.g. ``"FR"``)."""
+    return np.sum([np.array(_PATIENT_DIRECTIONS[ch]) for ch in value], axis=0)
+
+
+def plane_geometry(view: DbtView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, column, source)`` unit vectors of a view in the patient-based coordinate system
+    (PS3.3 C.7.6.2.1.1: x toward the patient's left, y posterior, z head).
+
+    ``row`` is the direction of increasing column and ``column`` that of increasing row of
+    the stored frames (ImageOrientationPatient); ``source`` points from the breast support
+    toward the X-ray source, along which frame heights are measured. From the breast frame
+    ``(d, u, l)`` of :mod:`training.synth.anatomy` (``d`` posterior, ``u`` head, ``l``
+    lateral: the patient's left for a left breast, right for a right one) and the C-arm
+    angle ``a`` (``view.positioner_primary_angle_deg``: 0 CC, 90 ML):
+
+    - the canonical render (:mod:`training.synth.render`) runs its rows toward the nipple
+      (anterior) and its columns against the image's up axis ``v = sin(a) u + cos(a) l``
+      (lateral for CC, head for ML, superolateral for MLO);
+    - the stored frames may be mirrored (:func:`training.synth.case.patient_orientation`):
+      each direction takes the sign that agrees with ``view.patient_orientation``;
+    - ``source`` is the compression axis ``w = cos(a) u - sin(a) l`` of
+      :func:`training.synth.dbt_geometry.compression_axis` (head for CC, medial for ML,
+      superomedial for MLO).
+
+    Raises:
+        ValueError: an angle outside [0, 90] degrees, or a PatientOrientation that does not
+            name the row or column direction of this view.
+    """
+    a_deg = float(view.positioner_primary_angle_deg)
+    if not 0.0 <= a_deg <= 90.0:
+        raise ValueError(f"view.positioner_primary_angle_deg must be within [0, 90], got "
+                         f"{a_deg}")
+    a = np.deg2rad(a_deg)
+    lateral = 1.0 if view.laterality == "L" else -1.0  # patient x of the lateral direction
+    anterior = np.array([0.0, -1.0, 0.0])
+    down = -np.array([lateral * np.cos(a), 0.0, np.sin(a)])  # -v: increasing canonical row
+    source = np.array([-lateral * np.sin(a), 0.0, np.cos(a)])
+    axes = []
+    for canonical, value in zip((anterior, down), view.patient_orientation, strict=True):
+        agreement = float(_letters_vector(value) @ canonical)
+        if abs(agreement) < 1e-6:
+            raise ValueError(f"view.patient_orientation {view.patient_orientation!r} does "
+                             f"not fit a {view.laterality} {view.view} at {a_deg:g} degrees")
+        axes.append(canonical if agreement > 0 else -canonical)
+    return axes[0], axes[1], source
 
 
 def _check(view: DbtView, case: CaseHeader) -> None:
@@ -114,6 +176,7 @@ def _check(view: DbtView, case: CaseHeader) -> None:
             raise ValueError(f"{name} is not a valid UID: {value!r}")
     if not re.fullmatch(r"\d{6}", view.acquisition_time):
         raise ValueError(f"view.acquisition_time must be HHMMSS, got {view.acquisition_time!r}")
+    plane_geometry(view)  # the C-arm angle and PatientOrientation fit the view
 
 
 def volume_window(frames: np.ndarray) -> tuple[float, float]:
@@ -153,7 +216,8 @@ def _shared_groups(view: DbtView, window: tuple[float, float]) -> Dataset:
     pm.SpacingBetweenSlices = _ds(view.slice_mm)
     g.PixelMeasuresSequence = Sequence([pm])
     po = Dataset()
-    po.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    row, column, _ = plane_geometry(view)
+    po.ImageOrientationPatient = [_ds(round(float(v), 6) + 0.0) for v in (*row, *column)]
     g.PlaneOrientationSequence = Sequence([po])
     fa = Dataset()
     fa.AnatomicRegionSequence = Sequence([breast_region_item()])
@@ -179,6 +243,7 @@ def _shared_groups(view: DbtView, window: tuple[float, float]) -> Dataset:
 
 
 def _per_frame_groups(view: DbtView, frame_datetime: str, duration_ms: float) -> Sequence:
+    _, _, source = plane_geometry(view)
     items = []
     for k, z in enumerate(view.heights_mm, start=1):
         g = Dataset()
@@ -191,7 +256,7 @@ def _per_frame_groups(view: DbtView, frame_datetime: str, duration_ms: float) ->
         fc.DimensionIndexValues = [k]
         g.FrameContentSequence = Sequence([fc])
         pp = Dataset()
-        pp.ImagePositionPatient = ["0", "0", _ds(round(float(z), 4))]
+        pp.ImagePositionPatient = [_ds(round(float(z) * float(c), 6) + 0.0) for c in source]
         g.PlanePositionSequence = Sequence([pp])
         ft = Dataset()
         ft.FrameType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
@@ -363,6 +428,7 @@ def build_dbt_dataset(view: DbtView, case: CaseHeader, profile: VendorProfile) -
     ds.ImageLaterality = view.laterality
     ds.ViewCodeSequence = Sequence([view_code_item(view.view)])
     ds.PatientOrientation = list(view.patient_orientation)
+    ds.PositionerPrimaryAngle = _ds(view.positioner_primary_angle_deg)
     ds.BreastImplantPresent = "NO"
     ds.PartialView = "NO"
 
