@@ -278,9 +278,10 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "the FROC sensitivities and the CPM; 0 for none (default: 1000)")
     p.add_argument("--bootstrap-seed", type=int, default=0,
                    help="seed of the resampling (default: 0)")
-    p.add_argument("--dbt-slab", type=int, default=1, metavar="FRAMES",
+    p.add_argument("--dbt-slab", type=int, default=None, metavar="FRAMES",
                    help="tomosynthesis datasets: frames averaged per detector input "
-                        "(default: 1, per slice)")
-    p.add_argument("--dbt-stride", type=int, default=1, metavar="FRAMES",
-                   help="tomosynthesis datasets: frames between detector inputs (default: 1)")
+                        "(default: the model card's, as serving runs volumes; 1: per slice)")
+    p.add_argument("--dbt-stride", type=int, default=None, metavar="FRAMES",
+                   help="tomosynthesis datasets: frames between detector inputs (default: "
+                        "the model card's)")
     p.set_defaults(func=_lazy('training.evaluate'))

@@ -484,15 +484,19 @@ def run_dbt(args: argparse.Namespace, items: list[dict[str, Any]], model: Detect
     """
     from rich.console import Console
 
-    slab = int(getattr(args, "dbt_slab", 1))
-    stride = int(getattr(args, "dbt_stride", 1))
+    deployed = model.tomo_settings
+    slab_arg, stride_arg = getattr(args, "dbt_slab", None), getattr(args, "dbt_stride", None)
+    slab = deployed.slab if slab_arg is None else int(slab_arg)
+    stride = deployed.stride if stride_arg is None else int(stride_arg)
+    tomo_op = model.tomo_operating_point(op.name)
+    threshold = op.score_threshold if tomo_op is None else tomo_op.score_threshold
     if slab < 1 or stride < 1:
         raise CommandError(f"--dbt-slab and --dbt-stride must be >= 1, got {slab}, {stride}")
     results: list[VolumeResult] = []
     for it in tqdm(items, desc="evaluate DBT", unit="volume"):
         results.append(predict_volume_item(model, it, slab=slab, stride=stride))
     preds = [r.prediction for r in results]
-    report = evaluate_volumes(items, preds, op.score_threshold)
+    report = evaluate_volumes(items, preds, threshold)
     if args.bootstrap:
         m = match_volumes(items, preds)
         report["froc"]["ci"] = bootstrap_volumes(m, [patient_key(it) for it in items],
@@ -502,7 +506,10 @@ def run_dbt(args: argparse.Namespace, items: list[dict[str, Any]], model: Detect
     report["dbt"] = {"slab": slab, "stride": stride, "slab_mode": "mean",
                      "scores": "linked candidates' detector scores (volumes are not rescored)"}
     report["model"] = {"name": model.name, "version": model.version,
-                       "operating_point": op.name, "score_threshold": op.score_threshold}
+                       "operating_point": op.name, "score_threshold": threshold,
+                       "threshold_source": "model card 2D point (the card has no "
+                       "tomosynthesis points)" if tomo_op is None
+                       else "model card tomosynthesis point"}
     report["timing"], report["per_volume"] = _timing(results, items)
     console = Console()
     for table in format_dbt_tables(report):
