@@ -73,7 +73,7 @@ from training.metrics.report import (
     false_positives_json,
     json_number,
     percent,
-    sensitivity_json,
+    threshold_json,
 )
 
 __all__ = [
@@ -355,21 +355,7 @@ def evaluate_volumes(items: Sequence[Mapping[str, Any]],
         "predictions": int(m.all_scores.size),
         "froc": _froc_json(fr),
         "sensitivity_at_1_fp_per_volume": json_number(one.sensitivity_at_rates[0]),
-        "at_threshold": {
-            "threshold": float(threshold),
-            "overall": sensitivity_json(at.overall),
-            "by_size": {k: sensitivity_json(v) for k, v in at.by_size.items()},
-            "by_kind": {k: sensitivity_json(v) for k, v in at.by_kind.items()},
-            "by_profile": {k: sensitivity_json(v) for k, v in at.by_profile.items()},
-            "false_positives": false_positives_json(at.false_positives),
-            "fp_by_profile": {k: false_positives_json(v) for k, v in at.fp_by_profile.items()},
-            "fp_on_mimics": false_positives_json(at.fp_on_mimics),
-            "fp_on_mimic_kind": {k: false_positives_json(v)
-                                 for k, v in at.fp_on_mimic_kind.items()},
-            "mimics_flagged": {k: {"flagged": v.detected, "mimics": v.lesions,
-                                   "fraction": json_number(v.value)}
-                               for k, v in at.mimics_flagged.items()},
-        },
+        "at_threshold": threshold_json(at, threshold),
         "mimics": {
             "air_bubbles_flagged": {"flagged": flagged, "bubbles": len(bubbles),
                                     "fraction": flagged / len(bubbles) if bubbles else None},

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -147,6 +147,17 @@ def _mimic_threshold(model: DetectorModel, threshold: float) -> float:
         else model.decode.mimic_score_thresh
 
 
+def _identity(h: Image | ImageHeader) -> dict[str, Any]:
+    """The :class:`ImageOut` fields that name and describe the analysed image or volume
+    (``h``: the image, or the volume's in-plane header): UIDs, laterality, view, stored size
+    and pixel spacing."""
+    return {"sop_instance_uid": h.sop_instance_uid,
+            "series_instance_uid": h.series_instance_uid,
+            "study_instance_uid": h.study_instance_uid, "laterality": h.laterality,
+            "view": h.view, "rows": h.rows, "cols": h.cols,
+            "spacing_mm": list(h.spacing_mm or ()), "spacing_source": h.spacing_source}
+
+
 def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold: float,
                  source: str | None = None, rescored: bool = False
                  ) -> tuple[ImageOut, list[ViewLocation | None]]:
@@ -168,11 +179,7 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
     assumed = orientation_assumed(image.view, image.laterality, image.patient_orientation)
     warnings = list(c.warnings) + ([ORIENTATION_WARNING] if assumed else [])
     out = ImageOut(
-        index=index, source=source, sop_instance_uid=image.sop_instance_uid,
-        series_instance_uid=image.series_instance_uid,
-        study_instance_uid=image.study_instance_uid, laterality=image.laterality,
-        view=image.view, rows=image.rows, cols=image.cols,
-        spacing_mm=list(image.spacing_mm or ()), spacing_source=image.spacing_source,
+        index=index, source=source, **_identity(image),
         nipple_px=[round(v * scale, 1) for v in marks.nipple_xy] if marks else None,
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,
         findings=findings, mimics=_mimics(c, c.boxes[keep], mimic_threshold),
@@ -211,11 +218,7 @@ def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, points: 
     marks = vc.landmarks
     assumed = orientation_assumed(header.view, header.laterality, header.patient_orientation)
     out = ImageOut(
-        index=index, source=source, sop_instance_uid=header.sop_instance_uid,
-        series_instance_uid=header.series_instance_uid,
-        study_instance_uid=header.study_instance_uid, laterality=header.laterality,
-        view=header.view, rows=header.rows, cols=header.cols,
-        spacing_mm=list(header.spacing_mm or ()), spacing_source=header.spacing_source,
+        index=index, source=source, **_identity(header),
         number_of_frames=vc.number_of_frames,
         nipple_px=[round(v, 1) for v in vc.nipple_px] if vc.nipple_px else None,
         pnl_length_mm=round(marks.pnl_length_mm, 1) if marks else None,

@@ -53,7 +53,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from training.metrics.matching import (
-    UNKNOWN,
     FloatArray,
     Matched,
     Prediction,
@@ -64,6 +63,7 @@ from training.metrics.matching import (
     hits,
     image_id,
     mimic_boxes,
+    pool_matches,
     prediction_arrays,
 )
 
@@ -216,15 +216,6 @@ def volume_hits(truth: Truth, pred: Prediction, index: int = 0,
     return scores, hit
 
 
-def _per_box(truth: Truth, key: str, n: int, image: str) -> list[Any] | None:
-    values = truth.get(key)
-    if values is None:
-        return None
-    if len(values) != n:
-        raise ValueError(f"{image}: {key} has {len(values)} entries for {n} boxes")
-    return list(values)
-
-
 def match_volumes(truths: Sequence[Truth], predictions: Sequence[Prediction],
                   tolerance: int = FRAME_TOLERANCE) -> Matched:
     """Apply the frame rule to every volume and pool the results, as
@@ -234,62 +225,18 @@ def match_volumes(truths: Sequence[Truth], predictions: Sequence[Prediction],
         ValueError: the inputs break the conventions above (lengths, shapes, frame ranges,
             missing ``best_frames``).
     """
-    check_pairs(truths, predictions)
-    all_scores: list[FloatArray] = []
-    lesion_score: list[float] = []
-    lesion_image: list[int] = []
-    lesion_size: list[float] = []
-    lesion_kind: list[str] = []
-    lesion_profile: list[str] = []
-    fp_score: list[float] = []
-    fp_image: list[int] = []
-    fp_kinds: list[frozenset[str]] = []
-    mimic_kind: list[str] = []
-    mimic_best: list[float] = []
-    image_profile: list[str] = []
-    for i, (truth, pred) in enumerate(zip(truths, predictions, strict=True)):
-        image = image_id(truth, i)
-        profile = str(truth.get("profile") or UNKNOWN)
-        image_profile.append(profile)
-        scores, hit = volume_hits(truth, pred, i, tolerance)
-        all_scores.append(scores)
-        n = hit.shape[1]
-        sizes = _per_box(truth, "lesion_size_mm", n, image)
-        kinds = _per_box(truth, "lesion_kind", n, image)
-        lesion_score.extend(best_hit_scores(scores, hit).tolist())
-        for j in range(n):
-            lesion_image.append(i)
-            lesion_size.append(float(sizes[j]) if sizes is not None else math.nan)
-            lesion_kind.append(str(kinds[j]) if kinds is not None else UNKNOWN)
-            lesion_profile.append(profile)
-
-        fp = ~hit.any(axis=1)
+    def mimic_hits(truth: Truth, pred: Prediction, index: int, fp: NDArray[np.bool_]
+                   ) -> tuple[NDArray[np.bool_], list[str]]:
+        image = image_id(truth, index)
         pb = as_boxes(pred.get("boxes"), "predicted boxes", image)
         frames = prediction_frames(pred, len(pb), image)
         mboxes, mkinds = mimic_boxes(truth, image)
-        on_mimic = frame_hits(pb[fp], frames[fp], mboxes, mimic_frame_ranges(truth, image),
-                              tolerance)
-        for k, s in enumerate(scores[fp]):
-            fp_score.append(float(s))
-            fp_image.append(i)
-            fp_kinds.append(frozenset(mkinds[m] for m in np.flatnonzero(on_mimic[k])))
-        mimic_kind.extend(mkinds)
-        mimic_best.extend(best_hit_scores(scores[fp], on_mimic).tolist())
-    return Matched(
-        n_images=len(truths),
-        image_profile=image_profile,
-        all_scores=np.concatenate(all_scores) if all_scores else np.zeros(0),
-        lesion_score=np.asarray(lesion_score, dtype=np.float64),
-        lesion_image=np.asarray(lesion_image, dtype=np.int64),
-        lesion_size_mm=np.asarray(lesion_size, dtype=np.float64),
-        lesion_kind=lesion_kind,
-        lesion_profile=lesion_profile,
-        fp_score=np.asarray(fp_score, dtype=np.float64),
-        fp_image=np.asarray(fp_image, dtype=np.int64),
-        fp_mimic_kinds=fp_kinds,
-        mimic_kind=mimic_kind,
-        mimic_best_fp_score=np.asarray(mimic_best, dtype=np.float64),
-    )
+        return frame_hits(pb[fp], frames[fp], mboxes, mimic_frame_ranges(truth, image),
+                          tolerance), mkinds
+
+    return pool_matches(truths, predictions,
+                        lambda truth, pred, index: volume_hits(truth, pred, index, tolerance),
+                        mimic_hits)
 
 
 def mimic_hit_scores(truths: Sequence[Truth], predictions: Sequence[Prediction],

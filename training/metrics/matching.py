@@ -15,7 +15,7 @@ Boxes are ``[x1, y1, x2, y2]`` stored-image pixels (x = column, x2/y2 exclusive)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "image_id",
     "match",
     "mimic_boxes",
+    "pool_matches",
     "prediction_arrays",
     "scored_marks",
 ]
@@ -201,6 +202,46 @@ def match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> Matched
         ValueError: the inputs break the conventions of :mod:`training.metrics` (lengths,
             box shapes, non-finite values, per-box lists of the wrong length).
     """
+    return pool_matches(truths, predictions, _image_hits, _image_mimic_hits)
+
+
+def _image_hits(truth: Truth, pred: Prediction, index: int
+                ) -> tuple[FloatArray, NDArray[np.bool_]]:
+    image = image_id(truth, index)
+    gt = as_boxes(truth.get("boxes"), "boxes", image)
+    pb, scores = prediction_arrays(pred, image)
+    return scores, hits(pb, gt)
+
+
+def _image_mimic_hits(truth: Truth, pred: Prediction, index: int, fp: NDArray[np.bool_]
+                      ) -> tuple[NDArray[np.bool_], list[str]]:
+    image = image_id(truth, index)
+    pb, _ = prediction_arrays(pred, image)
+    mboxes, mkinds = mimic_boxes(truth, image)
+    return hits(pb[fp], mboxes), mkinds
+
+
+def pool_matches(
+    truths: Sequence[Truth],
+    predictions: Sequence[Prediction],
+    image_hits: Callable[[Truth, Prediction, int], tuple[FloatArray, NDArray[np.bool_]]],
+    mimic_hits: Callable[[Truth, Prediction, int, NDArray[np.bool_]],
+                         tuple[NDArray[np.bool_], list[str]]],
+) -> Matched:
+    """Apply a hit rule to every image (or volume) and pool the results into a
+    :class:`Matched`; :func:`match` (boxes) and :func:`training.metrics.frames.match_volumes`
+    (boxes and frames) differ only in the rule.
+
+    ``image_hits(truth, pred, index)`` gives the prediction scores ``(N,)`` and the rule's
+    ``(N, M)`` matrix against the item's ``M`` lesions; ``mimic_hits(truth, pred, index, fp)``
+    the ``(n_fp, K)`` matrix of the false positives (``fp``, a mask of the ``N``
+    predictions) against the item's ``K`` mimics, and the mimics' kinds. ``index`` is the
+    item's position (for :func:`image_id` in errors).
+
+    Raises:
+        ValueError: ``truths`` and ``predictions`` differ in length, a per-box list
+            (``lesion_size_mm``, ``lesion_kind``) has the wrong length, or as the rules raise.
+    """
     check_pairs(truths, predictions)
     all_scores: list[FloatArray] = []
     lesion_score: list[float] = []
@@ -218,23 +259,20 @@ def match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> Matched
         image = image_id(truth, i)
         profile = str(truth.get("profile") or UNKNOWN)
         image_profile.append(profile)
-        gt = as_boxes(truth.get("boxes"), "boxes", image)
-        pb, scores = prediction_arrays(pred, image)
+        scores, hit = image_hits(truth, pred, i)  # (N,), (N, M)
         all_scores.append(scores)
-        sizes = _per_box(truth, "lesion_size_mm", len(gt), image)
-        kinds = _per_box(truth, "lesion_kind", len(gt), image)
-
-        hit = hits(pb, gt)  # (N, M)
+        n = hit.shape[1]
+        sizes = _per_box(truth, "lesion_size_mm", n, image)
+        kinds = _per_box(truth, "lesion_kind", n, image)
         lesion_score.extend(best_hit_scores(scores, hit).tolist())
-        for j in range(len(gt)):
+        for j in range(n):
             lesion_image.append(i)
             lesion_size.append(float(sizes[j]) if sizes is not None else math.nan)
             lesion_kind.append(str(kinds[j]) if kinds is not None else UNKNOWN)
             lesion_profile.append(profile)
 
-        fp = ~hit.any(axis=1)
-        mboxes, mkinds = mimic_boxes(truth, image)
-        on_mimic = hits(pb[fp], mboxes)  # (n_fp, n_mimics)
+        fp = np.asarray(~hit.any(axis=1), dtype=np.bool_)
+        on_mimic, mkinds = mimic_hits(truth, pred, i, fp)  # (n_fp, n_mimics)
         for k, s in enumerate(scores[fp]):
             fp_score.append(float(s))
             fp_image.append(i)

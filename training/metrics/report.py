@@ -5,7 +5,8 @@
 - :func:`format_tables`: rich tables from such a report.
 - :func:`json_number`, :func:`sensitivity_json`, :func:`false_positives_json`,
   :func:`percent`, :func:`decimal`: the JSON and text forms of single values, shared with
-  :mod:`training.mimic_metrics`. Undefined values (nan, inf) are ``None`` in JSON and ``–``
+  :mod:`training.mimic_metrics`; :func:`threshold_json`: the ``at_threshold`` section, shared
+  with :mod:`training.evaluate_dbt`. Undefined values (nan, inf) are ``None`` in JSON and ``–``
   in text.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from training.metrics.ap import DEFAULT_AP_IOUS, average_precision
-from training.metrics.breakdown import DEFAULT_SIZE_BINS_MM, threshold_report
+from training.metrics.breakdown import DEFAULT_SIZE_BINS_MM, ThresholdReport, threshold_report
 from training.metrics.counts import FalsePositives, Sensitivity
 from training.metrics.froc import DEFAULT_FP_RATES, froc_of
 from training.metrics.matching import HIT_RULE, Prediction, Truth, match
@@ -31,6 +32,7 @@ __all__ = [
     "json_number",
     "percent",
     "sensitivity_json",
+    "threshold_json",
 ]
 
 
@@ -49,6 +51,29 @@ def sensitivity_json(s: Sensitivity) -> dict[str, Any]:
 def false_positives_json(f: FalsePositives) -> dict[str, Any]:
     """``{count, images, per_image}`` of a :class:`FalsePositives`."""
     return {"count": f.count, "images": f.images, "per_image": json_number(f.per_image)}
+
+
+def threshold_json(at: ThresholdReport, threshold: float) -> dict[str, Any]:
+    """The ``at_threshold`` section of a report: ``threshold``; ``overall``, ``by_size``,
+    ``by_kind``, ``by_profile`` as ``{detected, lesions, sensitivity}``; ``false_positives``,
+    ``fp_by_profile``, ``fp_on_mimics``, ``fp_on_mimic_kind`` as ``{count, images,
+    per_image}``; ``mimics_flagged`` as ``{flagged, mimics, fraction}``. Shared by
+    :func:`evaluate` and :mod:`training.evaluate_dbt`."""
+    return {
+        "threshold": float(threshold),
+        "overall": sensitivity_json(at.overall),
+        "by_size": {k: sensitivity_json(v) for k, v in at.by_size.items()},
+        "by_kind": {k: sensitivity_json(v) for k, v in at.by_kind.items()},
+        "by_profile": {k: sensitivity_json(v) for k, v in at.by_profile.items()},
+        "false_positives": false_positives_json(at.false_positives),
+        "fp_by_profile": {k: false_positives_json(v) for k, v in at.fp_by_profile.items()},
+        "fp_on_mimics": false_positives_json(at.fp_on_mimics),
+        "fp_on_mimic_kind": {k: false_positives_json(v)
+                             for k, v in at.fp_on_mimic_kind.items()},
+        "mimics_flagged": {k: {"flagged": v.detected, "mimics": v.lesions,
+                               "fraction": json_number(v.value)}
+                           for k, v in at.mimics_flagged.items()},
+    }
 
 
 def evaluate(truths: Sequence[Truth], predictions: Sequence[Prediction], threshold: float,
@@ -89,21 +114,7 @@ def evaluate(truths: Sequence[Truth], predictions: Sequence[Prediction], thresho
             },
         },
         "ap": {f"{t:g}": json_number(v) for t, v in ap.items()},
-        "at_threshold": {
-            "threshold": float(threshold),
-            "overall": sensitivity_json(at.overall),
-            "by_size": {k: sensitivity_json(v) for k, v in at.by_size.items()},
-            "by_kind": {k: sensitivity_json(v) for k, v in at.by_kind.items()},
-            "by_profile": {k: sensitivity_json(v) for k, v in at.by_profile.items()},
-            "false_positives": false_positives_json(at.false_positives),
-            "fp_by_profile": {k: false_positives_json(v) for k, v in at.fp_by_profile.items()},
-            "fp_on_mimics": false_positives_json(at.fp_on_mimics),
-            "fp_on_mimic_kind": {k: false_positives_json(v)
-                                 for k, v in at.fp_on_mimic_kind.items()},
-            "mimics_flagged": {k: {"flagged": v.detected, "mimics": v.lesions,
-                                   "fraction": json_number(v.value)}
-                               for k, v in at.mimics_flagged.items()},
-        },
+        "at_threshold": threshold_json(at, threshold),
     }
 
 

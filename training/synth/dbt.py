@@ -74,14 +74,15 @@ from training.synth.dbt_geometry import (
 )
 from training.synth.render import (
     LOWRES,
-    TissueParams,
     ViewGeometry,
     breast_fields,
     contrast_layer,
+    log_attenuation,
     power_law_noise,
     presentation_lut,
+    spheres_px,
+    union_box,
     upsample,
-    upsample_window,
 )
 from training.synth.texture import add_structures
 from training.synth.types import (
@@ -290,49 +291,6 @@ def fixed_bubbles(phantom: Phantom, rng: np.random.Generator) -> Phantom:
 # --------------------------------------------------------------------------- exposure
 
 
-def log_attenuation(A_low: np.ndarray, mask_low: np.ndarray, a_ref: float,
-                    contrast_mm: np.ndarray, mu_contrast: float, tp: TissueParams,
-                    counts: float, spacing: float, rng: np.random.Generator,
-                    noise_corr: float) -> np.ndarray:
-    """One noisy projection as log attenuation ``log(counts) - log(I)`` relative to the
-    breast median ``a_ref`` (float32 ``(rows, cols)``, ``rows x cols`` of ``contrast_mm``).
-
-    Same physics as :func:`~training.synth.render.expose` (primary, scatter on a 16x coarser
-    grid, Poisson-Gaussian noise, optionally correlated) with ``counts`` photons per pixel
-    behind the median breast.
-    """
-    shape = contrast_mm.shape
-    prim_low = np.exp(-(A_low - a_ref)).astype(np.float32)
-    coarse = prim_low * mask_low
-    sig = tp.scatter_sigma_mm / (spacing * LOWRES * 4)
-    lh, lw = coarse.shape
-    padded = np.pad(coarse, ((0, -lh % 4), (0, -lw % 4)))
-    small = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).mean((1, 3))
-    scat_low = upsample(tp.spr * ndimage.gaussian_filter(small, sig, mode="constant"),
-                        (lh, lw))
-    flu = upsample(prim_low + scat_low, shape)
-    rows = np.flatnonzero(contrast_mm.any(axis=1))
-    if rows.size:
-        cols = np.flatnonzero(contrast_mm[rows[0]: rows[-1] + 1].any(axis=0))
-        rs = slice(int(rows[0]), int(rows[-1]) + 1)
-        cs = slice(int(cols[0]), int(cols[-1]) + 1)
-        prim = upsample_window(prim_low, shape, rs, cs)
-        flu[rs, cs] -= prim * (1.0 - np.exp(-mu_contrast * contrast_mm[rs, cs]))
-    flu *= np.float32(counts)
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    if noise_corr > 0.0:
-        kc = np.float32(noise_corr)
-        noise[:, 1:] += kc * noise[:, :-1]
-        noise[1:, :] += kc * noise[:-1, :]
-        noise *= np.float32(1.0 / (1.0 + kc * kc))
-    noise *= np.sqrt(flu + np.float32(tp.electronic_sigma**2))
-    flu += noise
-    np.maximum(flu, 0.5, out=flu)
-    P = np.log(flu)
-    np.subtract(np.float32(np.log(counts)), P, out=P)
-    return P
-
-
 def equalize_slices(vol: np.ndarray, heights: np.ndarray, mask_low: np.ndarray,
                     A_low: np.ndarray, geo: ViewGeometry, spacing: float,
                     path_factor: float) -> None:
@@ -407,27 +365,11 @@ def volume_window(vol: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- truth
 
 
-def _circles(spheres: list[Sphere], geo: ViewGeometry, spacing: float
-             ) -> list[tuple[float, float, float]]:
-    """Spheres -> in-focus discs ``(cx, cy, r)`` in canonical pixels."""
-    out = []
-    for s in spheres:
-        xy = geo.to_plane(s.center) / spacing
-        out.append((float(xy[0]), float(xy[1]), s.radius / spacing))
-    return out
-
-
 def _truth(spheres: list[Sphere], geo: ViewGeometry, spacing: float, shape: tuple[int, int],
            n_frames: int, slice_mm: float, breast_heights: np.ndarray) -> dict[str, Any]:
     """Box (canonical px, clipped, x2/y2 exclusive), frame range, best frame and centre
     height of an object made of ``spheres`` whose centre heights are ``breast_heights``."""
-    circles = _circles(spheres, geo, spacing)
-    x1 = min(c[0] - c[2] for c in circles)
-    y1 = min(c[1] - c[2] for c in circles)
-    x2 = max(c[0] + c[2] for c in circles)
-    y2 = max(c[1] + c[2] for c in circles)
-    box = [float(max(np.floor(x1), 0)), float(max(np.floor(y1), 0)),
-           float(min(np.ceil(x2), shape[1])), float(min(np.ceil(y2), shape[0]))]
+    box = union_box(spheres_px(spheres, geo, spacing), shape)
     radii = np.array([s.radius for s in spheres])
     z_lo = float(np.min(breast_heights - radii))
     z_hi = float(np.max(breast_heights + radii))

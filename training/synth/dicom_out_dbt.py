@@ -55,7 +55,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
 from training.synth.dicom_out import (
-    add_patient_and_study,
+    add_equipment,
+    add_image_pixel,
+    add_instance_and_series,
     breast_region_item,
     code_item,
     contrast_agent_code,
@@ -358,44 +360,19 @@ def build_dbt_dataset(view: DbtView, case: CaseHeader, profile: VendorProfile) -
     dt = case.study_date + view.acquisition_time
 
     ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = BREAST_TOMOSYNTHESIS_IMAGE
-    ds.SOPInstanceUID = UID(view.sop_instance_uid)
-    ds.InstanceCreationDate = case.study_date
-    ds.InstanceCreationTime = view.acquisition_time
-    ds.InstanceNumber = view.instance_number
-    add_patient_and_study(ds, case)
-
-    # General Series, Enhanced Mammography Series
-    ds.Modality = "MG"
-    ds.SeriesInstanceUID = view.series_instance_uid
-    ds.SeriesNumber = view.series_number
-    ds.SeriesDate = case.study_date
-    ds.SeriesTime = view.acquisition_time
-    ds.SeriesDescription = f"{view.laterality} {view.view} Tomo"
-    ds.BodyPartExamined = "BREAST"
+    # SOP Common, Patient, General Study, General Series, Enhanced Mammography Series
+    add_instance_and_series(ds, BREAST_TOMOSYNTHESIS_IMAGE, view, case, view.acquisition_time,
+                            f"{view.laterality} {view.view} Tomo")
 
     # Frame of Reference
     ds.FrameOfReferenceUID = view.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
 
     # General Equipment, Enhanced General Equipment
-    ds.Manufacturer = acq.manufacturer
-    ds.ManufacturerModelName = acq.model_name
-    ds.DeviceSerialNumber = style.device_serial_number
-    ds.SoftwareVersions = style.software_versions
-    ds.StationName = style.station_name
-    ds.InstitutionName = "galacto synthetic"
+    add_equipment(ds, acq.manufacturer, acq.model_name, style)
 
     # Image Pixel
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = view.bits_stored
-    ds.HighBit = view.bits_stored - 1
-    ds.PixelRepresentation = 0
+    add_image_pixel(ds, "MONOCHROME2", rows, cols, view.bits_stored)
 
     # Enhanced Contrast/Bolus
     ds.ContrastBolusAgentSequence = Sequence([_contrast_agent_item(case)])

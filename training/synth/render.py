@@ -232,9 +232,11 @@ def sphere_thickness(canvas_shape: tuple[int, int], cx: float, cy: float, r: flo
     return win, 2.0 * np.sqrt(np.maximum(r * r - xs * xs - ys * ys, 0.0))
 
 
-def _spheres_px(spheres: list[Sphere], geo: ViewGeometry, spacing: float
+def spheres_px(spheres: list[Sphere], geo: ViewGeometry, spacing: float
                 ) -> list[tuple[float, float, float]]:
-    """Project spheres to ``(cx, cy, r)`` in canonical pixels (radius not stretched)."""
+    """Project spheres to ``(cx, cy, r)`` in canonical pixels (radius not stretched): the
+    in-focus discs of a projection (here) and of a tomosynthesis plane
+    (:mod:`training.synth.dbt`)."""
     out = []
     for s in spheres:
         xy = geo.to_plane(s.center) / spacing
@@ -242,9 +244,10 @@ def _spheres_px(spheres: list[Sphere], geo: ViewGeometry, spacing: float
     return out
 
 
-def _union_box(circles: list[tuple[float, float, float]], shape: tuple[int, int]
+def union_box(circles: list[tuple[float, float, float]], shape: tuple[int, int]
                ) -> list[float]:
-    """Bounding box ``[x1, y1, x2, y2]`` (pixels, x2/y2 exclusive) of discs, clipped."""
+    """Bounding box ``[x1, y1, x2, y2]`` (pixels, x2/y2 exclusive) of discs ``(cx, cy, r)``,
+    clipped to ``shape``; the truth box of the 2D and of the tomosynthesis renderer."""
     x1 = min(c[0] - c[2] for c in circles)
     y1 = min(c[1] - c[2] for c in circles)
     x2 = max(c[0] + c[2] for c in circles)
@@ -392,30 +395,30 @@ def contrast_layer(phantom: Phantom, geo: ViewGeometry, shape: tuple[int, int],
         r = br.radii[:n] / spacing
         draw_capsules(c, xy[:-1], xy[1:], r[:-1], r[1:])
     for s in ducts.terminal_units:
-        _max_sphere(c, _spheres_px([s], geo, spacing)[0], 0.7)
+        _max_sphere(c, spheres_px([s], geo, spacing)[0], 0.7)
     mimic_boxes: list[tuple[str, list[float]]] = []
     voids: list[tuple[float, float, float]] = []
     for m in phantom.mimics:
         if m.kind == "air_bubble":
             spheres = m.spheres or bubble_spheres(ducts, m, rng)
-            circles = _spheres_px(spheres, geo, spacing)
+            circles = spheres_px(spheres, geo, spacing)
             for circ in circles:
                 _max_sphere(c, (circ[0], circ[1], circ[2] + 0.25 / spacing), 1.0)
                 voids.append(circ)
-                mimic_boxes.append(("air_bubble", _union_box([circ], shape)))
+                mimic_boxes.append(("air_bubble", union_box([circ], shape)))
         else:
-            circles = _spheres_px(m.spheres, geo, spacing)
+            circles = spheres_px(m.spheres, geo, spacing)
             strength = 0.45 if m.kind == "extravasation" else 1.0
             for circ in circles:
                 _max_sphere(c, circ, strength)
-            mimic_boxes.append((m.kind, _union_box(circles, shape)))
+            mimic_boxes.append((m.kind, union_box(circles, shape)))
     lesion_boxes: dict[int, list[float]] = {}
     for les in phantom.lesions:
-        _max_sphere(c, _spheres_px([les.distension], geo, spacing)[0], 1.0)
+        _max_sphere(c, spheres_px([les.distension], geo, spacing)[0], 1.0)
     for les in phantom.lesions:
-        circles = _spheres_px(les.spheres, geo, spacing)
+        circles = spheres_px(les.spheres, geo, spacing)
         voids.extend(circles)
-        lesion_boxes[les.lesion_id] = _union_box(circles, shape)
+        lesion_boxes[les.lesion_id] = union_box(circles, shape)
     for circ in voids:
         res = sphere_thickness(shape, *circ)
         if res is not None:
@@ -444,6 +447,47 @@ def _contrast_window(c: np.ndarray) -> tuple[slice, slice]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
+def log_attenuation(A_low: np.ndarray, mask_low: np.ndarray, a_ref: float,
+                    contrast_mm: np.ndarray, mu_contrast: float, tp: TissueParams,
+                    counts: float, spacing: float, rng: np.random.Generator,
+                    noise_corr: float) -> np.ndarray:
+    """One noisy projection as log attenuation ``log(counts) - log(I)`` relative to the
+    breast median ``a_ref`` (float32 ``(rows, cols)``, ``rows x cols`` of ``contrast_mm``).
+
+    The physics of :func:`expose` (primary, scatter on a 16x coarser grid, Poisson-Gaussian
+    noise, correlated between neighbouring pixels when ``noise_corr > 0``) with ``counts``
+    photons per pixel behind the median breast; also each projection of a tomosynthesis
+    sweep (:mod:`training.synth.dbt`).
+    """
+    shape = contrast_mm.shape
+    prim_low = np.exp(-(A_low - a_ref)).astype(np.float32)
+    coarse = prim_low * mask_low
+    sig = tp.scatter_sigma_mm / (spacing * LOWRES * 4)
+    lh, lw = coarse.shape
+    padded = np.pad(coarse, ((0, -lh % 4), (0, -lw % 4)))
+    small = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).mean((1, 3))
+    scat_low = upsample(tp.spr * ndimage.gaussian_filter(small, sig, mode="constant"),
+                        (lh, lw))
+    flu = upsample(prim_low + scat_low, shape)
+    rs, cs = _contrast_window(contrast_mm)
+    if rs.stop > rs.start:
+        prim = upsample_window(prim_low, shape, rs, cs)
+        flu[rs, cs] -= prim * (1.0 - np.exp(-mu_contrast * contrast_mm[rs, cs]))
+    flu *= np.float32(counts)
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if noise_corr > 0.0:
+        kc = np.float32(noise_corr)
+        noise[:, 1:] += kc * noise[:, :-1]
+        noise[1:, :] += kc * noise[:-1, :]
+        noise *= np.float32(1.0 / (1.0 + kc * kc))
+    noise *= np.sqrt(flu + np.float32(tp.electronic_sigma**2))
+    flu += noise
+    np.maximum(flu, 0.5, out=flu)
+    P = np.log(flu)
+    np.subtract(np.float32(np.log(counts)), P, out=P)
+    return P
+
+
 def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
            mu_contrast: float, tp: TissueParams, spacing: float, bits_stored: int,
            rng: np.random.Generator, proc: ProcessingSpec) -> np.ndarray:
@@ -455,34 +499,9 @@ def expose(A_low: np.ndarray, mask_low: np.ndarray, contrast_mm: np.ndarray,
     noise: Gaussian with variance ``fluence + sigma_e^2`` (Poisson-Gaussian), correlated
     between neighbouring pixels when ``proc.noise_corr > 0``; then the processing ``proc``.
     """
-    shape = contrast_mm.shape
     a_ref = float(np.median(A_low[mask_low])) if mask_low.any() else 0.0
-    prim_low = np.exp(-(A_low - a_ref)).astype(np.float32)
-    coarse = prim_low * mask_low
-    sig = tp.scatter_sigma_mm / (spacing * LOWRES * 4)
-    lh, lw = coarse.shape
-    padded = np.pad(coarse, ((0, -lh % 4), (0, -lw % 4)))
-    small = padded.reshape(padded.shape[0] // 4, 4, padded.shape[1] // 4, 4).mean((1, 3))
-    scat_small = tp.spr * ndimage.gaussian_filter(small, sig, mode="constant")
-    scat_low = upsample(scat_small, (lh, lw))
-    flu = upsample(prim_low + scat_low, shape)
-    rs, cs = _contrast_window(contrast_mm)
-    if rs.stop > rs.start:
-        prim = upsample_window(prim_low, shape, rs, cs)
-        att = np.exp(-mu_contrast * contrast_mm[rs, cs])
-        flu[rs, cs] -= prim * (1.0 - att)
-    flu *= np.float32(tp.counts)
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    if proc.noise_corr > 0.0:  # correlated noise: mix each sample with its neighbours
-        k = np.float32(proc.noise_corr)
-        noise[:, 1:] += k * noise[:, :-1]
-        noise[1:, :] += k * noise[:-1, :]
-        noise *= np.float32(1.0 / (1.0 + k * k))
-    noise *= np.sqrt(flu + np.float32(tp.electronic_sigma**2))
-    flu += noise
-    np.maximum(flu, 0.5, out=flu)
-    P = np.log(flu)
-    np.subtract(np.float32(np.log(tp.counts)), P, out=P)  # log attenuation re the median
+    P = log_attenuation(A_low, mask_low, a_ref, contrast_mm, mu_contrast, tp, tp.counts,
+                        spacing, rng, proc.noise_corr)
     return presentation_lut(P, bits_stored, proc, mask_low)
 
 

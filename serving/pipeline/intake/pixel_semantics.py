@@ -62,7 +62,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from serving.pipeline.errors import ABSENT, Found, IntakeError, InvalidHeaderError
-from serving.pipeline.intake.values import as_float, as_int, attr, get, text, try_int
+from serving.pipeline.intake.values import as_float, as_int, attr, get, get_noted, text, try_int
 
 __all__ = [
     "MG_DX_SOP_CLASSES",
@@ -241,15 +241,6 @@ def plan_pixels(
     )
 
 
-def _optional(ds: Dataset, keyword: str, notes: list[str]) -> object:
-    """``get`` with an unreadable value turned into a warning (and ABSENT)."""
-    try:
-        return get(ds, keyword)
-    except InvalidHeaderError as exc:
-        notes.append(f"ignored {exc}")
-        return ABSENT
-
-
 def _rescale_notes(slope: float, intercept: float, mg_dx: bool, notes: list[str]) -> None:
     if mg_dx and (slope, intercept) != (1.0, 0.0):
         notes.append(
@@ -268,7 +259,7 @@ def _modality_lut(
     ds: Dataset, mg_dx: bool, slope: float, intercept: float, notes: list[str], load: bool
 ) -> ModalityLut | None:
     """The checked Modality LUT Sequence item, or ``None`` when there is none."""
-    sequence = _optional(ds, "ModalityLUTSequence", notes)
+    sequence = get_noted(ds, "ModalityLUTSequence", notes)
     if sequence is ABSENT:
         return None
     where = f"{attr('ModalityLUTSequence')} > {attr('LUTDescriptor')}"
@@ -338,7 +329,7 @@ def _lut_values(item: Dataset, entries: int, bits: int) -> npt.NDArray[np.int64]
 
 def _shape(ds: Dataset, notes: list[str]) -> tuple[bool | None, str]:
     """``(inverse?, value)`` of Presentation LUT Shape; ``(None, ...)`` when absent or unknown."""
-    value = _optional(ds, "PresentationLUTShape", notes)
+    value = get_noted(ds, "PresentationLUTShape", notes)
     if value is ABSENT:
         return None, ""
     shape = text(value).upper()
@@ -353,7 +344,7 @@ def _shape(ds: Dataset, notes: list[str]) -> tuple[bool | None, str]:
 
 def _sign(ds: Dataset, notes: list[str]) -> int | None:
     """Pixel Intensity Relationship Sign, +1 or -1; ``None`` when absent or invalid."""
-    value = _optional(ds, "PixelIntensityRelationshipSign", notes)
+    value = get_noted(ds, "PixelIntensityRelationshipSign", notes)
     if value is ABSENT:
         return None
     sign = try_int(value)
@@ -371,7 +362,7 @@ def _polarity(
     sign_attr = attr("PixelIntensityRelationshipSign")
     pi_invert = photometric == "MONOCHROME1"
     shape_invert, shape = _shape(ds, notes)
-    sequence = _optional(ds, "PresentationLUTSequence", notes)
+    sequence = get_noted(ds, "PresentationLUTSequence", notes)
     if sequence is not ABSENT:
         notes.append(
             f"{attr('PresentationLUTSequence')} is not applied (PS3.3 C.11.4 defines it for "
@@ -412,7 +403,7 @@ def _polarity(
 
 
 def _intensity_relationship_note(ds: Dataset, notes: list[str]) -> None:
-    value = _optional(ds, "PixelIntensityRelationship", notes)
+    value = get_noted(ds, "PixelIntensityRelationship", notes)
     if value is not ABSENT and text(value).upper() == "LIN":
         notes.append(
             f"{attr('PixelIntensityRelationship')} is LIN: stored values are proportional to the "
@@ -423,7 +414,7 @@ def _intensity_relationship_note(ds: Dataset, notes: list[str]) -> None:
 
 def _voi_note(ds: Dataset, notes: list[str], load: bool) -> None:
     """Warn when a VOI LUT Sequence would reverse the display (VOI is never applied)."""
-    sequence = _optional(ds, "VOILUTSequence", notes)
+    sequence = get_noted(ds, "VOILUTSequence", notes)
     if sequence is ABSENT or not load:
         return
     try:
@@ -444,8 +435,8 @@ def _padding(
     ds: Dataset, bits_stored: int, pixel_representation: int, notes: list[str]
 ) -> tuple[int, int] | None:
     """Inclusive stored-value range of padding (PS3.3 C.7.5.1.1.2), or ``None``."""
-    value = _optional(ds, "PixelPaddingValue", notes)
-    limit = _optional(ds, "PixelPaddingRangeLimit", notes)
+    value = get_noted(ds, "PixelPaddingValue", notes)
+    limit = get_noted(ds, "PixelPaddingRangeLimit", notes)
     if value is ABSENT:
         if limit is not ABSENT:
             notes.append(f"ignored {attr('PixelPaddingRangeLimit')} without "
@@ -478,7 +469,7 @@ def _padding_number(value: object, pixel_representation: int) -> int | None:
 
 def _shutters(ds: Dataset, notes: list[str]) -> tuple[Shutter, ...]:
     """The display shutters (PS3.3 C.7.6.11); unusable ones are named and skipped."""
-    value = _optional(ds, "ShutterShape", notes)
+    value = get_noted(ds, "ShutterShape", notes)
     if value is ABSENT:
         return ()
     shapes = [s.upper() for s in text(value).split("\\") if s]

@@ -3,7 +3,8 @@
 Shared by :mod:`serving.pipeline.dicom_in` (header checks) and
 :mod:`serving.pipeline.intake.pixel_semantics` (how stored values map to attenuation). Every helper
 either returns a plain Python value or raises :class:`~serving.pipeline.errors.InvalidHeaderError`
-/ ``ValueError`` as documented; none of them logs or warns.
+/ ``ValueError`` as documented (:func:`get_noted` instead appends the error to the caller's
+notes); none of them logs or warns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from serving.pipeline.errors import ABSENT, Found, InvalidHeaderError
 
-__all__ = ["as_float", "as_int", "attr", "get", "scalar", "text", "try_int"]
+__all__ = ["as_float", "as_int", "attr", "get", "get_noted", "scalar", "text", "try_int"]
 
 
 def attr(keyword: str) -> str:
@@ -48,6 +49,16 @@ def get(ds: Dataset, keyword: str) -> object:
     if isinstance(value, str | bytes | list | MultiValue | DicomSequence) and len(value) == 0:
         return ABSENT
     return value
+
+
+def get_noted(ds: Dataset, keyword: str, notes: list[str]) -> object:
+    """:func:`get`, with an unreadable value noted (``"ignored <error>"`` appended to
+    ``notes``) and taken as absent (:data:`ABSENT`)."""
+    try:
+        return get(ds, keyword)
+    except InvalidHeaderError as exc:
+        notes.append(f"ignored {exc}")
+        return ABSENT
 
 
 def scalar(value: object) -> object:

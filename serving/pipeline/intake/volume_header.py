@@ -64,7 +64,7 @@ from serving.pipeline.errors import (
     MissingSpacingError,
 )
 from serving.pipeline.intake.types import MAX_SPACING_MM, VIEW_CODES, VIEW_POSITIONS
-from serving.pipeline.intake.values import as_float, attr, get, text, try_int
+from serving.pipeline.intake.values import as_float, attr, get, get_noted, text, try_int
 
 __all__ = [
     "BREAST_PROJECTION_SOP_CLASSES",
@@ -275,7 +275,7 @@ def _length(ds: Dataset, groups: FunctionalGroups, keyword: str, notes: list[str
     found = _distinct([(v, w) for v, w in groups.values("PixelMeasuresSequence", keyword)
                        if v is not ABSENT])
     if not found:
-        value = _optional(ds, keyword, notes)
+        value = get_noted(ds, keyword, notes)
         found = [] if value is ABSENT else [(value, attr(keyword))]
     if not found:
         return None
@@ -288,15 +288,6 @@ def _length(ds: Dataset, groups: FunctionalGroups, keyword: str, notes: list[str
         notes.append(f"ignored {where} {value!r}; expected a positive number of mm")
         return None
     return number[0]
-
-
-def _optional(ds: Dataset, keyword: str, notes: list[str]) -> object:
-    """``get`` with an unreadable value noted and taken as absent."""
-    try:
-        return get(ds, keyword)
-    except InvalidHeaderError as exc:
-        notes.append(f"ignored {exc}")
-        return ABSENT
 
 
 def frame_laterality(groups: FunctionalGroups, notes: list[str]) -> str | None:
@@ -420,7 +411,7 @@ def plane_orientation(
     """
     found = [(v, w) for v, w in groups.values(sequence, keyword) if v is not ABSENT]
     if not found:
-        value = _optional(ds, keyword, notes)
+        value = get_noted(ds, keyword, notes)
         found = [] if value is ABSENT else [(value, attr(keyword))]
     if not found:
         return None
@@ -621,7 +612,7 @@ def _along(points: npt.NDArray[np.float64], up: Vector, position: tuple[str, str
 
 def _slice_locations(ds: Dataset, frames: int, notes: list[str]) -> tuple[float, ...] | None:
     """Heights from Slice Location Vector (0018,2005), or None when absent or unusable."""
-    value = _optional(ds, "SliceLocationVector", notes)
+    value = get_noted(ds, "SliceLocationVector", notes)
     if value is ABSENT:
         return None
     numbers = _numbers(value, frames)
