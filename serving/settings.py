@@ -9,17 +9,23 @@ or a well-known placeholder.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serving.outputs.common import ResultKind
+from serving.pipeline.dicom_in import DEFAULT_MAX_FRAMES
 from serving.providers import check_providers
+
+if TYPE_CHECKING:
+    from serving.pipeline.detect_volume import TomoSettings
+    from serving.pipeline.model import DetectorModel
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,19 @@ class Settings(BaseSettings):
             always the fallback); one the installed runtime lacks is refused at start.
         max_upload_mb: largest accepted request body (MiB), checked before it is read whole.
         max_pixels: largest accepted Rows x Columns of one image.
+        max_frames: most frames of one tomosynthesis volume (Breast Tomosynthesis Image,
+            multi-frame grayscale Secondary Capture); beyond: 413 ``image_too_large``.
+        max_volume_pixels: most pixels of one volume, NumberOfFrames x Rows x Columns
+            (default None: ``max_pixels``, so that a volume costs no more memory than the
+            largest 2D image; a DBT site raises it); beyond: 413 ``image_too_large``. A
+            deflated part may inflate to twice the larger of ``max_pixels`` and this (still
+            within ``max_upload_mb`` for the request).
+        tomo_slab, tomo_stride: how a volume is run through the 2D detector
+            (``GALACTO_TOMO_SLAB``, ``GALACTO_TOMO_STRIDE``): frames averaged into one
+            detector input, and frames between inputs. Default None: the settings the model
+            card's tomosynthesis operating points were fitted with (else the pipeline's,
+            slabs of 3 every 3rd frame); one set replaces that one only (:func:`tomo_override`;
+            a response says when they differ from the card's).
         max_concurrent_inferences: inferences running at once (each uses ``ort_threads``).
         max_queue: requests admitted beside the running ones (reading their body, in triage
             or waiting for a slot); beyond that: 503 ``busy``, before the body is read. Bodies
@@ -145,6 +164,10 @@ class Settings(BaseSettings):
     ort_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
     max_upload_mb: float = Field(default=512.0, gt=0)
     max_pixels: int = Field(default=8192 * 8192, ge=1)
+    max_frames: int = Field(default=DEFAULT_MAX_FRAMES, ge=1)
+    max_volume_pixels: int | None = Field(default=None, ge=1)
+    tomo_slab: int | None = Field(default=None, ge=1)
+    tomo_stride: int | None = Field(default=None, ge=1)
     max_concurrent_inferences: int = Field(default=1, ge=1)
     max_queue: int = Field(default=8, ge=0)
     max_admitted_per_client: int = Field(default=2, ge=1)
@@ -209,6 +232,17 @@ class Settings(BaseSettings):
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def volume_pixels(self) -> int:
+        """The bound on a volume's pixels in force: ``max_volume_pixels``, else
+        ``max_pixels``."""
+        return self.max_volume_pixels or self.max_pixels
+
+    def tomo_for(self, model: DetectorModel) -> TomoSettings | None:
+        """How ``model`` runs volumes here: :func:`tomo_override` of ``tomo_slab`` and
+        ``tomo_stride`` (None: as the model card says)."""
+        return tomo_override(model, self.tomo_slab, self.tomo_stride)
+
+    @property
     def auth_turned_off(self) -> bool:
         """Whether authentication was turned off explicitly (``GALACTO_AUTH=off``), not just
         left at its default."""
@@ -250,3 +284,54 @@ class Settings(BaseSettings):
             if len(key) < MIN_KEY_LENGTH:
                 raise SettingsError(f"GALACTO_API_KEYS key #{i + 1} has {len(key)} characters; "
                                     f"at least {MIN_KEY_LENGTH} are required")
+
+
+class TomoEnv(BaseSettings):
+    """``GALACTO_TOMO_SLAB`` and ``GALACTO_TOMO_STRIDE`` alone, for the adapters that do not
+    read :class:`Settings` (the DICOM gateway, ``galacto detect``): the same variables.
+
+    Attributes:
+        slab: frames averaged into one detector input (1: every frame alone), >= 1; None:
+            unset.
+        stride: frames between detector inputs, >= 1; None: unset.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GALACTO_TOMO_", extra="ignore")
+
+    slab: int | None = Field(default=None, ge=1)
+    stride: int | None = Field(default=None, ge=1)
+
+
+def tomo_env() -> TomoEnv:
+    """``GALACTO_TOMO_SLAB`` and ``GALACTO_TOMO_STRIDE`` from the environment.
+
+    Raises:
+        SettingsError: a variable is set but not an int >= 1 (the message names it).
+    """
+    from pydantic import ValidationError
+
+    try:
+        return TomoEnv()
+    except ValidationError as exc:
+        names = ", ".join(f"GALACTO_TOMO_{str(e['loc'][0]).upper()}" for e in exc.errors()
+                          if e.get("loc"))
+        raise SettingsError(f"{names or 'GALACTO_TOMO_*'}: expected a whole number of frames "
+                            ">= 1") from None
+
+
+def tomo_override(model: DetectorModel, slab: int | None, stride: int | None
+                  ) -> TomoSettings | None:
+    """How volumes are run when a slab or stride is configured: the settings ``model``'s card
+    names (:attr:`~serving.pipeline.model.DetectorModel.tomo_settings`: those its
+    tomosynthesis operating points were fitted with, else the pipeline's defaults) with the
+    configured ones replaced; None when neither is configured, so that
+    :func:`serving.pipeline.detect.detect` runs volumes as the card says.
+
+    Raises:
+        ValueError: a value below 1.
+    """
+    if slab is None and stride is None:
+        return None
+    base = model.tomo_settings
+    return dataclasses.replace(base, slab=base.slab if slab is None else slab,
+                               stride=base.stride if stride is None else stride)

@@ -1,7 +1,10 @@
 """The viewer page at ``/`` in headless Chromium against a real ``galacto serve``: a DICOM file
 chosen in the page is rendered on a canvas with the boxes ``/v1/detect`` returns, the findings
 table and two-view phrases are shown, probable mimics are drawn and listed apart from the
-findings, and an invalid file shows the API's error code.
+findings, an invalid file shows the API's error code, and a tomosynthesis volume is shown a
+frame at a time (slider, wheel, keys, a finding's row), each frame fetched from
+``/v1/render?frame=N``, its findings solid on their best frame and dashed on the other frames
+they were detected in.
 
 Needs ``chromium`` + ``chromedriver`` and the ``selenium`` package; skipped without them.
 ``GALACTO_WRITE_SCREENSHOT=1`` also writes ``docs/viewer.png``.
@@ -24,6 +27,7 @@ try:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -456,3 +460,187 @@ def test_viewer_sends_the_api_key(browser: webdriver.Chrome, server: str,
         assert browser.execute_script("return sessionStorage.getItem('galacto.apiKey')") is None
     finally:  # the tab (and its sessionStorage) is shared with the other tests
         browser.execute_script("sessionStorage.clear()")
+
+
+# --------------------------------------------------------------------------------------------
+# tomosynthesis volumes
+# --------------------------------------------------------------------------------------------
+
+DBT_FRAMES = 9
+
+
+@pytest.fixture(scope="module")
+def dbt_file(galactogram_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated CC view as a 9-frame Breast Tomosynthesis Image (lesion in focus at
+    frame 5; ``test_detect_volume.stacked_bto``)."""
+    from dicomgen import to_bytes
+    from test_detect_volume import stacked_bto
+
+    from serving.pipeline.dicom_in import read_header
+
+    cc = next(f for f in galactogram_files if read_header(f).view == "CC")
+    path = tmp_path_factory.mktemp("viewer-dbt") / "L_CC_dbt.dcm"
+    path.write_bytes(to_bytes(stacked_bto(cc, view="CC", frames=DBT_FRAMES, focus=4)))
+    return path
+
+
+def _frame_state(driver: webdriver.Chrome) -> dict[str, Any]:
+    state: dict[str, Any] = driver.execute_script("""
+        const f = document.querySelector('figure[data-image="0"]');
+        return {frame: Number(f.dataset.frame), wanted: Number(f.dataset.wanted),
+                loading: f.dataset.loading !== undefined,
+                label: f.querySelector('.frame-label').textContent,
+                slider: Number(f.querySelector('.frame-slider').value),
+                max: Number(f.querySelector('.frame-slider').max)};""")
+    return state
+
+
+def _wait_frame(driver: webdriver.Chrome, frame: int) -> dict[str, Any]:
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: (s := _frame_state(d))["frame"] == frame and not s["loading"])
+    return _frame_state(driver)
+
+
+def _drawn_on_frame(driver: webdriver.Chrome) -> dict[str, dict[str, Any]]:
+    """The drawn finding boxes by id: kind (best / range), frame, box, canvas box."""
+    drawn: list[dict[str, Any]] = driver.execute_script("""
+        return [...document.querySelectorAll('#boxes li')].map(li => ({
+            id: li.dataset.id, kind: li.dataset.kind, frame: Number(li.dataset.frame),
+            box: li.dataset.box.split(',').map(Number),
+            canvas: li.dataset.canvasBox.split(',').map(Number)}));""")
+    return {d["id"]: d for d in drawn}
+
+
+#: Records the finding-coloured rectangles the page strokes (position, solid or dashed), then
+#: strokes them as the page asked.
+RECORD_STROKES_JS = """
+    window.__strokes = [];
+    const proto = CanvasRenderingContext2D.prototype;
+    const original = proto.strokeRect;
+    proto.strokeRect = function (x, y, w, h) {
+        if (String(this.strokeStyle).toLowerCase() === '#ffc933') {
+            window.__strokes.push({box: [x, y, x + w, y + h],
+                                   dashed: this.getLineDash().length > 0});
+        }
+        return original.call(this, x, y, w, h);
+    };"""
+
+
+def _strokes(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """The finding-coloured rectangles stroked since the last call (then forgotten)."""
+    strokes: list[dict[str, Any]] = driver.execute_script(
+        "const s = window.__strokes; window.__strokes = []; return s;")
+    return strokes
+
+
+def _stroke_of(strokes: list[dict[str, Any]], canvas_box: list[float]) -> str:
+    """How the rectangle at ``canvas_box`` was stroked last: ``solid``, ``dashed`` or
+    ``none``."""
+    found = [s for s in strokes if s["box"] == pytest.approx(canvas_box, abs=0.01)]
+    return "none" if not found else "dashed" if found[-1]["dashed"] else "solid"
+
+
+def _edge_share(driver: webdriver.Chrome, canvas_box: list[float]) -> float:
+    """The share of rows of a drawn box's left edge that have the finding colour (1 for a
+    solid line, less for a dashed one)."""
+    share: float = driver.execute_script(f"""
+        const [x1, y1, , y2] = arguments[0].map(Math.round);
+        const isLesion = {IS_LESION_JS};
+        const c = document.querySelector('canvas[data-image="0"]');
+        const d = c.getContext('2d').getImageData(Math.max(x1 - 1, 0), y1, 3, y2 - y1).data;
+        let marked = 0;
+        for (let r = 0; r < y2 - y1; r++) {{
+            for (let k = 0; k < 3; k++) {{
+                const i = (r * 3 + k) * 4;
+                if (isLesion(d[i], d[i + 1], d[i + 2])) {{ marked++; break; }}
+            }}
+        }}
+        return marked / Math.max(y2 - y1, 1);""", canvas_box)
+    return share
+
+
+def test_viewer_scrolls_through_a_volume(browser: webdriver.Chrome, server: str,
+                                         dbt_file: Path) -> None:
+    point = "high_specificity"  # a few findings: boxes and labels apart, pixels checkable
+    r = httpx.post(f"{server}/v1/detect", params={"operating_point": point}, timeout=120,
+                   content=dbt_file.read_bytes(), headers={"Content-Type": "application/dicom"})
+    assert r.status_code == 200, r.text
+    [image] = [img for study in r.json()["studies"] for img in study["images"]]
+    assert image["number_of_frames"] == DBT_FRAMES and image["findings"]
+    top = max(image["findings"], key=lambda f: f["score"])
+    start = top["frame"]["best"]
+    # a frame the top finding was detected in besides its best (slabs of 3: always one)
+    near = start - 1 if top["frame"]["first"] < start else start + 1
+    assert top["frame"]["first"] <= near <= top["frame"]["last"]
+
+    _open(browser, server)
+    Select(browser.find_element(By.ID, "operating-point")).select_by_value(point)
+    browser.execute_script(RECORD_STROKES_JS)
+    browser.execute_script("""
+        window.__renders = [];
+        const original = window.fetch;
+        window.fetch = (url, init) => {
+            if (String(url).startsWith('/v1/render')) window.__renders.push(String(url));
+            return original(url, init);
+        };""")
+    assert _choose(browser, [dbt_file]) == "done", _page_error(browser)
+
+    # opens on the top finding's best frame, drawn solid where the API puts it
+    state = _wait_frame(browser, start)
+    assert state["label"] == f"frame {start} / {DBT_FRAMES}"
+    assert (state["slider"], state["max"]) == (start, DBT_FRAMES)
+    drawn = _drawn_on_frame(browser)
+    on_start = {f["id"] for f in image["findings"] if f["frame"]["best"] == start}
+    assert {i for i, d in drawn.items() if d["kind"] == "best"} == on_start
+    assert drawn[top["id"]]["box"] == pytest.approx(top["box_px"], abs=0.5)
+    strokes = _strokes(browser)
+    for i in on_start:
+        assert _stroke_of(strokes, drawn[i]["canvas"]) == "solid", i
+    assert _edge_share(browser, drawn[top["id"]]["canvas"]) > 0  # on the canvas
+    caption = browser.find_element(By.CSS_SELECTOR, "figure[data-image='0'] figcaption").text
+    assert f"× {DBT_FRAMES} frames" in caption and "DBT" in caption
+
+    # a key: the neighbouring frame, where the top finding is dashed (best seen elsewhere)
+    figure = browser.find_element(By.CSS_SELECTOR, "figure[data-image='0']")
+    figure.send_keys(Keys.ARROW_UP if near < start else Keys.ARROW_DOWN)
+    state = _wait_frame(browser, near)
+    assert state["label"] == f"frame {near} / {DBT_FRAMES}"
+    drawn = _drawn_on_frame(browser)
+    assert drawn[top["id"]]["kind"] == "range" and drawn[top["id"]]["frame"] == near
+    assert drawn[top["id"]]["box"] == pytest.approx(top["box_px"], abs=0.5)
+    strokes = _strokes(browser)
+    for i, d in drawn.items():
+        assert _stroke_of(strokes, d["canvas"]) == ("solid" if d["kind"] == "best" else
+                                                   "dashed"), (i, d)
+    assert _edge_share(browser, drawn[top["id"]]["canvas"]) > 0
+    covering = {f["id"] for f in image["findings"]
+                if f["frame"]["first"] <= near <= f["frame"]["last"]}
+    assert set(drawn) == covering
+
+    # the wheel over the picture: back to the start frame
+    browser.execute_script("""
+        document.querySelector('figure[data-image="0"] .canvas-wrap').dispatchEvent(
+            new WheelEvent('wheel', {deltaY: arguments[0], bubbles: true, cancelable: true}));""",
+        120 if near < start else -120)
+    _wait_frame(browser, start)
+
+    # the slider: frame 1; then the top finding's row brings its best frame back
+    browser.execute_script("""
+        const s = document.querySelector('figure[data-image="0"] .frame-slider');
+        s.value = '1'; s.dispatchEvent(new Event('input', {bubbles: true}));""")
+    state = _wait_frame(browser, 1)
+    assert state["label"] == f"frame 1 / {DBT_FRAMES}" and state["slider"] == 1
+    assert all(d["frame"] == 1 for d in _drawn_on_frame(browser).values())
+    row = browser.find_element(By.CSS_SELECTOR, f"#findings tr[data-id='{top['id']}']")
+    assert f"frame {start} (detected in" in row.text
+    row.click()
+    _wait_frame(browser, start)
+
+    # every frame came from /v1/render without marks (the page draws them): first the
+    # central one (no frame asked), then each frame once (the page keeps those it fetched)
+    renders: list[str] = browser.execute_script("return window.__renders")
+    assert all("overlay=false" in url for url in renders), renders
+    assert "frame=" not in renders[0]
+    asked = [int(url.split("frame=")[1].split("&")[0]) for url in renders[1:]]
+    central = (DBT_FRAMES + 1) // 2
+    assert sorted(asked) == sorted({start, near, 1} - {central}), renders

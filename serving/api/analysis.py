@@ -1,6 +1,14 @@
 """The blocking work of one request, run in an inference worker thread: decode the parts
 triage accepted (:mod:`serving.api.triage`: parsed once, header and result UIDs checked),
 detect, and build DICOM results. Shared by ``/v1/detect``, ``/v1/render`` and STOW-RS.
+
+A tomosynthesis volume is read with :func:`serving.pipeline.dicom_in.read_volume` (its frames
+are decoded during detection, one at a time) and analysed as the model card's tomosynthesis
+settings say, or ``GALACTO_TOMO_SLAB`` / ``GALACTO_TOMO_STRIDE`` when set (``tomo``); its
+results' source header is
+:attr:`Volume.dataset`. A volume whose frame cannot be decoded is refused with the intake's
+code beside the other parts (:func:`serving.gateway.volumes.detect_refusing_volumes`), never
+a 500.
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ from pydicom.dataset import Dataset
 
 from serving.api.body import Part
 from serving.api.schemas import RejectedOut
-from serving.api.triage import Triaged, intake_refusal
+from serving.api.triage import Checked, Triaged, intake_refusal
+from serving.gateway.volumes import IntakeLimits, detect_refusing_volumes
 from serving.outputs import results
 from serving.outputs.common import OperatingPointPerformance, ResultKind
-from serving.pipeline.detect import detect
-from serving.pipeline.dicom_in import Image, read_instance
+from serving.pipeline.detect_volume import TomoSettings
+from serving.pipeline.dicom_in import Image, Volume, read_instance, read_volume
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.findings import DetectionResponse
 from serving.pipeline.model import DetectorModel
@@ -27,11 +36,13 @@ from serving.pipeline.model import DetectorModel
 class Analysis:
     """What one request produced.
 
-    ``images[i]`` / ``headers[i]`` / ``parts[i]`` belong to the response's image index ``i``.
+    ``images[i]`` / ``headers[i]`` / ``parts[i]`` belong to the response's image index ``i``;
+    an image is a 2D :class:`Image` or a tomosynthesis :class:`Volume` (whose header is its
+    :attr:`Volume.dataset`).
     """
 
     response: DetectionResponse | None
-    images: list[Image] = field(default_factory=list)
+    images: list[Image | Volume] = field(default_factory=list)
     headers: list[Dataset] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     rejected: list[RejectedOut] = field(default_factory=list)
@@ -55,35 +66,71 @@ def _in_part_order(out: Analysis) -> None:
     out.rejected_headers = [h for _, h in pairs]
 
 
-def read_parts(triaged: Triaged, model: DetectorModel, max_pixels: int) -> Analysis:
-    """Decode every part triage accepted (:func:`read_instance` on its parsed data set: no
-    second parse); a part refused now is listed with its header, beside triage's refusals.
-    An instance sent twice in one request is analysed once: the GSPS of a study cannot
-    reference the same instance twice (highdicom refused it: a 500, found by
-    tests/test_schemathesis.py)."""
+def _read(checked: Checked, model: DetectorModel, limits: IntakeLimits
+          ) -> tuple[Image | Volume, Dataset, str | None]:
+    """``(image or volume, its header, its SOP Instance UID)`` from a part's parsed data set.
+
+    Raises:
+        IntakeError: the part is refused (its header, when parsed, in ``exc.dataset``).
+    """
+    if checked.volume:
+        volume = read_volume(checked.dataset, max_frames=limits.max_frames,
+                             max_pixels=limits.max_volume_pixels)
+        return volume, volume.dataset, volume.header.image.sop_instance_uid
+    instance = read_instance(checked.dataset, max_pixels=limits.max_pixels,
+                             reduce_to_spacing_mm=model.preprocess.spacing_mm)
+    return instance.image, instance.dataset, instance.image.sop_instance_uid
+
+
+def read_parts(triaged: Triaged, model: DetectorModel, limits: IntakeLimits) -> Analysis:
+    """Decode every part triage accepted (:func:`read_instance`, or :func:`read_volume` for a
+    volume, on its parsed data set: no second parse); a part refused now is listed with its
+    header, beside triage's refusals. An instance sent twice in one request is analysed once:
+    the GSPS of a study cannot reference the same instance twice (highdicom refused it: a
+    500, found by tests/test_schemathesis.py)."""
     out = refused(triaged)
     seen: dict[str, int] = {}  # SOP Instance UID -> part index
     for checked in triaged.accepted:
         part = checked.part
         try:
-            instance = read_instance(checked.dataset, max_pixels=max_pixels,
-                                     reduce_to_spacing_mm=model.preprocess.spacing_mm)
+            item, header, uid = _read(checked, model, limits)
         except IntakeError as exc:
             out.rejected.append(intake_refusal(part, exc))
             out.rejected_headers.append(exc.dataset)
             continue
-        uid = instance.image.sop_instance_uid
         if uid is not None and uid in seen:
             out.rejected.append(_duplicate(part, seen[uid]))
-            out.rejected_headers.append(instance.dataset)
+            out.rejected_headers.append(header)
             continue
         if uid is not None:
             seen[uid] = part.index
-        out.images.append(instance.image)
-        out.headers.append(instance.dataset)
+        out.images.append(item)
+        out.headers.append(header)
         out.parts.append(part)
     _in_part_order(out)
     return out
+
+
+def run_detection(analysis: Analysis, model: DetectorModel, operating_point: str | None,
+                  request_id: str | None, tomo: TomoSettings | None) -> None:
+    """Detect on ``analysis.images`` (grouped into studies) and set ``analysis.response``;
+    a volume whose frame cannot be decoded moves to the refused parts with the intake's code
+    (``analysis.response`` is None when nothing is left)."""
+    detected = detect_refusing_volumes(analysis.images, model, operating_point,
+                                       sources=[p.name for p in analysis.parts], tomo=tomo,
+                                       request_id=request_id)
+    for failure in detected.failures:
+        refusal = intake_refusal(analysis.parts[failure.index], failure.error)
+        refusal.message = failure.describe(refusal.message)
+        analysis.rejected.append(refusal)
+        analysis.rejected_headers.append(analysis.headers[failure.index])
+    if detected.failures:
+        keep = detected.kept
+        analysis.images = [analysis.images[i] for i in keep]
+        analysis.headers = [analysis.headers[i] for i in keep]
+        analysis.parts = [analysis.parts[i] for i in keep]
+        _in_part_order(analysis)
+    analysis.response = detected.response
 
 
 def _duplicate(part: Part, first: int) -> RejectedOut:
@@ -93,16 +140,18 @@ def _duplicate(part: Part, first: int) -> RejectedOut:
 
 
 def analyse(triaged: Triaged, model: DetectorModel, operating_point: str | None,
-            max_pixels: int, request_id: str | None) -> Analysis:
-    """Decode the parts (:func:`read_parts`) and detect on the accepted images (grouped into
-    studies)."""
+            limits: IntakeLimits, request_id: str | None, tomo: TomoSettings | None
+            ) -> Analysis:
+    """Decode the parts (:func:`read_parts`) and detect on the accepted images and volumes
+    (:func:`run_detection`)."""
     t0 = time.perf_counter()
-    out = read_parts(triaged, model, max_pixels)
+    out = read_parts(triaged, model, limits)
     t1 = time.perf_counter()
     if out.images:
-        out.response = detect(out.images, model, operating_point,
-                              sources=[p.name for p in out.parts], request_id=request_id)
-        out.performance = OperatingPointPerformance.of(model.operating_point(operating_point))
+        run_detection(out, model, operating_point, request_id, tomo)
+        if out.response is not None:
+            out.performance = OperatingPointPerformance.of(
+                model.operating_point(operating_point))
     t2 = time.perf_counter()
     out.timings_ms = {"read": round((t1 - t0) * 1e3, 1), "detect": round((t2 - t1) * 1e3, 1)}
     return out

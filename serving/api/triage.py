@@ -2,10 +2,14 @@
 thread pool of its own, before the request waits for an inference slot.
 
 A part is parsed whole (:func:`serving.pipeline.intake.parse.parsed`: deflate bombs and
-element floods are refused before they are inflated or parsed whole) and its header checked
-(:func:`serving.pipeline.dicom_in.read_header` on the parsed data set: SOP class, transfer
-syntax, grayscale single frame, pixel format and size, spacing), then the UIDs the request's
-results need (:func:`uid_problem`). A refused part is listed with the header that was
+element floods are refused before they are inflated or parsed whole) and its header checked:
+a tomosynthesis volume, or raw DBT projections (:func:`serving.gateway.volumes.
+reads_as_volume`), by :func:`serving.pipeline.dicom_in.read_volume_header` (SOP class, frames
+and pixels within ``GALACTO_MAX_FRAMES`` and ``GALACTO_MAX_VOLUME_PIXELS``, functional
+groups, spacing, and every check of a 2D header; projections refused naming what to send),
+anything else by :func:`serving.pipeline.dicom_in.read_header` (SOP class, transfer syntax,
+grayscale single frame, pixel format and size, spacing); then the UIDs the request's results
+need (:func:`uid_problem`). A refused part is listed with the header that was
 parsed, if any, and never parsed again; an accepted part keeps its parsed data set, which the
 inference slot decodes (:func:`serving.api.analysis.read_parts`) without a second parse, and
 its bytes are dropped. A request whose parts are all refused is answered from triage and
@@ -25,7 +29,8 @@ from pydicom.multival import MultiValue
 from serving.api.body import Part
 from serving.api.errors import intake_status, public_message
 from serving.api.schemas import RejectedOut
-from serving.pipeline.dicom_in import read_header
+from serving.gateway.volumes import IntakeLimits, reads_as_volume
+from serving.pipeline.dicom_in import read_header, read_volume_header
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.intake.parse import (
     SharedBudget,
@@ -35,6 +40,7 @@ from serving.pipeline.intake.parse import (
     shared_budget,
 )
 from serving.pipeline.intake.values import attr
+from serving.settings import Settings
 from serving.storage import is_uid
 
 #: Which source UIDs triage checks: none (JSON results), those DICOM results copy
@@ -49,10 +55,12 @@ UI_RE = re.compile(r"[0-9.]{1,64}")
 
 @dataclass
 class Checked:
-    """A part that passed triage: the part (without its bytes) and its parsed data set."""
+    """A part that passed triage: the part (without its bytes), its parsed data set, and
+    whether it is a tomosynthesis volume (read with ``read_volume`` in the slot)."""
 
     part: Part
     dataset: Dataset
+    volume: bool = False
 
 
 @dataclass
@@ -67,6 +75,13 @@ class Triaged:
         """List a refused part."""
         self.rejected.append(rejected)
         self.rejected_headers.append(header)
+
+
+def limits_of(settings: Settings) -> IntakeLimits:
+    """The intake bounds of the service's settings: ``GALACTO_MAX_PIXELS``,
+    ``GALACTO_MAX_FRAMES``, ``GALACTO_MAX_VOLUME_PIXELS`` (default: ``GALACTO_MAX_PIXELS``)."""
+    return IntakeLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames,
+                        max_volume_pixels=settings.volume_pixels)
 
 
 def uid_problem(ds: Dataset, check: UidCheck) -> str | None:
@@ -115,14 +130,20 @@ def _header_or_none(ds: Dataset) -> Dataset | None:
         return None
 
 
-def check_part(part: Part, max_pixels: int, uids: UidCheck, out: Triaged) -> None:
-    """Parse ``part`` once and check its header and UIDs; add it to ``out``. Every element
-    (nested sequences too) is converted inside the guarded parse, under its element budget:
-    a flood hidden in sequences is refused here, not later in the inference slot."""
+def check_part(part: Part, limits: IntakeLimits, uids: UidCheck, out: Triaged) -> None:
+    """Parse ``part`` once and check its header (as a volume or as a 2D image) and UIDs; add
+    it to ``out``. Every element (nested sequences too) is converted inside the guarded parse,
+    under its element budget: a flood hidden in sequences is refused here, not later in the
+    inference slot."""
     try:
-        with parsed(part.data, header_only=False, max_pixels=max_pixels) as ds:
+        with parsed(part.data, header_only=False, max_pixels=limits.parse_pixels) as ds:
             try:
-                read_header(ds, max_pixels=max_pixels)
+                volume = reads_as_volume(ds)
+                if volume:
+                    read_volume_header(ds, max_frames=limits.max_frames,
+                                       max_pixels=limits.max_volume_pixels)
+                else:
+                    read_header(ds, max_pixels=limits.max_pixels)
                 header = header_of(ds)
             except IntakeError as exc:
                 out.refuse(intake_refusal(part, exc), _header_or_none(ds))
@@ -134,7 +155,7 @@ def check_part(part: Part, max_pixels: int, uids: UidCheck, out: Triaged) -> Non
     if problem is not None:
         out.refuse(invalid_uid(part, problem), header)
         return
-    out.accepted.append(Checked(replace(part, data=b""), ds))
+    out.accepted.append(Checked(replace(part, data=b""), ds, volume))
 
 
 #: Data elements and sequence items all parts of one request may hold together (about 16 us
@@ -142,7 +163,7 @@ def check_part(part: Part, max_pixels: int, uids: UidCheck, out: Triaged) -> Non
 REQUEST_ELEMENTS = 100_000
 
 
-def triage(parts: Sequence[Part], max_pixels: int, uids: UidCheck = "none",
+def triage(parts: Sequence[Part], limits: IntakeLimits, uids: UidCheck = "none",
            held_bytes: int | None = None) -> Triaged:
     """Every part through :func:`check_part`, in order, under one :class:`SharedBudget` for
     the request: :data:`REQUEST_ELEMENTS` elements, and ``held_bytes`` (default: the bodies'
@@ -153,5 +174,5 @@ def triage(parts: Sequence[Part], max_pixels: int, uids: UidCheck = "none",
                           held_bytes=held_bytes if held_bytes is not None else 2**62)
     with shared_budget(budget):
         for part in parts:
-            check_part(part, max_pixels, uids, out)
+            check_part(part, limits, uids, out)
     return out

@@ -26,7 +26,7 @@ from serving.api.body import read_parts as read_body_parts
 from serving.api.deadlines import CLOCK_KEY
 from serving.api.errors import ApiError, ClientClosedError
 from serving.api.state import AppState
-from serving.api.triage import Triaged, UidCheck, triage
+from serving.api.triage import Triaged, UidCheck, limits_of, triage
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ async def triaged_parts(state: AppState, parts: list[Part], uids: UidCheck, clie
     async with state.triage_turns.turn(client in suspects):
         loop = asyncio.get_running_loop()
         checked = await loop.run_in_executor(state.triage_pool, triage, parts,
-                                             state.settings.max_pixels, uids,
+                                             limits_of(state.settings), uids,
                                              state.settings.max_upload_bytes)
     if any(r.detail in HOSTILE_DETAILS for r in checked.rejected):
         suspects.mark(client)

@@ -9,7 +9,8 @@ schema) and as PNG overlays.
 Tomosynthesis: a file whose header is a volume (:func:`serving.pipeline.dicom_in.is_volume`:
 Breast Tomosynthesis Image, multi-frame grayscale Secondary Capture) is read with
 :func:`~serving.pipeline.dicom_in.read_volume` (its frames are decoded during detection, one
-at a time) and analysed in slabs (``--slab``, ``--stride``). Raw DBT projections (Breast
+at a time) and analysed in slabs (``--slab``, ``--stride``; defaults ``GALACTO_TOMO_SLAB``,
+``GALACTO_TOMO_STRIDE``, else the model card's tomosynthesis settings). Raw DBT projections (Breast
 Projection X-Ray Image) go to the volume reader too, which refuses them naming what to send.
 The table gives a DBT finding's best frame ("frame 23/48") and its single-view location; an
 overlay PNG is written per frame that holds a finding's (or a mimic's) box, named
@@ -62,15 +63,18 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--overlay", type=Path, default=None, help="write PNG overlays here (a "
                    "tomosynthesis volume: one per frame holding a finding)")
-    # defaults None: the pipeline's (serving.pipeline.detect_volume.TomoSettings), named in
-    # the help text without importing the pipeline when the parser is built
+    # defaults None: GALACTO_TOMO_SLAB / GALACTO_TOMO_STRIDE, else the model card's
+    # tomosynthesis settings, else the pipeline's (serving.pipeline.detect_volume.TomoSettings),
+    # named in the help text without importing the pipeline when the parser is built
     tomo = p.add_argument_group("Tomosynthesis Options")
     tomo.add_argument("--slab", type=_positive, default=None, metavar="N",
                       help="frames of a volume averaged into one detector input (1: every "
-                           "frame alone; default 3)")
+                           "frame alone; GALACTO_TOMO_SLAB, else the model card's, else "
+                           "default 3)")
     tomo.add_argument("--stride", type=_positive, default=None, metavar="N",
                       help="frames between detector inputs (default 3: slabs that tile the "
-                           "volume)")
+                           "volume, unless GALACTO_TOMO_STRIDE or the model card's "
+                           "tomosynthesis settings say otherwise)")
 
 
 def _positive(text: str) -> int:
@@ -242,10 +246,10 @@ def run(args: argparse.Namespace) -> int:
     from serving.outputs.overlay import write_overlay
     from serving.pipeline.calibration import calibrated_model
     from serving.pipeline.detect import detect
-    from serving.pipeline.detect_volume import TomoSettings
     from serving.pipeline.dicom_in import Image
     from serving.pipeline.errors import IntakeError
     from serving.pipeline.model import ModelError, default_model_dir, load_model
+    from serving.settings import SettingsError, tomo_env, tomo_override
 
     # a pipe or a file gets wide rows, not rows wrapped at 80 columns
     console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
@@ -269,10 +273,13 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise CommandError("no file could be read as a galactogram image or tomosynthesis "
                            "volume")
-    defaults = TomoSettings()
+    try:
+        env = tomo_env()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
     slab, stride = getattr(args, "slab", None), getattr(args, "stride", None)
-    tomo = TomoSettings(slab=defaults.slab if slab is None else slab,
-                        stride=defaults.stride if stride is None else stride)
+    tomo = tomo_override(model, env.slab if slab is None else slab,
+                         env.stride if stride is None else stride)
     try:
         result = detect(inputs, model, args.operating_point, sources=sources, tomo=tomo)
     except IntakeError as exc:  # a volume's frame, decoded only now

@@ -1,9 +1,11 @@
 """The DICOM listener: a pynetdicom Application Entity answering C-ECHO and C-STORE.
 
 It accepts the image storage SOP classes the intake reads (MG, DX For Presentation and For
-Processing, CR, Secondary Capture) in every transfer syntax the intake decodes, checks the
-calling AE title (and host) against the allow-list at association time, and stores each
-instance durably in the spool before answering.
+Processing, CR, Secondary Capture, multi-frame grayscale Secondary Capture, and Breast
+Tomosynthesis Image: :data:`STORAGE_CLASSES`) in every transfer syntax the intake decodes,
+checks the calling AE title (and host) against the allow-list at association time, and stores
+each instance durably in the spool before answering. A tomosynthesis volume is one (large)
+instance: ``GALACTO_GATEWAY_MAX_INSTANCE_MB`` must hold it.
 
 The store handler never raises: every failure is a DIMSE status, logged without patient data
 (no names, IDs or UIDs; studies appear as a short hash, see :func:`uid_tag`):
@@ -57,10 +59,14 @@ from serving.gateway.spool import (
 from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES, SUPPORTED_TRANSFER_SYNTAXES
 from serving.pipeline.errors import IntakeError
 from serving.pipeline.intake.parse import read_dataset
+from serving.pipeline.intake.volume_header import BREAST_TOMOSYNTHESIS
 
 log = logging.getLogger("galacto.gateway")
 
 
+#: Storage SOP classes accepted: the 2D intake's image classes (the multi-frame grayscale
+#: Secondary Captures among them, read as volumes) and Breast Tomosynthesis Image Storage.
+STORAGE_CLASSES: Final = (*ACCEPTED_SOP_CLASSES, BREAST_TOMOSYNTHESIS)
 #: Transfer syntaxes offered for every storage class, uncompressed first.
 TRANSFER_SYNTAXES: Final = sorted(SUPPORTED_TRANSFER_SYNTAXES,
                                   key=lambda uid: (uid.startswith("1.2.840.10008.1.2.4"), uid))
@@ -146,7 +152,7 @@ class StoreSCP:
         """The Application Entity with its supported contexts and checks."""
         ae = AE(ae_title=self.settings.ae_title)
         ae.add_supported_context(Verification)
-        for sop_class in ACCEPTED_SOP_CLASSES:
+        for sop_class in STORAGE_CLASSES:
             ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         ae.require_calling_aet = self.allow.ae_titles
         ae.require_called_aet = self.settings.check_called_ae
@@ -236,7 +242,7 @@ class StoreSCP:
         if refused is not None:
             return refused
         try:
-            header = read_dataset(data, max_pixels=self.settings.max_pixels)
+            header = read_dataset(data, max_pixels=self.settings.limits.parse_pixels)
         except IntakeError as exc:
             log.warning("C-STORE refused: data set cannot be parsed (%s)", exc.code,
                         extra={"code": exc.code, "status": "0xC000"})

@@ -322,7 +322,8 @@ class Gateway:
         try:
             analysis = analyse_study(self.spool.instances(job.id), self.model(),
                                      operating_point=s.operating_point, kinds=s.results,
-                                     max_pixels=s.max_pixels, job_id=job.id)
+                                     limits=s.limits, tomo=s.tomo_for(self.model()),
+                                     job_id=job.id)
         except Exception as exc:
             log.error("job %d: analysis failed (%s)", job.id, type(exc).__name__,
                       extra={"job": job.id, "exc_type": type(exc).__name__})

@@ -13,13 +13,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.gateway.volumes import IntakeLimits
 from serving.outputs.common import ResultKind
+from serving.pipeline.dicom_in import DEFAULT_MAX_FRAMES
 from serving.providers import check_providers
+from serving.settings import tomo_env, tomo_override
+
+if TYPE_CHECKING:
+    from serving.pipeline.detect_volume import TomoSettings
+    from serving.pipeline.model import DetectorModel
 
 #: AE title: 1-16 characters of the DICOM default repertoire, no backslash or control
 #: characters, not only spaces (PS3.5 6.2, VR AE).
@@ -120,7 +127,9 @@ class GatewaySettings(BaseSettings):
         association_request_max_kib: largest A-ASSOCIATE-RQ PDU accepted (KiB); a longer one
             is closed without being read.
         max_instance_mb: largest instance accepted by C-STORE (MiB of the encoded data set);
-            larger ones get 0xA700 before being parsed or written.
+            larger ones get 0xA700 before being parsed or written. A tomosynthesis volume is
+            one instance: a site that receives DBT raises it to its largest volume (an
+            uncompressed 16-bit volume is 2 bytes x frames x rows x columns).
         spool_dir: where instances, results and the job database are kept.
         spool_max_mb: quota of the spool (MiB of instance and result files); a C-STORE that
             would exceed it is refused with 0xA700 (out of resources).
@@ -137,6 +146,16 @@ class GatewaySettings(BaseSettings):
         ort_providers: ONNX Runtime execution providers (see ``GALACTO_ORT_PROVIDERS`` of the
             HTTP service), comma list, default ``cpu``.
         max_pixels: largest accepted Rows x Columns of one image.
+        max_frames: most frames of one tomosynthesis volume (Breast Tomosynthesis Image,
+            multi-frame grayscale Secondary Capture); a larger one is skipped
+            (``image_too_large``).
+        max_volume_pixels: most pixels of one volume, NumberOfFrames x Rows x Columns
+            (default None: ``max_pixels``); a larger one is skipped. The C-STORE header parse
+            of a deflated instance may inflate to twice the larger of ``max_pixels`` and
+            this.
+        tomo_slab, tomo_stride: how volumes are run through the 2D detector (default:
+            ``GALACTO_TOMO_SLAB`` / ``GALACTO_TOMO_STRIDE``, the ones ``galacto serve`` uses;
+            unset: the settings the model card's tomosynthesis points were fitted with).
         results: result objects to produce, comma list of ``sr`` (Mammography CAD SR),
             ``tid1500`` and ``gsps``.
         destination_ae_title, destination_host, destination_port: where results are sent by
@@ -178,6 +197,10 @@ class GatewaySettings(BaseSettings):
     ort_threads: int | None = Field(default=None, ge=1)
     ort_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
     max_pixels: int = Field(default=8192 * 8192, ge=1)
+    max_frames: int = Field(default=DEFAULT_MAX_FRAMES, ge=1)
+    max_volume_pixels: int | None = Field(default=None, ge=1)
+    tomo_slab: int | None = Field(default_factory=lambda: tomo_env().slab, ge=1)
+    tomo_stride: int | None = Field(default_factory=lambda: tomo_env().stride, ge=1)
     results: Annotated[list[ResultKind], NoDecode] = Field(
         default_factory=lambda: [ResultKind.CAD_SR])
     destination_ae_title: str | None = None
@@ -274,6 +297,18 @@ class GatewaySettings(BaseSettings):
     def max_instance_bytes(self) -> int:
         """``max_instance_mb`` in bytes."""
         return int(self.max_instance_mb * 1024 * 1024)
+
+    @property
+    def limits(self) -> IntakeLimits:
+        """The bounds instances are read under (``max_pixels``, ``max_frames``,
+        ``max_volume_pixels``)."""
+        return IntakeLimits(max_pixels=self.max_pixels, max_frames=self.max_frames,
+                            max_volume_pixels=self.max_volume_pixels or self.max_pixels)
+
+    def tomo_for(self, model: DetectorModel) -> TomoSettings | None:
+        """How ``model`` runs volumes here: :func:`serving.settings.tomo_override` of
+        ``tomo_slab`` and ``tomo_stride`` (None: as the model card says)."""
+        return tomo_override(model, self.tomo_slab, self.tomo_stride)
 
     @property
     def retain_s(self) -> float:

@@ -1,38 +1,49 @@
-"""``POST /v1/detect`` (JSON or DICOM results) and ``POST /v1/render`` (PNG for the viewer)."""
+"""``POST /v1/detect`` (JSON or DICOM results) and ``POST /v1/render`` (PNG for the viewer).
+
+Both take 2D images and tomosynthesis volumes (Breast Tomosynthesis Image, multi-frame
+grayscale Secondary Capture): a volume's findings carry their frames; ``/v1/render`` draws one
+frame of a volume (``frame``, 1-based).
+"""
 
 from __future__ import annotations
 
-import io
 import time
 from enum import StrEnum
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from PIL import Image as PILImage
 from starlette.responses import Response
 
-from serving.api.analysis import Analysis, analyse, build_results, read_parts, refused
+from serving.api.analysis import (
+    Analysis,
+    analyse,
+    build_results,
+    read_parts,
+    refused,
+    run_detection,
+)
 from serving.api.auth import require_key
 from serving.api.deps import ModelDep, StateDep
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
+from serving.api.render import Rendered, check_frame, frame_count, render_item
 from serving.api.responses import multipart_related, wants_dicom
 from serving.api.schemas import DetectResponse, error_responses
 from serving.api.state import AppState
 from serving.api.store import to_bytes
-from serving.api.triage import Triaged
+from serving.api.triage import Triaged, limits_of
 from serving.api.uploads import run_upload
 from serving.outputs.common import ResultKind
-from serving.outputs.overlay import display_window
+from serving.pipeline.dicom_in import Volume
+from serving.pipeline.findings import ImageOut
 from serving.pipeline.model import DetectorModel
 
 DICOM_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "One galactogram instance (application/dicom), several "
-                       "(multipart/related; type=\"application/dicom\"), or file uploads "
-                       "(multipart/form-data).",
+        "description": "One galactogram instance or tomosynthesis volume "
+                       "(application/dicom), several (multipart/related; "
+                       "type=\"application/dicom\"), or file uploads (multipart/form-data).",
         "content": {
             "application/dicom": {"schema": {"type": "string", "format": "binary"}},
             "multipart/related": {"schema": {"type": "string", "format": "binary"}},
@@ -52,7 +63,9 @@ ERRORS: dict[int | str, dict[str, Any]] = error_responses({
     408: "request body too slow",
     413: "body or image too large, or too many parts",
     415: "unsupported Content-Type or transfer syntax",
-    422: "DICOM the detector cannot analyse (SOP class, color, multi-frame, no spacing)",
+    422: "DICOM the detector cannot analyse (SOP class, color, multi-frame other than a "
+         "tomosynthesis volume, raw DBT projections, no spacing), or a frame the object does "
+         "not have (invalid_frame)",
     503: "model not ready, or all inference slots and the queue are full",
 })
 
@@ -126,7 +139,9 @@ async def detect_route(
 
     def work(triaged: Triaged) -> tuple[Analysis, list[bytes], float | None]:
         started = time.perf_counter()
-        analysis = analyse(triaged, model, op, state.settings.max_pixels, rid)
+        settings = state.settings
+        analysis = analyse(triaged, model, op, limits_of(settings), rid,
+                           settings.tomo_for(model))
         blobs = []
         if kind is not Output.json and analysis.response is not None:
             blobs = [to_bytes(ds) for ds in build_results(analysis, [ResultKind(kind.value)])]
@@ -157,29 +172,51 @@ async def detect_route(
 
 @router.post("/render", openapi_extra=DICOM_BODY, response_class=Response,
              responses={200: {"content": {"image/png": {}},
-                              "description": "the image windowed for display; header "
-                                             "X-Galacto-Scale = stored pixels per PNG pixel"}},
-             summary="Render one instance as a PNG (for the viewer)")
-async def render_route(request: Request, state: StateDep, model: ModelDep,
-                       max_size: Annotated[int, Query(
-                           ge=64, le=4096, description="longest side of the PNG (px)")] = 1024
-                       ) -> Response:
+                              "description": "the image (or a frame of a volume) windowed "
+                                             "for display; headers X-Galacto-Scale = stored "
+                                             "pixels per PNG pixel, and for a volume "
+                                             "X-Galacto-Frame (the frame drawn, 1-based) and "
+                                             "X-Galacto-Frames (its number of frames)"}},
+             summary="Render one instance, or one frame of a volume, as a PNG")
+async def render_route(
+    request: Request, state: StateDep, model: ModelDep,
+    max_size: Annotated[int, Query(
+        ge=64, le=4096, description="longest side of the PNG (px)")] = 1024,
+    frame: Annotated[int | None, Query(
+        description="the frame of a tomosynthesis volume to draw, 1-based (a 2D image has "
+                    "frame 1 only); default: with the overlay, the best frame of the top "
+                    "finding, else the central frame")] = None,
+    overlay: Annotated[bool | None, Query(
+        description="draw the findings (runs detection); default: yes for a volume, no for "
+                    "a 2D image (the viewer draws its own boxes and asks overlay=false)")] = None,
+    operating_point: Annotated[str | None, Query(
+        description="operating point of the findings drawn (default: the configured "
+                    "one)")] = None,
+) -> Response:
     """The first instance of the body as an 8-bit PNG (bright = contrast), at most
-    ``max_size`` pixels on its longest side."""
+    ``max_size`` pixels on its longest side; a tomosynthesis volume as one frame."""
+    check_frame(frame)  # below 1: refused before the body is read
+    op = _operating_point(state, model, operating_point)
+    settings = state.settings
+    rid = request_id_var.get()
 
-    def nothing_to_run(triaged: Triaged) -> tuple[bytes, float]:
+    def nothing_to_run(triaged: Triaged) -> Rendered:
         raise _all_rejected(refused(triaged))
 
-    def work(triaged: Triaged) -> tuple[bytes, float]:
-        analysis = read_parts(triaged, model, state.settings.max_pixels)
+    def work(triaged: Triaged) -> Rendered:
+        analysis = read_parts(triaged, model, limits_of(settings))
         if not analysis.images:
             raise _all_rejected(analysis)
-        image = analysis.images[0]
-        arr = np.asarray(image.pixels)
-        step = max(int(np.ceil(max(arr.shape) / max_size)), 1)
-        png = io.BytesIO()
-        PILImage.fromarray(display_window(arr[::step, ::step])).save(png, format="PNG")
-        return png.getvalue(), float(step * image.decode_scale)
+        item = analysis.images[0]
+        result: ImageOut | None = None
+        draw = overlay if overlay is not None else isinstance(item, Volume)
+        if draw:
+            check_frame(frame, frame_count(item))  # before detection runs
+            run_detection(analysis, model, op, rid, settings.tomo_for(model))
+            if analysis.response is None:
+                raise _all_rejected(analysis)
+            result = analysis.response.studies[0].images[0]
+        return render_item(item, max_size=max_size, frame=frame, result=result)
 
-    data, scale = await run_upload(request, state, work, nothing_to_run, first=1)
-    return Response(data, media_type="image/png", headers={"X-Galacto-Scale": f"{scale:g}"})
+    rendered = await run_upload(request, state, work, nothing_to_run, first=1)
+    return Response(rendered.png, media_type="image/png", headers=rendered.headers())

@@ -11,8 +11,10 @@ STOW-RS answers with a DICOM JSON body (``application/dicom+json``):
   not supported, ``0x0122`` SOP class not supported, ``0xA900`` Study Instance UID differs
   from the one in the URL, or a UID the results need is empty, multi-valued or malformed
   (``invalid_uid``), ``0x0111`` the same instance twice in the request, ``0x0110``
-  processing failure (a valid object the detector cannot analyse: color, multi-frame, no
-  spacing, too large, ...).
+  processing failure (a valid object the detector cannot analyse: color, multi-frame other
+  than a tomosynthesis volume, no spacing, too large, ...). A tomosynthesis volume whose
+  frame cannot be decoded during detection is refused alone, as ``0xC000``, like any
+  undecodable instance.
 - ``RetrieveURL`` (0008,1190): the study URL where the results are retrieved (WADO-RS), built
   on ``GALACTO_PUBLIC_BASE_URL``; without it on the request's Host, which the Host check has
   allowed (no RetrieveURL when ``GALACTO_ALLOWED_HOSTS=*``: the Host is then unchecked).
@@ -38,7 +40,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from starlette.responses import JSONResponse, Response
 
-from serving.api.analysis import Analysis, build_results, read_parts, refused
+from serving.api.analysis import Analysis, build_results, read_parts, refused, run_detection
 from serving.api.auth import require_key
 from serving.api.body import RELATED
 from serving.api.deps import ModelDep, StateDep
@@ -48,7 +50,7 @@ from serving.api.responses import multipart_related
 from serving.api.schemas import ErrorOut, RejectedOut, error_responses
 from serving.api.state import AppState
 from serving.api.store import check_uid
-from serving.api.triage import Triaged
+from serving.api.triage import Triaged, limits_of
 from serving.api.uploads import run_upload
 from serving.dicom_status import (
     CANNOT_UNDERSTAND,
@@ -58,7 +60,6 @@ from serving.dicom_status import (
     SOP_CLASS_NOT_SUPPORTED,
     TRANSFER_SYNTAX_NOT_SUPPORTED,
 )
-from serving.pipeline.detect import detect
 from serving.pipeline.model import DetectorModel
 
 #: Error statuses of the router's operations (every body is ErrorOut; STOW-RS overrides 400
@@ -199,12 +200,14 @@ async def _stow(request: Request, state: AppState, model: DetectorModel,
 
     def work(triaged: Triaged) -> tuple[Analysis, list[str]]:
         started = time.perf_counter()
-        analysis = read_parts(triaged, model, state.settings.max_pixels)
+        settings = state.settings
+        analysis = read_parts(triaged, model, limits_of(settings))
         _split_study(analysis, study)
         stored: list[str] = []
         if analysis.images:
-            analysis.response = detect(analysis.images, model, state.settings.operating_point,
-                                       sources=[p.name for p in analysis.parts], request_id=rid)
+            run_detection(analysis, model, settings.operating_point, rid,
+                          settings.tomo_for(model))
+        if analysis.response is not None:
             results = build_results(analysis, kinds)  # all built before any is stored
             state.store.put_all(results)
             stored = [str(ds.StudyInstanceUID) for ds in results]

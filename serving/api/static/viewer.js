@@ -4,9 +4,16 @@
 // Lesions (findings) are solid yellow boxes; probable mimics (air bubbles, cysts,
 // extravasation: not lesions) are dashed violet boxes labelled with their text, listed apart.
 //
+// Tomosynthesis volumes (an image with number_of_frames): one frame is shown at a time
+// (frames.js: slider, wheel, keys), each fetched as a PNG from /v1/render?frame=N; a finding
+// is drawn solid on its best frame and dashed on the other frames it was detected in, a
+// mimic on the frames it was detected in. The first frame shown is the best frame of the
+// top finding, else the central frame.
+//
 // For tests: <ul id="boxes"> gets one <li> per drawn finding box (data-box = x1,y1,x2,y2 in
-// stored pixels, recomputed from the drawn canvas rectangle), <ul id="mimic-boxes"> one per
-// drawn mimic box, and <body data-state> goes idle -> busy -> done | error.
+// stored pixels, recomputed from the drawn canvas rectangle; on a volume also data-frame, the
+// frame drawn, and data-kind, "best" or "range"), <ul id="mimic-boxes"> one per drawn mimic
+// box, and <body data-state> goes idle -> busy -> done | error.
 "use strict";
 
 (() => {
@@ -229,9 +236,14 @@
     }
   }
 
-  /** The file as a PNG and its scale (stored pixels per PNG pixel); ApiError on failure. */
-  async function render(file) {
-    const resp = await api(`/v1/render?max_size=${RENDER_MAX_SIZE}`, {
+  /**
+   * The file (frame `frame` of a volume, default the central one) as a PNG without marks, its
+   * scale (stored pixels per PNG pixel) and, for a volume, the frame drawn and the number of
+   * frames (null for a 2D image); ApiError on failure.
+   */
+  async function render(file, frame = null) {
+    const which = frame ? `&frame=${frame}` : "";
+    const resp = await api(`/v1/render?max_size=${RENDER_MAX_SIZE}&overlay=false${which}`, {
       method: "POST", body: file, headers: { "Content-Type": "application/dicom" },
     });
     const scale = parseFloat(resp.headers.get("X-Galacto-Scale") || "");
@@ -239,7 +251,10 @@
       throw new ApiError(resp.status, "bad_scale",
         "the render response has no valid X-Galacto-Scale header");
     }
-    return { bitmap: await decodePng(await resp.blob()), scale };
+    const shown = parseInt(resp.headers.get("X-Galacto-Frame") || "", 10);
+    const frames = parseInt(resp.headers.get("X-Galacto-Frames") || "", 10);
+    return { bitmap: await decodePng(await resp.blob()), scale,
+      frame: shown > 0 ? shown : null, frames: frames > 0 ? frames : null };
   }
 
   /** One file as application/dicom; several as multipart/form-data (fused per breast). */
@@ -315,12 +330,39 @@
     return `${m.text} ${m.score.toFixed(2)}`;
   }
 
+  /** Whether a mark with `frame` (a FrameOut, or none: every frame) is on frame `n`. */
+  function covers(frame, n) {
+    return !frame || (frame.first <= n && n <= frame.last);
+  }
+
   /**
-   * Draw the image, its finding boxes (solid), probable mimics (dashed, another colour) and
-   * nipple marker; one #boxes <li> per finding box, one #mimic-boxes <li> per mimic box.
+   * What is drawn on frame `n` of a volume: the findings whose best frame it is (`best`),
+   * those detected on it but best seen on another (`range`), the mimics detected on it; on a
+   * 2D image (`n` null) every finding and mimic.
+   */
+  function marksOn(image, n) {
+    const mimics = image.mimics || [];
+    if (!n) return { best: image.findings, range: [], mimics };
+    return {
+      best: image.findings.filter((f) => !f.frame || f.frame.best === n),
+      range: image.findings.filter((f) => f.frame && f.frame.best !== n && covers(f.frame, n)),
+      mimics: mimics.filter((m) => covers(m.frame, n)),
+    };
+  }
+
+  /**
+   * Draw the image (or the rendered frame of a volume), its finding boxes (solid; dashed on a
+   * frame other than their best), probable mimics (dashed, another colour) and nipple marker;
+   * one #boxes <li> per finding box, one #mimic-boxes <li> per mimic box (those of an earlier
+   * frame of the same image removed).
    */
   function drawImage(canvas, rendered, image, fileIndex) {
     const { bitmap, scale } = rendered;
+    const frame = image.number_of_frames ? rendered.frame : null;
+    const marks = marksOn(image, frame);
+    for (const id of ["boxes", "mimic-boxes"]) {
+      for (const li of [...$(id).querySelectorAll(`li[data-image="${image.index}"]`)]) li.remove();
+    }
     canvas.width = bitmap.width;
     canvas.height = bitmap.height;
     const ctx = canvas.getContext("2d");
@@ -352,15 +394,26 @@
       canvas.dataset.nipple = image.nipple_px.join(",");
       nipple = { x: nx - 2 * r, y: ny - 2 * r, w: 4 * r + font, h: 4 * r + font };
     }
-    const boxes = image.findings.map((f) => {
+    const toCanvas = (f) => {
       const [x1, y1, x2, y2] = f.box_px.map((v) => v / scale);
       return { f, x1, y1, x2, y2 };
-    });
-    const mimics = (image.mimics || []).map((m) => {
+    };
+    const boxes = marks.best.map(toCanvas);
+    const near = marks.range.map(toCanvas);
+    const mimics = marks.mimics.map((m) => {
       const [x1, y1, x2, y2] = m.box_px.map((v) => v / scale);
       return { m, x1, y1, x2, y2 };
     });
     const dash = [3 * line, 2 * line];
+    for (const { x1, y1, x2, y2 } of near) {   // findings best seen on another frame
+      ctx.setLineDash(dash);
+      ctx.lineWidth = line + 2;
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      ctx.lineWidth = line;
+      ctx.strokeStyle = BOX_COLOR;
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    }
     for (const { x1, y1, x2, y2 } of mimics) {
       ctx.setLineDash(dash);
       ctx.lineWidth = line + 2;
@@ -381,7 +434,7 @@
     }
     // labels after all boxes, so that none hides under a later box; findings first (highest
     // score first), then mimics
-    const taken = [...boxes, ...mimics].map((b) => ({ x: b.x1 - line, y: b.y1 - line,
+    const taken = [...boxes, ...near, ...mimics].map((b) => ({ x: b.x1 - line, y: b.y1 - line,
       w: b.x2 - b.x1 + 2 * line, h: b.y2 - b.y1 + 2 * line }));
     if (nipple) taken.push(nipple);
     for (const b of [...boxes].sort((p, q) => q.f.score - p.f.score)) {
@@ -389,18 +442,25 @@
       label(ctx, `${b.f.id}  ${b.f.score.toFixed(2)}${where ? ` · ${where}` : ""}`, b, font,
         line, taken);
     }
+    for (const b of [...near].sort((p, q) => q.f.score - p.f.score)) {
+      label(ctx, `${b.f.id} · best frame ${b.f.frame.best}`, b, font, line, taken);
+    }
     for (const b of [...mimics].sort((p, q) => q.m.score - p.m.score)) {
       label(ctx, mimicText(b.m), b, font, line, taken, MIMIC_COLOR);
     }
-    for (const { f, x1, y1, x2, y2 } of boxes) {
-      list.append(el("li", {
-        "data-image": image.index,
-        "data-file": fileIndex,
-        "data-id": f.id,
-        "data-score": f.score,
-        "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
-        "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
-      }, `${f.id} ${f.score}`));
+    for (const [kind, drawn] of [["best", boxes], ["range", near]]) {
+      for (const { f, x1, y1, x2, y2 } of drawn) {
+        list.append(el("li", {
+          "data-image": image.index,
+          "data-file": fileIndex,
+          "data-id": f.id,
+          "data-score": f.score,
+          "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
+          "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
+          "data-frame": frame,
+          "data-kind": frame ? kind : null,
+        }, `${f.id} ${f.score}`));
+      }
     }
     const mimicList = $("mimic-boxes");
     for (const { m, x1, y1, x2, y2 } of mimics) {
@@ -411,13 +471,49 @@
         "data-score": m.score,
         "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
         "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
+        "data-frame": frame,
       }, mimicText(m)));
     }
     canvas.dataset.scale = String(scale);
+    if (frame) canvas.dataset.frame = String(frame);
   }
 
   function imageTitle(image) {
-    return [image.laterality, image.view].filter((v) => v && v !== "U").join(" ") || "image";
+    const title = [image.laterality, image.view].filter((v) => v && v !== "U").join(" ");
+    return `${title || "image"}${image.number_of_frames ? " DBT" : ""}`;
+  }
+
+  /** The frame a volume opens on: the best frame of its top finding, else the central one. */
+  function startFrame(image) {
+    const framed = image.findings.filter((f) => f.frame);
+    if (framed.length) return framed.reduce((a, b) => (b.score > a.score ? b : a)).frame.best;
+    return Math.ceil(image.number_of_frames / 2);
+  }
+
+  /**
+   * The frame controls of a volume's figure (frames.js), drawing each frame fetched on
+   * `canvas`; `first` is the frame rendered already.
+   */
+  function volumeScroller(figure, wrap, canvas, image, fileIndex, file, first) {
+    const error = el("div", { class: "frame-error", hidden: true });
+    const scroller = new window.GalactoFrames.FrameScroller({
+      figure, wrap, count: image.number_of_frames,
+      marked: image.findings.filter((f) => f.frame).map((f) => f.frame.best),
+      fetch: (n) => render(file, n),
+      draw: (rendered) => {
+        if (canvas.isConnected) drawImage(canvas, rendered, image, fileIndex);
+      },
+      report: (exc, n) => {
+        error.hidden = !exc;
+        if (exc) {
+          error.textContent = `Frame ${n} could not be displayed: ${exc.detail || "client_error"}`
+            + ` — ${exc.message}`;
+        }
+      },
+    });
+    scroller.remember(first);
+    wrap.after(scroller.bar, error);
+    return scroller;
   }
 
   // ---------------------------------------------------------------- one analysis
@@ -425,6 +521,10 @@
   let current = null;   // {files, renders: Promise<settled[]>}
   let runId = 0;
 
+  /**
+   * Show a detection result; returns the promises of the first frames of the volumes (each
+   * resolves once its frame is drawn).
+   */
   function showResult(files, renders, result, ms) {
     const rejected = result.rejected || [];
     const rejectedParts = new Set(rejected.map((r) => r.part));
@@ -438,6 +538,8 @@
     let mimicCount = 0;
     let imageCount = 0;
     const fused = [];
+    const starts = [];
+    const scrollers = new Map();   // image index -> FrameScroller of a volume
 
     for (const study of result.studies) {
       for (const image of study.images) {
@@ -449,38 +551,58 @@
         const mimics = image.mimics || [];
         findingCount += n;
         mimicCount += mimics.length;
+        const frames = image.number_of_frames;
         const caption = el("figcaption", {},
           el("strong", {}, imageTitle(image)),
           ` · ${file ? file.name : image.source || ""} · ${image.cols}×${image.rows} px`
-          + ` · ${n} finding${n === 1 ? "" : "s"}`,
+          + `${frames ? ` × ${frames} frames` : ""} · ${n} finding${n === 1 ? "" : "s"}`,
           mimics.length ? el("span", { class: "mimic-count" },
             ` · ${mimics.length} probable mimic${mimics.length === 1 ? "" : "s"}`) : null);
         const figure = el("figure", { class: "image", "data-image": image.index }, caption);
+        images.append(figure);   // in the page before anything is drawn into it
         if (rendered && rendered.status === "fulfilled") {
           const canvas = el("canvas", { "data-image": image.index,
             "aria-label": `${imageTitle(image)} with ${n} marked finding(s)` });
-          figure.append(el("div", { class: "canvas-wrap" }, canvas));
-          drawImage(canvas, rendered.value, image, fileIndex);
+          const wrap = el("div", { class: "canvas-wrap" }, canvas);
+          figure.append(wrap);
+          if (frames && rendered.value.frames) {
+            const scroller = volumeScroller(figure, wrap, canvas, image, fileIndex, file,
+              rendered.value);
+            scrollers.set(image.index, scroller);
+            starts.push(scroller.show(startFrame(image)));
+          } else {
+            drawImage(canvas, rendered.value, image, fileIndex);
+          }
         } else {
           const exc = rendered ? rendered.reason : new Error("not rendered");
           figure.append(el("div", { class: "no-image" }, "The image could not be displayed: ",
             el("code", {}, exc.detail || "client_error"), ` — ${exc.message}`));
         }
         for (const w of image.warnings || []) figure.append(el("div", { class: "image-warning" }, w));
-        images.append(figure);
 
         for (const f of image.findings) {
           const network = typeof f.detector_score === "number"
             && Math.abs(f.detector_score - f.score) >= 0.0005
             ? el("div", { class: "sub", title: "the network's own score, before rescoring" },
               `network ${f.detector_score.toFixed(3)}`) : null;
-          rows.push(el("tr", { "data-id": f.id },
+          const where = f.frame ? el("div", { class: "sub" },
+            `frame ${f.frame.best} (detected in ${f.frame.first}–${f.frame.last})`) : null;
+          const row = el("tr", { "data-id": f.id, "data-frame": f.frame ? f.frame.best : null,
+            class: f.frame ? "goes-to-frame" : null,
+            title: f.frame ? "show this finding's best frame" : null },
             el("td", {}, f.id),
-            el("td", {}, imageTitle(image)),
+            el("td", {}, imageTitle(image), where),
             el("td", { class: "num" }, f.score.toFixed(3), network),
             el("td", { class: "num" }, `${f.size_mm[0].toFixed(1)} × ${f.size_mm[1].toFixed(1)}`),
             el("td", {}, f.location ? f.location.text : "—"),
-            el("td", { class: "evidence" }, f.evidence || "—")));
+            el("td", { class: "evidence" }, f.evidence || "—"));
+          if (f.frame) {
+            row.addEventListener("click", () => {
+              const scroller = scrollers.get(image.index);
+              if (scroller) scroller.show(f.frame.best);
+            });
+          }
+          rows.push(row);
         }
         for (const m of mimics) {
           const [x1, y1, x2, y2] = m.box_mm;
@@ -531,6 +653,7 @@
       + `${imageCount} image${imageCount === 1 ? "" : "s"} · operating point ${op.name} `
       + `(score ≥ ${op.score_threshold.toFixed(2)}, threshold from ${op.source || "model card"})`
       + ` · ${result.model.name} ${result.model.version} · ${Math.round(ms)} ms`);
+    return starts;
   }
 
   /**
@@ -574,8 +697,10 @@
     const settled = await renders;
     if (id !== runId) return;   // a newer run started meanwhile
     try {
-      showResult(files, settled, detected.result, detected.ms);
+      const starts = showResult(files, settled, detected.result, detected.ms);
       showRaw(detected.result);
+      await Promise.all(starts);   // each volume's first frame drawn
+      if (id !== runId) return;
       setState("done");
     } catch (exc) {
       showError(exc, "Displaying the result failed");
