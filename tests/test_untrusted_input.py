@@ -255,7 +255,7 @@ def test_element_floods_split_across_parts_share_one_budget(default_client: Test
     details = [r["detail"] for r in response.json()["rejected"]]
     assert len(details) == 60 and set(details) <= {"invalid_header", "no_pixel_data"}
     assert details.count("invalid_header") >= 50  # the budget ran out after a few parts
-    assert seconds < 6, seconds
+    assert seconds < 15, seconds  # before the shared budget: 30 s for 50 parts
 
 
 class _CountingReader(io.BytesIO):
