@@ -35,6 +35,7 @@ from serving.outputs.cad_sr import read_cad_sr_frames
 from serving.outputs.gsps import read_gsps_frames
 from serving.outputs.tid1500 import read_tid1500_frames
 from serving.pipeline.dicom_in import read_header
+from serving.pipeline.findings import DetectionResponse
 from serving.pipeline.model import DetectorModel
 from serving.settings import Settings
 from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
@@ -322,3 +323,23 @@ def test_render_of_a_2d_image_knows_one_frame(client: TestClient,
     r = client.post("/v1/render?frame=2", content=data, headers=DICOM)
     assert r.status_code == 422 and r.json()["detail"] == "invalid_frame"
     assert "a 2D image has frame 1 only" in r.json()["message"]
+
+
+def test_cli_refuses_a_volume_with_a_broken_frame_alone(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """``galacto detect`` on a good volume and one whose frame 5 cannot be decoded: the broken
+    file is rejected naming the file and the frame (exit 1), the good one is analysed and its
+    JSON written."""
+    from serving.cli import main
+
+    good, bad = tmp_path / "good.dcm", tmp_path / "bad.dcm"
+    good.write_bytes(to_bytes(make_bto(frames=6, rows=128, cols=128, seed=11)))
+    bad.write_bytes(broken_frame_bto())
+    out = tmp_path / "out.json"
+    assert main(["detect", str(good), str(bad), "--json", str(out)]) == 1
+    text = capsys.readouterr().out.replace("\n", " ")
+    assert f"rejected {bad}" in text and "frame 5 of the volume could not be decoded" in text
+    images = [img for s in DetectionResponse.model_validate_json(out.read_text()).studies
+              for img in s.images]
+    assert [img.source for img in images] == [str(good)]

@@ -243,9 +243,9 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from serving.gateway.volumes import detect_refusing_volumes
     from serving.outputs.overlay import write_overlay
     from serving.pipeline.calibration import calibrated_model
-    from serving.pipeline.detect import detect
     from serving.pipeline.dicom_in import Image
     from serving.pipeline.errors import IntakeError
     from serving.pipeline.model import ModelError, default_model_dir, load_model
@@ -280,11 +280,19 @@ def run(args: argparse.Namespace) -> int:
     slab, stride = getattr(args, "slab", None), getattr(args, "stride", None)
     tomo = tomo_override(model, env.slab if slab is None else slab,
                          env.stride if stride is None else stride)
-    try:
-        result = detect(inputs, model, args.operating_point, sources=sources, tomo=tomo)
-    except IntakeError as exc:  # a volume's frame, decoded only now
-        raise CommandError(f"a tomosynthesis frame could not be decoded: {exc.code}: "
-                           f"{exc}") from None
+    # a volume's frames are decoded only now: one that cannot be refuses that file alone
+    detected = detect_refusing_volumes(inputs, model, args.operating_point, sources=sources,
+                                       tomo=tomo, request_id=None)
+    for failure in detected.failures:
+        rejected += 1
+        console.print(f"[red]rejected[/red] {sources[failure.index]}: {failure.error.code}: "
+                      f"frame {failure.frame} of the volume could not be decoded: "
+                      f"{failure.error}")
+    if detected.response is None:
+        raise CommandError("no file could be analysed: every volume had a frame that could "
+                           "not be decoded")
+    result = detected.response
+    inputs = [inputs[i] for i in detected.kept]
     for study in result.studies:
         print_study(console, study, result)
     if args.json:
