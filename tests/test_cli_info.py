@@ -139,3 +139,21 @@ def test_real_subprocess(accepted: Path, truncated: Path, tmp_path: Path) -> Non
     )
     assert done.returncode == 2
     assert "no such file or folder" in done.stderr
+
+
+def test_a_tomosynthesis_volume_is_described_and_projections_are_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``galacto info`` reads a volume as ``detect`` does (its frames, heights and central
+    frame), and raw projections get the volume reader's refusal."""
+    from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
+
+    volume, projection = tmp_path / "v.dcm", tmp_path / "p.dcm"
+    volume.write_bytes(to_bytes(make_bto(frames=6, rows=64, cols=48)))
+    projection.write_bytes(to_bytes(make_bto(sop_class=BREAST_PROJECTION_PRESENTATION)))
+    assert main(["info", "--json", str(volume)]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["accepted"] and report["image"]["rows"] == 64
+    assert report["volume"]["number_of_frames"] == 6 and report["volume"]["frame_shown"] == 4
+    assert main(["info", str(volume), str(projection)]) == 1
+    text = capsys.readouterr().out.replace("\n", " ")
+    assert "6 frames" in text and "send the reconstructed volume" in " ".join(text.split())

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from serving.cli.options import Subparsers, add_command
 from serving.errors import CommandError
-from serving.pipeline.dicom_in import DEFAULT_MAX_PIXELS, Image, read_image
+from serving.pipeline.dicom_in import DEFAULT_MAX_PIXELS, Image, Volume, VolumeHeader, read_image
 from serving.pipeline.errors import IntakeError
 
 #: Console width used when stdout is not a terminal (keeps UIDs on one line in logs).
@@ -40,6 +40,9 @@ class FileReport:
     path: Path
     image: Image | None = None
     error: IntakeError | None = None
+    #: for a tomosynthesis volume: its header; ``image`` is then its central frame
+    volume: VolumeHeader | None = None
+    frame_number: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -55,6 +58,15 @@ class FileReport:
             image = dataclasses.asdict(self.image.header)
             image["pixel_min"], image["pixel_max"] = _pixel_min_max(self.image)
             result["image"] = image
+        if self.volume is not None:
+            heights = self.volume.frame_heights_mm
+            result["volume"] = {
+                "source": self.volume.source,
+                "number_of_frames": self.volume.number_of_frames,
+                "frame_heights_mm": [min(heights), max(heights)],
+                "slice_thickness_mm": self.volume.slice_thickness_mm,
+                "frame_shown": self.frame_number,
+            }
         if self.error is not None:
             result["error"] = self.error.to_dict()
         return result
@@ -140,10 +152,39 @@ def inspect_file(path: Path, *, max_pixels: int, allow_missing_spacing: bool) ->
     try:
         image = read_image(path, max_pixels=max_pixels, allow_missing_spacing=allow_missing_spacing)
     except IntakeError as exc:
+        if exc.code in VOLUME_CODES:
+            return _inspect_volume(path, exc)
         return FileReport(path=path, error=exc)
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return FileReport(path=path, image=image)
+
+
+#: the 2D refusals a tomosynthesis volume (or raw projections) gets from ``read_image``
+VOLUME_CODES = frozenset({"unsupported_sop_class", "multi_frame"})
+
+
+def _inspect_volume(path: Path, refusal: IntakeError) -> FileReport:
+    """``path`` read as ``galacto detect`` reads it (:func:`serving.cli.detect.read_input`):
+    a tomosynthesis volume is reported with its central frame decoded; raw projections get
+    the volume reader's refusal; anything else keeps the 2D ``refusal``."""
+    from serving.cli.detect import read_input
+
+    try:
+        item = read_input(path, None)
+    except IntakeError as exc:
+        return FileReport(path=path, error=exc if exc.code != refusal.code
+                          or "reconstructed volume" in exc.message else refusal)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not isinstance(item, Volume):
+        return FileReport(path=path, error=refusal)
+    centre = item.header.number_of_frames // 2
+    try:
+        frame = item.frame(centre)
+    except IntakeError as exc:
+        return FileReport(path=path, error=exc)
+    return FileReport(path=path, image=frame, volume=item.header, frame_number=centre + 1)
 
 
 def _pixel_min_max(image: Image) -> tuple[float, float]:
@@ -163,6 +204,14 @@ def _table(report: FileReport) -> Table:
         return table
     assert report.image is not None
     table.add_row("status", Text("accepted", style="bold green"))
+    if report.volume is not None:
+        heights = report.volume.frame_heights_mm
+        thickness = report.volume.slice_thickness_mm
+        table.add_row("volume", Text(
+            f"{report.volume.source}: {report.volume.number_of_frames} frames, heights "
+            f"{min(heights):.1f}-{max(heights):.1f} mm"
+            + ("" if thickness is None else f", slice thickness {thickness:g} mm")
+            + f"; frame {report.frame_number} shown below"))
     for name, value in _image_rows(report.image):
         table.add_row(name, Text(value))
     return table
