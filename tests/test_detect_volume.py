@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -194,7 +195,9 @@ def test_per_slice_mode_links_the_lesion_across_frames(case: dict[str, Any],
     check_frames(img, vol.header.frame_heights_mm)
     assert any("every frame (9 of 9 frames as centres)" in w for w in img.warnings)
     (found,) = at(img.findings, case["CC"]["lesions"][0])
-    assert found.frame is not None and found.frame.first < found.frame.last
+    assert found.frame is not None and found.frame.first <= found.frame.best <= found.frame.last
+    seen = re.search(r"detected in (\d+) of 9 frames", str(found.evidence))
+    assert seen is not None and int(seen.group(1)) >= 2, found.evidence  # linked, one finding
     assert found.frame.best == FOCUS["CC"] + 1
     assert found.frame.height_mm == pytest.approx(float(FOCUS["CC"]))
     assert "of 9 frames" in str(found.evidence)
@@ -380,3 +383,21 @@ def test_frame_text() -> None:
     assert frame_text(frame_out(track([22], (0, 0, 1, 1), 0.5), [0.0] * 48, 1), img) == \
         "frame 23/48"
     assert frame_text(None, img) == "-"
+
+
+def test_a_findings_frame_range_is_its_half_maximum_run() -> None:
+    """Blur keeps a defect detectable far from its plane at falling scores: the reported range
+    is the run around the best detection scoring at least half the best, not the whole
+    track."""
+    from serving.pipeline.detect_volume import focus_span
+    from serving.pipeline.tomo import TomoCandidate, TrackPoint
+
+    scores = [0.2, 0.3, 0.6, 0.9, 0.5, 0.44, 0.5]
+    track = tuple(TrackPoint(frame=i, box=(0.0, 0.0, 4.0, 4.0), score=v)
+                  for i, v in enumerate(scores))
+    c = TomoCandidate(box=(0.0, 0.0, 4.0, 4.0), score=0.9, label=0, best_frame=3,
+                      first_frame=0, last_frame=6, height_mm=3.0, track=track)
+    identity = list(range(len(scores)))
+    assert focus_span(c, identity) == (2, 4)
+    assert focus_span(c, identity, share=0.0) == (0, 6)
+    assert focus_span(c, list(reversed(identity))) == (2, 4)  # stack order top-down
