@@ -24,7 +24,12 @@ from serving.api.schemas import RejectedOut
 from serving.api.triage import Checked, Triaged, intake_refusal
 from serving.gateway.volumes import IntakeLimits, detect_refusing_volumes
 from serving.outputs import results
-from serving.outputs.common import OperatingPointPerformance, ResultKind
+from serving.outputs.common import (
+    OperatingPointPerformance,
+    ResultKind,
+    VolumePromise,
+    volume_promise,
+)
 from serving.pipeline.detect_volume import TomoSettings
 from serving.pipeline.dicom_in import Image, Volume, read_instance, read_volume
 from serving.pipeline.errors import IntakeError
@@ -50,6 +55,8 @@ class Analysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
     performance: OperatingPointPerformance | None = None
     """What the applied operating point promises (stated in the DICOM results)."""
+    volume_promise: VolumePromise | None = None
+    """What the operating point applied to tomosynthesis volumes promises."""
 
 
 def refused(triaged: Triaged) -> Analysis:
@@ -152,6 +159,7 @@ def analyse(triaged: Triaged, model: DetectorModel, operating_point: str | None,
         if out.response is not None:
             out.performance = OperatingPointPerformance.of(
                 model.operating_point(operating_point))
+            out.volume_promise = volume_promise(model, operating_point, tomo)
     t2 = time.perf_counter()
     out.timings_ms = {"read": round((t1 - t0) * 1e3, 1), "detect": round((t2 - t1) * 1e3, 1)}
     return out
@@ -162,4 +170,4 @@ def build_results(analysis: Analysis, kinds: Sequence[ResultKind]) -> list[Datas
     if analysis.response is None:
         return []
     return results.build_results(analysis.response, analysis.headers, kinds,
-                                 analysis.performance)
+                                 analysis.performance, analysis.volume_promise)

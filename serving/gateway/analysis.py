@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from serving.gateway.spool import InstanceRecord, Skipped
 from serving.gateway.triage import skip_reason
 from serving.gateway.volumes import IntakeLimits, detect_refusing_volumes, reads_as_volume
-from serving.outputs.common import OperatingPointPerformance, ResultKind
+from serving.outputs.common import OperatingPointPerformance, ResultKind, volume_promise
 from serving.outputs.results import build_results
 from serving.pipeline.detect_volume import TomoSettings
 from serving.pipeline.dicom_in import Image, Volume, read_instance, read_volume
@@ -157,7 +157,8 @@ def analyse_study(instances: Sequence[InstanceRecord], model: DetectorModel, *,
         return out
     headers = [read.headers[i] for i in detected.kept]
     out.results = build_results(detected.response, headers, kinds,
-                                OperatingPointPerformance.of(model.operating_point(operating_point)))
+                                OperatingPointPerformance.of(model.operating_point(operating_point)),
+                                volume_promise(model, operating_point, tomo))
     t3 = time.perf_counter()
     out.findings = sum(len(img.findings) for s in detected.response.studies
                        for img in s.images)

@@ -101,7 +101,15 @@ from serving.outputs.common import (
     referenced_frame,
     software_versions,
 )
-from serving.outputs.wording import Lesion, StudyWords, algorithm_notes, impression
+from serving.outputs.wording import (
+    VOLUME_SCORE_MEANING,
+    Lesion,
+    StudyWords,
+    algorithm_notes,
+    impression,
+    on_volume,
+    volume_promise_text,
+)
 from serving.pipeline.findings import FindingOut, ImageOut
 
 __all__ = ["MAMMOGRAPHY_CAD_SR_STORAGE", "CadMark", "build_cad_sr", "read_cad_sr",
@@ -122,8 +130,8 @@ IMAGE_LIBRARY_POSITION = 2
 # --------------------------------------------------------------------------------------------
 
 
-def _algorithm_identification(relationship: str, result: ResultInput, *, full: bool = False
-                              ) -> list[Dataset]:
+def _algorithm_identification(relationship: str, result: ResultInput, *, full: bool = False,
+                              volume: bool = False) -> list[Dataset]:
     """TID 4019: Algorithm Name, Algorithm Version, Algorithm Parameters (the operating point,
     its threshold and source; with ``full`` also its promise and what the scores are: once,
     under Detection Performed, since every mark repeats its algorithm identification)."""
@@ -131,7 +139,7 @@ def _algorithm_identification(relationship: str, result: ResultInput, *, full: b
         si.text(relationship, c.ALGORITHM_NAME, result.algorithm_name),
         si.text(relationship, c.ALGORITHM_VERSION, result.algorithm_version),
         *(si.text(relationship, c.ALGORITHM_PARAMETERS, note)
-          for note in algorithm_notes(result, full=full)),
+          for note in algorithm_notes(result, full=full, volume=volume)),
     ]
 
 
@@ -266,7 +274,7 @@ def _single_image_finding(relationship: str, finding: FindingOut, image_index: i
     Operating Point under its Rendering Intent."""
     children = [
         si.code("HAS CONCEPT MOD", c.RENDERING_INTENT, c.PRESENTATION_REQUIRED),
-        *_algorithm_identification("HAS PROPERTIES", result),
+        *_algorithm_identification("HAS PROPERTIES", result, volume=finding.frame is not None),
         si.num("HAS PROPERTIES", c.CERTAINTY_OF_FINDING, finding.score * 100.0, c.PERCENT),
         *_geometry(finding, _finding_image_path(result, image_index, finding)),
     ]
@@ -280,7 +288,7 @@ def _composite_feature(lesion: Lesion, result: ResultInput) -> Dataset:
         si.code("HAS CONCEPT MOD", c.RENDERING_INTENT, c.PRESENTATION_REQUIRED),
         si.code("HAS PROPERTIES", c.COMPOSITE_TYPE, c.RELATED_SPATIALLY),
         si.code("HAS PROPERTIES", c.SCOPE_OF_FEATURE, c.ON_MULTIPLE_IMAGES),
-        *_algorithm_identification("HAS PROPERTIES", result),
+        *_algorithm_identification("HAS PROPERTIES", result, volume=on_volume(lesion)),
         si.num("HAS PROPERTIES", c.CERTAINTY_OF_FEATURE, lesion.fused.score * 100.0, c.PERCENT),
         *(_single_image_finding("INFERRED FROM", f, i, result) for i, f in lesion.members),
     ]
@@ -303,18 +311,30 @@ def _impression(lesion: Lesion, result: ResultInput) -> Dataset:
         si.code("HAS CONCEPT MOD", c.RENDERING_INTENT, c.PRESENTATION_REQUIRED),
         si.code("CONTAINS", c.DIFFERENTIAL_DIAGNOSIS, c.FILLING_DEFECT, laterality),
         si.text("CONTAINS", c.IMPRESSION_DESCRIPTION, impression(lesion, result)),
-        *_algorithm_identification("CONTAINS", result),
+        *_algorithm_identification("CONTAINS", result, volume=on_volume(lesion)),
         feature,
     ])
 
 
 def _operating_points(result: ResultInput) -> list[Dataset]:
     """TID 4023: the one operating point the marks were made at (point 0), with its model
-    card validation sensitivity and false-marker rate on the FROC axes when known."""
+    card validation sensitivity and false-marker rate on the FROC axes when known.
+
+    The table holds one point per SR: when the study has tomosynthesis volumes (and
+    :attr:`ResultInput.volume_promise`), the coded rows stay the 2D point's (per image) and
+    the description states the volumes' threshold and what it measured per volume."""
     op, perf = result.operating_point, result.performance
+    description = f"{op.name}: every mark has score >= {op.score_threshold:g} ({op.source})"
+    promise = result.volume_point
+    if promise is not None:
+        measured = volume_promise_text(promise) or "false positives per volume not measured"
+        description = (f"{op.name}: every mark on a 2D image has score >= "
+                       f"{op.score_threshold:g} ({op.source}); the false-marker rate and "
+                       f"sensitivity here are the 2D point's. Marks on tomosynthesis volumes "
+                       f"have score >= {promise.score_threshold:g} ({promise.source}; "
+                       f"{measured}); {VOLUME_SCORE_MEANING}")
     rows: list[Dataset] = [si.text("HAS PROPERTIES", c.CAD_OPERATING_POINT_DESCRIPTION,
-                                   f"{op.name}: every mark has score >= "
-                                   f"{op.score_threshold:g} ({op.source})")]
+                                   description)]
     if perf is not None and perf.fp_per_image is not None:
         rows.append(si.num("HAS PROPERTIES", c.FALSE_MARKERS_PER_IMAGE, perf.fp_per_image,
                            c.MARKS_PER_IMAGE))

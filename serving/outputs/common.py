@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import serving
+from serving.pipeline.detect_volume import TomoSettings
 from serving.pipeline.findings import (
     FrameOut,
     ImageOut,
@@ -36,6 +37,8 @@ from serving.pipeline.findings import (
     OperatingPointOut,
     StudyOut,
 )
+from serving.pipeline.model import DetectorModel
+from serving.pipeline.volume_points import VolumePoints, volume_points
 
 MANUFACTURER = "galacto"
 """Manufacturer written in every result object and in Contributing Equipment."""
@@ -164,6 +167,51 @@ class OperatingPointPerformance:
 
 
 @dataclass(frozen=True)
+class VolumePromise:
+    """The operating point applied to the tomosynthesis volumes of a result, and what it
+    promises there (volume scores are the detector's own highest slab scores, not rescored, so
+    the 2D point's threshold and figures do not describe them).
+
+    Attributes:
+        score_threshold: volume findings have detector score ``>= score_threshold``.
+        fp_per_volume: false positives per volume measured on DBT validation data, ``None``
+            when not measured.
+        sensitivity: share of lesions found there (0-1), ``None`` when not measured.
+        source: where the threshold is from and how far it can be trusted, e.g. ``"model card
+            tomosynthesis point balanced"`` or ``"the 2D threshold of balanced applied to raw
+            volume scores, not fitted on tomosynthesis"``.
+    """
+
+    score_threshold: float
+    fp_per_volume: float | None
+    sensitivity: float | None
+    source: str
+
+    @classmethod
+    def of(cls, points: VolumePoints) -> VolumePromise:
+        """From the request's :class:`~serving.pipeline.volume_points.VolumePoints`."""
+        point = points.point
+        if point is None:
+            if points.thresholds_2d:
+                source = (f"the 2D threshold of {points.name} applied to raw volume scores, "
+                          "not fitted on tomosynthesis")
+            else:
+                source = "set by the request, not fitted on tomosynthesis"
+            return cls(points.score_threshold, None, None, source)
+        source = f"model card tomosynthesis point {point.name}"
+        if not points.calibrated:
+            source += " (fitted with other slab settings than these volumes ran on)"
+        return cls(point.score_threshold, point.fp_per_volume, point.sensitivity, source)
+
+
+def volume_promise(model: DetectorModel, operating_point: str | None,
+                   tomo: TomoSettings | None = None) -> VolumePromise:
+    """What the volumes of a request ran at (operating point name, the caller's settings) and
+    what it promises, for :attr:`ResultInput.volume_promise`."""
+    return VolumePromise.of(volume_points(model, operating_point, tomo=tomo))
+
+
+@dataclass(frozen=True)
 class ResultInput:
     """One study's detection result and the instances it was computed from.
 
@@ -177,6 +225,9 @@ class ResultInput:
         performance: the applied operating point's sensitivity and false-positive rate, when
             the caller knows them (stated in the report text and the CAD operating point
             table).
+        volume_promise: the operating point applied to the study's tomosynthesis volumes
+            (ImageOut.number_of_frames set) and what it promises; the text about volume
+            findings states it instead of the 2D point. Ignored when the study has no volume.
     """
 
     sources: Sequence[Dataset]
@@ -184,6 +235,7 @@ class ResultInput:
     model: ModelOut
     operating_point: OperatingPointOut
     performance: OperatingPointPerformance | None = None
+    volume_promise: VolumePromise | None = None
 
     def __post_init__(self) -> None:
         if len(self.sources) != len(self.study.images):
@@ -202,6 +254,16 @@ class ResultInput:
     def pairs(self) -> list[tuple[Dataset, ImageOut]]:
         """``(source dataset, its ImageOut)`` for each analysed image."""
         return list(zip(self.sources, self.study.images, strict=True))
+
+    @property
+    def has_volumes(self) -> bool:
+        """Whether the study has a tomosynthesis volume (an image with a number of frames)."""
+        return any(img.number_of_frames is not None for img in self.study.images)
+
+    @property
+    def volume_point(self) -> VolumePromise | None:
+        """:attr:`volume_promise` when the study has a volume, else ``None``."""
+        return self.volume_promise if self.has_volumes else None
 
     @property
     def algorithm_name(self) -> str:

@@ -97,14 +97,16 @@ COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 # --------------------------------------------------------------------------------------------
 
 
-def _algorithm(result: ResultInput, *, full: bool = False) -> hd.sr.AlgorithmIdentification:
+def _algorithm(result: ResultInput, *, full: bool = False, volume: bool = False
+               ) -> hd.sr.AlgorithmIdentification:
     """TID 4019: model name and version; the operating point, its threshold and source as
     parameters, with ``full`` also what it promises and what the scores are (once per
-    measurement group, not in every measurement)."""
+    measurement group, not in every measurement); ``volume``: of a finding on a
+    tomosynthesis volume (the volumes' point, see :func:`algorithm_notes`)."""
     return hd.sr.AlgorithmIdentification(
         name=result.algorithm_name,
         version=result.algorithm_version,
-        parameters=algorithm_notes(result, full=full),
+        parameters=algorithm_notes(result, full=full, volume=volume),
         manufacturer=MANUFACTURER,
     )
 
@@ -252,12 +254,14 @@ def build_report(result: ResultInput, sources: Sequence[Dataset]) -> hd.sr.Measu
     """The TID 1500 content tree of ``result``; ``sources`` are its source headers in
     ``result.study.images`` order (see :func:`evidence_header`)."""
     algorithm, short = _algorithm(result, full=True), _algorithm(result)
+    short_volume = _algorithm(result, volume=True)
     words = StudyWords(result)
     groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
                  | hd.sr.MeasurementsAndQualitativeEvaluations]
     groups = [_summary_group(result, sources, algorithm, bool(words.lesions))]
     for source, image in zip(sources, result.study.images, strict=True):
-        groups.extend(_finding_group(result, source, f, words.lesion_of(f.id), algorithm, short)
+        groups.extend(_finding_group(result, source, f, words.lesion_of(f.id), algorithm,
+                                     short if f.frame is None else short_volume)
                       for f in image.findings)
     library = _library_images(sources)
     report = hd.sr.MeasurementReport(

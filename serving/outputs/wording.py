@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from serving.outputs.common import OperatingPointPerformance, ResultInput, is_volume
+from serving.outputs.common import (
+    OperatingPointPerformance,
+    ResultInput,
+    VolumePromise,
+    is_volume,
+)
 from serving.pipeline.findings import (
     FindingOut,
     FrameOut,
@@ -325,6 +330,38 @@ def threshold_text(op: OperatingPointOut, perf: OperatingPointPerformance | None
     return f"marked because score >= {op.score_threshold:.2f} ({inner})"
 
 
+#: What a tomosynthesis volume's score is (it is never rescored with the other view).
+VOLUME_SCORE_MEANING = ("tomosynthesis volume scores are the detector's own (its highest slab "
+                        "score), not rescored with the other view")
+
+
+def volume_promise_text(promise: VolumePromise) -> str:
+    """What the volumes' operating point promises, e.g. "on DBT validation data 62.0 % of
+    lesions were found at 0.94 false positives per volume" ("" when not measured)."""
+    if promise.fp_per_volume is None:
+        return ""
+    if promise.sensitivity is not None:
+        return (f"on DBT validation data {promise.sensitivity * 100:.1f} % of lesions were "
+                f"found at {promise.fp_per_volume:.2f} false positives per volume")
+    return (f"{promise.fp_per_volume:.2f} false positives per volume on DBT validation data; "
+            "sensitivity not measured")
+
+
+def volume_threshold_text(promise: VolumePromise) -> str:
+    """e.g. "marked on the tomosynthesis volume because score >= 0.81 (model card
+    tomosynthesis point balanced; on DBT validation data ...)"."""
+    inner = promise.source
+    measured = volume_promise_text(promise)
+    inner += f"; {measured}" if measured else "; false positives per volume not measured"
+    return (f"marked on the tomosynthesis volume because score >= "
+            f"{promise.score_threshold:.2f} ({inner})")
+
+
+def on_volume(lesion: Lesion) -> bool:
+    """Whether a member of ``lesion`` is on a tomosynthesis volume."""
+    return any(f.frame is not None for _, f in lesion.members)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -348,11 +385,17 @@ def impression(lesion: Lesion, result: ResultInput) -> str:
     """The Impression Description of one lesion in the CAD SR."""
     seen = f"seen on {lesion.where.views}"
     frames = lesion_frames(lesion, result.study.images)
+    promise = result.volume_point
+    if promise is not None and on_volume(lesion):
+        threshold = volume_threshold_text(promise)
+        meaning = (f"{_sentence(score_meaning(result.model, False))}; "
+                   f"{VOLUME_SCORE_MEANING}.")
+    else:
+        threshold = threshold_text(result.operating_point, result.performance)
+        meaning = f"{_sentence(score_meaning(result.model, rescored(result)))}."
     return (f"{lesion.name} (intraluminal, galactography), {seen}: {lesion.where.phrase()}. "
             + (f"{frames}. " if frames else "")
-            + f"{_sentence(lesion_score(lesion))}; "
-            f"{threshold_text(result.operating_point, result.performance)}. "
-            f"{_sentence(score_meaning(result.model, rescored(result)))}.")
+            + f"{_sentence(lesion_score(lesion))}; {threshold}. {meaning}")
 
 
 def finding_label(lesion: Lesion, finding: FindingOut, frames: int | None = None) -> list[str]:
@@ -374,22 +417,64 @@ def mimic_label(mimic: MimicOut, frames: int | None = None) -> list[str]:
     return lines
 
 
-def algorithm_notes(result: ResultInput, *, full: bool = True) -> list[str]:
+def _volume_notes(op: OperatingPointOut, promise: VolumePromise) -> list[str]:
+    return [f"operating point {op.name} on tomosynthesis volumes: findings with score >= "
+            f"{promise.score_threshold:g}",
+            f"tomosynthesis threshold source: {promise.source}"]
+
+
+def algorithm_notes(result: ResultInput, *, full: bool = True, volume: bool = False
+                    ) -> list[str]:
     """Algorithm Parameters text of both SRs: the operating point, its threshold and source;
-    with ``full``, also what it promises and what the scores are."""
+    with ``full``, also what it promises and what the scores are. When the study has volumes
+    (and :attr:`ResultInput.volume_promise`), ``full`` adds the volumes' point, its promise
+    and that volume scores are not rescored; ``volume`` (the notes of a mark on a volume)
+    gives the volumes' point instead of the 2D one."""
     op = result.operating_point
+    promise = result.volume_point
+    if volume and promise is not None and not full:
+        return _volume_notes(op, promise)
     notes = [f"operating point {op.name}: findings with score >= {op.score_threshold:g}",
              f"threshold source: {op.source}"]
     if full:
-        promise = performance_text(op, result.performance)
-        if promise:
-            notes.append(promise)
-        notes.append(score_meaning(result.model, rescored(result)))
+        measured = performance_text(op, result.performance)
+        if promise is not None:
+            if measured:
+                notes.append(f"2D images: {measured}")
+            notes.extend(_volume_notes(op, promise))
+            notes.append(volume_promise_text(promise)
+                         or "false positives per volume not measured")
+        elif measured:
+            notes.append(measured)
+        meaning = score_meaning(result.model, rescored(result))
+        notes.append(meaning if promise is None else f"on 2D images, {meaning}")
+        if promise is not None:
+            notes.append(VOLUME_SCORE_MEANING)
     return notes
 
 
-__all__ = ["ORIENTATION_NOTE", "Lesion", "StudyWords", "Where", "algorithm_notes",
-           "finding_label", "finding_score", "frame_range_text", "frame_text", "impression",
-           "lesion_frames", "lesion_score", "mimic_label",
-           "orientation_assumed", "patient_orientation", "performance_text", "rescored",
-           "score_meaning", "threshold_text"]
+__all__ = [
+    "ORIENTATION_NOTE",
+    "VOLUME_SCORE_MEANING",
+    "Lesion",
+    "StudyWords",
+    "Where",
+    "algorithm_notes",
+    "finding_label",
+    "finding_score",
+    "frame_range_text",
+    "frame_text",
+    "impression",
+    "lesion_frames",
+    "lesion_score",
+    "mimic_label",
+    "on_volume",
+    "orientation_assumed",
+    "patient_orientation",
+    "performance_text",
+    "rescored",
+    "score_meaning",
+    "threshold_text",
+    "volume_promise_text",
+    "volume_threshold_text",
+]

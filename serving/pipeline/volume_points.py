@@ -60,6 +60,10 @@ class VolumePoints:
         warnings: sentences added to every volume's warnings.
         calibrated: the threshold is a tomosynthesis point of the card, fitted with these
             settings.
+        point: the card's tomosynthesis point applied (what it measured on DBT validation
+            data); ``None`` when the threshold is the request's or the 2D one.
+        thresholds_2d: the threshold is the 2D point's (the card has no tomosynthesis
+            points).
     """
 
     name: str
@@ -69,6 +73,8 @@ class VolumePoints:
     thresholds: dict[str, float]
     warnings: tuple[str, ...]
     calibrated: bool
+    point: TomoOperatingPoint | None = None
+    thresholds_2d: bool = False
 
     def passes(self, score: float) -> list[str]:
         """The names of :attr:`thresholds` that ``score`` reaches."""
@@ -130,7 +136,7 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
             source=f"volumes: the 2D threshold of {op.name}, not fitted on tomosynthesis",
             warnings=(f"tomosynthesis: {NO_TOMO_POINTS_WARNING} (operating point {op.name}, "
                       f"score >= {t:.3f})",),
-            calibrated=False)
+            calibrated=False, thresholds_2d=True)
     warnings: list[str] = []
     point = model.tomo_operating_point(op.name)
     if point is None:
@@ -154,4 +160,4 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
         thresholds=thresholds,
         source=f"volumes: model card tomosynthesis point {point.name}, score >= "
                f"{point.score_threshold:.3f}",
-        warnings=tuple(warnings), calibrated=same)
+        warnings=tuple(warnings), calibrated=same, point=point)
