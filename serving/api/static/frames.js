@@ -16,7 +16,8 @@
   const CACHE_SIZE = 24;
   const PAGE = 5;
 
-  /** A new element with attributes and children (strings or nodes). */
+  /** A new element with attributes (data-* via "data-...") and children (strings or nodes);
+   * viewer.js uses it too. */
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [name, value] of Object.entries(attrs)) {
@@ -168,5 +169,5 @@
     }
   }
 
-  window.GalactoFrames = { FrameScroller };
+  window.GalactoFrames = { FrameScroller, el };
 })();

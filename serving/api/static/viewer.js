@@ -25,20 +25,8 @@
 
   const $ = (id) => document.getElementById(id);
 
-  /** A new element with attributes (data-* via "data-...") and children (strings or nodes). */
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs)) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "class") node.className = value;
-      else node.setAttribute(name, value === true ? "" : String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
+  // frames.js (loaded first) defines the element builder both scripts use.
+  const { el } = window.GalactoFrames;
 
   // ---------------------------------------------------------------- API key (sessionStorage)
 
@@ -448,16 +436,21 @@
     for (const b of [...mimics].sort((p, q) => q.m.score - p.m.score)) {
       label(ctx, mimicText(b.m), b, font, line, taken, MIMIC_COLOR);
     }
+    /** The data attributes a listed box carries: its image, file, frame, and its box in stored
+     * pixels and in canvas pixels. */
+    const boxData = (x1, y1, x2, y2) => ({
+      "data-image": image.index,
+      "data-file": fileIndex,
+      "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
+      "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
+      "data-frame": frame,
+    });
     for (const [kind, drawn] of [["best", boxes], ["range", near]]) {
       for (const { f, x1, y1, x2, y2 } of drawn) {
         list.append(el("li", {
-          "data-image": image.index,
-          "data-file": fileIndex,
+          ...boxData(x1, y1, x2, y2),
           "data-id": f.id,
           "data-score": f.score,
-          "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
-          "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
-          "data-frame": frame,
           "data-kind": frame ? kind : null,
         }, `${f.id} ${f.score}`));
       }
@@ -465,13 +458,9 @@
     const mimicList = $("mimic-boxes");
     for (const { m, x1, y1, x2, y2 } of mimics) {
       mimicList.append(el("li", {
-        "data-image": image.index,
-        "data-file": fileIndex,
+        ...boxData(x1, y1, x2, y2),
         "data-label": m.label,
         "data-score": m.score,
-        "data-box": [x1, y1, x2, y2].map((v) => fmt(v * scale, 3)).join(","),
-        "data-canvas-box": [x1, y1, x2, y2].map((v) => fmt(v, 3)).join(","),
-        "data-frame": frame,
       }, mimicText(m)));
     }
     canvas.dataset.scale = String(scale);
