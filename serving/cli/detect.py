@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serving.cli.options import Subparsers, add_command, add_model_option
+from serving.cli.options import Subparsers, add_command, add_model_option, positive_int
 from serving.errors import CommandError
 
 if TYPE_CHECKING:
@@ -67,25 +67,14 @@ def register(sub: Subparsers) -> None:
     # tomosynthesis settings, else the pipeline's (serving.pipeline.detect_volume.TomoSettings),
     # named in the help text without importing the pipeline when the parser is built
     tomo = p.add_argument_group("Tomosynthesis Options")
-    tomo.add_argument("--slab", type=_positive, default=None, metavar="N",
+    tomo.add_argument("--slab", type=positive_int, default=None, metavar="N",
                       help="frames of a volume averaged into one detector input (1: every "
                            "frame alone; GALACTO_TOMO_SLAB, else the model card's, else "
                            "default 3)")
-    tomo.add_argument("--stride", type=_positive, default=None, metavar="N",
+    tomo.add_argument("--stride", type=positive_int, default=None, metavar="N",
                       help="frames between detector inputs (default 3: slabs that tile the "
                            "volume, unless GALACTO_TOMO_STRIDE or the model card's "
                            "tomosynthesis settings say otherwise)")
-
-
-def _positive(text: str) -> int:
-    """An int >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
 
 
 def _files(paths: list[Path]) -> list[Path]:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from serving.cli.options import Subparsers, add_command
+from serving.cli.options import Subparsers, add_command, positive_int
 from serving.errors import CommandError
 from serving.pipeline.dicom_in import DEFAULT_MAX_PIXELS, Image, Volume, VolumeHeader, read_image
 from serving.pipeline.errors import IntakeError
@@ -95,22 +95,11 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"largest accepted Rows x Columns (default {DEFAULT_MAX_PIXELS})",
     )
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,3 +45,14 @@ def add_command(
 def add_model_option(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     """Add ``--model DIR`` (a path, default None: the commands resolve the default model)."""
     p.add_argument("--model", type=Path, default=None, help=help)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (otherwise a usage error naming the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
