@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serving.pipeline.intake.volume import read_volume
 from serving.pipeline.preprocess import PreprocessConfig
 from training.data import build_cache, load_cached, load_split
 from training.data_dbt import (
@@ -20,6 +21,8 @@ from training.data_dbt import (
     focus_halfwidth,
     frame_item,
     in_focus,
+    read_frame,
+    release_volumes,
     sample_frames,
     usable_frames,
 )
@@ -259,3 +262,28 @@ def test_dbt_frames_load_as_training_images(tiny_dbt: Path, tmp_path: Path) -> N
         assert img.array.ndim == 2 and img.array.shape[0] > 0
     assert any(len(it["boxes"]) for it in items)
     assert any(not it["boxes"] for it in items)
+
+
+def test_dbt_slab_frames_are_the_mean_serving_feeds_the_detector(tiny_dbt: Path,
+                                                                  tmp_path: Path) -> None:
+    """``data.dbt_slab``: a frame item is the mean of the slab around it, cut at the ends as
+    serving cuts it, and cached apart from the single frame."""
+    single = load_split(tiny_dbt, "test", dbt_frames_per_volume=4, seed=0)
+    slabs = load_split(tiny_dbt, "test", dbt_frames_per_volume=4, seed=0, dbt_slab=3)
+    assert [it["_frame"] for it in slabs] == [it["_frame"] for it in single]
+    assert all(it["_slab"] == 3 for it in slabs) and all("_slab" not in it for it in single)
+    assert [it["boxes"] for it in slabs] == [it["boxes"] for it in single]
+    for it in slabs:
+        volume = read_volume(tiny_dbt / it["image"])
+        c = it["_frame"]
+        lo, hi = max(c - 1, 0), min(c + 2, len(volume))
+        want = np.mean([volume.frame(i).pixels.astype(np.float64) for i in range(lo, hi)],
+                       axis=0)
+        got = read_frame(it)
+        assert np.allclose(got.pixels, want, atol=1e-3)
+    release_volumes()
+    a = build_cache(single[:1], PreprocessConfig(), tmp_path / "cache")
+    b = build_cache(slabs[:1], PreprocessConfig(), tmp_path / "cache")
+    assert a != b
+    with pytest.raises(ValueError, match="slab"):
+        load_split(tiny_dbt, "test", dbt_frames_per_volume=4, dbt_slab=0)

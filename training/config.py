@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.pipeline.detect_volume import DEFAULT_SLAB
 from serving.pipeline.preprocess import PreprocessConfig
 
 _PRE = PreprocessConfig()
@@ -46,6 +47,11 @@ class DataConfig(_Strict):
                     "training images (half with a lesion in focus, half clean; see "
                     "training.data_dbt), so a volume weighs like this many 2D images; 0 "
                     "leaves volumes out")
+    dbt_slab: int = Field(
+        default=DEFAULT_SLAB, ge=1,
+        description="frames averaged around each drawn tomosynthesis frame (their pixel-wise "
+                    "mean: the detector input serving builds, GALACTO_TOMO_SLAB, default 3); "
+                    "1 takes the frame alone")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

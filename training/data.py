@@ -66,7 +66,7 @@ def preprocess_config(section: PreprocessSection) -> PreprocessConfig:
 
 
 def load_split(root: Path, split: str, *, dbt_frames_per_volume: int | None = None,
-               seed: int = 0, epoch: int = 0) -> list[dict[str, Any]]:
+               seed: int = 0, epoch: int = 0, dbt_slab: int = 1) -> list[dict[str, Any]]:
     """Items of ``split`` in ``root/dataset.json``, after validating the whole file against
     the dataset schema (:mod:`training.datasets.schema`).
 
@@ -77,6 +77,8 @@ def load_split(root: Path, split: str, *, dbt_frames_per_volume: int | None = No
             a number replaces each by that many frame items
             (:func:`training.data_dbt.expand_dbt_items`, drawn with ``seed`` and ``epoch``).
             2D items are the same either way.
+        dbt_slab: frames averaged around each drawn frame (``data.dbt_slab``; 1: the frame
+            alone).
 
     Returns:
         The split's items as plain dicts (every key kept) plus ``_root`` (the folder).
@@ -92,7 +94,8 @@ def load_split(root: Path, split: str, *, dbt_frames_per_volume: int | None = No
     items = [dict(it, _root=str(root)) for it in raw.get(split, [])]
     if dbt_frames_per_volume is None:
         return items
-    return expand_dbt_items(items, dbt_frames_per_volume, seed=seed, epoch=epoch)
+    return expand_dbt_items(items, dbt_frames_per_volume, seed=seed, epoch=epoch,
+                            slab=dbt_slab)
 
 
 def dataset_fingerprint(roots: Sequence[Path]) -> str:
@@ -109,7 +112,7 @@ def _cache_key(item: dict[str, Any], cfg: PreprocessConfig) -> str:
     key: list[Any] = [CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns,
                       cfg.to_dict()]
     if is_frame_item(item):  # one volume, many cached frames
-        key.append({"frame": int(item["_frame"])})
+        key.append({"frame": int(item["_frame"]), "slab": int(item.get("_slab", 1))})
     raw = json.dumps(key, sort_keys=True)
     return hashlib.sha1(raw.encode()).hexdigest()
 

@@ -47,6 +47,8 @@ import numpy as np
 
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.intake.volume import Volume, read_volume
+from serving.pipeline.tomo.detect import combine_slab
+from serving.pipeline.tomo.volume import slab_bounds
 
 __all__ = [
     "BLUR_MARGIN",
@@ -190,21 +192,31 @@ def sample_frames(item: Mapping[str, Any], k: int, seed: int = 0, epoch: int = 0
 
 
 def expand_dbt_items(items: Sequence[dict[str, Any]], frames_per_volume: int, seed: int = 0,
-                     epoch: int = 0) -> list[dict[str, Any]]:
+                     epoch: int = 0, slab: int = 1) -> list[dict[str, Any]]:
     """``items`` with every DBT volume replaced by :func:`frame_item` of each of its
     :func:`sample_frames` (``frames_per_volume`` per volume; 0 drops volumes). 2D items are
     returned as they are, the same objects, in the same order relative to each other.
 
+    ``slab > 1`` makes each frame item the pixel-wise mean of the ``slab`` frames around the
+    drawn one (``_slab``; :func:`read_frame`), the detector input serving builds
+    (:func:`serving.pipeline.tomo.volume.slab_bounds`, ``GALACTO_TOMO_SLAB``); its boxes
+    stay those in focus on the centre frame.
+
     Raises:
-        ValueError: ``frames_per_volume < 0`` or malformed depth truth.
+        ValueError: ``frames_per_volume < 0``, ``slab < 1`` or malformed depth truth.
     """
+    if slab < 1:
+        raise ValueError(f"slab must be >= 1 frame, got {slab}")
     out: list[dict[str, Any]] = []
     for it in items:
         if not is_dbt_item(it):
             out.append(it)
             continue
-        out.extend(frame_item(it, f)
-                   for f in sample_frames(it, frames_per_volume, seed=seed, epoch=epoch))
+        for f in sample_frames(it, frames_per_volume, seed=seed, epoch=epoch):
+            fi = frame_item(it, f)
+            if slab > 1:
+                fi["_slab"] = slab
+            out.append(fi)
     return out
 
 
@@ -216,7 +228,10 @@ def _volume(path: str, size: int, mtime_ns: int) -> Volume:
 
 def read_frame(item: Mapping[str, Any]) -> Image:
     """Frame ``item["_frame"]`` (0-based) of the volume ``item["_root"] / item["image"]``,
-    decoded as a 2D :class:`Image` (the 2D intake's pixel semantics).
+    decoded as a 2D :class:`Image` (the 2D intake's pixel semantics); with ``item["_slab"]``
+    (frames, default 1) the pixel-wise mean of that many frames around it, cut at the
+    volume's ends as serving cuts them (:func:`serving.pipeline.tomo.volume.slab_bounds`,
+    :func:`serving.pipeline.tomo.detect.combine_slab`).
 
     Raises:
         serving.pipeline.errors.IntakeError: not a readable volume.
@@ -224,7 +239,15 @@ def read_frame(item: Mapping[str, Any]) -> Image:
     """
     path = Path(str(item["_root"])) / str(item["image"])
     st = path.stat()
-    return _volume(str(path), st.st_size, st.st_mtime_ns).frame(int(item["_frame"]))
+    volume = _volume(str(path), st.st_size, st.st_mtime_ns)
+    centre, slab = int(item["_frame"]), int(item.get("_slab", 1))
+    if slab <= 1:
+        return volume.frame(centre)
+    if not 0 <= centre < len(volume):
+        raise IndexError(f"frame index {centre} outside [0, {len(volume)})")
+    start, stop = slab_bounds(centre, slab, len(volume))
+    frames = [volume.frame(i) for i in range(start, stop)]
+    return combine_slab(frames, "mean", centre=frames[centre - start])
 
 
 def release_volumes() -> None:

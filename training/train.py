@@ -132,7 +132,7 @@ def load_images(cfg: TrainConfig, split: str, root: Path, d: Dist, limit: int | 
                 ) -> list[CachedImage]:
     """Preprocess (rank 0, cached) and load a split of a dataset."""
     items = load_split(root, split, dbt_frames_per_volume=cfg.data.dbt_frames_per_volume,
-                       seed=cfg.seed)
+                       seed=cfg.seed, dbt_slab=cfg.data.dbt_slab)
     if limit is not None:
         items = items[:limit]
     pcfg = preprocess_config(cfg.preprocess)
