@@ -228,3 +228,20 @@ def test_cli_writes_dbt_dataset(tmp_path: Path) -> None:
         assert ds.SOPInstanceUID == it["sop_instance_uid"]
     bad = _galacto("synth", "--out", str(tmp_path / "x"), "--cases", "1", "--arc-deg", "20")
     assert bad.returncode == 2 and "--dbt" in bad.stderr
+
+
+@pytest.mark.parametrize(("flag", "value", "bound"), [("--projections", "1", ">= 3"),
+                                                      ("--projections", "2", ">= 3"),
+                                                      ("--arc-deg", "0", "[5, 90)"),
+                                                      ("--arc-deg", "4.5", "[5, 90)"),
+                                                      ("--arc-deg", "90", "[5, 90)")])
+def test_synth_refuses_a_sweep_without_depth(tmp_path: Path, flag: str, value: str,
+                                             bound: str) -> None:
+    """One projection, or a sweep of no arc, gives planes that are all the same image: the
+    frame ranges of the truth would mean nothing, so the sweep is refused, by name."""
+    out = tmp_path / "x"
+    r = _galacto("synth", "--dbt", "--out", str(out), "--cases", "1", flag, value)
+    assert r.returncode == 2
+    assert flag.lstrip("-").replace("-", "_") in r.stderr and bound in r.stderr
+    assert value in r.stderr
+    assert not (out / "dataset.json").exists()

@@ -64,6 +64,7 @@ from training.synth.case import (
     view_geometry,
 )
 from training.synth.dbt_geometry import (
+    check_sweep,
     choose_acquisition,
     frame_count,
     frame_heights,
@@ -130,10 +131,7 @@ class DbtParams:
             raise ValueError(f"spacing_mm must be within [0.01, 5] mm, got {self.spacing_mm}")
         if not 0.1 <= self.slice_mm <= 20.0:
             raise ValueError(f"slice_mm must be within [0.1, 20] mm, got {self.slice_mm}")
-        if self.projections is not None and self.projections < 1:
-            raise ValueError(f"projections must be >= 1, got {self.projections}")
-        if self.arc_deg is not None and not 0.0 <= self.arc_deg < 90.0:
-            raise ValueError(f"arc_deg must be within [0, 90), got {self.arc_deg}")
+        check_sweep(self.arc_deg, self.projections)
         if self.ramp_gain < 0.0 or self.dose_factor <= 0.0:
             raise ValueError("ramp_gain must be >= 0 and dose_factor > 0")
 

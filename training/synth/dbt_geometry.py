@@ -60,6 +60,30 @@ DBT_ACQUISITIONS: dict[str, DbtAcquisition] = {
 _INNER = 0.92
 
 
+MIN_PROJECTIONS = 3
+"""Fewest projections of a sweep: with one or two, every reconstructed plane is the same
+image, or two copies of it, and a frame range carries no depth."""
+
+MIN_ARC_DEG = 5.0
+"""Narrowest sweep (degrees): below it the planes hardly differ (the depth resolution of a
+tomosynthesis sweep falls roughly as 1 / tan(arc / 2)); clinical sweeps span 11-50 degrees."""
+
+
+def check_sweep(arc_deg: float | None, projections: int | None) -> None:
+    """Refuse a sweep that cannot resolve depth: ``projections`` below
+    :data:`MIN_PROJECTIONS` or ``arc_deg`` outside ``[MIN_ARC_DEG, 90)`` (``None``: not set).
+
+    Raises:
+        ValueError: naming the value and the bound.
+    """
+    if projections is not None and projections < MIN_PROJECTIONS:
+        raise ValueError(f"projections must be >= {MIN_PROJECTIONS} (fewer give planes with "
+                         f"no depth), got {projections}")
+    if arc_deg is not None and not MIN_ARC_DEG <= arc_deg < 90.0:
+        raise ValueError(f"arc_deg must be within [{MIN_ARC_DEG:g}, 90) degrees (a narrower "
+                         f"sweep gives planes with no depth), got {arc_deg:g}")
+
+
 def choose_acquisition(manufacturer: str, rng: np.random.Generator, *,
                        arc_deg: float | None = None, projections: int | None = None
                        ) -> DbtAcquisition:
@@ -68,7 +92,7 @@ def choose_acquisition(manufacturer: str, rng: np.random.Generator, *,
     drawn values (the name then gets a ``custom`` suffix).
 
     Raises:
-        ValueError: ``projections < 1`` or ``arc_deg`` outside ``[0, 90)``.
+        ValueError: the sweep breaks :func:`check_sweep`.
     """
     same = [a for a in DBT_ACQUISITIONS.values()
             if a.manufacturer.split()[0].lower() == manufacturer.split()[0].lower()]
@@ -78,10 +102,7 @@ def choose_acquisition(manufacturer: str, rng: np.random.Generator, *,
         return acq
     arc = acq.arc_deg if arc_deg is None else float(arc_deg)
     n = acq.projections if projections is None else int(projections)
-    if n < 1:
-        raise ValueError(f"projections must be >= 1, got {n}")
-    if not 0.0 <= arc < 90.0:
-        raise ValueError(f"arc_deg must be within [0, 90), got {arc}")
+    check_sweep(arc, n)
     return DbtAcquisition(f"{acq.name}-custom", acq.manufacturer, acq.model_name, arc, n,
                           acq.bits_stored)
 
