@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
@@ -152,12 +153,10 @@ def decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[An
                                       FALLBACK_DECODERS.get(uid))
         if rescued is not None:
             return rescued
-        error = TruncatedPixelDataError if uid.is_encapsulated else DecodeError
-        raise error(
+        raise pixel_data_failure(
+            TruncatedPixelDataError if uid.is_encapsulated else DecodeError,
             f"pixel data cannot be decoded as {header.transfer_syntax_name}",
-            attribute=_attr("PixelData"),
-            value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
-            expected=f"one {header.rows} x {header.cols} frame",
+            data, exc, expected=f"one {header.rows} x {header.cols} frame",
         ) from exc
     if array.shape != (header.rows, header.cols):
         raise TruncatedPixelDataError(
@@ -169,6 +168,19 @@ def decode_stored(ds: Dataset, header: ImageHeader) -> npt.NDArray[np.integer[An
     return cast(npt.NDArray[np.integer[Any]], array)
 
 
+def pixel_data_failure(
+    error: type[DecodeError], problem: str, data: Sized, exc: BaseException, *, expected: str
+) -> DecodeError:
+    """The error to raise (``from exc``) when the Pixel Data (7FE0,0010) value ``data`` cannot
+    be decoded, or split into frames, because of ``exc``: ``error`` with the message
+    ``problem``, the attribute ``PixelData``, the value found ``"<len(data)> bytes; <exception
+    type>: <exception>"`` and ``expected``. Returns the error; raises nothing itself."""
+    return error(
+        problem,
+        attribute=_attr("PixelData"),
+        value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
+        expected=expected,
+    )
 
 
 def reduction(header: ImageHeader, target_mm: float | None) -> int:

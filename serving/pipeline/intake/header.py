@@ -157,6 +157,18 @@ def _required_int(ds: Dataset, keyword: str, expected: str) -> int:
         ) from exc
 
 
+def _required_choice(
+    ds: Dataset, keyword: str, choices: tuple[int, ...], problem: str, expected: str
+) -> int:
+    """Integer value of a type 1 attribute that must be one of ``choices``; missing or not an
+    integer as :func:`_required_int`, another integer :class:`InvalidHeaderError` with the
+    message ``problem`` (both with ``expected``)."""
+    value = _required_int(ds, keyword, expected)
+    if value not in choices:
+        raise InvalidHeaderError(problem, attribute=_attr(keyword), value=value, expected=expected)
+    return value
+
+
 def _optional_text(ds: Dataset, keyword: str, notes: list[str]) -> str | None:
     """Stripped string value of ``keyword``, ``None`` when absent; unreadable -> warning."""
     try:
@@ -379,14 +391,8 @@ def _size(ds: Dataset, max_pixels: int) -> tuple[int, int]:
 
 def _bits(ds: Dataset, notes: list[str]) -> tuple[int, int, int, int]:
     """``(bits_allocated, bits_stored, high_bit, pixel_representation)``, consistent."""
-    allocated = _required_int(ds, "BitsAllocated", "8 or 16")
-    if allocated not in (8, 16):
-        raise InvalidHeaderError(
-            "unsupported bits allocated",
-            attribute=_attr("BitsAllocated"),
-            value=allocated,
-            expected="8 or 16",
-        )
+    allocated = _required_choice(ds, "BitsAllocated", (8, 16), "unsupported bits allocated",
+                                 "8 or 16")
     stored = _required_int(ds, "BitsStored", f"8 to {allocated}")
     if not 8 <= stored <= allocated:
         raise InvalidHeaderError(
@@ -395,14 +401,9 @@ def _bits(ds: Dataset, notes: list[str]) -> tuple[int, int, int, int]:
             value=stored,
             expected=f"8 to BitsAllocated ({allocated})",
         )
-    representation = _required_int(ds, "PixelRepresentation", "0 (unsigned) or 1 (signed)")
-    if representation not in (0, 1):
-        raise InvalidHeaderError(
-            "invalid pixel representation",
-            attribute=_attr("PixelRepresentation"),
-            value=representation,
-            expected="0 (unsigned) or 1 (signed)",
-        )
+    representation = _required_choice(ds, "PixelRepresentation", (0, 1),
+                                      "invalid pixel representation",
+                                      "0 (unsigned) or 1 (signed)")
     high_bit_value = _get(ds, "HighBit")
     if high_bit_value is ABSENT:
         notes.append(f"HighBit (0028,0102) is absent; assumed {stored - 1}")

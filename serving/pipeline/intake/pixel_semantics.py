@@ -61,6 +61,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from serving.pipeline.arrays import BoolArray
 from serving.pipeline.errors import ABSENT, Found, IntakeError, InvalidHeaderError
 from serving.pipeline.intake.values import as_float, as_int, attr, get, get_noted, text, try_int
 
@@ -98,7 +99,6 @@ _END: Final = 0.3
 _BEYOND: Final = 0.8
 
 FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from serving.pipeline.errors import (
     UnsupportedSopClassError,
 )
 from serving.pipeline.intake.codestream import check_frame_header, codestream_bits
-from serving.pipeline.intake.decode import decode_stored
+from serving.pipeline.intake.decode import decode_stored, pixel_data_failure
 from serving.pipeline.intake.header import read_header_plan
 from serving.pipeline.intake.parse import (
     DicomSource,
@@ -272,11 +272,10 @@ class Volume:
             frame = get_frame(data, index, extended_offsets=self._offsets,
                               number_of_frames=count)
         except Exception as exc:
-            raise TruncatedPixelDataError(
+            raise pixel_data_failure(
+                TruncatedPixelDataError,
                 f"frame {index + 1} cannot be found in the encapsulated pixel data",
-                attribute=attr("PixelData"),
-                value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
-                expected=f"{count} frames (NumberOfFrames)",
+                data, exc, expected=f"{count} frames (NumberOfFrames)",
             ) from exc
         return encapsulate([frame])
 
