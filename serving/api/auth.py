@@ -1,10 +1,10 @@
 """Bearer-key authentication for every endpoint but the probes and the static viewer files.
 
 Each router of a keyed resource declares :func:`require_key` as a router-level dependency
-(``APIRouter(dependencies=[Depends(require_key)])``), so every one of its routes checks the
-key itself and the OpenAPI schema documents its 401; ``tests/test_api_structure.py`` fails
-when a route other than the open ones lacks it. The probes (:mod:`serving.api.routes.probes`)
-are on a router without it.
+(``APIRouter(dependencies=[Depends(require_key)])``, made by :func:`keyed_router`), so every
+one of its routes checks the key itself and the OpenAPI schema documents its 401;
+``tests/test_api_structure.py`` fails when a route other than the open ones lacks it. The
+probes (:mod:`serving.api.routes.probes`) are on a router without it.
 
 What no key-checking route serves is refused before routing (:func:`routed_to_key_check`,
 used by :func:`serving.api.middleware.admit`): unknown paths, a method a path does not have,
@@ -19,15 +19,18 @@ Keys are compared in constant time.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 import fastapi.routing
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from serving.api.errors import ApiError
+from serving.api.schemas import error_responses
 from serving.api.state import get_state
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
@@ -71,6 +74,22 @@ async def require_key(request: Request) -> None:
     settings = get_state(request).settings
     if settings.auth:
         check_bearer(request.headers.get("authorization"), settings.api_keys)
+
+
+#: How a keyed router documents the 401 of :func:`require_key`.
+UNAUTHORIZED_DESCRIPTION = "missing or invalid API key"
+
+
+def keyed_router(errors: Mapping[int, str] | None = None, *, prefix: str = "",
+                 tags: list[str | Enum] | None = None) -> APIRouter:
+    """The router of a keyed resource: :func:`require_key` as its dependency, so every one of
+    its routes checks the key, and ``responses=`` documenting the 401
+    (:data:`UNAUTHORIZED_DESCRIPTION`) and ``errors`` (status -> description), in ascending
+    order, every body an ``ErrorOut`` (:func:`serving.api.schemas.error_responses`; the
+    router's ``responses`` is the ``ERRORS`` of its module)."""
+    codes = dict(sorted({401: UNAUTHORIZED_DESCRIPTION, **(errors or {})}.items()))
+    return APIRouter(prefix=prefix, tags=tags, dependencies=[Depends(require_key)],
+                     responses=error_responses(codes))
 
 
 def flat_routes(routes: Iterable[BaseRoute]) -> list[Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.api.asgi import HttpMiddleware
 from serving.api.errors import CLOSE, ApiError
 
 #: Scope key of the request's :class:`BodyClock`.
@@ -74,20 +75,17 @@ class BodyClock:
         return left
 
 
-class BodyDeadline:
+class BodyDeadline(HttpMiddleware):
     """ASGI middleware: the :class:`BodyClock` limits on every HTTP request body."""
 
     def __init__(self, app: ASGIApp, *, grace_s: float, min_rate: float,
                  total_s: float) -> None:
-        self.app = app
+        super().__init__(app)
         self.grace_s = grace_s
         self.min_rate = min_rate
         self.total_s = total_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         clock = BodyClock(self.grace_s, self.min_rate, self.total_s)
         scope[CLOCK_KEY] = clock
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.api.asgi import HttpMiddleware
 from serving.api.auth import check_bearer, is_open, routed_to_key_check
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
@@ -62,20 +63,17 @@ def endpoint(scope: Scope) -> str:
     return "unmatched"
 
 
-class RequestMiddleware:
+class RequestMiddleware(HttpMiddleware):
     """Request id (``X-Request-ID``, taken from the client when well-formed), :func:`admit`,
     metrics and one ``request`` log line per request; an unexpected exception is answered
     500 ``internal_error`` (logged with its type and frames, not its message): one failed
     request never takes the server down."""
 
     def __init__(self, app: ASGIApp, state: AppState) -> None:
-        self.app = app
+        super().__init__(app)
         self.state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         given = request.headers.get("x-request-id", "")
         rid = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex

@@ -11,7 +11,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
 from serving.api.analysis import (
@@ -22,13 +22,13 @@ from serving.api.analysis import (
     refused,
     run_detection,
 )
-from serving.api.auth import require_key
+from serving.api.auth import keyed_router
 from serving.api.deps import ModelDep, StateDep
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.render import Rendered, check_frame, frame_count, render_item
 from serving.api.responses import multipart_related, wants_dicom
-from serving.api.schemas import DetectResponse, error_responses
+from serving.api.schemas import DetectResponse
 from serving.api.state import AppState
 from serving.api.store import to_bytes
 from serving.api.triage import Triaged, limits_of
@@ -54,11 +54,9 @@ DICOM_BODY: dict[str, Any] = {
         },
     }
 }
-#: Error statuses of the router's operations (every body is ErrorOut).
-ERRORS: dict[int | str, dict[str, Any]] = error_responses({
+router = keyed_router({
     400: "not DICOM, truncated, malformed body, unknown operating point, invalid UID for a "
          "DICOM output",
-    401: "missing or invalid API key",
     403: "cross-site request from a browser",
     408: "request body too slow",
     413: "body or image too large, or too many parts",
@@ -67,10 +65,9 @@ ERRORS: dict[int | str, dict[str, Any]] = error_responses({
          "tomosynthesis volume, raw DBT projections, no spacing), or a frame the object does "
          "not have (invalid_frame)",
     503: "model not ready, or all inference slots and the queue are full",
-})
-
-router = APIRouter(prefix="/v1", tags=["detection"], dependencies=[Depends(require_key)],
-                   responses=ERRORS)
+}, prefix="/v1", tags=["detection"])
+#: Error statuses of the router's operations (every body is ErrorOut).
+ERRORS: dict[int | str, dict[str, Any]] = router.responses
 
 
 class Output(StrEnum):

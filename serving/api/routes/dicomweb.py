@@ -35,19 +35,19 @@ import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import Path, Request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from starlette.responses import JSONResponse, Response
 
 from serving.api.analysis import Analysis, build_results, read_parts, refused, run_detection
-from serving.api.auth import require_key
+from serving.api.auth import keyed_router
 from serving.api.body import RELATED
 from serving.api.deps import ModelDep, StateDep
 from serving.api.errors import ApiError
 from serving.api.logs import request_id_var
 from serving.api.responses import multipart_related
-from serving.api.schemas import ErrorOut, RejectedOut, error_responses
+from serving.api.schemas import ErrorOut, RejectedOut
 from serving.api.state import AppState
 from serving.api.store import check_uid
 from serving.api.triage import Triaged, limits_of
@@ -62,11 +62,8 @@ from serving.dicom_status import (
 )
 from serving.pipeline.model import DetectorModel
 
-#: Error statuses of the router's operations (every body is ErrorOut; STOW-RS overrides 400
-#: and 409, whose bodies can be DICOM JSON: :data:`STOW_RESPONSES`).
-ERRORS = error_responses({
+router = keyed_router({
     400: "invalid UID, or no instance could be read",
-    401: "missing or invalid API key",
     403: "cross-site request from a browser",
     404: "no stored result matches",
     406: "Accept not satisfiable",
@@ -76,10 +73,10 @@ ERRORS = error_responses({
     415: "not multipart/related; type=\"application/dicom\"",
     422: "invalid request parameters",
     503: "model not ready or busy",
-})
-
-router = APIRouter(prefix="/dicomweb", tags=["dicomweb"], dependencies=[Depends(require_key)],
-                   responses=ERRORS)
+}, prefix="/dicomweb", tags=["dicomweb"])
+#: Error statuses of the router's operations (every body is ErrorOut; STOW-RS overrides 400
+#: and 409, whose bodies can be DICOM JSON: :data:`STOW_RESPONSES`).
+ERRORS = router.responses
 
 FAILURE_REASON: dict[str, int] = {
     "not_dicom": CANNOT_UNDERSTAND, "invalid_header": CANNOT_UNDERSTAND,

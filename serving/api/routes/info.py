@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-
-from serving.api.auth import require_key
+from serving.api.auth import keyed_router
 from serving.api.deps import ModelDep, StateDep
-from serving.api.schemas import ModelInfo, OperatingPointInfo, error_responses
+from serving.api.schemas import ModelInfo, OperatingPointInfo
 
+router = keyed_router({503: "model not ready"}, prefix="/v1", tags=["operations"])
 #: Error statuses of the router's operations (every body is ErrorOut).
-ERRORS = error_responses({401: "missing or invalid API key", 503: "model not ready"})
-
-router = APIRouter(prefix="/v1", tags=["operations"], dependencies=[Depends(require_key)],
-                   responses=ERRORS)
+ERRORS = router.responses
 
 #: Card keys summarised by ``GET /v1/models``.
 CARD_SUMMARY = ("intended_use", "metrics", "versions")

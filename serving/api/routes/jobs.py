@@ -18,25 +18,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Path, Query, Request
 from pydantic import BaseModel, Field
 
-from serving.api.auth import require_key
+from serving.api.auth import keyed_router
 from serving.api.errors import ApiError
-from serving.api.schemas import error_responses
 from serving.gateway.service import Gateway, GatewayError
 from serving.gateway.spool import Job, JobNotFoundError, JobState, JobStateError
 
-#: Error statuses of the router's operations (every body is ErrorOut).
-ERRORS = error_responses({
-    401: "missing or invalid API key",
+router = keyed_router({
     404: "gateway not running, or no such job",
     409: "job not resendable, or no destination",
     422: "invalid request parameters",
-})
-
-router = APIRouter(prefix="/v1/jobs", tags=["gateway"], dependencies=[Depends(require_key)],
-                   responses=ERRORS)
+}, prefix="/v1/jobs", tags=["gateway"])
+#: Error statuses of the router's operations (every body is ErrorOut).
+ERRORS = router.responses
 # le: SQLite integers are 64-bit; a larger id made the query raise OverflowError, a 500
 # (found by tests/test_schemathesis.py)
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="job number")]

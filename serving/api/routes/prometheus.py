@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from serving.api.auth import require_key
+from serving.api.auth import keyed_router
 from serving.api.deps import StateDep
-from serving.api.schemas import error_responses
-
-#: Error statuses of the router's operation (every body is ErrorOut).
-ERRORS = error_responses({401: "missing or invalid API key"})
 
 # no prefix: /metrics is where Prometheus scrapes by default
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_key)],
-                   responses=ERRORS)
+router = keyed_router(tags=["operations"])
+#: Error statuses of the router's operation (every body is ErrorOut).
+ERRORS = router.responses
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")

@@ -313,6 +313,20 @@
     ctx.fillText(text, x + pad, top + pad);
   }
 
+  /**
+   * Stroke the box {x1, y1, x2, y2}: a dark halo `line + 2` wide under a `line`-wide stroke of
+   * `color`, both with the line dash `dash` ([] for solid).
+   */
+  function strokeBox(ctx, { x1, y1, x2, y2 }, line, color, dash) {
+    ctx.setLineDash(dash);
+    ctx.lineWidth = line + 2;
+    ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.lineWidth = line;
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+  }
+
   /** A mimic's label on the image and in the list, e.g. "probable air bubble 0.91". */
   function mimicText(m) {
     return `${m.text} ${m.score.toFixed(2)}`;
@@ -393,33 +407,11 @@
       return { m, x1, y1, x2, y2 };
     });
     const dash = [3 * line, 2 * line];
-    for (const { x1, y1, x2, y2 } of near) {   // findings best seen on another frame
-      ctx.setLineDash(dash);
-      ctx.lineWidth = line + 2;
-      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-      ctx.lineWidth = line;
-      ctx.strokeStyle = BOX_COLOR;
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    }
-    for (const { x1, y1, x2, y2 } of mimics) {
-      ctx.setLineDash(dash);
-      ctx.lineWidth = line + 2;
-      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-      ctx.lineWidth = line;
-      ctx.strokeStyle = MIMIC_COLOR;
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    }
+    // dashed: findings best seen on another frame, and mimics; solid: the other findings
+    for (const b of near) strokeBox(ctx, b, line, BOX_COLOR, dash);
+    for (const b of mimics) strokeBox(ctx, b, line, MIMIC_COLOR, dash);
+    for (const b of boxes) strokeBox(ctx, b, line, BOX_COLOR, []);
     ctx.setLineDash([]);
-    for (const { x1, y1, x2, y2 } of boxes) {
-      ctx.lineWidth = line + 2;
-      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-      ctx.lineWidth = line;
-      ctx.strokeStyle = BOX_COLOR;
-      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    }
     // labels after all boxes, so that none hides under a later box; findings first (highest
     // score first), then mimics
     const taken = [...boxes, ...near, ...mimics].map((b) => ({ x: b.x1 - line, y: b.y1 - line,
