@@ -25,7 +25,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from serving.outputs.cad_sr import build_cad_sr, read_cad_sr, read_cad_sr_frames
-from serving.outputs.common import ResultInput, ResultKind
+from serving.outputs.common import ResultInput, ResultKind, pixel_spacing_mm
 from serving.outputs.gsps import (
     EXTENT_LAYER,
     FINDINGS_LAYER,
@@ -367,6 +367,31 @@ def test_tid1500_regions_reference_their_best_frame(written: dict[str, Path],
     assert roi is not None
     assert hd.sr.ImageContentItem.from_dataset(roi.ContentSequence[0]
                                                ).referenced_frame_numbers == [3]
+
+
+def test_tid1500_image_library_describes_the_volumes(written: dict[str, Path],
+                                                    sources: list[Dataset]) -> None:
+    """A volume's spacing is in its Pixel Measures functional group, not ImagerPixelSpacing:
+    its TID 1601 entry still comes, with the plane spacing, orientation, laterality and view,
+    and the sources themselves are not changed."""
+    sr = _read(written["tid1500"])
+    library = next(i for i in sr.ContentSequence
+                   if i.ConceptNameCodeSequence[0].CodeMeaning == "Image Library")
+    entries = [e for g in library.ContentSequence for e in g.ContentSequence
+               if e.get("ValueType") == "IMAGE"]
+    uids = [str(e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for e in entries]
+    # the 2D source has no ImagerPixelSpacing: highdicom cannot describe it (as before)
+    assert uids == [str(s.SOPInstanceUID) for s in sources[:2]]
+    for entry, source in zip(entries, sources[:2], strict=True):
+        named = {c.ConceptNameCodeSequence[0].CodeMeaning: c for c in entry.ContentSequence}
+        assert {"Image Laterality", "Image View", "Patient Orientation Row"} <= set(named)
+        assert float(named["Horizontal Pixel Spacing"].MeasuredValueSequence[0]
+                     .NumericValue) == pytest.approx(float(pixel_spacing_mm(source)[1]))
+        letters = [str(named[f"Patient Orientation {k}"].TextValue) for k in ("Row", "Column")]
+        # the fixtures' planes: CC rows along -y, columns along -x; MLO columns along -z
+        assert letters == (["A", "R"] if source is sources[0] else ["A", "F"])
+    assert all("ImagerPixelSpacing" not in s and "PatientOrientation" not in s
+               for s in sources[:2])
 
 
 def test_tid1500_location_of_a_single_dbt_view_is_that_views_own(

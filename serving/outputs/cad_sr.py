@@ -96,8 +96,10 @@ from serving.outputs.common import (
     ResultKind,
     contributing_equipment,
     copy_patient_study,
+    element_values,
     new_uid,
     now,
+    pixel_spacing_mm,
     referenced_frame,
     software_versions,
 )
@@ -143,33 +145,6 @@ def _algorithm_identification(relationship: str, result: ResultInput, *, full: b
     ]
 
 
-def _values(value: object) -> list[object]:
-    """The values of a possibly multi-valued element value (``[]`` when absent or empty)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
-    return [value]
-
-
-def _spacing(source: Dataset) -> list[float]:
-    """``[row spacing, column spacing]`` in mm: ImagerPixelSpacing (the attribute a
-    mammogram must have), else PixelSpacing, else (an enhanced multi-frame image) the
-    PixelSpacing of the Shared Functional Groups' Pixel Measures; ``[]`` when none holds two
-    positive numbers."""
-    shared = (source.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
-    measures = (shared.get("PixelMeasuresSequence") or [Dataset()])[0]
-    for where, keyword in ((source, "ImagerPixelSpacing"), (source, "PixelSpacing"),
-                           (measures, "PixelSpacing")):
-        try:
-            values = [float(str(v)) for v in _values(where.get(keyword))]
-        except ValueError:
-            continue
-        if len(values) == 2 and all(v > 0 for v in values):
-            return values
-    return []
-
-
 def _library_entry(source: Dataset, image: ImageOut, frame: int | None = None) -> Dataset:
     """TID 4020: the IMAGE (with ``frame``: that frame of a multi-frame image) with its
     laterality, view, orientation, dates, pixel spacing and C-arm angle (HAS ACQ CONTEXT),
@@ -180,7 +155,7 @@ def _library_entry(source: Dataset, image: ImageOut, frame: int | None = None) -
         children.append(si.code(rel, c.IMAGE_LATERALITY, c.BREAST_SIDE[image.laterality]))
     if image.view in c.VIEW:
         children.append(si.code(rel, c.IMAGE_VIEW, c.VIEW[image.view], _view_modifiers(source)))
-    orientation = _values(source.get("PatientOrientation"))
+    orientation = element_values(source.get("PatientOrientation"))
     if len(orientation) == 2:
         children.append(si.text(rel, c.PATIENT_ORIENTATION_ROW, str(orientation[0])))
         children.append(si.text(rel, c.PATIENT_ORIENTATION_COLUMN, str(orientation[1])))
@@ -191,11 +166,11 @@ def _library_entry(source: Dataset, image: ImageOut, frame: int | None = None) -
         value = str(source.get(keyword) or "")
         if value:
             children.append(make(rel, name, value))
-    spacing = _spacing(source)
+    spacing = pixel_spacing_mm(source)
     if spacing:  # rows 11-12: horizontal = between columns, vertical = between rows
         children.append(si.num(rel, c.HORIZONTAL_PIXEL_SPACING, spacing[1], c.MILLIMETER))
         children.append(si.num(rel, c.VERTICAL_PIXEL_SPACING, spacing[0], c.MILLIMETER))
-    angle = _values(source.get("PositionerPrimaryAngle"))
+    angle = element_values(source.get("PositionerPrimaryAngle"))
     with contextlib.suppress(IndexError, ValueError):  # row 13, may be present
         children.append(si.num(rel, c.POSITIONER_PRIMARY_ANGLE, float(str(angle[0])), c.DEGREE))
     return si.image("CONTAINS", _required_uid(source, "SOPClassUID"),

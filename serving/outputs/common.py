@@ -360,6 +360,33 @@ def _valid_temporal(element: DataElement) -> bool:
     return all(v in (None, "") or form.fullmatch(str(v).strip()) is not None for v in values)
 
 
+def element_values(value: object) -> list[object]:
+    """The values of a possibly multi-valued element value (``[]`` when absent or empty)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return [value]
+
+
+def pixel_spacing_mm(source: Dataset) -> list[float]:
+    """``[row spacing, column spacing]`` in mm: ImagerPixelSpacing (the attribute a
+    mammogram must have), else PixelSpacing, else (an enhanced multi-frame image) the
+    PixelSpacing of the Shared Functional Groups' Pixel Measures; ``[]`` when none holds two
+    positive numbers."""
+    shared = (source.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    measures = (shared.get("PixelMeasuresSequence") or [Dataset()])[0]
+    for where, keyword in ((source, "ImagerPixelSpacing"), (source, "PixelSpacing"),
+                           (measures, "PixelSpacing")):
+        try:
+            values = [float(str(v)) for v in element_values(where.get(keyword))]
+        except ValueError:
+            continue
+        if len(values) == 2 and all(v > 0 for v in values):
+            return values
+    return []
+
+
 def evidence_header(source: Dataset) -> Dataset:
     """A shallow copy of ``source`` without Pixel Data, with the Type 2 patient/study
     attributes highdicom reads unconditionally added empty where the source lacks them.

@@ -63,6 +63,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
@@ -74,10 +75,13 @@ from serving.outputs.common import (
     box_polyline,
     derived_uid,
     device_uid,
+    element_values,
     evidence_header,
     frame_numbers,
+    is_volume,
     new_uid,
     now,
+    pixel_spacing_mm,
     polyline_box,
     referenced_frame,
     series_identity,
@@ -85,6 +89,7 @@ from serving.outputs.common import (
 )
 from serving.outputs.wording import Lesion, StudyWords, algorithm_notes
 from serving.pipeline.findings import FindingOut, ImageOut, ModelOut
+from serving.pipeline.intake.volume_header import patient_orientation_from
 
 __all__ = ["COMPREHENSIVE_3D_SR_STORAGE", "box_polyline", "build_report", "build_tid1500",
            "lesion_uid", "read_tid1500_boxes", "read_tid1500_frames"]
@@ -215,17 +220,60 @@ def _summary_group(result: ResultInput, sources: Sequence[Dataset],
     )
 
 
+def _describable(source: Dataset) -> bool:
+    """Whether highdicom can write the TID 1602/1603 descriptors of ``source``."""
+    try:
+        hd.sr.ImageLibraryEntryDescriptors(source)
+    except (AttributeError, IndexError, KeyError, ValueError):
+        return False
+    return True
+
+
+def _plane_orientation_letters(source: Dataset) -> tuple[str, str] | None:
+    """PatientOrientation letters of the Image Orientation (Patient) in the Shared Functional
+    Groups' Plane Orientation of a multi-frame image, or None when absent or unusable."""
+    shared = (source.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    plane = (shared.get("PlaneOrientationSequence") or [Dataset()])[0]
+    try:
+        values = [float(str(v)) for v in element_values(plane.get("ImageOrientationPatient"))]
+    except ValueError:
+        return None
+    if len(values) != 6:
+        return None
+    row, col = np.array(values[:3]), np.array(values[3:])
+    if not (np.isclose(np.linalg.norm(row), 1.0, atol=1e-3)
+            and np.isclose(np.linalg.norm(col), 1.0, atol=1e-3)):
+        return None
+    return patient_orientation_from(row, col)
+
+
 def _library_images(sources: Sequence[Dataset]) -> list[Dataset]:
-    """The sources highdicom can describe in the Image Library (TID 1602/1603 need e.g.
-    PatientOrientation and ImagerPixelSpacing for MG); others are left out of the library
-    (they are still referenced by the measurement groups and listed as evidence)."""
+    """The sources the Image Library describes (TID 1602/1603 need PatientOrientation and
+    ImagerPixelSpacing for MG). A tomosynthesis volume keeps its spacing in the Pixel
+    Measures functional group (PS3.3 C.7.6.16.2.1), not in ImagerPixelSpacing: it enters
+    as a header copy whose ImagerPixelSpacing is that plane spacing
+    (:func:`serving.outputs.common.pixel_spacing_mm`), so its entry states the spacing its
+    boxes are in, and, when it has no PatientOrientation, the letters of its frames' shared
+    Plane Orientation (PS3.3 C.7.6.1.1.1). Sources still not describable are left out of the
+    library (they are still referenced by the measurement groups and listed as evidence)."""
     out = []
     for src in sources:
-        try:
-            hd.sr.ImageLibraryEntryDescriptors(src)
-        except (AttributeError, IndexError, KeyError, ValueError):
+        if _describable(src):
+            out.append(src)
             continue
-        out.append(src)
+        spacing = pixel_spacing_mm(src)
+        if not is_volume(src) or not spacing or "ImagerPixelSpacing" in src:
+            continue
+        described = Dataset()
+        described.update(src)
+        described.ImagerPixelSpacing = [f"{v:g}" for v in spacing]
+        if "PatientOrientation" not in src:
+            orientation = _plane_orientation_letters(src)
+            if orientation is None:
+                continue
+            described.PatientOrientation = list(orientation)
+        if _describable(described):
+            out.append(described)
     return out
 
 
