@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from serving.errors import CommandError
@@ -30,19 +31,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_cv_summary(verbs)
 
 
-def _register_check(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = verbs.add_parser("check", help="validate dataset.json and its images; exit 1 on errors")
+def _action(verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            help_text: str, run: Callable[[argparse.Namespace], int],
+            description: str | None = None) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` that calls ``run(args)``; the caller adds its arguments."""
+    p = verbs.add_parser(name, help=help_text, description=description)
+    p.set_defaults(func=run)
+    return p
+
+
+def _dir_argument(p: argparse.ArgumentParser) -> None:
+    """The positional ``DIR``: a dataset folder holding ``dataset.json``."""
     p.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (dataset.json)")
+
+
+def _json_argument(p: argparse.ArgumentParser, what: str) -> None:
+    """``--json PATH``: also write ``what`` (the command's result) as JSON."""
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="also write the result as JSON")
-    p.set_defaults(func=run_check)
+                   help=f"also write the {what} as JSON")
+
+
+def _register_check(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _action(verbs, "check", "validate dataset.json and its images; exit 1 on errors",
+                run_check)
+    _dir_argument(p)
+    _json_argument(p, "result")
 
 
 def _register_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = verbs.add_parser("import", help="write a dataset.json from annotations",
-                         description="Match annotations to the DICOM images under --images (by "
-                                     "SOP Instance UID or path) and write OUT/dataset.json and "
-                                     "OUT/import_report.json; images stay where they are.")
+    p = _action(verbs, "import", "write a dataset.json from annotations", run_import,
+                "Match annotations to the DICOM images under --images (by SOP Instance UID or "
+                "path) and write OUT/dataset.json and OUT/import_report.json; images stay where "
+                "they are.")
     p.add_argument("format", choices=FORMATS, help="annotation format")
     p.add_argument("src", type=Path, metavar="SRC",
                    help="the CSV or COCO file, or an SR/GSPS file or folder")
@@ -61,15 +81,13 @@ def _register_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
                         "images)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT/dataset.json")
-    p.set_defaults(func=run_import)
 
 
 def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = verbs.add_parser("split", help="patient-level cross-validation folds",
-                         description="Deal the patients of DIR's training and validation "
-                                     "splits into K folds and write DIR/folds/fold-<k>/ "
-                                     "(galacto train --fold k).")
-    p.add_argument("dir", type=Path, metavar="DIR", help="dataset folder (dataset.json)")
+    p = _action(verbs, "split", "patient-level cross-validation folds", run_split,
+                "Deal the patients of DIR's training and validation splits into K folds and "
+                "write DIR/folds/fold-<k>/ (galacto train --fold k).")
+    _dir_argument(p)
     p.add_argument("--by", choices=("patient",), default="patient",
                    help="grouping unit (default: patient)")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds "
@@ -78,20 +96,17 @@ def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--test-share", type=float, default=0.0, metavar="F",
                    help="first move this share of all patients to the test split (default: 0, "
                         "keep the test split as it is)")
-    p.set_defaults(func=run_split)
 
 
 def _register_cv_summary(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = verbs.add_parser("cv-summary", help="summarise the evaluate reports of the folds",
-                         description="Read one galacto evaluate --out report per fold and print "
-                                     "per fold the images, lesions, CPM and sensitivity at 1 "
-                                     "FP/image with their 95 %% intervals, then the mean and "
-                                     "standard deviation across folds.")
+    p = _action(verbs, "cv-summary", "summarise the evaluate reports of the folds",
+                run_cv_summary,
+                "Read one galacto evaluate --out report per fold and print per fold the "
+                "images, lesions, CPM and sensitivity at 1 FP/image with their 95 %% "
+                "intervals, then the mean and standard deviation across folds.")
     p.add_argument("reports", type=Path, nargs="+", metavar="REPORT.json",
                    help="evaluate reports, one per fold, in fold order")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="also write the summary as JSON")
-    p.set_defaults(func=run_cv_summary)
+    _json_argument(p, "summary")
 
 
 def run_check(args: argparse.Namespace) -> int:

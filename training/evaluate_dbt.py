@@ -60,12 +60,12 @@ from training.metrics import (
     FRAME_TOLERANCE,
     VOLUME_FP_RATES,
     best_hit_index,
-    frame_hits,
     match_volumes,
     mimic_hit_scores,
     plot_froc,
 )
 from training.metrics.breakdown import DEFAULT_SIZE_BINS_MM, threshold_report
+from training.metrics.frames import volume_hits
 from training.metrics.froc import FrocResult, froc_of
 from training.metrics.matching import Matched
 from training.metrics.report import (
@@ -219,7 +219,8 @@ def clock_face_report(items: Sequence[Mapping[str, Any]],
     """Single-view clock-face accuracy of the lesions hit, per view family.
 
     A lesion is *hit* when its highest-scoring frame-rule hit (:func:`~training.metrics.
-    frame_hits`) has ``score >= threshold``; that candidate's ``clock_hours`` entry is then
+    frames.volume_hits`, the rule :func:`~training.metrics.match_volumes` applies) has
+    ``score >= threshold``; that candidate's ``clock_hours`` entry is then
     compared with the truth's ``clock_hour`` (via ``lesion_ids`` and ``lesions``): right
     when :func:`clock_distance_h` ``<= tolerance_h``. Lesions without a truth clock hour are
     left out. Families by the item's ``view`` (:func:`view_family`).
@@ -230,16 +231,12 @@ def clock_face_report(items: Sequence[Mapping[str, Any]],
         "accuracy"}`` (``accuracy`` ``None`` without hits).
     """
     counts: dict[str, list[int]] = {"CC": [0, 0, 0], "ML/MLO": [0, 0, 0]}
-    for item, pred in zip(items, predictions, strict=True):
-        boxes = np.asarray(item.get("boxes") or [], np.float64).reshape(-1, 4)
-        if not len(boxes):
+    for index, (item, pred) in enumerate(zip(items, predictions, strict=True)):
+        if not item.get("boxes"):
             continue
-        pboxes = np.asarray(pred.get("boxes", []), np.float64).reshape(-1, 4)
-        scores = np.asarray(pred.get("scores", []), np.float64).reshape(-1)
-        hit = frame_hits(pboxes, pred.get("best_frames", []), boxes, item["frame_ranges"],
-                         frame_tolerance)
+        scores, hit = volume_hits(item, pred, index, frame_tolerance)
         best = best_hit_index(scores, hit)
-        hours = list(pred.get("clock_hours") or [None] * len(pboxes))
+        hours = list(pred.get("clock_hours") or [None] * len(scores))
         family = view_family(item.get("view"))
         c = counts.setdefault(family, [0, 0, 0])
         for j, truth_hour in enumerate(_truth_hours(item)):

@@ -73,9 +73,8 @@ from training.metrics.matching import (
     best_hit_scores,
     check_pairs,
     hits,
-    image_id,
+    image_arrays,
     mimic_boxes,
-    prediction_arrays,
 )
 from training.metrics.report import (
     decimal,
@@ -210,9 +209,7 @@ class _Image:
 
 def _image_facts(i: int, truth: Truth, pred: Prediction, radius_mm: float,
                  mimic_threshold: float | None) -> _Image:
-    image = image_id(truth, i)
-    gt = as_boxes(truth.get("boxes"), "boxes", image)
-    pb, scores = prediction_arrays(pred, image)
+    image, gt, pb, scores = image_arrays(truth, pred, i)
     hit = hits(pb, gt)
     lesion_best = best_hit_scores(scores, hit)
     is_fp: NDArray[np.bool_] = np.asarray(~hit.any(axis=1), dtype=bool)

@@ -61,6 +61,7 @@ from training.metrics.matching import (
     best_hit_scores,
     check_pairs,
     hits,
+    image_arrays,
     image_id,
     mimic_boxes,
     pool_matches,
@@ -208,9 +209,7 @@ def volume_hits(truth: Truth, pred: Prediction, index: int = 0,
                 tolerance: int = FRAME_TOLERANCE) -> tuple[FloatArray, NDArray[np.bool_]]:
     """The candidates' ``scores`` ``(N,)`` and the frame rule ``(N, M)`` against the
     volume's lesions (see :func:`frame_hits`); ``index`` names the item in errors."""
-    image = image_id(truth, index)
-    gt = as_boxes(truth.get("boxes"), "boxes", image)
-    pb, scores = prediction_arrays(pred, image)
+    image, gt, pb, scores = image_arrays(truth, pred, index)
     hit = frame_hits(pb, prediction_frames(pred, len(pb), image), gt,
                      lesion_frame_ranges(truth, image), tolerance)
     return scores, hit

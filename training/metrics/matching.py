@@ -8,8 +8,8 @@ Boxes are ``[x1, y1, x2, y2]`` stored-image pixels (x = column, x2/y2 exclusive)
   :mod:`~training.metrics.froc` and :mod:`~training.metrics.breakdown` read);
   :func:`scored_marks` is its per-lesion / per-false-positive view for resampling.
 - :func:`check_pairs`, :func:`image_id`, :func:`as_boxes`, :func:`prediction_arrays`,
-  :func:`mimic_boxes` and :func:`best_hit_scores`: the input checks and per-image steps that
-  :mod:`training.mimic_metrics` shares.
+  :func:`image_arrays`, :func:`mimic_boxes` and :func:`best_hit_scores`: the input checks and
+  per-image steps that :mod:`training.mimic_metrics` and :mod:`training.metrics.frames` share.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "box_iou",
     "check_pairs",
     "hits",
+    "image_arrays",
     "image_id",
     "match",
     "mimic_boxes",
@@ -152,6 +153,21 @@ def prediction_arrays(pred: Mapping[str, Any], image: str) -> tuple[FloatArray, 
     return pb, scores
 
 
+def image_arrays(truth: Truth, pred: Prediction, index: int
+                 ) -> tuple[str, FloatArray, FloatArray, FloatArray]:
+    """One item's id and arrays, checked: ``(image, true_boxes, pred_boxes, scores)`` with
+    ``true_boxes`` ``(M, 4)``, ``pred_boxes`` ``(N, 4)`` and ``scores`` ``(N,)`` float64;
+    ``image`` is :func:`image_id` (``index`` is the item's position).
+
+    Raises:
+        ValueError: as :func:`as_boxes` (the truth's ``boxes``) and :func:`prediction_arrays`.
+    """
+    image = image_id(truth, index)
+    gt = as_boxes(truth.get("boxes"), "boxes", image)
+    pb, scores = prediction_arrays(pred, image)
+    return image, gt, pb, scores
+
+
 def mimic_boxes(truth: Truth, image: str) -> tuple[FloatArray, list[str]]:
     """The truth's ``mimics``: their boxes ``(K, 4)`` and kinds (``"unknown"`` when absent)."""
     mimics = list(truth.get("mimics") or [])
@@ -207,9 +223,7 @@ def match(truths: Sequence[Truth], predictions: Sequence[Prediction]) -> Matched
 
 def _image_hits(truth: Truth, pred: Prediction, index: int
                 ) -> tuple[FloatArray, NDArray[np.bool_]]:
-    image = image_id(truth, index)
-    gt = as_boxes(truth.get("boxes"), "boxes", image)
-    pb, scores = prediction_arrays(pred, image)
+    _, gt, pb, scores = image_arrays(truth, pred, index)
     return scores, hits(pb, gt)
 
 

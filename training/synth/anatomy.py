@@ -459,6 +459,15 @@ def _downstream(ducts: DuctSystem, bi: int, pi: int, lesions: list[Lesion]) -> b
                for les in lesions)
 
 
+_LOBES: dict[str, tuple[float, tuple[int, int], tuple[float, float], tuple[float, float]]] = {
+    "lobulated": (0.72, (3, 6), (0.45, 0.6), (0.42, 0.6)),
+    "irregular": (0.6, (6, 12), (0.5, 0.8), (0.2, 0.45)),
+}
+"""Lesion bodies built of a core and lobes, by kind: the core radius as a share of the
+lesion's radius, the ``[low, high)`` lobe count, and the ``[low, high)`` ranges (shares of
+the core radius) of a lobe's centre offset and of its radius."""
+
+
 def _make_lesion(i: int, kind: LesionKind, size: float, ducts: DuctSystem, bi: int, pi: int,
                  rng: np.random.Generator, P: LesionParams, earlier: list[Lesion] | None = None
                  ) -> Lesion:
@@ -473,20 +482,14 @@ def _make_lesion(i: int, kind: LesionKind, size: float, ducts: DuctSystem, bi: i
     spheres: list[Sphere] = []
     if kind == "round":
         spheres.append(Sphere(center, radius))
-    elif kind == "lobulated":
-        core = radius * 0.72
-        spheres.append(Sphere(center, core))
-        for _ in range(int(rng.integers(3, 6))):
-            v = unit_vector(rng.normal(size=3))
-            spheres.append(Sphere(center + v * core * rng.uniform(0.45, 0.6),
-                                  core * float(rng.uniform(0.42, 0.6))))
     else:
-        core = radius * 0.6
+        core_frac, lobes, offset, lobe_radius = _LOBES[kind]
+        core = radius * core_frac
         spheres.append(Sphere(center, core))
-        for _ in range(int(rng.integers(6, 12))):
+        for _ in range(int(rng.integers(*lobes))):
             v = unit_vector(rng.normal(size=3))
-            spheres.append(Sphere(center + v * core * rng.uniform(0.5, 0.8),
-                                  core * float(rng.uniform(0.2, 0.45))))
+            spheres.append(Sphere(center + v * core * rng.uniform(*offset),
+                                  core * float(rng.uniform(*lobe_radius))))
     extent = max(float(np.linalg.norm(s.center - center)) + s.radius for s in spheres)
     k = radius / extent  # scale the body so that its largest diameter is exactly ``size``
     spheres = [Sphere(center + (s.center - center) * k, s.radius * k) for s in spheres]

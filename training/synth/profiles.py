@@ -24,61 +24,33 @@ profiles (e.g. built in a test with :func:`dataclasses.replace` and a new name) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from training.synth.types import VendorProfile
 
-PROFILES: dict[str, VendorProfile] = {
-    # Hologic Selenia Dimensions, large detector mode: 70 µm a-Se, 4096 x 3328 (rows x cols).
-    "hologic": VendorProfile(
-        name="hologic",
-        manufacturer="HOLOGIC, Inc.",
-        model_name="Selenia Dimensions",
-        rows=4096,
-        cols=3328,
-        detector_spacing_mm=0.07,
-        magnification=1.0,
-        bits_stored=14,
-        pixel_spacing_attribute="both",
-    ),
+_SELENIA = VendorProfile(
+    name="hologic", manufacturer="HOLOGIC, Inc.", model_name="Selenia Dimensions",
+    rows=4096, cols=3328, detector_spacing_mm=0.07, magnification=1.0,
+    bits_stored=14, pixel_spacing_attribute="both",
+)
+"""Hologic Selenia Dimensions, large detector mode: 70 µm a-Se, 4096 x 3328 (rows x cols);
+the base the other profiles are written against (contact mode, magnification 1.0)."""
+
+PROFILES: dict[str, VendorProfile] = {p.name: p for p in (
+    _SELENIA,
     # Same detector, small paddle / small field mode: 3328 x 2560 (rows x cols).
-    "hologic_small": VendorProfile(
-        name="hologic_small",
-        manufacturer="HOLOGIC, Inc.",
-        model_name="Selenia Dimensions",
-        rows=3328,
-        cols=2560,
-        detector_spacing_mm=0.07,
-        magnification=1.0,
-        bits_stored=14,
-        pixel_spacing_attribute="both",
-    ),
+    replace(_SELENIA, name="hologic_small", rows=3328, cols=2560),
     # GE Senographe Essential style: 100 µm CsI/a-Si, 2294 x 1914 (rows x cols), header with
     # ImagerPixelSpacing and the magnification factor only.
-    "ge": VendorProfile(
-        name="ge",
-        manufacturer="GE MEDICAL SYSTEMS",
-        model_name="Senographe Essential",
-        rows=2294,
-        cols=1914,
-        detector_spacing_mm=0.1,
-        magnification=1.0,
-        bits_stored=12,
-        pixel_spacing_attribute="imager",
-    ),
+    replace(_SELENIA, name="ge", manufacturer="GE MEDICAL SYSTEMS",
+            model_name="Senographe Essential", rows=2294, cols=1914, detector_spacing_mm=0.1,
+            bits_stored=12, pixel_spacing_attribute="imager"),
     # Tiny geometry for fast unit tests: 256 x 192 pixels of 0.4 mm (102.4 x 76.8 mm).
-    "test": VendorProfile(
-        name="test",
-        manufacturer="galacto",
-        model_name="Synthetic Test Detector",
-        rows=256,
-        cols=192,
-        detector_spacing_mm=0.4,
-        magnification=1.0,
-        bits_stored=12,
-        pixel_spacing_attribute="both",
-    ),
-}
+    replace(_SELENIA, name="test", manufacturer="galacto", model_name="Synthetic Test Detector",
+            rows=256, cols=192, detector_spacing_mm=0.4, bits_stored=12),
+)}
+"""Vendor profiles by name, in this order: ``hologic``, ``hologic_small``, ``ge``, ``test``
+(``--profile mix`` draws from all but ``test``)."""
 
 
 def get_profile(name: str) -> VendorProfile:
@@ -126,52 +98,30 @@ class HeaderStyle:
     grid: str
 
 
-_HOLOGIC_STYLE = HeaderStyle(
-    device_serial_number="SYN0070001",
-    software_versions="1.11.2.2",
-    station_name="GALACTO_SDM",
-    detector_type="DIRECT",
-    detector_id="SYN-ASE-70",
-    anode_target_material="TUNGSTEN",
-    filter_material="RHODIUM",
-    filter_thickness_mm=0.05,
-    focal_spot_mm=0.3,
-    distance_source_to_detector_mm=700.0,
-    grid="RECIPROCATING",
+GENERIC_HEADER_STYLE = HeaderStyle(
+    device_serial_number="SYN0000001", software_versions="galacto-synth", station_name="GALACTO",
+    detector_type="DIRECT", detector_id="SYN-TEST",
+    anode_target_material="TUNGSTEN", filter_material="RHODIUM", filter_thickness_mm=0.05,
+    focal_spot_mm=0.3, distance_source_to_detector_mm=700.0, grid="RECIPROCATING",
 )
+"""Header style for profiles without an entry in :data:`HEADER_STYLES` (e.g. ``test``); the
+vendor styles are written as this style plus the values that differ."""
+
+_HOLOGIC_STYLE = replace(GENERIC_HEADER_STYLE, device_serial_number="SYN0070001",
+                         software_versions="1.11.2.2", station_name="GALACTO_SDM",
+                         detector_id="SYN-ASE-70")
 
 HEADER_STYLES: dict[str, HeaderStyle] = {
     "hologic": _HOLOGIC_STYLE,
     "hologic_small": _HOLOGIC_STYLE,
-    "ge": HeaderStyle(
-        device_serial_number="SYN0100001",
-        software_versions="ADS_43.10.1",
-        station_name="GALACTO_ESS",
-        detector_type="SCINTILLATOR",
-        detector_id="SYN-CSI-100",
-        anode_target_material="RHODIUM",
-        filter_material="RHODIUM",
-        filter_thickness_mm=0.025,
-        focal_spot_mm=0.3,
-        distance_source_to_detector_mm=660.0,
-        grid="RECIPROCATING",
-    ),
+    "ge": replace(GENERIC_HEADER_STYLE, device_serial_number="SYN0100001",
+                  software_versions="ADS_43.10.1", station_name="GALACTO_ESS",
+                  detector_type="SCINTILLATOR", detector_id="SYN-CSI-100",
+                  anode_target_material="RHODIUM", filter_thickness_mm=0.025,
+                  distance_source_to_detector_mm=660.0),
 }
-
-GENERIC_HEADER_STYLE = HeaderStyle(
-    device_serial_number="SYN0000001",
-    software_versions="galacto-synth",
-    station_name="GALACTO",
-    detector_type="DIRECT",
-    detector_id="SYN-TEST",
-    anode_target_material="TUNGSTEN",
-    filter_material="RHODIUM",
-    filter_thickness_mm=0.05,
-    focal_spot_mm=0.3,
-    distance_source_to_detector_mm=700.0,
-    grid="RECIPROCATING",
-)
-"""Header style for profiles without an entry in :data:`HEADER_STYLES` (e.g. ``test``)."""
+"""Header styles by profile name; :func:`get_header_style` falls back to
+:data:`GENERIC_HEADER_STYLE`."""
 
 
 def get_header_style(profile: VendorProfile) -> HeaderStyle:

@@ -70,15 +70,12 @@ class CaseHeader:
     contrast_volume_ml: float
 
 
-@dataclass
-class RenderedView:
-    """One rendered mammographic view, ready to be written as DICOM.
+@dataclass(kw_only=True)
+class ViewHeader:
+    """The per-view header values that 2D (:class:`RenderedView`) and tomosynthesis
+    (:class:`DbtView`) views share; keyword-only in the constructors.
 
     Attributes:
-        pixels: ``(rows, cols)`` uint16 stored values in MONOCHROME2 sense (larger = more
-            attenuation = brighter), in ``[0, 2**bits_stored - 1]``. The writer inverts for
-            MONOCHROME1.
-        bits_stored: 12 or 14.
         laterality: ``"L"`` or ``"R"``.
         view: ``"CC"``, ``"ML"`` or ``"MLO"``.
         patient_orientation: the two PatientOrientation values ``(row_direction,
@@ -86,12 +83,12 @@ class RenderedView:
             (towards the nipple), increasing row index points to the patient's right.
         series_instance_uid: the view's series UID; sop_instance_uid: its instance UID.
         series_number / instance_number: as written in the header.
-        kvp / exposure_mas / body_part_thickness_mm / compression_force_n: acquisition values.
+        kvp / exposure_mas / body_part_thickness_mm / compression_force_n: acquisition values
+            (kVp, mAs, mm, N); ``body_part_thickness_mm`` is the compressed thickness.
         positioner_primary_angle_deg: C-arm angle (0 for CC, 90 for ML, 45-60 for MLO).
+        acquisition_time: AcquisitionTime, ``HHMMSS``.
     """
 
-    pixels: np.ndarray
-    bits_stored: int
     laterality: Laterality
     view: ViewName
     patient_orientation: tuple[str, str]
@@ -105,6 +102,23 @@ class RenderedView:
     compression_force_n: float
     positioner_primary_angle_deg: float
     acquisition_time: str = "000000"
+
+
+@dataclass
+class RenderedView(ViewHeader):
+    """One rendered mammographic view, ready to be written as DICOM.
+
+    Attributes:
+        pixels: ``(rows, cols)`` uint16 stored values in MONOCHROME2 sense (larger = more
+            attenuation = brighter), in ``[0, 2**bits_stored - 1]``. The writer inverts for
+            MONOCHROME1.
+        bits_stored: 12 or 14.
+        extra: further header values by keyword.
+        Other attributes as in :class:`ViewHeader`.
+    """
+
+    pixels: np.ndarray
+    bits_stored: int
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -138,7 +152,7 @@ class DbtAcquisition:
 
 
 @dataclass
-class DbtView:
+class DbtView(ViewHeader):
     """One reconstructed tomosynthesis view, ready to be written as DICOM.
 
     Attributes:
@@ -148,10 +162,10 @@ class DbtView:
             (mm), increasing.
         spacing_mm: in-plane pixel spacing of the frames (mm, square pixels).
         slice_mm: spacing between frames (mm), also written as the nominal slice thickness.
+        bits_stored: BitsStored of the frames.
         acquisition: the sweep that was simulated and the header style.
         frame_of_reference_uid: one per view (the breast is compressed anew in each view).
-        Other attributes as in :class:`RenderedView`; ``body_part_thickness_mm`` is the
-        compressed thickness.
+        Other attributes as in :class:`ViewHeader`.
     """
 
     frames: np.ndarray
@@ -160,17 +174,4 @@ class DbtView:
     slice_mm: float
     bits_stored: int
     acquisition: DbtAcquisition
-    laterality: Laterality
-    view: ViewName
-    patient_orientation: tuple[str, str]
-    series_instance_uid: str
-    sop_instance_uid: str
     frame_of_reference_uid: str
-    series_number: int
-    instance_number: int
-    kvp: float
-    exposure_mas: float
-    body_part_thickness_mm: float
-    compression_force_n: float
-    positioner_primary_angle_deg: float
-    acquisition_time: str = "000000"

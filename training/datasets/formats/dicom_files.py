@@ -1,15 +1,16 @@
-"""The DICOM objects of an annotation source: one file, or every file under a folder."""
+"""The DICOM objects of an annotation source: one file, or every file under a folder, and
+:func:`read_dicom_annotations`, the loop the DICOM readers (SR, GSPS) share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from training.datasets.annotations import Skipped
+from training.datasets.annotations import Annotations, Skipped
 
 
 def dicom_objects(src: Path) -> Iterator[tuple[str, Dataset] | Skipped]:
@@ -28,3 +29,21 @@ def dicom_objects(src: Path) -> Iterator[tuple[str, Dataset] | Skipped]:
             yield name, pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as exc:
             yield Skipped(name, f"not a DICOM file ({exc})")
+
+
+def read_dicom_annotations(src: Path, read_one: Callable[[str, Dataset], Annotations]
+                           ) -> Annotations:
+    """The annotations of every DICOM object at ``src`` (see :func:`dicom_objects`):
+    ``read_one(file name, dataset)`` for each, in file order, pooled; files that are not DICOM
+    are listed as skipped where they fall.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+    """
+    out = Annotations()
+    for entry in dicom_objects(src):
+        if isinstance(entry, Skipped):
+            out.skipped.append(entry)
+        else:
+            out.extend(read_one(*entry))
+    return out

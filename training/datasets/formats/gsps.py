@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from training.datasets.annotations import Annotation, Annotations, Skipped
-from training.datasets.formats.dicom_files import dicom_objects
+from training.datasets.formats.dicom_files import read_dicom_annotations
 from training.datasets.formats.graphics import graphic_box
 
 GSPS_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
@@ -56,17 +56,17 @@ def read_gsps(src: Path) -> Annotations:
     Raises:
         FileNotFoundError: ``src`` does not exist.
     """
+    return read_dicom_annotations(src, _presentation_state)
+
+
+def _presentation_state(name: str, ds: Dataset) -> Annotations:
+    """The boxes of every Graphic Annotation of one GSPS, or why ``ds`` is skipped."""
+    if str(ds.get("SOPClassUID", "")) != GSPS_STORAGE:
+        return Annotations(skipped=[Skipped(name, f"SOP Class {ds.get('SOPClassUID', 'none')} "
+                                                  f"is not a Grayscale Softcopy Presentation "
+                                                  f"State")])
     out = Annotations()
-    for entry in dicom_objects(src):
-        if isinstance(entry, Skipped):
-            out.skipped.append(entry)
-            continue
-        name, ds = entry
-        if str(ds.get("SOPClassUID", "")) != GSPS_STORAGE:
-            out.skipped.append(Skipped(name, f"SOP Class {ds.get('SOPClassUID', 'none')} is "
-                                             f"not a Grayscale Softcopy Presentation State"))
-            continue
-        images = _series_images(ds)
-        for k, ann in enumerate(ds.get("GraphicAnnotationSequence", []), start=1):
-            out.extend(_annotation(name, k, ann, images))
+    images = _series_images(ds)
+    for k, ann in enumerate(ds.get("GraphicAnnotationSequence", []), start=1):
+        out.extend(_annotation(name, k, ann, images))
     return out

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from serving.outputs.cad_sr_reader import MAMMOGRAPHY_CAD_SR_STORAGE, read_cad_sr
 from training.datasets.annotations import Annotation, Annotations, Skipped
-from training.datasets.formats.dicom_files import dicom_objects
+from training.datasets.formats.dicom_files import read_dicom_annotations
 from training.datasets.formats.graphics import graphic_box
 
 #: SR SOP classes that can carry TID 1500, and their highdicom classes.
@@ -92,18 +92,15 @@ def read_sr(src: Path) -> Annotations:
     Raises:
         FileNotFoundError: ``src`` does not exist.
     """
-    out = Annotations()
-    for entry in dicom_objects(src):
-        if isinstance(entry, Skipped):
-            out.skipped.append(entry)
-            continue
-        name, ds = entry
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == MAMMOGRAPHY_CAD_SR_STORAGE:
-            out.extend(_cad_sr(name, ds))
-        elif sop_class in TID1500_CLASSES:
-            out.extend(_tid1500(name, ds))
-        else:
-            out.skipped.append(Skipped(name, f"SOP Class {sop_class or 'none'} is not a "
-                                             f"Comprehensive/Enhanced SR or Mammography CAD SR"))
-    return out
+    return read_dicom_annotations(src, _report)
+
+
+def _report(name: str, ds: Dataset) -> Annotations:
+    """The boxes of one SR by its SOP Class (CAD SR or TID 1500), or why it is skipped."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == MAMMOGRAPHY_CAD_SR_STORAGE:
+        return _cad_sr(name, ds)
+    if sop_class in TID1500_CLASSES:
+        return _tid1500(name, ds)
+    return Annotations(skipped=[Skipped(name, f"SOP Class {sop_class or 'none'} is not a "
+                                              f"Comprehensive/Enhanced SR or Mammography CAD SR")])
