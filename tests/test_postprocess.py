@@ -13,6 +13,9 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
 from monai.apps.detection.networks.retinanet_network import RetinaNet
 from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
@@ -31,6 +34,7 @@ from serving.pipeline.postprocess import (
     decode_boxes,
     monai_to_xyxy,
     nms,
+    top_k_stable,
 )
 
 SHAPES = ((8.0, 8.0), (12.0, 6.0), (6.0, 12.0))
@@ -259,3 +263,19 @@ def test_configs_round_trip_through_json() -> None:
 def test_config_errors_name_key_and_value(cls: type, d: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         cls.from_dict(d)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=hnp.arrays(np.float32, st.integers(0, 60),
+                         elements=st.sampled_from([0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0])),
+       k=st.integers(0, 70))
+def test_top_k_stable_is_the_stable_sort_cut(values: np.ndarray, k: int) -> None:
+    """Many ties: the partition-based selection returns exactly what sorting all and cutting
+    returns (the decoder's candidates, and so its boxes, do not change)."""
+    want = np.argsort(-values, kind="stable")[:k]
+    assert top_k_stable(values, k).tolist() == want.tolist()
+
+
+def test_top_k_stable_refuses_a_negative_k() -> None:
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        top_k_stable(np.zeros(3, np.float32), -1)

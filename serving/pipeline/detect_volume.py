@@ -55,6 +55,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from serving.pipeline.candidates import LESION_CLASS
 from serving.pipeline.dicom_in import Image, ImageHeader
 from serving.pipeline.findings import FrameOut, SingleViewLocationOut
@@ -230,19 +233,44 @@ def _span(c: TomoCandidate, pos: Sequence[int]) -> tuple[int, int]:
     return min(ps), max(ps)
 
 
+@dataclass(frozen=True)
+class _Places:
+    """Best-frame boxes ``(N, 4)`` and detected stack spans ``lo``/``hi`` ``(N,)`` of
+    candidates, computed once for the pairwise same-place tests."""
+
+    boxes: npt.NDArray[np.float64]
+    lo: npt.NDArray[np.int64]
+    hi: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, candidates: Sequence[TomoCandidate], pos: Sequence[int]) -> _Places:
+        spans = [_span(c, pos) for c in candidates]
+        return cls(np.array([c.box for c in candidates], np.float64).reshape(-1, 4),
+                   np.array([a for a, _ in spans], np.int64),
+                   np.array([b for _, b in spans], np.int64))
+
+    def same_place(self, i: int, others: npt.NDArray[np.intp], ios_thresh: float,
+                   of: _Places | None = None) -> npt.NDArray[np.bool_]:
+        """Per index in ``others`` (into ``of``, default these places): its box covers at
+        least ``ios_thresh`` of the smaller of it and box ``i``, and the two were detected at
+        overlapping stack positions."""
+        of = self if of is None else of
+        if not len(others):
+            return np.zeros(0, bool)
+        ios = intersection_over_smaller(self.boxes[i:i + 1], of.boxes[others])[0]
+        return (ios >= ios_thresh) & (of.lo[others] <= self.hi[i]) & \
+            (self.lo[i] <= of.hi[others])
+
+
 def _same_place(a: TomoCandidate, b: Sequence[TomoCandidate], pos: Sequence[int],
                 ios_thresh: float) -> list[bool]:
     """Per candidate of ``b``: its best-frame box covers at least ``ios_thresh`` of the
     smaller of it and ``a``'s, and the two were detected at overlapping stack positions."""
     if not b:
         return []
-    ios = intersection_over_smaller([a.box], [c.box for c in b])[0]
-    lo, hi = _span(a, pos)
-    out = []
-    for k, c in enumerate(b):
-        clo, chi = _span(c, pos)
-        out.append(bool(ios[k] >= ios_thresh and clo <= hi and lo <= chi))
-    return out
+    here = _Places.of([a], pos).same_place(0, np.arange(len(b)), ios_thresh,
+                                           of=_Places.of(b, pos))
+    return [bool(v) for v in here]
 
 
 def suppress_nested_tracks(candidates: Sequence[TomoCandidate], heights_mm: Sequence[float],
@@ -258,16 +286,17 @@ def suppress_nested_tracks(candidates: Sequence[TomoCandidate], heights_mm: Sequ
     """
     if not 0.0 < ios_thresh <= 1.0:
         raise ValueError(f"ios_thresh must be in (0, 1], got {ios_thresh!r}")
-    pos = _positions(heights_mm)
+    places = _Places.of(candidates, _positions(heights_mm))
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i].score)
-    kept: list[int] = []
+    kept: dict[object, list[int]] = {}
+    out: list[int] = []
     for i in order:
-        c = candidates[i]
-        same = [candidates[k] for k in kept if candidates[k].label == c.label]
-        if any(_same_place(c, same, pos, ios_thresh)):
+        same = kept.setdefault(candidates[i].label, [])
+        if places.same_place(i, np.array(same, np.intp), ios_thresh).any():
             continue
-        kept.append(i)
-    return kept
+        same.append(i)
+        out.append(i)
+    return out
 
 
 #: A finding's frame range is where its score is at least this share of its best score
@@ -338,22 +367,34 @@ def mimics_to_report(vc: VolumeCandidates, reported: Sequence[int], threshold: f
             if m.score >= threshold and not any(_same_place(m, found, pos, OVERLAP_IOS))]
 
 
-def _evidence(c: TomoCandidate, mimics: Sequence[TomoCandidate], labels: Sequence[str],
-              pos: Sequence[int], runs: int, settings: TomoSettings) -> str:
-    """``DBT_EVIDENCE``, in how many detector inputs it was seen, and the mimic scores at
-    its place (as the 2D evidence names them)."""
+def _evidence(c: int, lesions: _Places, mimics: _Places, scores: Sequence[float],
+              bubble: npt.NDArray[np.bool_], n_frames: int, runs: int,
+              settings: TomoSettings) -> str:
+    """``DBT_EVIDENCE``, in how many detector inputs lesion ``c`` was seen (``n_frames``),
+    and the mimic scores at its place (as the 2D evidence names them); ``bubble`` marks the
+    ``air_bubble`` mimics."""
     unit = "frames" if settings.slab == 1 else "slabs"
-    parts = [DBT_EVIDENCE, f"detected in {c.n_frames} of {runs} {unit}"]
-    here = _same_place(c, mimics, pos, OVERLAP_IOS)
-    bubble = max((m.score for m, h, n in zip(mimics, here, labels, strict=True)
-                  if h and n == "air_bubble"), default=0.0)
-    other = max((m.score for m, h, n in zip(mimics, here, labels, strict=True)
-                 if h and n != "air_bubble"), default=0.0)
-    if bubble >= _EVIDENCE_MIN_SCORE:
-        parts.append(f"air-bubble score here {bubble:.2f}")
-    if other >= _EVIDENCE_MIN_SCORE:
-        parts.append(f"other mimic score here {other:.2f}")
+    parts = [DBT_EVIDENCE, f"detected in {n_frames} of {runs} {unit}"]
+    here = lesions.same_place(c, np.arange(len(scores)), OVERLAP_IOS, of=mimics)
+    values = np.asarray(scores, np.float64).reshape(-1)
+    best_bubble = float(values[here & bubble].max(initial=0.0))
+    best_other = float(values[here & ~bubble].max(initial=0.0))
+    if best_bubble >= _EVIDENCE_MIN_SCORE:
+        parts.append(f"air-bubble score here {best_bubble:.2f}")
+    if best_other >= _EVIDENCE_MIN_SCORE:
+        parts.append(f"other mimic score here {best_other:.2f}")
     return "; ".join(parts)
+
+
+def _evidences(lesions: Sequence[TomoCandidate], mimics: Sequence[TomoCandidate],
+               labels: Sequence[str], pos: Sequence[int], runs: int,
+               settings: TomoSettings) -> list[str]:
+    """:func:`_evidence` of every lesion candidate."""
+    at, of = _Places.of(lesions, pos), _Places.of(mimics, pos)
+    scores = [m.score for m in mimics]
+    bubble = np.array([n == "air_bubble" for n in labels], bool)
+    return [_evidence(k, at, of, scores, bubble, c.n_frames, runs, settings)
+            for k, c in enumerate(lesions)]
 
 
 def analyse_volume(volume: VolumeLike, model: DetectorModel,
@@ -413,7 +454,7 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
         detections=detections, lesions=lesions,
         lesion_frames=[frame_out(c, heights, settings.slab) for c in lesions],
         locations=locations,
-        evidence=[_evidence(c, mimics, labels, pos, runs, settings) for c in lesions],
+        evidence=_evidences(lesions, mimics, labels, pos, runs, settings),
         mimics=mimics, mimic_labels=labels,
         mimic_frames=[frame_out(c, heights, settings.slab) for c in mimics],
         landmarks=landmarks, nipple_px=nipple, warnings=warnings, timings_ms=timings)

@@ -46,6 +46,7 @@ __all__ = [
     "monai_to_xyxy",
     "nms",
     "suppress_nested",
+    "top_k_stable",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -409,6 +410,28 @@ def nms(boxes: F32, scores: F32, nms_thresh: float, max_proposals: int = -1) -> 
     return order[np.asarray(picked, dtype=np.int64)].astype(np.int64)
 
 
+def top_k_stable(values: npt.NDArray[Any], k: int) -> I64:
+    """Indices of the ``k`` largest of ``values`` ``(N,)``, largest first, ties in index
+    order: exactly ``np.argsort(-values, kind="stable")[:k]``, without sorting all ``N``
+    (a partition finds the k-th value; only the ``k`` selected are sorted).
+
+    Raises:
+        ValueError: ``k < 0``.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    v = np.asarray(values).reshape(-1)
+    if v.size <= k:
+        return np.argsort(-v, kind="stable").astype(np.int64)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = np.partition(v, v.size - k)[v.size - k]  # the k-th largest value
+    above = np.flatnonzero(v > kth)
+    ties = np.flatnonzero(v == kth)[: k - above.size]
+    chosen = np.sort(np.concatenate([above, ties]))
+    return chosen[np.argsort(-v[chosen], kind="stable")].astype(np.int64)
+
+
 def suppress_nested(boxes: npt.NDArray[Any], scores: npt.NDArray[Any],
                     labels: npt.NDArray[Any], ios_thresh: float) -> I64:
     """Drop boxes nested in a better box of the same class.
@@ -550,8 +573,8 @@ def decode(
     for level, (logits, regression) in enumerate(zip(cls_logits, box_regression, strict=True)):
         level_scores, k = _level_scores(logits, a)
         candidates = np.flatnonzero(level_scores > np.float32(decode_cfg.score_thresh))
-        order = np.argsort(-level_scores[candidates], kind="stable")
-        top = candidates[order[: decode_cfg.topk_candidates_per_level]]
+        top = candidates[top_k_stable(level_scores[candidates],
+                                      decode_cfg.topk_candidates_per_level)]
         anchor_idx = top // k
         anchors = _level_anchors(feature_shapes[level], strides[level], cells[level], anchor_idx)
         codes = _level_codes(regression, a, anchor_idx)
