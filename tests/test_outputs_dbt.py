@@ -39,6 +39,7 @@ from serving.outputs.gsps import (
 from serving.outputs.overlay import (
     LESION_COLOR,
     PAD,
+    finding_lines,
     render_frame_overlay,
     render_overlay,
     write_frame_overlay,
@@ -607,3 +608,14 @@ def test_frame_overlay_draws_best_frame_solid_and_range_dashed(
     assert path.name == "000_L_CC_f005.png" and path.stat().st_size > 0
     with pytest.raises(ValueError, match="frame 9 is not a frame of the volume"):
         render_frame_overlay(frame_image, image, 9)
+
+
+def test_overlay_label_of_a_volume_finding_gives_its_single_view_clock_face(
+        result: ResultInput) -> None:
+    """A finding located from its own volume is labelled with that view's clock face, not
+    with the half of the view a 2D label names."""
+    alone = result.study.images[0].findings[1]
+    lines = finding_lines(alone)
+    assert lines[1] == ALONE_WHERE.phrase and "o'clock" in lines[1]
+    assert lines[-1].startswith("detected in")
+    assert not any(" half" in line for line in lines)

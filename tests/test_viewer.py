@@ -523,6 +523,12 @@ RECORD_STROKES_JS = """
                                    dashed: this.getLineDash().length > 0});
         }
         return original.call(this, x, y, w, h);
+    };
+    window.__texts = [];
+    const fill = proto.fillText;
+    proto.fillText = function (text, x, y, ...rest) {
+        window.__texts.push(String(text));
+        return fill.call(this, text, x, y, ...rest);
     };"""
 
 
@@ -597,6 +603,14 @@ def test_viewer_scrolls_through_a_volume(browser: webdriver.Chrome, server: str,
     for i in on_start:
         assert _stroke_of(strokes, drawn[i]["canvas"]) == "solid", i
     assert _edge_share(browser, drawn[top["id"]]["canvas"]) > 0  # on the canvas
+    # a finding located from its own volume is labelled with that view's clock face
+    texts: list[str] = browser.execute_script("return window.__texts;")
+    label = next(t for t in texts if t.startswith(f"{top['id']}  "))
+    where = top["single_view_location"]
+    assert where is not None
+    if where["clock_hour"] is not None:
+        assert f"{where['clock_hour']} o'clock" in label, label
+    assert f"{where['distance_from_nipple_cm']} cm" in label and " half" not in label
     caption = browser.find_element(By.CSS_SELECTOR, "figure[data-image='0'] figcaption").text
     assert f"× {DBT_FRAMES} frames" in caption and "DBT" in caption
 

@@ -74,9 +74,15 @@ def display_window(pixels: np.ndarray) -> np.ndarray:
     return (scaled * 255.0 + 0.5).astype(np.uint8)
 
 
-def _finding_lines(f: FindingOut) -> list[str]:
+def finding_lines(f: FindingOut) -> list[str]:
+    """The label of a finding on an overlay: its id and score, where it is, and on a
+    tomosynthesis volume the frames it was detected in. A volume finding's place is the
+    location its own view gives (``single_view_location``: clock face, depth, distance
+    from the nipple); a 2D finding's is its distance, depth and half of the view."""
     lines = [f"Finding {f.id}  score {f.score:.2f}"]
-    if f.location is not None:
+    if f.single_view_location is not None:
+        lines.append(f.single_view_location.phrase)
+    elif f.location is not None:
         where = f"{f.location.distance_from_nipple_cm} cm from nipple, {f.location.depth} depth"
         if f.location.half:
             where += f", {f.location.half} half"
@@ -183,7 +189,7 @@ def _render(image: Image, result: ImageOut, findings: list[FindingOut], near: li
         draw.rectangle([x1 - pad, y1 - pad, x2 + pad, y2 + pad], outline=LESION_COLOR, width=2)
     targets = [(x1 - pad, y1 - pad, x2 + pad, y2 + pad)
                for x1, y1, x2, y2 in (*finding_boxes, *near_boxes, *mimic_boxes)]
-    lines = [_finding_lines(f) for f in findings] + [_near_lines(f) for f in near] + \
+    lines = [finding_lines(f) for f in findings] + [_near_lines(f) for f in near] + \
         [_mimic_lines(m) for m in mimics]
     placed = place_labels(targets, lines, rows, cols) if targets else []
     for k, label in enumerate(placed):

@@ -264,7 +264,14 @@
 
   // ---------------------------------------------------------------- drawing
 
-  function shortLocation(loc) {
+  // a volume finding: the clock face its own view gives; a 2D finding: half, depth, distance
+  function shortLocation(f) {
+    const one = f.single_view_location;
+    if (one) {
+      const clock = one.clock_hour ? `${one.clock_hour} o'clock` : one.quadrant;
+      return [clock, one.depth, `${one.distance_from_nipple_cm} cm`].filter(Boolean).join(", ");
+    }
+    const loc = f.location;
     if (!loc) return "";
     return [loc.half, loc.depth, `${loc.distance_from_nipple_cm} cm`].filter(Boolean).join(", ");
   }
@@ -418,7 +425,7 @@
       w: b.x2 - b.x1 + 2 * line, h: b.y2 - b.y1 + 2 * line }));
     if (nipple) taken.push(nipple);
     for (const b of [...boxes].sort((p, q) => q.f.score - p.f.score)) {
-      const where = shortLocation(b.f.location);
+      const where = shortLocation(b.f);
       label(ctx, `${b.f.id}  ${b.f.score.toFixed(2)}${where ? ` · ${where}` : ""}`, b, font,
         line, taken);
     }
