@@ -287,3 +287,25 @@ def test_dbt_slab_frames_are_the_mean_serving_feeds_the_detector(tiny_dbt: Path,
     assert a != b
     with pytest.raises(ValueError, match="slab"):
         load_split(tiny_dbt, "test", dbt_frames_per_volume=4, dbt_slab=0)
+
+
+def test_export_fits_2d_points_on_2d_images_only(tiny_dbt: Path,
+                                                  tmp_path_factory: pytest.TempPathFactory
+                                                  ) -> None:
+    """A config validating on DBT frames lists a DBT folder among its validation folders:
+    export's 2D operating points leave its volumes out (they get theirs from --dbt-val), and
+    a folder set with no 2D image is refused by name."""
+    from serving.errors import CommandError
+    from training.export import planar_validation_items
+
+    flat = tmp_path_factory.mktemp("flat") / "set"
+    r = _galacto("synth", "--out", str(flat), "--cases", "1", "--seed", "5", "--profile",
+                 "test", "--workers", "1", "--split", "test")
+    assert r.returncode == 0, r.stderr
+    items, used = planar_validation_items([flat, tiny_dbt], "test", 10)
+    assert used == [flat] and len(items) == 2
+    assert all("frames" not in it for it in items)
+    items, used = planar_validation_items([flat, tiny_dbt], "test", 1)
+    assert len(items) == 1
+    with pytest.raises(CommandError, match="no 2D test image"):
+        planar_validation_items([tiny_dbt], "test", 10)

@@ -167,13 +167,41 @@ def _onnx_with_parity(folder: Path, cfg: TrainConfig, net: torch.nn.Module) -> d
     return par
 
 
+def planar_validation_items(roots: list[Path], split: str, max_val: int | None
+                  ) -> tuple[list[dict[str, Any]], list[Path]]:
+    """The 2D validation items of ``roots`` (at most ``max_val`` per folder) and the folders
+    that gave any. Tomosynthesis volumes in a validation folder (a config that validates on
+    DBT frames too) are left out, with a note: the 2D operating points and the rescoring are
+    fitted on 2D images; volumes get theirs from ``--dbt-val``.
+
+    Raises:
+        CommandError: no 2D validation image in any folder.
+    """
+    from training.data import load_split
+    from training.data_dbt import is_dbt_item
+
+    items: list[dict[str, Any]] = []
+    used: list[Path] = []
+    for root in roots:
+        split_items = load_split(root, split)
+        planar = [it for it in split_items if not is_dbt_item(it)][:max_val]
+        if len(planar) < len(split_items):
+            print(f"note: {root}: {len(split_items) - len(planar)} tomosynthesis volume(s) "
+                  "left out of the 2D operating points (volumes get theirs from --dbt-val)")
+        if planar:
+            items += planar
+            used.append(root)
+    if not items:
+        raise CommandError(f"no 2D {split} image in {', '.join(map(str, roots))}")
+    return items, used
+
+
 def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: dict[str, Any],
                par: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Run the exported model on validation data: operating points, rescoring fit and
     metrics, written into the final card. Returns the operating points, the validation
     metrics and the CPM."""
     from serving.pipeline.model import load_model
-    from training.data import load_split
     from training.evaluate import FP_RATES, operating_points, style_spread
     from training.metrics import froc
     from training.rescore_fit import (
@@ -189,7 +217,7 @@ def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: d
     _write_card(folder, cfg, args, meta, par, provisional, "all", {})
     model = load_model(folder)
     roots = [args.val] if args.val else [Path(v) for v in cfg.data.val_dirs]
-    items = [it for root in roots for it in load_split(root, args.val_split)[: args.max_val]]
+    items, roots = planar_validation_items(roots, args.val_split, args.max_val)
     cands = analyse_items(model, items, rescore=False, final=False, desc="operating points")
     rescoring, rescoring_note = None, "off (--no-rescoring)"
     if not args.no_rescoring:
