@@ -642,3 +642,33 @@ def test_dicom_in_re_exports_the_volume_api() -> None:
     for name in ("Volume", "VolumeHeader", "read_volume", "read_volume_header", "is_volume",
                  "DEFAULT_MAX_FRAMES", "DEFAULT_MAX_VOLUME_PIXELS"):
         assert name in dicom_in.__all__ and hasattr(dicom_in, name)
+
+
+def _sweep(angles: list[str]) -> DicomSequence:
+    """An X-Ray 3D Acquisition Sequence item whose projections have these angles."""
+    item = Dataset()
+    projections = []
+    for a in angles:
+        p = Dataset()
+        p.PositionerPrimaryAngle = a
+        projections.append(p)
+    item.PerProjectionAcquisitionSequence = DicomSequence(projections)
+    return DicomSequence([item])
+
+
+def test_the_carm_angle_of_a_volume_comes_from_its_projections_when_not_at_the_top() -> None:
+    """The BTO IOD keeps the C-arm angle per projection; without a top-level value the
+    sweep's centre is taken, and said; a top-level value stays as it is."""
+    ds = make_bto(frames=4, view="MLO")
+    ds.XRay3DAcquisitionSequence = _sweep(["37.5", "41.25", "45", "48.75", "52.5"])
+    header = read_volume_header(to_bytes(ds))
+    assert header.image.positioner_primary_angle == pytest.approx(45.0)
+    assert any("centre of the 5 projections' angles" in w and "45 degrees" in w
+               for w in header.image.warnings)
+    ds.PositionerPrimaryAngle = "50"
+    header = read_volume_header(to_bytes(ds))
+    assert header.image.positioner_primary_angle == pytest.approx(50.0)
+    assert not any("projections' angles" in w for w in header.image.warnings)
+    del ds.PositionerPrimaryAngle
+    ds.XRay3DAcquisitionSequence = _sweep(["", ""])
+    assert read_volume_header(to_bytes(ds)).image.positioner_primary_angle is None

@@ -48,6 +48,7 @@ This module never imports torch, monai or ``training``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -382,6 +383,7 @@ def _plan(ds: Dataset, *, max_frames: int, max_pixels: int, load_luts: bool
     spacing = _lift_spacing(ds, plane, measures, notes)
     laterality = _lift_laterality(ds, plane, groups, notes)
     _lift_rescale(ds, plane, groups, notes)
+    _lift_carm_angle(ds, plane, notes)
     window = frame_window(groups)
     if window is not None and "WindowCenter" not in ds:
         for element in window:
@@ -562,6 +564,36 @@ def _lift_laterality(ds: Dataset, plane: Dataset, groups: FunctionalGroups,
         side = _text_or_none(ds, "ImageLaterality") or _text_or_none(ds, "Laterality")
     side = side.upper() if side else None
     return side if side in ("L", "R") else None
+
+
+def _lift_carm_angle(ds: Dataset, plane: Dataset, notes: list[str]) -> None:
+    """Without a top-level PositionerPrimaryAngle (0018,1510), put there the centre of the
+    sweep: the mean of the smallest and largest PositionerPrimaryAngle of the projections
+    (X-Ray 3D Acquisition Sequence > Per Projection Acquisition Sequence, where the Breast
+    Tomosynthesis Image IOD keeps the C-arm angle, PS3.3 C.8.21.3.1), noted; nothing when
+    neither gives a number. The 2D location reads the oblique view's angle from there."""
+    if _text_or_none(ds, "PositionerPrimaryAngle") is not None:
+        return
+    angles: list[float] = []
+    try:
+        for item in ds.get("XRay3DAcquisitionSequence") or []:
+            for projection in item.get("PerProjectionAcquisitionSequence") or []:
+                value = projection.get("PositionerPrimaryAngle")
+                if value is not None and str(value).strip():
+                    angles.append(float(value))
+    except (AttributeError, TypeError, ValueError, IntakeError):
+        notes.append("the projections' PositionerPrimaryAngle values are unreadable; the "
+                     "C-arm angle is not known")
+        return
+    angles = [a for a in angles if math.isfinite(a)]
+    if not angles:
+        return
+    centre = round((min(angles) + max(angles)) / 2.0, 4)
+    plane[Tag("PositionerPrimaryAngle")] = DataElement(
+        Tag("PositionerPrimaryAngle"), "DS", f"{centre:g}")
+    notes.append(f"{attr('PositionerPrimaryAngle')} is absent at the top level; the centre "
+                 f"of the {len(angles)} projections' angles (X-Ray 3D Acquisition Sequence) "
+                 f"gives {centre:g} degrees")
 
 
 def _text_or_none(ds: Dataset, keyword: str) -> str | None:
