@@ -608,9 +608,13 @@ def test_viewer_scrolls_through_a_volume(browser: webdriver.Chrome, server: str,
     label = next(t for t in texts if t.startswith(f"{top['id']}  "))
     where = top["single_view_location"]
     assert where is not None
-    if where["clock_hour"] is not None:
-        assert f"{where['clock_hour']} o'clock" in label, label
+    clockless = where["quadrant"] in ("retroareolar", "central") or where["clock_hour"] is None
+    said = where["quadrant"] if clockless else f"{where['clock_hour']} o'clock"
+    if said:
+        assert said in label and (clockless or where["quadrant"] not in label), label
     assert f"{where['distance_from_nipple_cm']} cm" in label and " half" not in label
+    row = browser.find_element(By.CSS_SELECTOR, f"#findings tr[data-id='{top['id']}']")
+    assert where["phrase"] in row.text and "half" not in row.text
     caption = browser.find_element(By.CSS_SELECTOR, "figure[data-image='0'] figcaption").text
     assert f"× {DBT_FRAMES} frames" in caption and "DBT" in caption
 

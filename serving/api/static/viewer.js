@@ -264,11 +264,21 @@
 
   // ---------------------------------------------------------------- drawing
 
-  // a volume finding: the clock face its own view gives; a 2D finding: half, depth, distance
+  // a volume finding: the location its own view gives (the table: its phrase; a box label:
+  // the clock face, or the region that stands for it, retroareolar or central, as the
+  // phrase says); a 2D finding: half, depth, distance
+  const CLOCKLESS = new Set(["retroareolar", "central"]);
+
+  function locationText(f) {
+    if (f.single_view_location) return f.single_view_location.phrase;
+    return f.location ? f.location.text : "—";
+  }
+
   function shortLocation(f) {
     const one = f.single_view_location;
     if (one) {
-      const clock = one.clock_hour ? `${one.clock_hour} o'clock` : one.quadrant;
+      const clock = CLOCKLESS.has(one.quadrant) || !one.clock_hour ? one.quadrant
+        : `${one.clock_hour} o'clock`;
       return [clock, one.depth, `${one.distance_from_nipple_cm} cm`].filter(Boolean).join(", ");
     }
     const loc = f.location;
@@ -582,7 +592,7 @@
             el("td", {}, imageTitle(image), where),
             el("td", { class: "num" }, f.score.toFixed(3), network),
             el("td", { class: "num" }, `${f.size_mm[0].toFixed(1)} × ${f.size_mm[1].toFixed(1)}`),
-            el("td", {}, f.location ? f.location.text : "—"),
+            el("td", {}, locationText(f)),
             el("td", { class: "evidence" }, f.evidence || "—"));
           if (f.frame) {
             row.addEventListener("click", () => {
