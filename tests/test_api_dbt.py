@@ -189,6 +189,50 @@ def test_a_volume_beside_a_2d_image_and_through_stow_rs(
                               for n in m), (sop_class, frames)
 
 
+def _texts(ds: pydicom.Dataset) -> list[str]:
+    """Every TEXT value and every code meaning of an SR content tree, in tree order."""
+    out: list[str] = []
+    for item in ds.get("ContentSequence") or []:
+        if "TextValue" in item:
+            out.append(str(item.TextValue))
+        for code in item.get("ConceptCodeSequence") or []:
+            out.append(str(code.CodeMeaning))
+        out += _texts(item)
+    return out
+
+
+def _evidence(ds: pydicom.Dataset) -> set[str]:
+    """SOP Instance UIDs a result object lists as its evidence."""
+    return {str(ref.ReferencedSOPInstanceUID)
+            for study in ds.get("CurrentRequestedProcedureEvidenceSequence") or []
+            for series in study.get("ReferencedSeriesSequence") or []
+            for ref in series.get("ReferencedSOPSequence") or []}
+
+
+def test_stow_rs_results_state_the_operating_point_as_detect_does(
+        client: TestClient, bto: bytes, views: dict[str, Path]) -> None:
+    """The CAD SR stored by STOW-RS says what the one /v1/detect returns says: for a volume
+    the tomosynthesis threshold, its false positives per volume and sensitivity, and that
+    volume scores are the detector's own; for a 2D image the point's validation figures."""
+    for name, data in (("volume", bto), ("2D", views["MLO"].read_bytes())):
+        r = client.post("/v1/detect?output=sr", content=data, headers=DICOM)
+        assert r.status_code == 200, r.text
+        direct = pydicom.dcmread(io.BytesIO(r.content))
+        body, ctype = _related([data])
+        r = client.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
+        assert r.status_code == 200, r.text
+        study = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).StudyInstanceUID
+        got = client.get(f"/dicomweb/studies/{study}")
+        boundary = got.headers["content-type"].split("boundary=")[1].strip('"')
+        stored = [pydicom.dcmread(io.BytesIO(c.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n")))
+                  for c in got.content.split(f"--{boundary}".encode())[1:-1]]
+        uid = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+        [sr] = [ds for ds in stored if ds.SOPClassUID == CAD_SR and uid in _evidence(ds)]
+        assert _texts(sr) == _texts(direct), name
+        if name == "volume":
+            assert any("false positives per volume" in t for t in _texts(sr))
+
+
 def test_raw_projections_get_the_typed_refusal(client: TestClient) -> None:
     data = to_bytes(make_bto(sop_class=BREAST_PROJECTION_PRESENTATION))
     r = client.post("/v1/detect", content=data, headers=DICOM)

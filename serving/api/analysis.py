@@ -120,8 +120,10 @@ def read_parts(triaged: Triaged, model: DetectorModel, limits: IntakeLimits) -> 
 
 def run_detection(analysis: Analysis, model: DetectorModel, operating_point: str | None,
                   request_id: str | None, tomo: TomoSettings | None) -> None:
-    """Detect on ``analysis.images`` (grouped into studies) and set ``analysis.response``;
-    a volume whose frame cannot be decoded moves to the refused parts with the intake's code
+    """Detect on ``analysis.images`` (grouped into studies) and set ``analysis.response``,
+    with the operating point's validation performance and the volumes' promise that the
+    result objects state (``analysis.performance``, ``analysis.volume_promise``); a volume
+    whose frame cannot be decoded moves to the refused parts with the intake's code
     (``analysis.response`` is None when nothing is left)."""
     detected = detect_refusing_volumes(analysis.images, model, operating_point,
                                        sources=[p.name for p in analysis.parts], tomo=tomo,
@@ -138,6 +140,10 @@ def run_detection(analysis: Analysis, model: DetectorModel, operating_point: str
         analysis.parts = [analysis.parts[i] for i in keep]
         _in_part_order(analysis)
     analysis.response = detected.response
+    if analysis.response is not None:  # what every result object states of the point
+        analysis.performance = OperatingPointPerformance.of(
+            model.operating_point(operating_point))
+        analysis.volume_promise = volume_promise(model, operating_point, tomo)
 
 
 def _duplicate(part: Part, first: int) -> RejectedOut:
@@ -156,10 +162,6 @@ def analyse(triaged: Triaged, model: DetectorModel, operating_point: str | None,
     t1 = time.perf_counter()
     if out.images:
         run_detection(out, model, operating_point, request_id, tomo)
-        if out.response is not None:
-            out.performance = OperatingPointPerformance.of(
-                model.operating_point(operating_point))
-            out.volume_promise = volume_promise(model, operating_point, tomo)
     t2 = time.perf_counter()
     out.timings_ms = {"read": round((t1 - t0) * 1e3, 1), "detect": round((t2 - t1) * 1e3, 1)}
     return out
