@@ -42,6 +42,7 @@ from serving.gateway.sender import StowSender
 from serving.gateway.settings import CallerRule, parse_destination
 from serving.gateway.spool import InvalidInstanceError, JobStateError, Spool, StoreOutcome
 from serving.outputs.cad_sr import read_cad_sr
+from serving.outputs.common import MANUFACTURER
 from serving.pipeline.dicom_in import ACCEPTED_SOP_CLASSES
 from serving.pipeline.model import DetectorModel
 from tests.gateway_helpers import QUIET_S, clear_gateway_env, gateway_factory
@@ -386,7 +387,26 @@ def test_non_galactogram_instances_are_skipped_with_a_reason(
     job = gw.wait(job_of(gw, str(alone.StudyInstanceUID)), timeout_s=30)
     assert job.state is JobState.SKIPPED and job.results_total == 0
     assert job.reason is not None and "no galactogram image" in job.reason
+    assert "missing_spacing x1" in job.reason  # the reason code, not only a count
     assert not destination.of_study(str(alone.StudyInstanceUID))
+
+    # the sender corrects the instance and sends it again: a skipped instance is not held
+    # as a duplicate, it starts a new job and is analysed
+    fixed = make_dataset(modality="MG", extra={
+        k: alone.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")})
+    assert store(gw.port, [fixed]) == [0]
+    again = gw.wait(job_of(gw, str(alone.StudyInstanceUID)), timeout_s=30)
+    assert again.id != job.id and again.instances_analysed == 1
+    assert again.state is JobState.SENT
+
+    # an object this gateway made, sent back, stays a duplicate once its job skipped it
+    own = make_dataset(modality="MG", extra={"Manufacturer": MANUFACTURER})
+    assert store(gw.port, [own]) == [0]
+    first = gw.wait(job_of(gw, str(own.StudyInstanceUID)), timeout_s=30)
+    assert first.state is JobState.SKIPPED and "own_result" in (first.reason or "")
+    assert store(gw.port, [own]) == [0]
+    assert job_of(gw, str(own.StudyInstanceUID)) == first.id
+    assert gw.metrics.instances.labels("duplicate")._value.get() >= 1
 
 
 # --------------------------------------------------------------------------------------------

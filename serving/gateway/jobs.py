@@ -182,6 +182,19 @@ def job_from_row(row: Sequence[Any]) -> Job:
                released_at=row[20])
 
 
+def skipped_reason(skipped: Sequence[Skipped]) -> str:
+    """A skipped job's reason: how many instances were skipped and their reason codes with
+    counts, e.g. ``"no galactogram image analysed: 2 instance(s) skipped (image_too_large
+    x1, own_result x1)"`` (codes in first-seen order; a reason is ``code: explanation``)."""
+    codes: dict[str, int] = {}
+    for s in skipped:
+        code = s.reason.split(":", 1)[0].strip() or "unknown"
+        codes[code] = codes.get(code, 0) + 1
+    listed = ", ".join(f"{code} x{n}" for code, n in codes.items())
+    return (f"no galactogram image analysed: {len(skipped)} instance(s) skipped"
+            + (f" ({listed})" if listed else ""))
+
+
 def skipped_json(skipped: Sequence[Skipped]) -> str:
     """``skipped`` as the JSON stored in ``jobs.skipped``."""
     return json.dumps([{"sop_instance_uid": s.sop_instance_uid, "reason": s.reason}

@@ -36,6 +36,7 @@ from typing import IO, Final
 from prometheus_client import CollectorRegistry
 
 from serving.gateway.analysis import analyse_study
+from serving.gateway.jobs import skipped_reason
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.retention import RetentionSweeper
 from serving.gateway.scp import StoreSCP
@@ -333,9 +334,7 @@ class Gateway:
         if not analysis.results:
             self.spool.record_analysis(job.id, analysed=analysis.analysed,
                                        skipped=analysis.skipped, timings_ms=analysis.timings_ms)
-            self._finish(job.id, JobState.SKIPPED,
-                         f"no galactogram image in the study: {len(analysis.skipped)} "
-                         "instance(s) skipped")
+            self._finish(job.id, JobState.SKIPPED, skipped_reason(analysis.skipped))
             return False
         self.spool.save_results(job.id, analysis.results, analysed=analysis.analysed,
                                 skipped=analysis.skipped, findings=analysis.findings,

@@ -26,8 +26,9 @@ Files are released when nothing needs them any more (:meth:`Spool.finish`: the i
 ``sent``, ``kept`` and ``skipped`` jobs unless ``keep_instances``) and, after the retention
 period, everything a finished job still holds (:meth:`Spool.release`, driven by
 :mod:`serving.gateway.retention`); the job rows stay. An instance whose SOP Instance UID is
-already in the spool is a duplicate (stored once) until its job is released; after that, the
-same instance starts a new job and is analysed again.
+already in the spool is a duplicate (stored once) until its job is released, unless its
+finished job skipped it (a refused or non-image instance: nothing was made of it); after that,
+or for such a skipped one, the same instance starts a new job and is analysed again.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ CREATE INDEX IF NOT EXISTS results_job ON results (job_id);
 """
 #: Schema changes from the version before (applied in order at open).
 MIGRATIONS: Final = {2: "ALTER TABLE jobs ADD COLUMN released_at REAL;"}
+
+
+NOT_READMITTED: Final = "own_result"
+"""Skip reason whose instances stay duplicates after their job finished: this gateway's own
+result objects, which a PACS routing the whole study back would otherwise re-send as new
+jobs each time."""
 
 
 class SpoolError(Exception):
@@ -310,12 +317,23 @@ class Spool:
                 self._reserved -= len(data)
 
     def _job_of_instance(self, sop_uid: str) -> int | None:
-        """The job holding this instance, or None (never stored, or its job released)."""
+        """The job holding this instance, or None: never stored, its job released, or its
+        finished job skipped it (refused by the intake, or not a galactogram image: nothing
+        was made of it, so a corrected re-send of the same instance is analysed), except
+        for this gateway's own results sent back (:data:`NOT_READMITTED`)."""
         with self._lock:
-            row = self._db.execute("SELECT i.job_id FROM instances i JOIN jobs j ON "
-                                   "j.id = i.job_id WHERE i.sop_uid = ? AND "
+            row = self._db.execute("SELECT i.job_id, j.state, j.skipped FROM instances i "
+                                   "JOIN jobs j ON j.id = i.job_id WHERE i.sop_uid = ? AND "
                                    "j.released_at IS NULL", (sop_uid,)).fetchone()
-        return None if row is None else int(row[0])
+        if row is None:
+            return None
+        job_id, state, skipped = int(row[0]), str(row[1]), str(row[2] or "[]")
+        if state in {s.value for s in TERMINAL} and any(
+                entry.get("sop_instance_uid") == sop_uid
+                and not str(entry.get("reason", "")).startswith(NOT_READMITTED)
+                for entry in json.loads(skipped)):
+            return None
+        return job_id
 
     def _store_reserved(self, data: bytes, study_uid: str, sop_uid: str, sop_class_uid: str,
                         calling_ae: str | None, now: float) -> Stored:
