@@ -15,6 +15,7 @@ focus at frame 5, fainter on its neighbours, 0.2 mm pixels).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -384,6 +385,13 @@ def test_cli_refuses_a_volume_with_a_broken_frame_alone(tmp_path: Path,
     assert main(["detect", str(good), str(bad), "--json", str(out)]) == 1
     text = capsys.readouterr().out.replace("\n", " ")
     assert f"rejected {bad}" in text and "frame 5 of the volume could not be decoded" in text
-    images = [img for s in DetectionResponse.model_validate_json(out.read_text()).studies
-              for img in s.images]
+    written = json.loads(out.read_text())
+    images = [img for s in DetectionResponse.model_validate(written).studies for img in s.images]
     assert [img.source for img in images] == [str(good)]
+    # the JSON lists the rejected file as /v1/detect lists a refused part
+    [refused] = written["rejected"]
+    assert refused["file"] == str(bad) and refused["detail"] == "truncated_pixel_data"
+    assert refused["message"].startswith("frame 5 of the volume could not be decoded")
+    # the console shows each analysed image's warnings, e.g. how the volume was run
+    assert all(f"warning {good.name}: {w}"[:60] in text for w in images[0].warnings)
+    assert any("tomosynthesis: the 2D detector ran on" in w for w in images[0].warnings)

@@ -20,6 +20,7 @@ overlay PNG is written per frame that holds a finding's (or a mimic's) box, name
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -202,6 +203,15 @@ def print_study(console: Console, study: StudyOut, result: DetectionResponse) ->
         console.print(mimics)
 
 
+def print_warnings(console: Console, study: StudyOut) -> None:
+    """Each image's warnings (what the intake assumed or repaired, e.g. pixel bits above
+    HighBit cleared, and how a volume was run), one line each under the study's tables."""
+    for img in study.images:
+        name = Path(img.source).name if img.source else str(img.index)
+        for warning in img.warnings:
+            console.print(f"[yellow]warning[/yellow] {name}: {warning}", highlight=False)
+
+
 def _frames_shown(img: ImageOut) -> list[int]:
     """The frame numbers (1-based) that hold a finding's or a mimic's box, increasing; the
     central frame when none does."""
@@ -251,13 +261,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     inputs: list[Image | Volume] = []
     sources: list[str | None] = []
-    rejected = 0
+    rejected: list[dict[str, str]] = []
     for path in files:
         try:
             inputs.append(read_input(path, model.preprocess.spacing_mm))
             sources.append(str(path))
         except IntakeError as exc:
-            rejected += 1
+            rejected.append({"file": str(path), "detail": exc.code, "message": str(exc)})
             console.print(f"[red]rejected[/red] {path}: {exc.code}: {exc}")
     if not inputs:
         raise CommandError("no file could be read as a galactogram image or tomosynthesis "
@@ -273,10 +283,11 @@ def run(args: argparse.Namespace) -> int:
     detected = detect_refusing_volumes(inputs, model, args.operating_point, sources=sources,
                                        tomo=tomo, request_id=None)
     for failure in detected.failures:
-        rejected += 1
+        message = f"frame {failure.frame} of the volume could not be decoded: {failure.error}"
+        rejected.append({"file": str(sources[failure.index]), "detail": failure.error.code,
+                         "message": message})
         console.print(f"[red]rejected[/red] {sources[failure.index]}: {failure.error.code}: "
-                      f"frame {failure.frame} of the volume could not be decoded: "
-                      f"{failure.error}")
+                      f"{message}")
     if detected.response is None:
         raise CommandError("no file could be analysed: every volume had a frame that could "
                            "not be decoded")
@@ -284,9 +295,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = [inputs[i] for i in detected.kept]
     for study in result.studies:
         print_study(console, study, result)
+        print_warnings(console, study)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(result.model_dump_json(indent=1) + "\n")
+        out = result.model_dump(mode="json")
+        out["rejected"] = rejected  # the files refused, as /v1/detect lists refused parts
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
         console.print(f"wrote {args.json}")
     if args.overlay:
         flat = [img for s in result.studies for img in s.images]
