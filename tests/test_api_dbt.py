@@ -395,3 +395,22 @@ def test_cli_refuses_a_volume_with_a_broken_frame_alone(tmp_path: Path,
     # the console shows each analysed image's warnings, e.g. how the volume was run
     assert all(f"warning {good.name}: {w}"[:60] in text for w in images[0].warnings)
     assert any("tomosynthesis: the 2D detector ran on" in w for w in images[0].warnings)
+
+
+def test_models_lists_the_tomosynthesis_points(client: TestClient) -> None:
+    """/v1/models shows the thresholds volumes take, with their validation figures, and
+    says when two points share one (asking for either gives the same findings)."""
+    from serving.pipeline.model import default_model_dir, load_model
+
+    [info] = client.get("/v1/models").json()
+    model = load_model(default_model_dir())
+    assert model.tomo is not None
+    points = {p["name"]: p for p in info["tomosynthesis_operating_points"]}
+    assert set(points) == set(model.tomo.operating_points)
+    for name, op in model.tomo.operating_points.items():
+        assert points[name]["score_threshold"] == op.score_threshold
+        assert points[name]["fp_per_volume"] == op.fp_per_volume
+        shared = [n for n, o in model.tomo.operating_points.items()
+                  if n != name and o.score_threshold == op.score_threshold]
+        if shared and op.note is None:
+            assert points[name]["note"] == f"same threshold as {', '.join(shared)}"

@@ -56,6 +56,19 @@ class OperatingPointInfo(BaseModel):
                         "'model card' or 'site calibration <file name>, <created date>'")
 
 
+class TomoOperatingPointInfo(BaseModel):
+    """An operating point for tomosynthesis volumes (the card's ``tomosynthesis`` section):
+    applied to a volume finding's detector score, with what it gave on DBT validation."""
+
+    name: str
+    score_threshold: float
+    target_fp_per_volume: float | None
+    fp_per_volume: float | None
+    sensitivity: float | None
+    note: str | None = Field(default=None, description="why the target was not reached, "
+                             "or that two points share a threshold")
+
+
 class ModelInfo(BaseModel):
     """``GET /v1/models`` entry: the loaded model and a summary of its card."""
 
@@ -63,6 +76,9 @@ class ModelInfo(BaseModel):
     version: str
     default_operating_point: str
     operating_points: list[OperatingPointInfo]
+    tomosynthesis_operating_points: list[TomoOperatingPointInfo] = Field(
+        default_factory=list, description="the thresholds volumes take, by the same names "
+        "(empty: the card has none, volumes take the 2D ones and say so)")
     spacing_mm: float
     classes: list[str]
     sha256: str | None
