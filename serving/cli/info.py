@@ -200,7 +200,7 @@ def _table(report: FileReport) -> Table:
             f"{report.volume.source}: {report.volume.number_of_frames} frames, heights "
             f"{min(heights):.1f}-{max(heights):.1f} mm"
             + ("" if thickness is None else f", slice thickness {thickness:g} mm")
-            + f"; frame {report.frame_number} shown below"))
+            + f"; the rows below describe frame {report.frame_number}"))
     for name, value in _image_rows(report.image):
         table.add_row(name, Text(value))
     return table
