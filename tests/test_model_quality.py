@@ -26,17 +26,17 @@ from training.mimic_metrics import mimic_breakdown
 
 MODEL = default_model_dir()
 
-#: gates on the training-style set (measured on this set with 0.5.0: >= 3 mm 27/30, 1.5-3 mm
-#: 5/12, 0.54 FP/image at balanced, CPM 0.742, 81.0 % at 1 FP/image; README has the full test)
-MIN_SENS_3MM = 0.80  # lesions >= 3 mm at the balanced point
-MIN_SENS_SMALL = 0.30  # lesions 1.5-3 mm at the balanced point
-MAX_FP_PER_IMAGE = 0.70  # at the balanced point
-MIN_CPM = 0.70
-MIN_SENS_AT_1FP = 0.76
-#: gates on the unseen-style set (measured: 85.3 % at 1 FP/image, 0.23 FP/image at balanced =
-#: 0.65 x the card's 0.35, 4/22 air bubbles flagged)
-ALT_MIN_SENS_AT_1FP = 0.80
-ALT_MAX_FP_RATIO = 1.2  # FP/image at balanced over the card's promise
+#: gates on the training-style set (measured on this set with 0.6.0: >= 3 mm 28/30, 1.5-3 mm
+#: 6/12, 0.40 FP/image at balanced, CPM 0.786, 83.3 % at 1 FP/image; README has the full test)
+MIN_SENS_3MM = 0.85  # lesions >= 3 mm at the balanced point
+MIN_SENS_SMALL = 0.40  # lesions 1.5-3 mm at the balanced point
+MAX_FP_PER_IMAGE = 0.55  # at the balanced point
+MIN_CPM = 0.74
+MIN_SENS_AT_1FP = 0.79
+#: gates on the unseen-style set (measured: 85.3 % at 1 FP/image, 0.19 FP/image at balanced =
+#: 0.54 x the card's 0.35, 5/22 air bubbles flagged)
+ALT_MIN_SENS_AT_1FP = 0.82
+ALT_MAX_FP_RATIO = 0.9  # FP/image at balanced over the card's promise
 ALT_MAX_BUBBLES_FLAGGED = 0.30  # share of true air bubbles hit by a balanced finding
 
 
@@ -114,3 +114,43 @@ def test_unseen_style_keeps_sensitivity_fp_rate_and_rejects_bubbles(alt: dict[st
     assert b.air_bubbles_flagged.hit / b.air_bubbles_flagged.total <= ALT_MAX_BUBBLES_FLAGGED, \
         b.air_bubbles_flagged
     assert b.nested_pairs == 0
+
+
+# --------------------------------------------------------------------------------------------
+# tomosynthesis volumes
+# --------------------------------------------------------------------------------------------
+
+#: gates on a regenerated DBT set (seed 4103: 4 Hologic-like cases, 8 volumes, 12 lesions),
+#: run as serving runs volumes (the card's slabs and its tomosynthesis balanced point);
+#: measured with 0.6.0: 10/12 lesions, 0.375 FP/volume, CPM 0.762 (README: the full DBT test)
+DBT_MIN_SENSITIVITY = 0.65
+DBT_MAX_FP_PER_VOLUME = 0.75
+DBT_MIN_CPM = 0.60
+
+
+@pytest.fixture(scope="module")
+def dbt(tmp_path_factory: pytest.TempPathFactory, model: DetectorModel) -> dict[str, Any]:
+    from training.evaluate_dbt import evaluate_volumes, predict_volume_item
+
+    out = tmp_path_factory.mktemp("quality") / "dbt"
+    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--dbt", "--out",
+                        str(out), "--cases", "4", "--seed", "4103", "--split", "test",
+                        "--normal-share", "0"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    items = load_split(out, "test")
+    settings = model.tomo_settings
+    preds = [predict_volume_item(model, it, slab=settings.slab, stride=settings.stride
+                                 ).prediction for it in items]
+    point = model.tomo_operating_point("balanced")
+    assert point is not None, "the bundled card has tomosynthesis points"
+    report: dict[str, Any] = evaluate_volumes(items, preds, point.score_threshold)
+    return report
+
+
+def test_tomosynthesis_volumes_find_lesions_without_flooding(dbt: dict[str, Any]) -> None:
+    assert dbt["volumes"] == 8 and dbt["lesions"] >= 5, "the set must hold lesions"
+    at = dbt["at_threshold"]
+    assert at["overall"]["sensitivity"] >= DBT_MIN_SENSITIVITY, at["overall"]
+    assert at["false_positives"]["per_image"] <= DBT_MAX_FP_PER_VOLUME, at["false_positives"]
+    assert dbt["froc"]["cpm"] >= DBT_MIN_CPM, dbt["froc"]

@@ -25,7 +25,7 @@ from serving.pipeline.model import ModelError, default_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "galacto-small.yaml"
-BUNDLED = REPO / "models" / "galacto-small" / "0.5.0"
+BUNDLED = REPO / "models" / "galacto-small" / "0.6.0"
 TRUNK = "feature_extractor.trunk."
 TINY = ["--set", "optim.steps_per_epoch=2", "--set", "optim.batch_size=2",
         "--set", "optim.patch_size=128", "--set", "preprocess.spacing_mm=0.4",
@@ -172,11 +172,11 @@ def _model_folder(root: Path, version: str) -> Path:
 
 def test_the_default_model_is_the_one_models_default_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bundled default is 0.5.0 by its marker; a marker beats a higher version;
+    """The bundled default is 0.6.0 by its marker; a marker beats a higher version;
     GALACTO_MODEL beats the marker; a bad marker is an error; without any marker the highest
     version is served, as before."""
     monkeypatch.delenv("GALACTO_MODEL", raising=False)
-    assert (REPO / "models" / "DEFAULT").read_text().strip() == "galacto-small/0.5.0"
+    assert (REPO / "models" / "DEFAULT").read_text().strip() == "galacto-small/0.6.0"
     monkeypatch.chdir(REPO)
     assert default_model_dir() == BUNDLED
     root = tmp_path / "models"
@@ -229,7 +229,7 @@ def test_fine_tune_freezes_the_backbone_and_mixes_two_training_folders(
 
 
 def test_fine_tune_starts_from_the_bundled_model_folder(tiny: Path) -> None:
-    """optim.init_from takes models/galacto-small/0.5.0 (weights read back from its ONNX
+    """optim.init_from takes models/galacto-small/0.6.0 (weights read back from its ONNX
     graph, checked against ONNX Runtime): stem and first stages frozen stay as imported, the
     third stage's convolutions train, the trunk's batch-norm statistics stay fixed."""
     from training.onnx_weights import network_from_model
@@ -275,7 +275,7 @@ def test_outputs_written_in_the_checkout_are_ignored_and_models_are_not() -> Non
     outputs = ["galacto-results/1.2.3/x.dcm", "galacto-spool/jobs.db", "site-calibration.json",
                "report.json", "froc.png", "results/study.json", "overlays/a.png", "demo/x",
                "runs/x/best.pt", "data/x/dataset.json", "models/.export-galacto-small-1-x/m"]
-    kept = ["models/DEFAULT", "models/galacto-small/0.5.0/model.json", "docs/froc_test.png",
+    kept = ["models/DEFAULT", "models/galacto-small/0.6.0/model.json", "docs/froc_test.png",
             "configs/galacto-small.yaml"]
     r = subprocess.run(["git", "check-ignore", "--no-index", *outputs, *kept], cwd=REPO,
                        capture_output=True, text=True, timeout=60)

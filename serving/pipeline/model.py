@@ -214,7 +214,7 @@ def read_default_marker(root: Path) -> str | None:
     parts = text.split("/")
     if len(parts) != 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
         raise ModelError(f"{marker}: expected one line <name>/<version> (e.g. "
-                         f"{DEFAULT_MODEL_NAME}/0.5.0), got {text!r}")
+                         f"{DEFAULT_MODEL_NAME}/0.6.0), got {text!r}")
     return text
 
 
