@@ -139,7 +139,9 @@ def test_jpeg2000_reduced_resolution_decode_finds_the_same(study: Path, tmp_path
 
     matched = sum(any(same(x, y) for y in boxes_b) for x in boxes_a)
     assert matched >= 0.8 * len(boxes_a)
-    assert abs(len(boxes_a) - len(boxes_b)) <= max(1, round(0.1 * len(boxes_a)))
+    # counts within 15 %: at high_sensitivity most findings are marginal candidates near the
+    # threshold (0.05), which the 2x2 reduced decode can move across it
+    assert abs(len(boxes_a) - len(boxes_b)) <= max(1, round(0.15 * len(boxes_a)))
     nip_a = [im.nipple_px for s in a.studies for im in s.images]
     nip_b = [im.nipple_px for s in b.studies for im in s.images]
     for p, q in zip(nip_a, nip_b, strict=True):

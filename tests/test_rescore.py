@@ -115,7 +115,9 @@ def test_two_view_rescoring_is_symmetric(study: Path, rescoring_model: DetectorM
         assert all(e.other_view for e in x.evidence)
     alone = analyse_study(images[:1], rescoring_model)[0]
     assert not any(e.other_view for e in alone.evidence)
-    assert not np.allclose(np.sort(alone.scores), np.sort(a[0].scores))
+    # alone, the view's scores differ from the pair's (in number, or in value)
+    assert alone.scores.shape != a[0].scores.shape or \
+        not np.allclose(np.sort(alone.scores), np.sort(a[0].scores))
 
 
 def test_single_view_request_works(study: Path, rescoring_model: DetectorModel) -> None:
