@@ -262,17 +262,6 @@ class _Places:
             (self.lo[i] <= of.hi[others])
 
 
-def _same_place(a: TomoCandidate, b: Sequence[TomoCandidate], pos: Sequence[int],
-                ios_thresh: float) -> list[bool]:
-    """Per candidate of ``b``: its best-frame box covers at least ``ios_thresh`` of the
-    smaller of it and ``a``'s, and the two were detected at overlapping stack positions."""
-    if not b:
-        return []
-    here = _Places.of([a], pos).same_place(0, np.arange(len(b)), ios_thresh,
-                                           of=_Places.of(b, pos))
-    return [bool(v) for v in here]
-
-
 def suppress_nested_tracks(candidates: Sequence[TomoCandidate], heights_mm: Sequence[float],
                            ios_thresh: float) -> list[int]:
     """Indices of the candidates kept, best score first: greedy by decreasing score (stable
@@ -362,9 +351,12 @@ def mimics_to_report(vc: VolumeCandidates, reported: Sequence[int], threshold: f
     the place of a reported lesion (``reported``: indices into ``vc.lesions``) at overlapping
     heights, the 2D rule (:data:`~serving.pipeline.rescore.OVERLAP_IOS`) in 3D."""
     pos = _positions(vc.volume.header.frame_heights_mm)
-    found = [vc.lesions[i] for i in reported]
+    mimics = _Places.of(vc.mimics, pos)
+    found = _Places.of([vc.lesions[i] for i in reported], pos)
+    everyone = np.arange(len(reported), dtype=np.intp)
     return [k for k, m in enumerate(vc.mimics)
-            if m.score >= threshold and not any(_same_place(m, found, pos, OVERLAP_IOS))]
+            if m.score >= threshold
+            and not mimics.same_place(k, everyone, OVERLAP_IOS, of=found).any()]
 
 
 def _evidence(c: int, lesions: _Places, mimics: _Places, scores: Sequence[float],
