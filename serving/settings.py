@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         stow_results: result objects STOW-RS produces and stores, comma-separated among
             ``sr`` (Mammography CAD SR), ``tid1500`` and ``gsps`` (default: all three).
         log_json: structured JSON logs (one object per line) instead of plain text.
+        render_cache_mb: stored pixel data (MiB) of the tomosynthesis volumes kept after
+            ``POST /v1/render`` so that ``GET /v1/render/{render_id}`` draws their other frames
+            without a new upload (at most 8 volumes, each forgotten after 15 minutes unused,
+            least recently used evicted first: :mod:`serving.api.render_cache`); 0 keeps
+            none.
     """
 
     model_config = SettingsConfigDict(env_prefix="GALACTO_", extra="ignore")
@@ -192,6 +197,7 @@ class Settings(BaseSettings):
     stow_results: Annotated[list[ResultKind], NoDecode] = Field(
         default_factory=lambda: [ResultKind.CAD_SR, ResultKind.TID1500, ResultKind.GSPS])
     log_json: bool = True
+    render_cache_mb: float = Field(default=256.0, ge=0)
 
     @field_validator("api_keys", "stow_results", "allowed_hosts", "ort_providers",
                      mode="before")
@@ -230,6 +236,11 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def render_cache_bytes(self) -> int:
+        """``render_cache_mb`` in bytes."""
+        return int(self.render_cache_mb * 1024 * 1024)
 
     @property
     def volume_pixels(self) -> int:

@@ -321,7 +321,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 # --------------------------------------------------------------------------------------------
 
 #: Sample values of path parameters (a new parameter name fails the test: add it here).
-PATH_SAMPLES = {"study": "1.2.3", "series": "1.2.3.4", "instance": "1.2.3.4.5", "job_id": "1"}
+PATH_SAMPLES = {"study": "1.2.3", "series": "1.2.3.4", "instance": "1.2.3.4.5", "job_id": "1",
+                "render_id": "r1"}
 PROBES = {"/healthz", "/readyz"}
 #: Open by design: the viewer page and its static files, and the Swagger UI files that /docs
 #: loads (the enumeration probes each static mount with a "viewer.js" name), hold no data.

@@ -8,6 +8,10 @@
   :func:`serving.outputs.overlay.render_frame_overlay` for a frame of a volume (findings
   whose best frame it is solid, those detected on it but best seen elsewhere dashed).
 
+A volume sent to ``POST /v1/render`` is kept for a while (:mod:`serving.api.render_cache`) so
+that ``GET /v1/render/{render_id}`` draws its other frames without the upload, exactly as the
+POST would (the same :func:`render_item`, without findings).
+
 Frames are numbered from 1, as DICOM and ``FindingOut.frame`` number them. A frame that is
 not one of the object's is refused with 422 ``invalid_frame``. The default frame of a volume
 is the best frame of its top finding when the findings are known, else the central frame.
@@ -40,18 +44,24 @@ class Rendered:
         scale: stored pixels per PNG pixel (``X-Galacto-Scale``).
         frame: the frame drawn (1-based) for a volume; None for a 2D image.
         frames: the volume's number of frames; None for a 2D image.
+        render_id: the id under which the volume is kept for ``GET /v1/render/{render_id}``
+            (``X-Galacto-Render-Id``, :mod:`serving.api.render_cache`); None when not kept.
     """
 
     png: bytes
     scale: float
     frame: int | None
     frames: int | None
+    render_id: str | None = None
 
     def headers(self) -> dict[str, str]:
-        """``X-Galacto-Scale``, and for a volume ``X-Galacto-Frame`` / ``X-Galacto-Frames``."""
+        """``X-Galacto-Scale``, for a volume ``X-Galacto-Frame`` / ``X-Galacto-Frames``, and
+        ``X-Galacto-Render-Id`` when the volume is kept."""
         out = {"X-Galacto-Scale": f"{self.scale:g}"}
         if self.frame is not None and self.frames is not None:
             out.update({"X-Galacto-Frame": str(self.frame), "X-Galacto-Frames": str(self.frames)})
+        if self.render_id is not None:
+            out["X-Galacto-Render-Id"] = self.render_id
         return out
 
 

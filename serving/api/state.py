@@ -1,5 +1,6 @@
 """What the app holds between requests: settings, the model (loaded in the background at
-startup), the inference limiter, the triage thread pool, the result store and the metrics."""
+startup), the inference limiter, the triage thread pool, the result store, the volumes kept
+for ``GET /v1/render/{render_id}`` and the metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from serving.api.errors import ApiError
 from serving.api.limiter import InferenceLimiter
 from serving.api.metrics import Metrics
+from serving.api.render_cache import RenderCache
 from serving.api.store import ResultStore
 from serving.api.turns import Turns
 from serving.pipeline.calibration import calibrated_model
@@ -39,6 +41,7 @@ class AppState:
                                               thread_name_prefix="triage")
         self.triage_turns = Turns(settings.triage_workers)
         self.store = ResultStore(settings.results_dir)
+        self.render_cache = RenderCache(settings.render_cache_bytes)
         self.metrics = Metrics()
         self._thread: threading.Thread | None = None
 

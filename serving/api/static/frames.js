@@ -1,8 +1,9 @@
 // galacto viewer: scrolling through the frames of a tomosynthesis volume.
 // Plain JavaScript, no dependencies; viewer.js builds one FrameScroller per volume.
 //
-// A frame is fetched as a PNG when it is asked for (viewer.js sends the file to
-// /v1/render?frame=N), one request at a time: while one is on its way, further moves only
+// A frame is fetched as a PNG when it is asked for (viewer.js asks the server's copy of the
+// volume, GET /v1/render/{id}?frame=N, sending the file to POST /v1/render?frame=N again
+// only when the server no longer keeps it), one request at a time: while one is on its way, further moves only
 // change the frame wanted, and the latest one is fetched next. The last CACHE_SIZE frames
 // fetched are kept. Controls: a slider, the previous / next buttons, the mouse wheel over the
 // picture, and the keys ←/↑ (previous), →/↓ (next), Page Up / Page Down (5 frames), Home and
@@ -30,6 +31,31 @@
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
+  }
+
+  /**
+   * The frame fetcher of a volume whose first render is `first` (its `renderId`: the id of
+   * the server's copy, or null): frames come from the server's copy, `kept(renderId, n)`
+   * (GET /v1/render/{id}), while it keeps one, so that the file is uploaded once; when a
+   * fetch fails with `expired(error)` true (404 render_expired: the server forgot it), the
+   * file is sent once again, `upload(n)` (POST /v1/render), whose answer names the new copy
+   * the frames after come from. Without an id, every frame is uploaded.
+   */
+  function keptFrames(first, { kept, upload, expired }) {
+    let renderId = first && first.renderId ? first.renderId : null;
+    return async (frame) => {
+      if (renderId) {
+        try {
+          return await kept(renderId, frame);
+        } catch (exc) {
+          if (!expired(exc)) throw exc;
+          renderId = null;
+        }
+      }
+      const rendered = await upload(frame);
+      renderId = rendered.renderId || null;
+      return rendered;
+    };
   }
 
   class FrameScroller {
@@ -169,5 +195,5 @@
     }
   }
 
-  window.GalactoFrames = { FrameScroller, el };
+  window.GalactoFrames = { FrameScroller, el, keptFrames };
 })();

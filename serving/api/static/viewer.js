@@ -226,14 +226,30 @@
 
   /**
    * The file (frame `frame` of a volume, default the central one) as a PNG without marks, its
-   * scale (stored pixels per PNG pixel) and, for a volume, the frame drawn and the number of
-   * frames (null for a 2D image); ApiError on failure.
+   * scale (stored pixels per PNG pixel) and, for a volume, the frame drawn, the number of
+   * frames (null for a 2D image) and the id under which the server keeps the volume
+   * (`renderId`, X-Galacto-Render-Id; null when it keeps none); ApiError on failure.
    */
   async function render(file, frame = null) {
     const which = frame ? `&frame=${frame}` : "";
     const resp = await api(`/v1/render?max_size=${RENDER_MAX_SIZE}&overlay=false${which}`, {
       method: "POST", body: file, headers: { "Content-Type": "application/dicom" },
     });
+    return rendered(resp);
+  }
+
+  /**
+   * Frame `frame` of the volume the server keeps under `renderId` (no upload), as render()
+   * answers it; ApiError on failure (404 `render_expired` once the server forgot it).
+   */
+  async function renderKept(renderId, frame) {
+    const resp = await api(`/v1/render/${encodeURIComponent(renderId)}?max_size=`
+      + `${RENDER_MAX_SIZE}&overlay=false&frame=${frame}`);
+    return rendered(resp);
+  }
+
+  /** A render response as {bitmap, scale, frame, frames, renderId}. */
+  async function rendered(resp) {
     const scale = parseFloat(resp.headers.get("X-Galacto-Scale") || "");
     if (!(scale > 0)) {
       throw new ApiError(resp.status, "bad_scale",
@@ -242,7 +258,8 @@
     const shown = parseInt(resp.headers.get("X-Galacto-Frame") || "", 10);
     const frames = parseInt(resp.headers.get("X-Galacto-Frames") || "", 10);
     return { bitmap: await decodePng(await resp.blob()), scale,
-      frame: shown > 0 ? shown : null, frames: frames > 0 ? frames : null };
+      frame: shown > 0 ? shown : null, frames: frames > 0 ? frames : null,
+      renderId: resp.headers.get("X-Galacto-Render-Id") || null };
   }
 
   /** One file as application/dicom; several as multipart/form-data (fused per breast). */
@@ -497,7 +514,12 @@
     const scroller = new window.GalactoFrames.FrameScroller({
       figure, wrap, count: image.number_of_frames,
       marked: image.findings.filter((f) => f.frame).map((f) => f.frame.best),
-      fetch: (n) => render(file, n),
+      fetch: window.GalactoFrames.keptFrames(first, {
+        kept: renderKept,
+        upload: (n) => render(file, n),
+        expired: (exc) => exc instanceof ApiError && exc.status === 404
+          && exc.detail === "render_expired",
+      }),
       draw: (rendered) => {
         if (canvas.isConnected) drawImage(canvas, rendered, image, fileIndex);
       },
