@@ -1,5 +1,5 @@
 """Binary morphology and block reduction of 2D arrays: the helpers that the breast segmentation
-(:func:`serving.pipeline.preprocess.segment_breast`) and the landmark search
+(:func:`serving.pipeline.breast_mask.segment_breast`) and the landmark search
 (:mod:`serving.pipeline.locate.landmarks`) share, so that the breast mask found by the landmark
 search is the one the network input was cropped to.
 

@@ -12,8 +12,9 @@ exactly the same thing. Steps, in order:
    connected component, take its bounding box plus ``crop_margin_mm``, kept inside
    ``Image.image_area`` (the intake's padding and shutters are not image: they hold the
    image's lowest value, and neither the crop margin nor the orientation test reaches into
-   them). The whole image when nothing is found. See :func:`segment_breast`. Done on the
-   mirrored view, so a mirrored copy of an image gives a bit-identical result.
+   them). The whole image when nothing is found. See
+   :func:`~serving.pipeline.breast_mask.segment_breast`. Done on the mirrored view, so a
+   mirrored copy of an image gives a bit-identical result.
 3. **Resample** the crop to a square ``spacing_mm`` grid (Pillow mode ``"F"``, bilinear, which
    antialiases when it shrinks).
 4. **Normalize** to ``(v - p_low) / (p_high - p_low)`` with the percentiles taken inside the
@@ -42,8 +43,15 @@ import numpy.typing as npt
 from PIL import Image as PILImage
 
 from serving.pipeline.arrays import BoolArray, FloatArray
+
+# The breast segmentation is shared with the landmark search (serving.pipeline.breast_mask);
+# its public names stay importable from here as before.
+from serving.pipeline.breast_mask import BREAST_LEVEL as BREAST_LEVEL
+from serving.pipeline.breast_mask import MIN_BREAST_FRACTION as MIN_BREAST_FRACTION
+from serving.pipeline.breast_mask import OPENING_RADIUS_MM as OPENING_RADIUS_MM
+from serving.pipeline.breast_mask import SEGMENTATION_SPACING_MM as SEGMENTATION_SPACING_MM
+from serving.pipeline.breast_mask import reduced_breast_mask, segment_breast
 from serving.pipeline.dicom_in import Image
-from serving.pipeline.morphology import block_mean, dilate, erode, largest_component
 
 __all__ = [
     "Prepared",
@@ -54,16 +62,8 @@ __all__ = [
     "segment_breast",
 ]
 
-#: Pixel size of the reduced copy used for segmentation, mm (approximate).
-SEGMENTATION_SPACING_MM: Final = 1.0
-#: Radius of the opening that removes thin structures attached to the breast (cannula, tubing).
-OPENING_RADIUS_MM: Final = 2.0
-#: Air/breast threshold, as a fraction of the way from the air level to the tissue level.
-BREAST_LEVEL: Final = 0.15
 #: Share of columns at each image edge compared when the orientation comes from the pixels.
 EDGE_FRACTION: Final = 0.03
-#: Components smaller than this share of the reduced image are not taken as a breast.
-MIN_BREAST_FRACTION: Final = 0.01
 #: Percentiles are computed on at most about this many breast pixels (a regular subsample).
 PERCENTILE_SAMPLES: Final = 250_000
 #: Normalized values are clipped to this range to bound outliers.
@@ -331,10 +331,8 @@ def prepare(image: Image, cfg: PreprocessConfig | None = None) -> Prepared:
     canonical = pixels[:, ::-1] if flipped else pixels  # a view; copied only inside the crop
     if flipped:
         area = (area[0], area[1], pixels.shape[1] - area[3], pixels.shape[1] - area[2])
-    factor = (_reduce_factor(row_mm), _reduce_factor(col_mm))
-    small = block_mean(canonical, factor)
-    small_spacing = (factor[0] * row_mm + factor[1] * col_mm) / 2
-    small_mask = segment_breast(small, small_spacing)
+    reduced = reduced_breast_mask(canonical, (row_mm, col_mm))
+    small_mask, factor = reduced.mask, reduced.factor
     crop = _crop_box(small_mask, factor, pixels.shape, (row_mm, col_mm), cfg.crop_margin_mm)
     crop = _inside(crop, area)
     transform = _make_transform(pixels.shape, flipped, crop, (row_mm, col_mm), cfg.spacing_mm)
@@ -411,88 +409,8 @@ def needs_mirroring(
 
 
 # --------------------------------------------------------------------------------------------
-# Segmentation
-# --------------------------------------------------------------------------------------------
-
-
-def segment_breast(small: npt.NDArray[np.float32], spacing_mm: float) -> BoolArray:
-    """Breast mask of a reduced image (about 1 mm pixels).
-
-    A threshold low between air and tissue (:func:`_breast_threshold`: Otsu's classes on a
-    histogram between the 0.5th and 99.5th percentiles, so that a few very bright
-    contrast-filled ducts or markers cannot pull it), an opening of radius
-    :data:`OPENING_RADIUS_MM` to cut thin attachments (cannula, tubing, wires), the largest
-    4-connected component of what survives, then grown back inside the thresholded mask by the
-    same radius. Intensity scale and offset do not matter (12/14/16 bits, MONOCHROME1 or 2 after
-    the intake), only that the breast is brighter than the air around it.
-
-    Args:
-        small: ``(h, w)`` reduced image.
-        spacing_mm: its pixel size, mm.
-
-    Returns:
-        bool ``(h, w)``; all True when no breast-like component is found (flat image, or a
-        component under :data:`MIN_BREAST_FRACTION` of the image).
-    """
-    everything = np.ones(small.shape, dtype=bool)
-    threshold = _breast_threshold(small)
-    if threshold is None:
-        return everything
-    mask = small > threshold
-    radius = max(1, round(OPENING_RADIUS_MM / spacing_mm))
-    core = erode(mask, radius)
-    if not core.any():
-        core = mask
-    component = largest_component(core)
-    if component.sum() < MIN_BREAST_FRACTION * small.size:
-        return everything
-    return dilate(component, radius) & mask
-
-
-def _breast_threshold(small: npt.NDArray[np.float32]) -> float | None:
-    """Threshold between air and breast: :data:`BREAST_LEVEL` of the way from the air level
-    (median of Otsu's dark class) to the tissue level (median of its bright class).
-
-    Otsu alone lands inside the breast's thickness fall-off when bright structures (pectoral
-    muscle, dense tissue) widen the bright class; the low fraction keeps the periphery and the
-    nipple while staying well clear of the flat air background. ``None`` when flat.
-    """
-    otsu = _otsu_threshold(small)
-    if otsu is None:
-        return None
-    dark = small[small <= otsu]
-    bright = small[small > otsu]
-    if dark.size == 0 or bright.size == 0:
-        return otsu
-    air = float(np.median(dark))
-    tissue = float(np.median(bright))
-    return air + BREAST_LEVEL * (tissue - air)
-
-
-def _otsu_threshold(values: npt.NDArray[np.float32], bins: int = 256) -> float | None:
-    """Otsu's threshold of ``values`` clipped to their 0.5-99.5th percentiles; None when flat."""
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    if not hi > lo:
-        return None
-    hist, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight0 = np.cumsum(hist, dtype=np.float64)
-    weight1 = weight0[-1] - weight0
-    sum0 = np.cumsum(hist * centers)
-    mean0 = sum0 / np.maximum(weight0, 1)
-    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-# --------------------------------------------------------------------------------------------
 # Geometry
 # --------------------------------------------------------------------------------------------
-
-
-def _reduce_factor(spacing_mm: float) -> int:
-    """Integer reduction that brings ``spacing_mm`` closest to the segmentation spacing."""
-    return max(1, round(SEGMENTATION_SPACING_MM / spacing_mm))
 
 
 def _crop_box(

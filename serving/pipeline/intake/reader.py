@@ -7,7 +7,7 @@ decoding and the pixel semantics).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -95,13 +95,16 @@ class Instance:
     dataset: Dataset
 
 
-def read_image(
-    source: DicomSource,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    allow_missing_spacing: bool = False,
-    reduce_to_spacing_mm: float | None = None,
-) -> Image:
+class ReadOptions(TypedDict, total=False):
+    """The keyword options of :func:`read_image` and :func:`read_instance` (described at
+    :func:`read_image`; defaults those of :func:`read_instance`)."""
+
+    max_pixels: int
+    allow_missing_spacing: bool
+    reduce_to_spacing_mm: float | None
+
+
+def read_image(source: DicomSource, **options: Unpack[ReadOptions]) -> Image:
     """Read, check and decode a single-frame grayscale DICOM image.
 
     The header is checked first (see :func:`read_header`; Rows x Columns against
@@ -128,9 +131,7 @@ def read_image(
         OSError: ``source`` is a path that cannot be opened or read.
         TypeError: ``source`` is none of the accepted types.
     """
-    return read_instance(source, max_pixels=max_pixels,
-                         allow_missing_spacing=allow_missing_spacing,
-                         reduce_to_spacing_mm=reduce_to_spacing_mm).image
+    return read_instance(source, **options).image
 
 
 def read_instance(

@@ -19,8 +19,6 @@ Assumptions (stated, not measured on patients):
   :data:`DEFAULT_MLO_ANGLE_DEG` is assumed.
 - Without a usable PatientOrientation column direction, the standard hanging is assumed (CC:
   lateral up; ML: superior up; MLO: superolateral up); :func:`orientation_assumed` says when.
-
-numpy only; never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ Assumption (stated, not measured on patients): the nipple is the most anterior p
 breast contour (canonical orientation: the right-most breast pixel). A retracted or
 not-in-profile nipple is not detected as such.
 
-numpy only (plus what :mod:`serving.pipeline.preprocess` uses); never torch, monai, scipy or
-``training``.
+numpy only (plus the breast segmentation of :mod:`serving.pipeline.breast_mask` and the
+orientation test of :mod:`serving.pipeline.preprocess`); never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations
@@ -31,18 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.pipeline.arrays import BoolArray, FloatArray
+
+# The reduction and segmentation of preprocessing are reused on purpose, so that the breast
+# mask found here is the one the network input was cropped to.
+from serving.pipeline.breast_mask import BREAST_LEVEL, reduced_breast_mask
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.locate.breast_frame import LATERAL_VIEWS, OBLIQUE_VIEWS, up_signs
-
-# The reduction, morphology and component helpers of preprocessing are reused on purpose, so
-# that the breast mask found here is the one the network input was cropped to.
-from serving.pipeline.morphology import block_mean, dilate, erode, largest_component
-from serving.pipeline.preprocess import (
-    BREAST_LEVEL,
-    SEGMENTATION_SPACING_MM,
-    needs_mirroring,
-    segment_breast,
-)
+from serving.pipeline.morphology import dilate, erode, largest_component
+from serving.pipeline.preprocess import needs_mirroring
 
 __all__ = [
     "FINE_OPENING_MM",
@@ -146,7 +142,7 @@ def find_landmarks(image: Image) -> Landmarks:
     Steps (canonical orientation, chest wall at column 0):
 
     1. Reduce to about 1 mm (block mean) and segment the breast with
-       :func:`~serving.pipeline.preprocess.segment_breast` (threshold, opening of radius 2 mm,
+       :func:`~serving.pipeline.breast_mask.segment_breast` (threshold, opening of radius 2 mm,
        which removes the cannula and tubing, largest component).
     2. Coarse nipple: the right-most column of the mask, at the middle of that column's
        longest run of breast pixels.
@@ -173,10 +169,9 @@ def find_landmarks(image: Image) -> Landmarks:
     rows, cols = (int(v) for v in pixels.shape)
     mirrored = needs_mirroring(pixels, image.patient_orientation)
     canonical = pixels[:, ::-1] if mirrored else pixels
-    fy, fx = _reduce_factor(sy), _reduce_factor(sx)
-    small = block_mean(canonical, (fy, fx))
-    small_spacing = (fy * sy + fx * sx) / 2
-    mask = segment_breast(small, small_spacing)
+    reduced = reduced_breast_mask(canonical, (sy, sx))
+    small, mask = reduced.small, reduced.mask
+    fy, fx = reduced.factor
     if mask.all() or not mask.any():
         raise LandmarkError(
             f"no breast found in the image ({rows}x{cols}, spacing {sy:g}x{sx:g} mm): "
@@ -218,11 +213,6 @@ def find_landmarks(image: Image) -> Landmarks:
         pnl_end=kind,
         pnl_length_mm=length,
     )
-
-
-def _reduce_factor(spacing_mm: float) -> int:
-    """Integer reduction bringing ``spacing_mm`` closest to the segmentation spacing (1 mm)."""
-    return max(1, round(SEGMENTATION_SPACING_MM / spacing_mm))
 
 
 def _tissue_threshold(small: npt.NDArray[np.float32], mask: BoolArray) -> float:

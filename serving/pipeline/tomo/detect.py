@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypedDict, Unpack
 
 import numpy as np
 
@@ -53,6 +53,7 @@ __all__ = [
     "Predictor",
     "SlabMode",
     "VolumeDetections",
+    "VolumeOptions",
     "combine_slab",
     "predict_volume",
     "run_volume",
@@ -62,6 +63,18 @@ SlabMode: TypeAlias = Literal["mean", "max"]
 #: The 2D detector: one image -> its detections in stored pixels (default
 #: :func:`serving.pipeline.run.predict`).
 Predictor: TypeAlias = Callable[[Image, DetectorModel], RawDetections]
+
+
+class VolumeOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_volume` (each described there)."""
+
+    slab: int
+    stride: int
+    slab_mode: SlabMode
+    link: LinkConfig | None
+    predictor: Predictor
+    classes: Sequence[str] | None
+
 
 #: Stages of :attr:`VolumeDetections.timings_ms`, in order.
 STAGES = ("read", "slab", "preprocess", "inference", "postprocess", "link")
@@ -226,17 +239,8 @@ def _to_frame_indices(candidates: list[TomoCandidate], order: Sequence[int]
     return out
 
 
-def predict_volume(
-    volume: VolumeLike,
-    model: DetectorModel,
-    *,
-    slab: int = 1,
-    stride: int = 1,
-    slab_mode: SlabMode = "mean",
-    link: LinkConfig | None = None,
-    predictor: Predictor = predict,
-) -> list[TomoCandidate]:
+def predict_volume(volume: VolumeLike, model: DetectorModel,
+                   **options: Unpack[VolumeOptions]) -> list[TomoCandidate]:
     """The linked candidates of :func:`run_volume` (same arguments), best score first;
     use :func:`run_volume` for the timings and the frames used."""
-    return run_volume(volume, model, slab=slab, stride=stride, slab_mode=slab_mode,
-                      link=link, predictor=predictor).candidates
+    return run_volume(volume, model, **options).candidates

@@ -39,8 +39,6 @@ A candidate (:class:`TomoCandidate`) is a track summarised:
 
 Boxes are ``[x1, y1, x2, y2]`` stored pixels (x = column, x2/y2 exclusive); frame indices are
 0-based (DICOM frame number = index + 1).
-
-numpy only; never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations

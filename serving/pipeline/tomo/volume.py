@@ -20,8 +20,6 @@ Conventions:
 - **Slab**: the ``slab`` neighbouring frames around a centre frame ``c``, frames
   ``[c - (slab - 1) // 2, c - (slab - 1) // 2 + slab)`` clipped to the volume (an even slab
   reaches one frame further towards higher indices). See :func:`slab_bounds`.
-
-numpy only; never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations
