@@ -28,6 +28,7 @@ from serving.pipeline.locate import (
     locate_in_view,
     location_phrase,
     match_views,
+    pair_cost,
     quadrant,
 )
 from tests.dicomgen import make_dataset
@@ -560,3 +561,27 @@ def test_locate_imports_no_torch_monai_scipy_or_training() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tomosynthesis_views_pair_only_where_their_3d_positions_agree() -> None:
+    """Two DBT views each place a finding in 3D (``coronal_mm``): a pair whose depths behind
+    the nipple agree but whose single-view positions lie far apart is two objects, not one;
+    a 2D view (no ``coronal_mm``) is paired as before."""
+    point = (40.0, 20.0, 15.0)
+    cc = replace(view_loc("CC", "R", point), coronal_mm=(20.0, 15.0))
+    near = replace(view_loc("MLO", "R", point), coronal_mm=(24.0, 9.0))
+    (m,) = match_views([cc], [near])
+    assert (m.cc_index, m.other_index) == (0, 0)
+    # same depth, 40 mm away in the coronal plane: beyond max(20 mm, 0.4 x ~50 mm)
+    far = replace(view_loc("MLO", "R", point), coronal_mm=(-20.0, 15.0))
+    assert math.dist(cc.coronal_mm or (0, 0), far.coronal_mm or (0, 0)) == 40.0
+    assert pair_cost(cc, far) is None
+    assert match_views([cc], [far]) == []
+    # the closer of two otherwise equal partners wins
+    (m,) = match_views([cc], [far, near])
+    assert m.other_index == 1
+    # without a 3D position on either side, the 2D rule alone decides
+    assert len(match_views([cc], [view_loc("MLO", "R", point)])) == 1
+    cost_2d = pair_cost(view_loc("CC", "R", point), view_loc("MLO", "R", point))
+    cost_3d = pair_cost(cc, near)
+    assert cost_2d is not None and cost_3d is not None and cost_3d > cost_2d

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from serving.pipeline.locate.birads import (
     ORIENTATION_UNKNOWN,
@@ -35,7 +36,17 @@ from serving.pipeline.locate.breast_frame import (
 )
 from serving.pipeline.locate.view_location import ViewLocation
 
-__all__ = ["Match", "match_views", "pair_cost"]
+__all__ = ["CORONAL_TOLERANCE_FRACTION", "CORONAL_TOLERANCE_MM", "Match", "match_views",
+           "pair_cost"]
+
+#: Two views that each locate a finding in 3D on their own (tomosynthesis:
+#: :attr:`ViewLocation.coronal_mm`) are paired only when those positions lie within
+#: ``max(CORONAL_TOLERANCE_MM, CORONAL_TOLERANCE_FRACTION * mean distance from the nipple)``
+#: of each other. Measured on the DBT validation set (``galacto synth --dbt --seed 2103``,
+#: model 0.6.0): the two views of one lesion lay at most 19.9 mm (0.37 of its distance) apart,
+#: a single view at most 10.8 mm from the truth; unrelated candidate pairs a median 56 mm.
+CORONAL_TOLERANCE_MM: Final = 20.0
+CORONAL_TOLERANCE_FRACTION: Final = 0.4
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,10 @@ def match_views(
     ``depth difference / tolerance + 0.5 * log(size ratio) / log(max_size_ratio) +
     (1 - sqrt(score_cc * score_other))``; admissible pairs are taken in increasing cost, each
     finding at most once. Findings left over stay per-view (see :func:`describe_view`).
+    When both findings carry a single-view 3D position (:attr:`ViewLocation.coronal_mm`,
+    tomosynthesis), the pair is admissible only when those agree within
+    ``max(CORONAL_TOLERANCE_MM, CORONAL_TOLERANCE_FRACTION * mean distance)``, and the cost
+    adds ``gap / that tolerance``.
 
     Location of a pair: the offsets from the nipple axis in the two views are
     ``offset_cc = up_cc . (u, l)`` and ``offset_other = up_other . (u, l)`` (times the
@@ -175,7 +190,8 @@ def pair_cost(
     """:func:`match_views`'s cost of pairing ``a`` (one view) with ``b`` (the complementary
     view of the same breast), with its defaults, or ``None`` when the pair is not admissible
     (depth behind the nipple along the nipple axis not within ``max(tolerance_mm,
-    tolerance_fraction * mean depth)``, or sizes not within ``max_size_ratio``)."""
+    tolerance_fraction * mean depth)``, sizes not within ``max_size_ratio``, or single-view
+    3D positions that disagree)."""
     return _pair_cost(a, b, tolerance_mm, tolerance_fraction, max_size_ratio)
 
 
@@ -192,7 +208,13 @@ def _pair_cost(
     if ratio > max_ratio:
         return None
     agreement = math.sqrt(max(a.score, 0.0) * max(b.score, 0.0))
-    return diff / max(tol, 1e-9) + 0.5 * math.log(ratio) / math.log(max_ratio) + (1 - agreement)
+    cost = diff / max(tol, 1e-9) + 0.5 * math.log(ratio) / math.log(max_ratio) + (1 - agreement)
+    if a.coronal_mm is None or b.coronal_mm is None:
+        return cost
+    gap = math.dist(a.coronal_mm, b.coronal_mm)
+    coronal_tol = max(CORONAL_TOLERANCE_MM,
+                      CORONAL_TOLERANCE_FRACTION * (a.distance_mm + b.distance_mm) / 2)
+    return None if gap > coronal_tol else cost + gap / coronal_tol
 
 
 def _up_vector(loc: ViewLocation, mlo_angle_deg: float) -> tuple[float, float]:

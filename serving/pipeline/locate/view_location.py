@@ -7,8 +7,6 @@ Boxes and points are in stored pixels and image mm (see
 those of :mod:`serving.pipeline.locate.breast_frame`. Image distances are divided by the
 compression spread to estimate distances in the uncompressed breast;
 ``image_distance_mm`` keeps the raw value.
-
-numpy only; never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations
@@ -79,6 +77,12 @@ class ViewLocation:
         angle_deg: the C-arm angle of an oblique view from PositionerPrimaryAngle (its
             magnitude, degrees), or ``None`` when the view is not oblique or the attribute
             is absent or outside (0, 90): :func:`match_views` then assumes ``mlo_angle_deg``.
+        coronal_mm: ``(u, l)``, the centre's superior and lateral position in the
+            uncompressed breast frame (mm, origin at the nipple) when one view gives it on
+            its own: a tomosynthesis view, whose plane height is the third dimension
+            (:func:`serving.pipeline.tomo.locate_in_volume`); ``None`` for a 2D view or when
+            the orientation was assumed. :func:`match_views` pairs two views that both have
+            it only when their positions agree.
     """
 
     view: str
@@ -100,6 +104,7 @@ class ViewLocation:
     half: Half | None
     orientation_assumed: bool
     angle_deg: float | None = None
+    coronal_mm: tuple[float, float] | None = None
 
 
 def locate_in_view(

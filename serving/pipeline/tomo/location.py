@@ -56,8 +56,6 @@ Assumptions (stated, not measured on patients):
 
 Boxes are ``[x1, y1, x2, y2]`` stored pixels (x = column, x2/y2 exclusive); frame indices
 0-based; heights mm above the detector.
-
-numpy only; never torch, monai, scipy or ``training``.
 """
 
 from __future__ import annotations
@@ -125,7 +123,9 @@ class TomoLocation:
         in_plane: the in-plane location of the candidate's box
             (:func:`serving.pipeline.locate.locate_in_view`) on the landmark image (its
             points on the decoded grid when the frames were decoded at a reduced
-            resolution, as in :mod:`serving.pipeline.candidates`).
+            resolution, as in :mod:`serving.pipeline.candidates`), its
+            :attr:`~serving.pipeline.locate.ViewLocation.coronal_mm` set to ``(u, l)`` of
+            :attr:`position_mm` when both are known and the orientation was not assumed.
         height_mm: the candidate's plane above the detector, mm.
         mid_height_mm: the breast's mid-height plane above the detector, mm.
         height_offset_mm: ``height_mm - mid_height_mm`` (compressed breast, mm).
@@ -378,6 +378,8 @@ def locate_in_volume(
         clock, region = None, None
         phrase = location_phrase(loc.laterality, None, None, loc.depth, cm) + (
             f"; clock face and quadrant not stated: {ORIENTATION_UNKNOWN}" if left_out else "")
+    if math.isfinite(u) and math.isfinite(lat) and not assumed:
+        loc = replace(loc, coronal_mm=(u, lat))
     return TomoLocation(
         view=view, laterality=loc.laterality, in_plane=loc, height_mm=float(height),
         mid_height_mm=float(mid_mm), height_offset_mm=float(offset), up_axis=up,
