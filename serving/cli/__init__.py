@@ -1,36 +1,34 @@
 """The ``galacto`` command line.
 
-Subcommands defined in ``serving`` are registered here directly. Subcommands that need the
-``train`` extra (``synth``, ``train``, ``evaluate``, ``export``) are contributed by the
-``training`` package through the ``galacto.commands`` entry-point group, so that ``serving``
-never imports ``training``: when the extra is not installed, those commands are simply absent
-(or report which extra is missing).
+Every subcommand is a module with ``register(sub)``, which adds the subcommand and sets its
+handler (``args.func``), and ``run(args) -> int``, which runs it and returns the exit status (a
+command with actions dispatches to them in its ``run``). :mod:`serving.cli.runtime` holds what
+the commands share when they run (logging, quiet loggers, the mapping from errors to exit
+statuses), :mod:`serving.cli.options` the parser pieces.
+
+Subcommands defined in ``serving`` (:data:`BUILTIN`) are registered here directly. Subcommands
+of the ``training`` package (``synth``, ``train``, ``export``, ``tomo-points``, ``evaluate``,
+``dataset``; most need the ``train`` extra) are contributed through the ``galacto.commands``
+entry-point group, so that ``serving`` never imports ``training``: when the extra is not
+installed, those commands are simply absent (or report which extra is missing).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from serving import __version__
-from serving.cli.calibrate import register as register_calibrate
-from serving.cli.detect import register as register_detect
-from serving.cli.gateway import register as register_gateway
-from serving.cli.info import register as register_info
+from serving.cli import calibrate, detect, gateway, info, serve
 from serving.cli.options import Subparsers
-from serving.cli.serve import register as register_serve
-from serving.errors import CommandError
-from serving.log_filters import quiet_third_party
+from serving.cli.runtime import EXIT_USAGE, configure_logging, fail, run_handler
 
 Register = Callable[[Subparsers], None]
 
-#: Third-party loggers that are chatty at INFO level.
-#: Built-in subcommands (always available with the base install).
-BUILTIN: tuple[Register, ...] = (register_info, register_detect, register_calibrate,
-                                  register_serve, register_gateway)
+#: Built-in subcommands (always available with the base install), in ``--help`` order.
+BUILTIN: tuple[Register, ...] = (info.register, detect.register, calibrate.register,
+                                  serve.register, gateway.register)
 
 
 def _plugin_commands() -> list[tuple[str, Register | None, str | None]]:
@@ -71,33 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``galacto`` console script; returns the process exit status."""
+    """Entry point of the ``galacto`` console script; returns the process exit status
+    (:mod:`serving.cli.runtime`: the command's own, 2 for usage errors, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:  # codecs log every frame, with tracebacks
-        quiet_third_party(handler, verbose=args.verbose)
+    configure_logging(verbose=args.verbose)
     if getattr(args, "_unavailable", None):
-        print(f"galacto: error: {args._unavailable}", file=sys.stderr)
-        return 2
+        return fail(args._unavailable)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
-    try:
-        return int(func(args) or 0)
-    except CommandError as exc:
-        print(f"galacto: error: {exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
-        print(f"galacto: error: 'galacto {args.command}' needs a module that is not installed "
-              f"({exc.name}); install the extra it belongs to, e.g. pip install "
-              "'galacto[train]'", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("galacto: interrupted", file=sys.stderr)
-        return 130
-
+        return EXIT_USAGE
+    return run_handler(func, args)

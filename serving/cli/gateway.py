@@ -1,8 +1,15 @@
 """``galacto gateway run|jobs|resend|purge``: the DICOM gateway from the command line.
 
 Settings come from ``GALACTO_GATEWAY_*`` environment variables (see
-:mod:`serving.gateway.settings`); the flags override the common ones. ``jobs``, ``resend`` and
-``purge`` work on the spool folder directly, whether or not a gateway is running on it.
+:mod:`serving.gateway.settings`); the flags override the common ones, and the resulting
+:class:`~serving.gateway.settings.GatewaySettings` is what the actions are given. ``jobs``,
+``resend`` and ``purge`` work on the spool folder directly, whether or not a gateway is
+running on it.
+
+Each action has its handler (:data:`ACTIONS`; argparse sets the action's as ``args.func``);
+:func:`run`, the command's handler, dispatches to them and shows the help (exit status 2)
+when no action is given. ``python -m serving.cli.gateway ACTION ...`` (:func:`main`) is
+``galacto gateway ACTION ...``.
 """
 
 from __future__ import annotations
@@ -19,16 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving.cli.options import Subparsers, add_command, add_model_option
+from serving.cli.options import Handler, Subparsers, add_command, add_model_option
+from serving.cli.runtime import EXIT_USAGE, configure_service_logging
 from serving.errors import CommandError
-
-#: Loggers kept at WARNING unless ``-v`` (pynetdicom logs every request; at DEBUG it logs UIDs).
-QUIET_LOGGERS = ("pynetdicom", "highdicom")
 
 
 def register(sub: Subparsers) -> None:
     """Add ``galacto gateway`` and its actions."""
-    p = add_command(sub, "gateway", help="DICOM gateway: C-STORE in, results back",
+    p = add_command(sub, "gateway", func=run, help="DICOM gateway: C-STORE in, results back",
                     description="A DICOM node for PACS: receives studies by C-STORE, keeps them "
                                 "in a durable spool, runs the detector once a study is complete, "
                                 "and sends the results back by C-STORE (or STOW-RS). Configured "
@@ -38,12 +43,6 @@ def register(sub: Subparsers) -> None:
     _add_jobs(actions)
     _add_resend(actions)
     _add_purge(actions)
-    p.set_defaults(func=lambda args: _no_action(p))
-
-
-def _no_action(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _spool_flag(p: argparse.ArgumentParser) -> None:
@@ -150,16 +149,11 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
-    from serving.api.logs import configure
     from serving.gateway.service import Gateway, GatewayError
     from serving.pipeline.model import ModelError
 
     settings = _settings(args)
-    configure(json_lines=not args.plain_logs,
-              level=logging.DEBUG if args.verbose else logging.INFO)
-    if not args.verbose:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    configure_service_logging(json_lines=not args.plain_logs, verbose=args.verbose)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -341,21 +335,36 @@ def _wait(spool: Any, job_id: int, timeout_s: float) -> Any:
     return job
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m serving.cli.gateway ACTION ...``: the same as ``galacto gateway ACTION``,
-    usable before the subcommand is registered in :mod:`serving.cli`."""
+#: The handler of each action of ``galacto gateway``.
+ACTIONS: dict[str, Handler] = {"run": cmd_run, "jobs": cmd_jobs, "resend": cmd_resend,
+                               "purge": cmd_purge}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``galacto gateway ACTION``: the action's handler (:data:`ACTIONS`); without an
+    action, print the command's help and return 2."""
+    handler = ACTIONS.get(getattr(args, "gateway_action", None) or "")
+    if handler is None:
+        _command_parser().print_help()
+        return EXIT_USAGE
+    return handler(args)
+
+
+def _command_parser() -> argparse.ArgumentParser:
+    """The parser of ``galacto gateway`` (for its help)."""
     parser = argparse.ArgumentParser(prog="galacto")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command")
     register(sub)
-    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except CommandError as exc:
-        print(f"galacto: error: {exc}", file=sys.stderr)
-        return 2
+    return sub.choices["gateway"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m serving.cli.gateway ACTION ...``: ``galacto gateway ACTION ...`` (the same
+    parser, logging and exit statuses: :func:`serving.cli.main`); ``argv`` defaults to
+    ``sys.argv[1:]``."""
+    from serving.cli import main as galacto
+
+    return galacto(["gateway", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

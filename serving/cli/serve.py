@@ -1,30 +1,35 @@
 """``galacto serve``: the HTTP service (FastAPI on uvicorn) with the bundled model.
 
-Settings come from ``GALACTO_*`` environment variables (see :mod:`serving.settings`); the
-flags override the most common ones. A listen address other than loopback without API keys
-refuses to start (exit status 2) unless ``--no-auth`` / ``GALACTO_AUTH=off`` says so.
-uvicorn runs with the connection, header and body bounds of :mod:`serving.api.server`.
+Settings come from ``GALACTO_*`` environment variables (see :mod:`serving.settings` and, for
+the embedded gateway, :mod:`serving.gateway.settings`); the flags override the most common
+ones, and the settings objects so made are passed to the app (the environment is left as it
+is). A listen address other than loopback without API keys refuses to start (exit status 2)
+unless ``--no-auth`` / ``GALACTO_AUTH=off`` says so. uvicorn runs with the connection, header
+and body bounds of :mod:`serving.api.server`.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from serving.cli.options import Subparsers, add_command
+from serving.cli.runtime import configure_service_logging
 from serving.errors import CommandError
 
 if TYPE_CHECKING:
+    from serving.gateway.settings import GatewaySettings
     from serving.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``galacto serve``."""
-    p = sub.add_parser("serve", help="run the HTTP service",
-                       description="Serve the detector over HTTP: /v1/detect, DICOMweb "
-                                   "STOW-RS/WADO-RS, /v1/models, /healthz, /readyz, /metrics "
-                                   "and a viewer page at /. Configured by GALACTO_* "
-                                   "environment variables; flags override them.")
+    p = add_command(sub, "serve", func=run, help="run the HTTP service",
+                    description="Serve the detector over HTTP: /v1/detect, DICOMweb "
+                                "STOW-RS/WADO-RS, /v1/models, /healthz, /readyz, /metrics "
+                                "and a viewer page at /. Configured by GALACTO_* "
+                                "environment variables; flags override them.")
     p.add_argument("--host", default=None, help="listen address (GALACTO_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (GALACTO_PORT, 8000)")
     p.add_argument("--no-auth", action="store_true",
@@ -43,7 +48,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "configured by GALACTO_GATEWAY_*)")
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable log lines instead of JSON (GALACTO_LOG_JSON=false)")
-    p.set_defaults(func=run)
 
 
 def _check_calibration(settings: Settings) -> None:
@@ -81,25 +85,37 @@ def _check_operating_point(settings: Settings) -> None:
                            f"{', '.join(sorted(names))}")
 
 
-def _check_gateway() -> None:
-    """Refuse, before anything starts, an embedded gateway (``--gateway`` or
-    ``GALACTO_GATEWAY_ENABLED``) whose settings are invalid or would expose it (non-loopback
-    without an allow-list): the same check ``galacto gateway run`` makes, as a message and
-    exit status 2 instead of a failed start-up."""
+def _gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The embedded gateway's settings: ``GALACTO_GATEWAY_*``, enabled by ``--gateway`` too,
+    and applying ``--calibration`` when given (else ``GALACTO_CALIBRATION``), as the HTTP API
+    does.
+
+    Raises:
+        CommandError: the settings are invalid, or the gateway is enabled and they would
+            expose it (non-loopback without an allow-list) or its port cannot be listened on:
+            the same check ``galacto gateway run`` makes, as a message and exit status 2
+            instead of a failed start-up.
+    """
     from pydantic import ValidationError
 
     from serving.gateway.settings import GatewaySettings
 
+    overrides: dict[str, Any] = {}
+    if args.gateway:
+        overrides["enabled"] = True
+    if args.calibration is not None:
+        overrides["calibration"] = args.calibration
     try:
-        settings = GatewaySettings()
+        settings = GatewaySettings(**overrides)
     except ValidationError as exc:
         raise CommandError(f"invalid gateway settings: {exc}") from None
     if not settings.enabled:
-        return
+        return settings
     exposure = settings.exposure_error()
     if exposure is not None:
         raise CommandError(f"the gateway refuses to start: {exposure}")
     _check_port(settings.host, settings.port)
+    return settings
 
 
 def _check_port(host: str, port: int) -> None:
@@ -123,15 +139,12 @@ def _check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start uvicorn; returns when the server stops."""
     import logging
-    import os
 
     import uvicorn
     from pydantic import ValidationError
 
-    from serving.api.logs import configure
     from serving.api.main import create_app
     from serving.api.server import uvicorn_config
-    from serving.gateway.settings import GatewaySettings
     from serving.settings import Settings, SettingsError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
@@ -143,24 +156,19 @@ def run(args: argparse.Namespace) -> int:
         overrides["log_json"] = False
     if args.no_auth:
         overrides["auth"] = False
-    if args.gateway:
-        os.environ["GALACTO_GATEWAY_ENABLED"] = "true"
-    if args.calibration is not None:  # the embedded gateway applies the same file
-        os.environ["GALACTO_CALIBRATION"] = str(args.calibration)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise CommandError(f"invalid settings: {exc}") from None
-    configure(json_lines=settings.log_json,
-              level=logging.DEBUG if args.verbose else logging.INFO)
+    configure_service_logging(json_lines=settings.log_json, verbose=args.verbose)
     if settings.model is not None and not (settings.model / "model.json").is_file():
         raise CommandError(f"{settings.model}: not a model folder (no model.json)")
     _check_calibration(settings)
     _check_operating_point(settings)
     _check_port(settings.host, settings.port)
-    _check_gateway()
+    gateway_settings = _gateway_settings(args)
     try:
-        app = create_app(settings, gateway_settings=GatewaySettings())
+        app = create_app(settings, gateway_settings=gateway_settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     config = uvicorn_config(app, settings)

@@ -2,7 +2,8 @@
 galactograms.
 
 Needs no torch: the tools read ``dataset.json``, DICOM headers (serving's intake),
-annotation files and evaluate reports only.
+annotation files and evaluate reports only. :func:`run`, the command's handler, dispatches to
+the action's (:data:`ACTIONS`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import CommandError
+
+if TYPE_CHECKING:
+    from serving.cli.options import Subparsers
 
 FORMATS = ("csv", "coco", "sr", "gsps")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``galacto dataset`` and its four subcommands."""
+def register(sub: Subparsers) -> None:
+    """Add ``galacto dataset`` and its four actions."""
     p = sub.add_parser("dataset", help="check, import and split your own annotated data",
                        description="Tools for datasets brought by researchers: validate a "
                                    "dataset folder, import annotations (CSV, COCO, DICOM SR, "
@@ -29,15 +34,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_import(verbs)
     _register_split(verbs)
     _register_cv_summary(verbs)
-
-
-def _action(verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-            help_text: str, run: Callable[[argparse.Namespace], int],
-            description: str | None = None) -> argparse.ArgumentParser:
-    """Add the subcommand ``name`` that calls ``run(args)``; the caller adds its arguments."""
-    p = verbs.add_parser(name, help=help_text, description=description)
     p.set_defaults(func=run)
-    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``galacto dataset ACTION``: the action's handler (:data:`ACTIONS`)."""
+    return ACTIONS[args.dataset_command](args)
+
+
+def _action(verbs: Subparsers, name: str, help_text: str,
+            description: str | None = None) -> argparse.ArgumentParser:
+    """Add the action ``name`` (run by :data:`ACTIONS`); the caller adds its arguments."""
+    return verbs.add_parser(name, help=help_text, description=description)
 
 
 def _dir_argument(p: argparse.ArgumentParser) -> None:
@@ -51,15 +59,14 @@ def _json_argument(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"also write the {what} as JSON")
 
 
-def _register_check(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _action(verbs, "check", "validate dataset.json and its images; exit 1 on errors",
-                run_check)
+def _register_check(verbs: Subparsers) -> None:
+    p = _action(verbs, "check", "validate dataset.json and its images; exit 1 on errors")
     _dir_argument(p)
     _json_argument(p, "result")
 
 
-def _register_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _action(verbs, "import", "write a dataset.json from annotations", run_import,
+def _register_import(verbs: Subparsers) -> None:
+    p = _action(verbs, "import", "write a dataset.json from annotations",
                 "Match annotations to the DICOM images under --images (by SOP Instance UID or "
                 "path) and write OUT/dataset.json and OUT/import_report.json; images stay where "
                 "they are.")
@@ -83,8 +90,8 @@ def _register_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="replace an existing OUT/dataset.json")
 
 
-def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = _action(verbs, "split", "patient-level cross-validation folds", run_split,
+def _register_split(verbs: Subparsers) -> None:
+    p = _action(verbs, "split", "patient-level cross-validation folds",
                 "Deal the patients of DIR's training and validation splits into K folds and "
                 "write DIR/folds/fold-<k>/ (galacto train --fold k).")
     _dir_argument(p)
@@ -98,9 +105,8 @@ def _register_split(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         "keep the test split as it is)")
 
 
-def _register_cv_summary(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _register_cv_summary(verbs: Subparsers) -> None:
     p = _action(verbs, "cv-summary", "summarise the evaluate reports of the folds",
-                run_cv_summary,
                 "Read one galacto evaluate --out report per fold and print per fold the "
                 "images, lesions, CPM and sensitivity at 1 FP/image with their 95 %% "
                 "intervals, then the mean and standard deviation across folds.")
@@ -201,3 +207,8 @@ def run_cv_summary(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary_json(folds), indent=1) + "\n")
     return 0
+
+
+#: The handler of each action of ``galacto dataset``.
+ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check": run_check, "import": run_import, "split": run_split, "cv-summary": run_cv_summary}

@@ -1,0 +1,68 @@
+"""``galacto tomo-points``: fit tomosynthesis operating points into a model card
+(:mod:`training.tomo_points`; the ``train`` extra), and the slab options it shares with
+``galacto export --dbt-val``.
+
+``galacto export`` registers this command too (:func:`register` adds it once), so it needs no
+entry point of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from serving.errors import CommandError
+
+if TYPE_CHECKING:
+    from serving.cli.options import Subparsers
+
+
+def register(sub: Subparsers) -> None:
+    """Add ``galacto tomo-points`` (once)."""
+    if "tomo-points" in sub.choices:
+        return
+    p = sub.add_parser(
+        "tomo-points", help="fit tomosynthesis operating points into a model card",
+        description="Run the DBT volumes of a dataset through the serving pipeline, read the "
+                    "FROC per volume and write thresholds for 0.25, 1 and 2 false positives "
+                    "per volume into the tomosynthesis section of MODEL/model.json (in "
+                    "place; the rest of the card is kept).")
+    p.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    p.add_argument("--val", type=Path, required=True,
+                   help="DBT dataset folder (galacto synth --dbt)")
+    p.add_argument("--split", default="validation", help="split (default: validation)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N volumes")
+    add_slab_options(p, "--slab", "--stride", "--slab-mode")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``galacto tomo-points``: check the settings, then fit and write
+    (:func:`training.tomo_points.run`)."""
+    check_slab(args.slab, args.stride, "--slab and --stride")
+    from training.tomo_points import run as fit_points
+
+    return int(fit_points(args))
+
+
+def add_slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode: str) -> None:
+    """The slab settings of tomosynthesis points, under the option names given. Defaults
+    None: the pipeline's (:class:`serving.pipeline.detect_volume.TomoSettings`, 3, 3, mean),
+    named in the help text without importing the pipeline when the parser is built."""
+    p.add_argument(slab, type=int, default=None, metavar="FRAMES",
+                   help="frames per detector input (default: the pipeline's, 3)")
+    p.add_argument(stride, type=int, default=None, metavar="FRAMES",
+                   help="frames between detector inputs (default: the pipeline's, 3)")
+    p.add_argument(mode, choices=("mean", "max"), default="mean",
+                   help="how a slab's frames are combined (default: mean)")
+
+
+def check_slab(slab: int | None, stride: int | None, names: str) -> None:
+    """Refuse a slab or stride below 1 (None: the pipeline's default).
+
+    Raises:
+        CommandError: naming the options (``names``) and the values.
+    """
+    if (slab is not None and slab < 1) or (stride is not None and stride < 1):
+        raise CommandError(f"{names} must be >= 1, got {slab}, {stride}")
