@@ -2,7 +2,8 @@
 the detection pipeline, and results sent back by C-STORE (or STOW-RS).
 
 - :mod:`~serving.gateway.settings`: ``GALACTO_GATEWAY_*`` settings.
-- :mod:`~serving.gateway.spool`: SQLite job table and instance/result files;
+- :mod:`~serving.gateway.spool`: instance and result files on disk, with
+  :mod:`~serving.gateway.job_store` (the SQLite job table: schema, state machine, queries);
   :mod:`~serving.gateway.jobs` (job states and records), :mod:`serving.storage`
   (durable writes) and :mod:`~serving.gateway.retention` (releasing files of finished jobs).
 - :mod:`~serving.gateway.admission`: what a TCP connection passes before it is an association.

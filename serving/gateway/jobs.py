@@ -1,20 +1,20 @@
-"""Study jobs as the spool stores them: the :class:`JobState` machine, the records read back
-from the job table (:class:`Job`, :class:`InstanceRecord`, :class:`ResultRecord`,
-:class:`Held`) and the outcome of storing an instance.
+"""Study jobs as the spool stores them: the :class:`JobState` values and the state sets the
+gateway acts on, the records read back from the job table (:class:`Job`,
+:class:`InstanceRecord`, :class:`ResultRecord`, :class:`Held`) and the outcome of storing an
+instance. Times are Unix epoch seconds (UTC).
 
-Job states: ``received`` (instances arriving) -> ``waiting`` (quiet period over, or a send retry
-is due) -> ``running`` -> one of ``sent``, ``kept``, ``skipped`` or ``failed``. Times are Unix
-epoch seconds (UTC).
+Each :class:`JobState` member says what that state means; the state machine (which move leads
+from one state to the next) is described once, in :mod:`serving.gateway.job_store`, whose
+``JobStore`` makes every move.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 
 class JobState(StrEnum):
@@ -36,6 +36,8 @@ class JobState(StrEnum):
     """Analysis failed, or the last send retry failed (see ``reason``); kept for re-sending."""
 
 
+#: States whose job still takes new instances of its study (until its results are built).
+ACCEPTING: Final = frozenset({JobState.RECEIVED, JobState.WAITING})
 #: States a job does not leave by itself.
 TERMINAL: Final = frozenset({JobState.SENT, JobState.KEPT, JobState.SKIPPED, JobState.FAILED})
 #: States from which :meth:`Spool.resend` may restart a job.
@@ -160,28 +162,6 @@ class Stored:
     job_id: int
 
 
-JOB_COLUMNS: Final = """j.id, j.study_uid, j.state, j.calling_ae, j.created_at,
-    j.last_instance_at, j.ready_at, j.started_at, j.finished_at, j.next_attempt_at, j.attempts,
-    j.reason, j.n_instances, j.n_analysed, j.skipped, j.n_findings,
-    (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id),
-    (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id AND r.sent_at IS NOT NULL),
-    j.timings, j.results_ready, j.released_at"""
-
-
-def job_from_row(row: Sequence[Any]) -> Job:
-    """A :class:`Job` from a row of ``SELECT {JOB_COLUMNS} FROM jobs j``."""
-    skipped = tuple(Skipped(str(s["sop_instance_uid"]), str(s["reason"]))
-                    for s in json.loads(row[14]))
-    return Job(id=int(row[0]), study_instance_uid=str(row[1]), state=JobState(row[2]),
-               calling_ae_title=row[3], created_at=float(row[4]), last_instance_at=float(row[5]),
-               ready_at=row[6], started_at=row[7], finished_at=row[8], next_attempt_at=row[9],
-               attempts=int(row[10]), reason=row[11], instances_received=int(row[12]),
-               instances_analysed=int(row[13]), skipped=skipped, findings=int(row[15]),
-               results_total=int(row[16]), results_sent=int(row[17]),
-               timings_ms=dict(json.loads(row[18])), results_ready=bool(row[19]),
-               released_at=row[20])
-
-
 def skipped_reason(skipped: Sequence[Skipped]) -> str:
     """A skipped job's reason: how many instances were skipped and their reason codes with
     counts, e.g. ``"no galactogram image analysed: 2 instance(s) skipped (image_too_large
@@ -193,9 +173,3 @@ def skipped_reason(skipped: Sequence[Skipped]) -> str:
     listed = ", ".join(f"{code} x{n}" for code, n in codes.items())
     return (f"no galactogram image analysed: {len(skipped)} instance(s) skipped"
             + (f" ({listed})" if listed else ""))
-
-
-def skipped_json(skipped: Sequence[Skipped]) -> str:
-    """``skipped`` as the JSON stored in ``jobs.skipped``."""
-    return json.dumps([{"sop_instance_uid": s.sop_instance_uid, "reason": s.reason}
-                       for s in skipped])

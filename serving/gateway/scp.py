@@ -64,6 +64,11 @@ from serving.pipeline.intake.volume_header import BREAST_TOMOSYNTHESIS
 log = logging.getLogger("galacto.gateway")
 
 
+def _status_text(status: int) -> str:
+    """A DIMSE status as written in log lines, e.g. ``0xA700``."""
+    return f"0x{status:04X}"
+
+
 #: Storage SOP classes accepted: the 2D intake's image classes (the multi-frame grayscale
 #: Secondary Captures among them, read as volumes) and Breast Tomosynthesis Image Storage.
 STORAGE_CLASSES: Final = (*ACCEPTED_SOP_CLASSES, BREAST_TOMOSYNTHESIS)
@@ -245,11 +250,12 @@ class StoreSCP:
             header = read_dataset(data, max_pixels=self.settings.limits.parse_pixels)
         except IntakeError as exc:
             log.warning("C-STORE refused: data set cannot be parsed (%s)", exc.code,
-                        extra={"code": exc.code, "status": "0xC000"})
+                        extra={"code": exc.code, "status": _status_text(CANNOT_UNDERSTAND)})
             return CANNOT_UNDERSTAND, "refused_invalid"
         mismatch = self._mismatch(header, event)
         if mismatch:
-            log.warning("C-STORE refused: %s", mismatch, extra={"status": "0xA900"})
+            log.warning("C-STORE refused: %s", mismatch,
+                        extra={"status": _status_text(DOES_NOT_MATCH_SOP_CLASS)})
             return DOES_NOT_MATCH_SOP_CLASS, "refused_invalid"
         calling = str(event.assoc.requestor.ae_title or "").strip()
         try:
@@ -257,11 +263,13 @@ class StoreSCP:
                                       sop_uid=str(header.SOPInstanceUID),
                                       sop_class_uid=str(header.SOPClassUID), calling_ae=calling)
         except InvalidInstanceError as exc:
-            log.warning("C-STORE refused: %s", exc, extra={"status": "0xC000"})
+            log.warning("C-STORE refused: %s", exc,
+                        extra={"status": _status_text(CANNOT_UNDERSTAND)})
             return CANNOT_UNDERSTAND, "refused_invalid"
         except (SpoolFullError, OSError) as exc:
             log.error("C-STORE refused: out of resources (%s)", type(exc).__name__,
-                      extra={"status": "0xA700", "spool_bytes": self.spool.used_bytes})
+                      extra={"status": _status_text(OUT_OF_RESOURCES),
+                             "spool_bytes": self.spool.used_bytes})
             return OUT_OF_RESOURCES, "refused_quota"
         with self._lock:
             self._active[id(event.assoc)] = stored.job_id
@@ -278,13 +286,14 @@ class StoreSCP:
         if size > limit:
             log.warning("C-STORE refused: instance of %d bytes; at most %d accepted "
                         "(GALACTO_GATEWAY_MAX_INSTANCE_MB)", size, limit,
-                        extra={"status": "0xA700", "bytes": size})
+                        extra={"status": _status_text(OUT_OF_RESOURCES), "bytes": size})
             return OUT_OF_RESOURCES, "refused_quota"
         try:
             self.spool.check_room(size)
         except SpoolFullError:
             log.error("C-STORE refused: out of resources (spool quota)",
-                      extra={"status": "0xA700", "spool_bytes": self.spool.used_bytes})
+                      extra={"status": _status_text(OUT_OF_RESOURCES),
+                             "spool_bytes": self.spool.used_bytes})
             return OUT_OF_RESOURCES, "refused_quota"
         return None
 

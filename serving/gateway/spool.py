@@ -1,4 +1,6 @@
-"""The durable spool: received instances, result objects and the job table.
+"""The durable spool: received instances and result objects on disk, with the job table beside
+them (:mod:`serving.gateway.job_store`: schema, queries and the job state machine, described
+there; :mod:`serving.gateway.jobs`: the states and records).
 
 Layout under the spool folder::
 
@@ -17,11 +19,6 @@ no success, sends again.
 UIDs are checked against the DICOM UID syntax (digits and dots, at most 64 characters, no
 leading zeros) before they name anything on disk, so a crafted UID cannot leave the spool.
 
-Job states (:class:`JobState`): ``received`` (instances arriving) -> ``waiting`` (quiet period
-over, or a send retry is due at ``next_attempt_at``) -> ``running`` -> one of ``sent``,
-``kept`` (no destination configured: results stay here), ``skipped`` (no galactogram image in
-the study: nothing to send) or ``failed`` (with the reason; kept for re-sending).
-
 Files are released when nothing needs them any more (:meth:`Spool.finish`: the instance files of
 ``sent``, ``kept`` and ``skipped`` jobs unless ``keep_instances``) and, after the retention
 period, everything a finished job still holds (:meth:`Spool.release`, driven by
@@ -35,21 +32,29 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from pydicom.dataset import Dataset
 
+from serving.gateway.job_store import (
+    DB_NAME,
+    MIGRATIONS,
+    NOT_READMITTED,
+    SCHEMA,
+    SCHEMA_VERSION,
+    JobNotFoundError,
+    JobStateError,
+    JobStore,
+    ResultRow,
+    SpoolError,
+)
 from serving.gateway.jobs import (
-    JOB_COLUMNS,
     RELEASED_AT_FINISH,
     RESENDABLE,
     TERMINAL,
@@ -61,8 +66,6 @@ from serving.gateway.jobs import (
     Skipped,
     Stored,
     StoreOutcome,
-    job_from_row,
-    skipped_json,
 )
 from serving.storage import (
     MAX_UID_LENGTH,
@@ -73,66 +76,35 @@ from serving.storage import (
     write_durably,
 )
 
-SCHEMA_VERSION: Final = 2
-DB_NAME: Final = "gateway.db"
+__all__ = [
+    "DB_NAME",
+    "LOCK_NAME",
+    "MIGRATIONS",
+    "NOT_READMITTED",
+    "RELEASED_AT_FINISH",
+    "RESENDABLE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "TERMINAL",
+    "Held",
+    "InstanceRecord",
+    "InvalidInstanceError",
+    "Job",
+    "JobNotFoundError",
+    "JobState",
+    "JobStateError",
+    "ResultRecord",
+    "Skipped",
+    "Spool",
+    "SpoolError",
+    "SpoolFullError",
+    "StoreOutcome",
+    "Stored",
+    "check_uid",
+    "uid_tag",
+]
+
 LOCK_NAME: Final = "gateway.lock"
-
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_uid TEXT NOT NULL,
-    state TEXT NOT NULL,
-    calling_ae TEXT,
-    created_at REAL NOT NULL,
-    last_instance_at REAL NOT NULL,
-    ready_at REAL,
-    started_at REAL,
-    finished_at REAL,
-    next_attempt_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    n_instances INTEGER NOT NULL DEFAULT 0,
-    n_analysed INTEGER NOT NULL DEFAULT 0,
-    n_findings INTEGER NOT NULL DEFAULT 0,
-    skipped TEXT NOT NULL DEFAULT '[]',
-    timings TEXT NOT NULL DEFAULT '{}',
-    results_ready INTEGER NOT NULL DEFAULT 0,
-    released_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_uid);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_uid TEXT PRIMARY KEY,
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    sop_class TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    present INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS instances_job ON instances (job_id);
-CREATE TABLE IF NOT EXISTS results (
-    sop_uid TEXT PRIMARY KEY,
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    sop_class TEXT NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS results_job ON results (job_id);
-"""
-#: Schema changes from the version before (applied in order at open).
-MIGRATIONS: Final = {2: "ALTER TABLE jobs ADD COLUMN released_at REAL;"}
-
-
-NOT_READMITTED: Final = "own_result"
-"""Skip reason whose instances stay duplicates after their job finished: this gateway's own
-result objects, which a PACS routing the whole study back would otherwise re-send as new
-jobs each time."""
-
-
-class SpoolError(Exception):
-    """The spool cannot do what was asked; the message says what and why."""
 
 
 class SpoolFullError(SpoolError):
@@ -141,14 +113,6 @@ class SpoolFullError(SpoolError):
 
 class InvalidInstanceError(SpoolError):
     """The instance's identifying UIDs are unusable (missing or not UID syntax)."""
-
-
-class JobNotFoundError(SpoolError):
-    """No job has that id."""
-
-
-class JobStateError(SpoolError):
-    """The job is in a state that does not allow the operation."""
 
 
 def check_uid(value: object, what: str) -> str:
@@ -169,7 +133,8 @@ def uid_tag(uid: str | None) -> str:
 
 
 class Spool:
-    """Instances, results and jobs of one spool folder; safe to use from many threads.
+    """Instances and results of one spool folder, and its job table (:class:`JobStore`, to
+    which the job bookkeeping is delegated); safe to use from many threads.
 
     Args:
         root: the spool folder (created when missing).
@@ -187,68 +152,23 @@ class Spool:
         self.results_dir = self.root / "results"
         for folder in (self.root, self.tmp_dir, self.instances_dir, self.results_dir):
             ensure_dir(folder)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / DB_NAME, isolation_level=None,
-                                   check_same_thread=False, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._init_schema()
+        self.job_store = JobStore(self.root)
+        self._lock = self.job_store.lock
         self._reserved = 0
-        self._used = self._usage()
+        self._used = self.job_store.held_bytes()
 
     # -- plumbing ------------------------------------------------------------------------
-
-    def _init_schema(self) -> None:
-        """Create the schema, or bring an older one up to :data:`SCHEMA_VERSION`."""
-        with self._lock:
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise SpoolError(f"{self.root / DB_NAME}: schema version {version}; this "
-                                 f"galacto reads versions up to {SCHEMA_VERSION}")
-            if version == 0:
-                self._db.executescript(SCHEMA)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                return
-            with self._tx() as db:
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
-                for target in range(version + 1, SCHEMA_VERSION + 1):
-                    db.execute(MIGRATIONS[target])
-                db.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), under the thread lock."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _usage(self) -> int:
-        """Bytes of the files the database says are in the spool."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT (SELECT COALESCE(SUM(size), 0) FROM instances WHERE present = 1) + "
-                "(SELECT COALESCE(SUM(r.size), 0) FROM results r JOIN jobs j ON j.id = r.job_id "
-                "WHERE j.released_at IS NULL)").fetchone()
-        return int(row[0])
 
     def refresh_usage(self) -> int:
         """Recount :attr:`used_bytes` from the database (another process, such as
         ``galacto gateway purge``, may have released files); returns it."""
         with self._lock:
-            self._used = self._usage()
+            self._used = self.job_store.held_bytes()
             return self._used
 
     def close(self) -> None:
         """Close the database connection."""
-        with self._lock:
-            self._db.close()
+        self.job_store.close()
 
     @property
     def used_bytes(self) -> int:
@@ -260,7 +180,7 @@ class Spool:
     def has_instance(self, sop_uid: str) -> bool:
         """True when an instance with this SOP Instance UID is held (a C-STORE of it now
         would be a duplicate: stored before, and its job not released)."""
-        return self._job_of_instance(sop_uid) is not None
+        return self.job_store.holding_job(sop_uid) is not None
 
     def check_room(self, size: int) -> None:
         """Raise :class:`SpoolFullError` when ``size`` more bytes would exceed the quota (the
@@ -269,7 +189,7 @@ class Spool:
         with self._lock:
             if self._fits(size):
                 return
-            self._used = self._usage()
+            self._used = self.job_store.held_bytes()
             if not self._fits(size):
                 raise SpoolFullError(
                     f"spool quota exceeded: {self._used + self._reserved} bytes used of "
@@ -305,7 +225,7 @@ class Spool:
         study_uid = check_uid(study_uid, "StudyInstanceUID (0020,000D)")
         sop_uid = check_uid(sop_uid, "SOPInstanceUID (0008,0018)")
         sop_class_uid = check_uid(sop_class_uid, "SOPClassUID (0008,0016)")
-        existing = self._job_of_instance(sop_uid)
+        existing = self.job_store.holding_job(sop_uid)
         if existing is not None:
             return Stored(StoreOutcome.DUPLICATE, existing)
         self._reserve(len(data))
@@ -315,25 +235,6 @@ class Spool:
         finally:
             with self._lock:
                 self._reserved -= len(data)
-
-    def _job_of_instance(self, sop_uid: str) -> int | None:
-        """The job holding this instance, or None: never stored, its job released, or its
-        finished job skipped it (refused by the intake, or not a galactogram image: nothing
-        was made of it, so a corrected re-send of the same instance is analysed), except
-        for this gateway's own results sent back (:data:`NOT_READMITTED`)."""
-        with self._lock:
-            row = self._db.execute("SELECT i.job_id, j.state, j.skipped FROM instances i "
-                                   "JOIN jobs j ON j.id = i.job_id WHERE i.sop_uid = ? AND "
-                                   "j.released_at IS NULL", (sop_uid,)).fetchone()
-        if row is None:
-            return None
-        job_id, state, skipped = int(row[0]), str(row[1]), str(row[2] or "[]")
-        if state in {s.value for s in TERMINAL} and any(
-                entry.get("sop_instance_uid") == sop_uid
-                and not str(entry.get("reason", "")).startswith(NOT_READMITTED)
-                for entry in json.loads(skipped)):
-            return None
-        return job_id
 
     def _store_reserved(self, data: bytes, study_uid: str, sop_uid: str, sop_class_uid: str,
                         calling_ae: str | None, now: float) -> Stored:
@@ -345,92 +246,44 @@ class Spool:
                 fh.flush()
                 os.fsync(fh.fileno())
             with self._lock:
-                existing = self._job_of_instance(sop_uid)
+                existing = self.job_store.holding_job(sop_uid)
                 if existing is not None:  # the same instance arrived concurrently
                     return Stored(StoreOutcome.DUPLICATE, existing)
                 final = self.root / rel
                 ensure_dir(final.parent)
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
-                with self._tx() as db:
-                    job_id = self._open_job(db, study_uid, calling_ae, now)
-                    # REPLACE: a row of a released job gives way to the new one
-                    db.execute("INSERT OR REPLACE INTO instances (sop_uid, job_id, sop_class, "
-                               "path, size, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                               (sop_uid, job_id, sop_class_uid, str(rel), len(data), now))
+                job_id = self.job_store.add_instance(
+                    study_uid=study_uid, sop_uid=sop_uid, sop_class_uid=sop_class_uid,
+                    path=str(rel), size=len(data), calling_ae=calling_ae, now=now)
                 self._used += len(data)
                 return Stored(StoreOutcome.STORED, job_id)
         finally:
             tmp.unlink(missing_ok=True)
 
-    @staticmethod
-    def _open_job(db: sqlite3.Connection, study_uid: str, calling_ae: str | None,
-                  now: float) -> int:
-        """The study's job still accepting instances (touched), or a new one."""
-        row = db.execute("SELECT id FROM jobs WHERE study_uid = ? AND results_ready = 0 AND "
-                         "state IN ('received', 'waiting') ORDER BY id DESC LIMIT 1",
-                         (study_uid,)).fetchone()
-        if row is not None:
-            db.execute("UPDATE jobs SET state = 'received', last_instance_at = ?, "
-                       "ready_at = NULL, n_instances = n_instances + 1 WHERE id = ?",
-                       (now, row[0]))
-            return int(row[0])
-        cur = db.execute("INSERT INTO jobs (study_uid, state, calling_ae, created_at, "
-                         "last_instance_at, n_instances) VALUES (?, 'received', ?, ?, ?, 1)",
-                         (study_uid, calling_ae, now, now))
-        return int(cur.lastrowid or 0)
-
-    # -- scheduling ----------------------------------------------------------------------
+    # -- scheduling (job transitions: serving.gateway.job_store) ---------------------------
 
     def quiet_jobs(self, last_before: float) -> list[int]:
         """Ids of ``received`` jobs whose latest instance arrived at or before
         ``last_before`` (epoch seconds), oldest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE state = 'received' AND "
-                                    "last_instance_at <= ? ORDER BY id",
-                                    (last_before,)).fetchall()
-        return [int(r[0]) for r in rows]
+        return self.job_store.quiet_jobs(last_before)
 
     def mark_waiting(self, job_id: int, now: float | None = None) -> bool:
         """``received`` -> ``waiting``; False when the job was not ``received`` any more."""
-        with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state = 'waiting', ready_at = ? "
-                             "WHERE id = ? AND state = 'received'",
-                             (time.time() if now is None else now, job_id))
-        return cur.rowcount == 1
+        return self.job_store.mark_waiting(job_id, now)
 
     def claim(self, now: float | None = None) -> int | None:
         """Take the oldest due ``waiting`` job (-> ``running``); None when none is due."""
-        t = time.time() if now is None else now
-        with self._tx() as db:
-            row = db.execute("SELECT id FROM jobs WHERE state = 'waiting' AND "
-                             "(next_attempt_at IS NULL OR next_attempt_at <= ?) "
-                             "ORDER BY COALESCE(next_attempt_at, ready_at, created_at), id "
-                             "LIMIT 1", (t,)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?)"
-                       " WHERE id = ?", (t, row[0]))
-        return int(row[0])
+        return self.job_store.claim(now)
 
     def claim_job(self, job_id: int, now: float | None = None) -> bool:
         """Take this ``waiting`` job (-> ``running``) whatever its due time; False when it was
         not ``waiting``."""
-        t = time.time() if now is None else now
-        with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET state = 'running', "
-                             "started_at = COALESCE(started_at, ?) "
-                             "WHERE id = ? AND state = 'waiting'", (t, job_id))
-        return cur.rowcount == 1
+        return self.job_store.claim_job(job_id, now)
 
     def queue_depth(self, now: float | None = None) -> int:
         """``waiting`` jobs that are due (ready for a worker now)."""
-        t = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'waiting' AND "
-                                   "(next_attempt_at IS NULL OR next_attempt_at <= ?)",
-                                   (t,)).fetchone()
-        return int(row[0])
+        return self.job_store.queue_depth(now)
 
     def recover(self) -> list[int]:
         """Start-up repair, to be called by the one process owning the spool: jobs left
@@ -440,30 +293,22 @@ class Spool:
         Returns:
             The ids of the jobs resumed.
         """
-        with self._tx() as db:
-            ids = [int(r[0]) for r in db.execute("SELECT id FROM jobs WHERE state = 'running'")]
-            db.execute("UPDATE jobs SET state = 'waiting', next_attempt_at = NULL, "
-                       "reason = 'resumed after a restart' WHERE state = 'running'")
+        ids = self.job_store.resume_running()
         for stray in self.tmp_dir.iterdir():
             stray.unlink(missing_ok=True)
         self._remove_orphans()
         with self._lock:
-            self._used = self._usage()
+            self._used = self.job_store.held_bytes()
         return ids
 
     def _remove_orphans(self) -> None:
         with self._lock:
-            known = {r[0] for r in self._db.execute(
-                "SELECT path FROM instances WHERE present = 1")}
-            ready = {str(r[0]) for r in self._db.execute(
-                "SELECT id FROM jobs WHERE results_ready = 1")}
-            missing = [r[0] for r in self._db.execute(
-                "SELECT path FROM instances WHERE present = 1")
-                if not (self.root / r[0]).is_file()]
+            present = self.job_store.present_instance_paths()
+            known = set(present)
+            ready = {str(i) for i in self.job_store.ready_job_ids()}
+            missing = [p for p in present if not (self.root / p).is_file()]
             if missing:
-                with self._tx() as db:
-                    db.executemany("UPDATE instances SET present = 0 WHERE path = ?",
-                                   [(p,) for p in missing])
+                self.job_store.mark_absent(missing)
         for path in self.instances_dir.glob("*/*"):
             if str(path.relative_to(self.root)) not in known:
                 path.unlink(missing_ok=True)
@@ -475,20 +320,11 @@ class Spool:
 
     def instances(self, job_id: int) -> list[InstanceRecord]:
         """The job's instances in the order received."""
-        with self._lock:
-            rows = self._db.execute("SELECT sop_uid, sop_class, path, size, present FROM "
-                                    "instances WHERE job_id = ? ORDER BY received_at, rowid",
-                                    (job_id,)).fetchall()
-        return [InstanceRecord(r[0], r[1], self.root / r[2], int(r[3]), bool(r[4]))
-                for r in rows]
+        return self.job_store.instances(job_id)
 
     def results(self, job_id: int) -> list[ResultRecord]:
         """The job's result objects in the order built."""
-        with self._lock:
-            rows = self._db.execute("SELECT sop_uid, sop_class, path, size, sent_at FROM "
-                                    "results WHERE job_id = ? ORDER BY rowid",
-                                    (job_id,)).fetchall()
-        return [ResultRecord(r[0], r[1], self.root / r[2], int(r[3]), r[4]) for r in rows]
+        return self.job_store.results(job_id)
 
     def save_results(self, job_id: int, datasets: Sequence[Dataset], *, analysed: int,
                      skipped: Sequence[Skipped], findings: int,
@@ -504,52 +340,34 @@ class Spool:
             data = encode(ds)
             rel = Path("results") / str(job_id) / f"{sop}.dcm"
             write_durably(data, self.tmp_dir, self.root / rel)
-            rows.append((sop, job_id, str(ds.SOPClassUID), str(rel), len(data)))
-        with self._tx() as db:
-            db.executemany("INSERT INTO results (sop_uid, job_id, sop_class, path, size) "
-                           "VALUES (?, ?, ?, ?, ?)", rows)
-            db.execute("UPDATE jobs SET results_ready = 1, n_analysed = ?, n_findings = ?, "
-                       "skipped = ?, timings = ? WHERE id = ?",
-                       (analysed, findings, skipped_json(skipped), json.dumps(timings_ms),
-                        job_id))
+            rows.append(ResultRow(sop, str(ds.SOPClassUID), str(rel), len(data)))
+        self.job_store.add_results(job_id, rows, analysed=analysed, skipped=skipped,
+                                  findings=findings, timings_ms=timings_ms)
         with self._lock:
-            self._used += sum(r[4] for r in rows)
+            self._used += sum(r.size for r in rows)
         return self.results(job_id)
 
     def record_analysis(self, job_id: int, *, analysed: int, skipped: Sequence[Skipped],
                         timings_ms: dict[str, float]) -> None:
         """Record an analysis that produced no result (nothing analysable, or a failure)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET n_analysed = ?, skipped = ?, timings = ? WHERE id = ?",
-                       (analysed, skipped_json(skipped), json.dumps(timings_ms), job_id))
+        self.job_store.record_analysis(job_id, analysed=analysed, skipped=skipped,
+                                      timings_ms=timings_ms)
 
     def add_timing(self, job_id: int, name: str, ms: float) -> None:
         """Set one entry of the job's ``timings_ms``."""
-        with self._tx() as db:
-            row = db.execute("SELECT timings FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            timings = json.loads(row[0]) if row else {}
-            timings[name] = round(ms, 1)
-            db.execute("UPDATE jobs SET timings = ? WHERE id = ?", (json.dumps(timings), job_id))
+        self.job_store.add_timing(job_id, name, ms)
 
     def mark_sent(self, sop_uids: Sequence[str], when: float | None = None) -> None:
         """Record that these result objects were delivered."""
-        t = time.time() if when is None else when
-        with self._tx() as db:
-            db.executemany("UPDATE results SET sent_at = ? WHERE sop_uid = ?",
-                           [(t, uid) for uid in sop_uids])
+        self.job_store.mark_sent(sop_uids, when)
 
     def count_attempt(self, job_id: int) -> int:
         """Add one send attempt; returns the attempts made so far."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
-            row = db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return int(row[0])
+        return self.job_store.count_attempt(job_id)
 
     def retry_later(self, job_id: int, at: float, reason: str) -> None:
         """``running`` -> ``waiting`` until ``at`` (epoch seconds), with the reason."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state = 'waiting', next_attempt_at = ?, reason = ? "
-                       "WHERE id = ?", (at, reason, job_id))
+        self.job_store.retry_later(job_id, at, reason)
 
     def finish(self, job_id: int, state: JobState, reason: str | None = None,
                now: float | None = None) -> None:
@@ -557,20 +375,16 @@ class Spool:
         instance files are no longer needed and are deleted (unless ``keep_instances``):
         released in the same transaction, unlinked after it under the spool lock, so a new
         instance of the same study cannot see its folder vanish (a crash in between leaves
-        files that start-up removes as orphans)."""
-        if state not in TERMINAL:
-            raise ValueError(f"finish() needs a terminal state ({sorted(TERMINAL)}); "
-                             f"got {state}")
+        files that start-up removes as orphans).
+
+        Raises:
+            ValueError: ``state`` is not terminal (nothing changed).
+        """
         release = state in RELEASED_AT_FINISH and not self.keep_instances
         with self._lock:
             files = [i for i in self.instances(job_id) if i.present] if release else []
-            with self._tx() as db:
-                db.execute("UPDATE jobs SET state = ?, reason = ?, finished_at = ?, "
-                           "next_attempt_at = NULL WHERE id = ?",
-                           (state.value, reason, time.time() if now is None else now, job_id))
-                if release:
-                    db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
-                    self._used -= sum(i.size for i in files)
+            self.job_store.finish(job_id, state, reason, now, release_instances=release)
+            self._used -= sum(i.size for i in files)
             self._unlink([i.path for i in files])
 
     @staticmethod
@@ -586,19 +400,7 @@ class Spool:
                    ) -> list[Held]:
         """Finished, not yet released jobs in ``states`` that finished at or before
         ``finished_before`` (epoch seconds), oldest first, with what they still hold."""
-        marks = ", ".join("?" * len(states))
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT j.id, j.state, j.study_uid, j.finished_at, "
-                "(SELECT COUNT(*) FROM instances i WHERE i.job_id = j.id AND i.present = 1), "
-                "(SELECT COALESCE(SUM(size), 0) FROM instances i WHERE i.job_id = j.id AND "
-                "i.present = 1), (SELECT COUNT(*) FROM results r WHERE r.job_id = j.id), "
-                "(SELECT COALESCE(SUM(size), 0) FROM results r WHERE r.job_id = j.id) "
-                f"FROM jobs j WHERE j.released_at IS NULL AND j.state IN ({marks}) AND "
-                "j.finished_at <= ? ORDER BY j.finished_at, j.id",
-                (*[s.value for s in states], finished_before)).fetchall()
-        return [Held(int(r[0]), JobState(r[1]), str(r[2]), float(r[3]), int(r[4]), int(r[6]),
-                     int(r[5]) + int(r[7])) for r in rows]
+        return self.job_store.releasable(finished_before, states)
 
     def release(self, job_id: int, now: float | None = None) -> bool:
         """Release everything a finished job holds: its instance and result files are
@@ -608,15 +410,9 @@ class Spool:
         with self._lock:
             results = self.results(job_id)
             instances = [i for i in self.instances(job_id) if i.present]
-            with self._tx() as db:
-                marks = ", ".join("?" * len(TERMINAL))
-                cur = db.execute(f"UPDATE jobs SET released_at = ? WHERE id = ? AND "
-                                 f"released_at IS NULL AND state IN ({marks})",
-                                 (t, job_id, *[s.value for s in TERMINAL]))
-                if cur.rowcount != 1:
-                    return False
-                db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
-                self._used -= sum(i.size for i in instances) + sum(r.size for r in results)
+            if not self.job_store.release(job_id, t):
+                return False
+            self._used -= sum(i.size for i in instances) + sum(r.size for r in results)
             self._unlink([i.path for i in instances])
             self._unlink([r.path for r in results])
         return True
@@ -630,54 +426,19 @@ class Spool:
             JobStateError: the job is not finished, was skipped, or must be analysed again
                 but its instance files are gone.
         """
-        job = self.job(job_id)
-        if job.state not in RESENDABLE:
-            raise JobStateError(f"job {job_id} is {job.state.value}; only "
-                                f"{', '.join(sorted(RESENDABLE))} jobs can be re-sent")
-        if job.released_at is not None:
-            raise JobStateError(f"job {job_id}'s files were released after its retention "
-                                "period (or by a purge); send the study again")
-        if not job.results_ready and not all(i.present for i in self.instances(job_id)):
-            raise JobStateError(f"job {job_id} has no results and its instance files were "
-                                "deleted; send the study again")
-        t = time.time() if now is None else now
-        with self._tx() as db:
-            if job.state is not JobState.FAILED:
-                db.execute("UPDATE results SET sent_at = NULL WHERE job_id = ?", (job_id,))
-            db.execute("UPDATE jobs SET state = 'waiting', attempts = 0, ready_at = ?, "
-                       "next_attempt_at = NULL, finished_at = NULL, "
-                       "reason = 're-send requested' WHERE id = ?", (t, job_id))
-        return self.job(job_id)
+        return self.job_store.resend(job_id, now)
 
     # -- queries -------------------------------------------------------------------------
 
     def job(self, job_id: int) -> Job:
         """The job, or :class:`JobNotFoundError`."""
-        with self._lock:
-            row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?",
-                                   (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no job {job_id} in {self.root}")
-        return job_from_row(row)
+        return self.job_store.job(job_id)
 
     def jobs(self, state: JobState | None = None, limit: int = 100,
              study_uid: str | None = None) -> list[Job]:
         """Jobs, newest first, optionally of one state or study."""
-        where, args = [], []
-        if state is not None:
-            where.append("j.state = ?")
-            args.append(state.value)
-        if study_uid is not None:
-            where.append("j.study_uid = ?")
-            args.append(study_uid)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            rows = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs j {clause} "
-                                    "ORDER BY j.id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [job_from_row(r) for r in rows]
+        return self.job_store.jobs(state, limit, study_uid)
 
     def counts(self) -> dict[JobState, int]:
         """Number of jobs in each state (every state listed)."""
-        with self._lock:
-            rows = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-        return {s: int(rows.get(s.value, 0)) for s in JobState}
+        return self.job_store.counts()
