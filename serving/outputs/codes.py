@@ -1,6 +1,7 @@
 """Coded concepts of the DICOM result objects, taken from pydicom's copy of the PS3.16 code
 dictionary (``pydicom.sr.codedict.codes``) wherever it has them, so code values and meanings are
-the standard's; the few it lacks are spelled out with their source.
+the standard's; the few it lacks (the RFC 5646 language and the UCUM units with annotations,
+:data:`MARKS_PER_IMAGE` and :func:`range_unit`) are spelled out with their source.
 
 Value sets (PS3.16 context groups) and where each code is used:
 
@@ -89,6 +90,8 @@ DISTANCE_FROM_NIPPLE: Final = _clean(DCM.DistanceFromNipple)
 CLOCKFACE_OR_REGION: Final = _clean(DCM.ClockfaceOrRegion)
 QUADRANT_LOCATION: Final = _clean(DCM.QuadrantLocation)
 DEPTH: Final = _clean(DCM.Depth)
+#: Observer type of the TID 1500 observer context (TID 1002, CID 270 "Observer Type").
+DEVICE: Final = _clean(DCM.Device)
 
 # Values --------------------------------------------------------------------------------------
 #: CID 5000 "Languages": one language for every SR (highdicom's default for TID 1500 too).
@@ -118,18 +121,23 @@ PROCEDURE_REPORTED: Final = _clean(SCT.MammaryDuctogram)
 BREAST: Final = _clean(SCT.Breast)
 #: Concept name of a laterality modifier (TID 4002 row 4, finding sites).
 LATERALITY_CONCEPT: Final = _clean(SCT.Laterality)
+#: CID 7005 "Contributing Equipment Purposes of Reference": the Purpose of Reference of the
+#: Contributing Equipment entry that names galacto.
+PROCESSING_EQUIPMENT: Final = _clean(DCM.ProcessingEquipment)
 
 # Units (UCUM) -------------------------------------------------------------------------------
-PERCENT: Final = Code("%", "UCUM", "Percent")
-MILLIMETER: Final = Code("mm", "UCUM", "mm")
-DEGREE: Final = Code("deg", "UCUM", "deg")
-ARBITRARY_UNIT: Final = Code("[arb'U]", "UCUM", "arbitrary unit")
-#: Unit of False Markers per Image: marks per image (UCUM annotations).
+PERCENT: Final = _clean(codes.UCUM.Percent)
+MILLIMETER: Final = _clean(codes.UCUM.Millimeter)
+DEGREE: Final = _clean(codes.UCUM.Degree)
+ARBITRARY_UNIT: Final = _clean(codes.UCUM.ArbitraryUnit)
+#: Unit of False Markers per Image: marks per image. Spelled out: a UCUM expression with
+#: annotations, which no PS3.16 table (and so not pydicom's dictionary) lists.
 MARKS_PER_IMAGE: Final = Code("{marks}/{image}", "UCUM", "marks per image")
 
 
 def range_unit(maximum: int) -> Code:
-    """UNITS of a CAD operating point, DT ({0:n}, UCUM, "range: 0:n") (TID 4023)."""
+    """UNITS of a CAD operating point, DT ({0:n}, UCUM, "range: 0:n") (TID 4023). Spelled out:
+    the code depends on ``maximum``, so pydicom's dictionary cannot hold it."""
     return Code(f"{{0:{maximum}}}", "UCUM", f"range: 0:{maximum}")
 
 

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import serving
+from serving.outputs import codes
 from serving.pipeline.detect_volume import TomoSettings
 from serving.pipeline.findings import (
     FrameOut,
@@ -306,12 +307,14 @@ def copy_patient_study(source: Dataset, target: Dataset) -> None:
 def contributing_equipment(model: ModelOut, when: dt.datetime) -> Dataset:
     """One Contributing Equipment Sequence (0018,A001) item naming the algorithm.
 
-    Purpose of reference (DCM, 109102, "Processing Equipment") from CID 7005.
+    Purpose of reference :data:`serving.outputs.codes.PROCESSING_EQUIPMENT` (DCM, 109102,
+    "Processing Equipment") from CID 7005.
     """
+    code = codes.PROCESSING_EQUIPMENT
     purpose = Dataset()
-    purpose.CodeValue = "109102"
-    purpose.CodingSchemeDesignator = "DCM"
-    purpose.CodeMeaning = "Processing Equipment"
+    purpose.CodeValue = code.value
+    purpose.CodingSchemeDesignator = code.scheme_designator
+    purpose.CodeMeaning = code.meaning
     item = Dataset()
     item.PurposeOfReferenceCodeSequence = [purpose]
     item.Manufacturer = MANUFACTURER

@@ -65,7 +65,6 @@ from collections.abc import Iterator, Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
 from serving.outputs import codes as c
 from serving.outputs.common import (
@@ -123,7 +122,8 @@ def _observation_context(model: ModelOut) -> hd.sr.ObservationContext:
         model_name=f"{model.name} {model.version}",
     )
     return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+        observer_type=hd.sr.CodedConcept.from_code(c.DEVICE),
+        observer_identifying_attributes=device))
 
 
 def _finding_sites(laterality: str) -> list[hd.sr.FindingSite]:
