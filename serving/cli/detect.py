@@ -43,15 +43,16 @@ if TYPE_CHECKING:
 
 #: Console width when the output is not a terminal.
 PIPE_WIDTH = 200
+#: What ``galacto detect --help`` says the command does (argparse re-wraps it).
+DESCRIPTION = """Detect and locate filling defects in galactogram DICOM files and tomosynthesis
+volumes (folders are searched recursively; a file is DICOM by its DICM marker or a .dcm suffix;
+a DICOMDIR is followed)."""
 
 
 def register(sub: Subparsers) -> None:
     """Add ``galacto detect``."""
     p = add_command(sub, "detect", func=run, help="detect filling defects in DICOM files",
-                    description="Detect and locate filling defects in galactogram DICOM files "
-                                "and tomosynthesis volumes (folders are searched recursively; "
-                                "a file is DICOM by its DICM marker or a .dcm suffix; a "
-                                "DICOMDIR is followed).")
+                    description=DESCRIPTION)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     add_model_option(p)
     p.add_argument("--operating-point", default=None,

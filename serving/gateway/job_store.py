@@ -38,17 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from serving.gateway.jobs import (
-    ACCEPTING,
-    RESENDABLE,
-    TERMINAL,
-    Held,
-    InstanceRecord,
-    Job,
-    JobState,
-    ResultRecord,
-    Skipped,
-)
+from serving.gateway import jobs
+from serving.gateway.jobs import ACCEPTING, RESENDABLE, TERMINAL, Job, JobState
 
 SCHEMA_VERSION: Final = 2
 DB_NAME: Final = "gateway.db"
@@ -143,7 +134,7 @@ class ResultRow:
 
 def job_from_row(row: Sequence[Any]) -> Job:
     """A :class:`Job` from a row of ``SELECT {JOB_COLUMNS} FROM jobs j``."""
-    skipped = tuple(Skipped(str(s["sop_instance_uid"]), str(s["reason"]))
+    skipped = tuple(jobs.Skipped(str(s["sop_instance_uid"]), str(s["reason"]))
                     for s in json.loads(row[14]))
     return Job(id=int(row[0]), study_instance_uid=str(row[1]), state=JobState(row[2]),
                calling_ae_title=row[3], created_at=float(row[4]), last_instance_at=float(row[5]),
@@ -155,7 +146,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
                released_at=row[20])
 
 
-def skipped_json(skipped: Sequence[Skipped]) -> str:
+def skipped_json(skipped: Sequence[jobs.Skipped]) -> str:
     """``skipped`` as the JSON stored in ``jobs.skipped``."""
     return json.dumps([{"sop_instance_uid": s.sop_instance_uid, "reason": s.reason}
                        for s in skipped])
@@ -372,25 +363,25 @@ class JobStore:
 
     # -- processing ----------------------------------------------------------------------
 
-    def instances(self, job_id: int) -> list[InstanceRecord]:
+    def instances(self, job_id: int) -> list[jobs.InstanceRecord]:
         """The job's instances in the order received (absolute paths)."""
         with self.lock:
             rows = self._db.execute("SELECT sop_uid, sop_class, path, size, present FROM "
                                     "instances WHERE job_id = ? ORDER BY received_at, rowid",
                                     (job_id,)).fetchall()
-        return [InstanceRecord(r[0], r[1], self.root / r[2], int(r[3]), bool(r[4]))
+        return [jobs.InstanceRecord(r[0], r[1], self.root / r[2], int(r[3]), bool(r[4]))
                 for r in rows]
 
-    def results(self, job_id: int) -> list[ResultRecord]:
+    def results(self, job_id: int) -> list[jobs.ResultRecord]:
         """The job's result objects in the order built (absolute paths)."""
         with self.lock:
             rows = self._db.execute("SELECT sop_uid, sop_class, path, size, sent_at FROM "
                                     "results WHERE job_id = ? ORDER BY rowid",
                                     (job_id,)).fetchall()
-        return [ResultRecord(r[0], r[1], self.root / r[2], int(r[3]), r[4]) for r in rows]
+        return [jobs.ResultRecord(r[0], r[1], self.root / r[2], int(r[3]), r[4]) for r in rows]
 
     def add_results(self, job_id: int, rows: Sequence[ResultRow], *, analysed: int,
-                    skipped: Sequence[Skipped], findings: int,
+                    skipped: Sequence[jobs.Skipped], findings: int,
                     timings_ms: dict[str, float]) -> None:
         """Record the job's result objects (files already durable) and its analysis in one
         transaction, setting ``results_ready``."""
@@ -404,7 +395,7 @@ class JobStore:
                        (analysed, findings, skipped_json(skipped), json.dumps(timings_ms),
                         job_id))
 
-    def record_analysis(self, job_id: int, *, analysed: int, skipped: Sequence[Skipped],
+    def record_analysis(self, job_id: int, *, analysed: int, skipped: Sequence[jobs.Skipped],
                         timings_ms: dict[str, float]) -> None:
         """Record an analysis that produced no result (nothing analysable, or a failure)."""
         with self._tx() as db:
@@ -458,7 +449,7 @@ class JobStore:
                 db.execute("UPDATE instances SET present = 0 WHERE job_id = ?", (job_id,))
 
     def releasable(self, finished_before: float, states: Sequence[JobState] = tuple(TERMINAL)
-                   ) -> list[Held]:
+                   ) -> list[jobs.Held]:
         """Finished, not yet released jobs in ``states`` that finished at or before
         ``finished_before`` (epoch seconds), oldest first, with what they still hold."""
         marks = ", ".join("?" * len(states))
@@ -472,7 +463,7 @@ class JobStore:
                 f"FROM jobs j WHERE j.released_at IS NULL AND j.state IN ({marks}) AND "
                 "j.finished_at <= ? ORDER BY j.finished_at, j.id",
                 (*[s.value for s in states], finished_before)).fetchall()
-        return [Held(int(r[0]), JobState(r[1]), str(r[2]), float(r[3]), int(r[4]), int(r[6]),
+        return [jobs.Held(int(r[0]), JobState(r[1]), str(r[2]), float(r[3]), int(r[4]), int(r[6]),
                      int(r[5]) + int(r[7])) for r in rows]
 
     def release(self, job_id: int, now: float | None = None) -> bool:

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from serving.cli.options import Subparsers
 
+#: What ``galacto evaluate --help`` says the command does.
+DESCRIPTION = ("Evaluate models/<name>/<version> (ONNX, through the serving pipeline) on a "
+               "galacto dataset folder.")
+
 
 def register(sub: Subparsers) -> None:
     """Add ``galacto evaluate``."""
     p = sub.add_parser("evaluate", help="evaluate an exported model on a dataset",
-                       description="Evaluate models/<name>/<version> (ONNX, through the "
-                                   "serving pipeline) on a galacto dataset folder.")
+                       description=DESCRIPTION)
     p.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
     p.add_argument("--data", type=Path, required=True, help="dataset folder (dataset.json)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")

@@ -257,21 +257,7 @@ def _fuse(
         clock, region = None, None
         phrase = location_phrase(laterality, None, None, depth, cm) + (
             f"; clock face and quadrant not stated: {ORIENTATION_UNKNOWN}" if left_out else "")
-    return Match(
-        cc_index=i,
-        other_index=j,
-        cc=cc,
-        other=other,
-        laterality=laterality,
-        position_mm=(d, u, lat),
-        clock_hour=clock,
-        quadrant=region,
-        depth_fraction=fraction,
-        depth=depth,
-        distance_mm=distance,
-        distance_cm=cm,
-        oblique=other.oblique,
-        cost=cost,
-        phrase=phrase,
-        orientation_assumed=assumed,
-    )
+    return Match(cc_index=i, other_index=j, cc=cc, other=other, laterality=laterality,
+                 position_mm=(d, u, lat), clock_hour=clock, quadrant=region,
+                 depth_fraction=fraction, depth=depth, distance_mm=distance, distance_cm=cm,
+                 oblique=other.oblique, cost=cost, phrase=phrase, orientation_assumed=assumed)
