@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from serving.pipeline.detect_volume import (
     DEFAULT_SLAB,
     DEFAULT_STRIDE,
     TomoSettings,
+    analyse_volume,
     frame_out,
     suppress_nested_tracks,
 )
@@ -40,6 +42,7 @@ from serving.pipeline.dicom_in import Image, Volume, read_image, read_volume
 from serving.pipeline.errors import UnsupportedSopClassError
 from serving.pipeline.findings import DetectionResponse, FindingOut, ImageOut, MimicOut
 from serving.pipeline.model import DetectorModel
+from serving.pipeline.preprocess import prepare
 from serving.pipeline.rescore import intersection_over_smaller
 from serving.pipeline.tomo import TomoCandidate, TrackPoint
 from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
@@ -401,3 +404,24 @@ def test_a_findings_frame_range_is_its_half_maximum_run() -> None:
     assert focus_span(c, identity) == (2, 4)
     assert focus_span(c, identity, share=0.0) == (0, 6)
     assert focus_span(c, list(reversed(identity))) == (2, 4)  # stack order top-down
+
+
+def test_volumes_run_one_pass_even_with_test_time_flips(case: dict[str, Any],
+                                                       bundled_model: DetectorModel) -> None:
+    """A card's test-time flips apply to 2D images: a volume's candidates are those of the
+    single-pass model (a flip would double a volume's time), while a 2D image does change."""
+    flipped = dc_replace(bundled_model,
+                         decode=dc_replace(bundled_model.decode, test_time_flips=("cols",)))
+    assert flipped.single_pass().decode.test_time_flips == ()
+    if not bundled_model.decode.test_time_flips:
+        assert bundled_model.single_pass() is bundled_model
+    vol = read_volume(case["CC"]["bto"])
+    settings = TomoSettings(slab=3, stride=3)
+    plain = analyse_volume(vol, flipped.single_pass(), settings)
+    with_flips = analyse_volume(vol, flipped, settings)
+    assert [(c.box, c.score, c.best_frame) for c in with_flips.lesions] == \
+        [(c.box, c.score, c.best_frame) for c in plain.lesions]
+    image = read_image(case["CC"]["image"])
+    assert not np.array_equal(flipped.run(prepare(image, flipped.preprocess).array)[0][0],
+                              flipped.single_pass().run(
+                                  prepare(image, flipped.preprocess).array)[0][0])

@@ -169,7 +169,7 @@ def predict_volume_item(model: DetectorModel, item: Mapping[str, Any], *, slab: 
     t0 = time.perf_counter()
     path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
     volume = read_volume(path)
-    det = run_volume(volume, model, slab=slab, stride=stride)
+    det = run_volume(volume, model.single_pass(), slab=slab, stride=stride)  # as serving
     lesions = [c for c in det.candidates if c.label == 0]
     mimics = [c for c in det.candidates if c.label != 0]
     t1 = time.perf_counter()

@@ -21,7 +21,9 @@ Steps of :func:`analyse_volume`:
    single-view BI-RADS location (clock face from one DBT view, the plane's height being the
    third dimension).
 
-Scores: the candidate's score is the detector's highest slab score. The two-view rescoring
+The detector runs one pass per slab: a model card's test-time flips apply to 2D images only
+(:meth:`~serving.pipeline.model.DetectorModel.single_pass`), so that a volume's time does not
+double. Scores: the candidate's score is the detector's highest slab score. The two-view rescoring
 model of a model card was fitted on 2D images and is not applied to volume candidates; the
 evidence text says so (:data:`DBT_EVIDENCE`). Which threshold applies to these scores is
 chosen by :func:`serving.pipeline.volume_points.volume_points`: the card's ``tomosynthesis``
@@ -406,7 +408,8 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
     """
     settings = settings if settings is not None else model.tomo_settings
     noted = _NotedVolume(volume)
-    detections = run_volume(noted, model, slab=settings.slab, stride=settings.stride,
+    detections = run_volume(noted, model.single_pass(), slab=settings.slab,
+                            stride=settings.stride,
                             slab_mode=settings.slab_mode, link=settings.link)
     heights = volume.header.frame_heights_mm
     n = int(volume.header.number_of_frames)

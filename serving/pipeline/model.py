@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -149,6 +149,14 @@ class DetectorModel:
             reg_sum = [a + b for a, b in zip(reg_sum, r_b, strict=True)]
         n = np.float32(1 + len(flips))
         return [c / n for c in cls_sum], [r / n for r in reg_sum]
+
+    def single_pass(self) -> DetectorModel:
+        """This model without the card's test-time flips: one network pass per input. What
+        tomosynthesis volumes run (a slab already averages frames, and a volume has tens of
+        inputs, so a flip would double its time); the same object when the card has none."""
+        if not self.decode.test_time_flips:
+            return self
+        return replace(self, decode=replace(self.decode, test_time_flips=()))
 
     def run_once(self, array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """One plain network pass for one image ``(H, W)`` float32."""
