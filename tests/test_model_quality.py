@@ -26,17 +26,17 @@ from training.mimic_metrics import mimic_breakdown
 
 MODEL = default_model_dir()
 
-#: gates on the training-style set (measured on this set with 0.6.0: >= 3 mm 28/30, 1.5-3 mm
-#: 6/12, 0.40 FP/image at balanced, CPM 0.786, 83.3 % at 1 FP/image; README has the full test)
-MIN_SENS_3MM = 0.85  # lesions >= 3 mm at the balanced point
+#: gates on the training-style set (measured on this set with 0.7.0: >= 3 mm 29/30, 1.5-3 mm
+#: 5/12, 0.29 FP/image at balanced, CPM 0.813, 83.3 % at 1 FP/image; README has the full test)
+MIN_SENS_3MM = 0.88  # lesions >= 3 mm at the balanced point
 MIN_SENS_SMALL = 0.40  # lesions 1.5-3 mm at the balanced point
-MAX_FP_PER_IMAGE = 0.55  # at the balanced point
-MIN_CPM = 0.74
+MAX_FP_PER_IMAGE = 0.45  # at the balanced point
+MIN_CPM = 0.77
 MIN_SENS_AT_1FP = 0.79
-#: gates on the unseen-style set (measured: 85.3 % at 1 FP/image, 0.19 FP/image at balanced =
-#: 0.54 x the card's 0.35, 5/22 air bubbles flagged)
+#: gates on the unseen-style set (measured with 0.7.0: 85.3 % at 1 FP/image, 0.19 FP/image at
+#: balanced = 0.48 x the card's 0.39, 5/22 air bubbles flagged)
 ALT_MIN_SENS_AT_1FP = 0.82
-ALT_MAX_FP_RATIO = 0.9  # FP/image at balanced over the card's promise
+ALT_MAX_FP_RATIO = 0.75  # FP/image at balanced over the card's promise
 ALT_MAX_BUBBLES_FLAGGED = 0.30  # share of true air bubbles hit by a balanced finding
 
 
@@ -122,10 +122,11 @@ def test_unseen_style_keeps_sensitivity_fp_rate_and_rejects_bubbles(alt: dict[st
 
 #: gates on a regenerated DBT set (seed 4103: 4 Hologic-like cases, 8 volumes, 12 lesions),
 #: run as serving runs volumes (the card's slabs and its tomosynthesis balanced point);
-#: measured with 0.6.0: 10/12 lesions, 0.375 FP/volume, CPM 0.762 (README: the full DBT test)
-DBT_MIN_SENSITIVITY = 0.65
-DBT_MAX_FP_PER_VOLUME = 0.75
-DBT_MIN_CPM = 0.60
+#: measured with 0.7.0: 10/12 lesions, 0.25 FP/volume, CPM 0.869 (0.6.0: 10/12, 0.375, 0.762;
+#: README: the full DBT test)
+DBT_MIN_SENSITIVITY = 0.75
+DBT_MAX_FP_PER_VOLUME = 0.5
+DBT_MIN_CPM = 0.75
 
 
 @pytest.fixture(scope="module")
