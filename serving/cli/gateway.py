@@ -254,7 +254,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_resend(args: argparse.Namespace) -> int:
     """Queue the job again; send it here when no gateway runs on the spool."""
     from serving.gateway.service import Gateway, GatewayError, spool_in_use
-    from serving.gateway.spool import TERMINAL, SpoolError
+    from serving.gateway.spool import TERMINAL, JobState, SpoolError
 
     settings = _settings(args)
     _require_spool(Path(settings.spool_dir))  # a typo must not create an empty spool
@@ -279,7 +279,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
         finally:
             gateway.close()
     print(f"job {job.id}: {job.state.value}" + (f" ({job.reason})" if job.reason else ""))
-    return 0 if job.state in TERMINAL and job.state.value != "failed" else 1
+    return 0 if job.state in TERMINAL and job.state is not JobState.FAILED else 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -502,12 +502,19 @@ class JobStore:
                                 "deleted; send the study again")
         t = _now(now)
         with self._tx() as db:
+            # the checks above ran outside the transaction: move the job only if it is still
+            # the finished, unreleased job they saw (retention or a purge, possibly in another
+            # process, may have released it since), else undo and refuse
             if job.state is not JobState.FAILED:
                 db.execute("UPDATE results SET sent_at = NULL WHERE job_id = ?", (job_id,))
-            db.execute("UPDATE jobs SET state = ?, attempts = 0, ready_at = ?, "
-                       "next_attempt_at = NULL, finished_at = NULL, "
-                       "reason = ? WHERE id = ?",
-                       (JobState.WAITING.value, t, RESEND_REQUESTED, job_id))
+            moved = db.execute("UPDATE jobs SET state = ?, attempts = 0, ready_at = ?, "
+                               "next_attempt_at = NULL, finished_at = NULL, reason = ? "
+                               "WHERE id = ? AND state = ? AND released_at IS NULL",
+                               (JobState.WAITING.value, t, RESEND_REQUESTED, job_id,
+                                job.state.value)).rowcount
+            if moved != 1:
+                raise JobStateError(f"job {job_id} changed while it was being queued again "
+                                    "(released or moved by another process); look at it again")
         return self.job(job_id)
 
     # -- queries -------------------------------------------------------------------------
