@@ -17,21 +17,18 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from pydicom.encaps import encapsulate, get_frame
 from pydicom.uid import RLELossless
 from test_detect_volume import stacked_bto
 
-from serving.api.main import create_app
 from serving.outputs.cad_sr import read_cad_sr_frames
 from serving.outputs.gsps import read_gsps_frames
 from serving.outputs.tid1500 import read_tid1500_frames
@@ -41,6 +38,7 @@ from serving.pipeline.model import DetectorModel
 from serving.settings import Settings
 from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
 from tests.dicomgen import BREAST_TOMOSYNTHESIS, to_bytes
+from tests.served_app import app_client as _client
 
 FRAMES = 9
 FOCUS = 5  # 1-based frame where the lesion is sharp
@@ -50,15 +48,6 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
-@contextmanager
-def _client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
-    """A TestClient of an app with these settings, its model loaded."""
-    app: FastAPI = create_app(Settings(results_dir=tmp_path / "results", log_json=True,
-                                       **settings))
-    with TestClient(app, base_url="http://localhost") as client:
-        app.state.galacto.wait_loaded(60)
-        assert app.state.galacto.ready
-        yield client
 
 
 def _related(parts: list[bytes], boundary: str = "galacto-dbt-boundary") -> tuple[bytes, str]:

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from conftest import free_port, stop, wait_until_up
 from dicomgen import make_dataset, to_bytes
 from fastapi import FastAPI
@@ -44,11 +43,12 @@ from serving.api.errors import ApiError, public_message
 from serving.api.main import create_app
 from serving.api.routes import detect as detect_module
 from serving.api.routes.dicomweb import _study_url
-from serving.api.server import connection_cap, uvicorn_config
+from serving.api.server import connection_cap
 from serving.api.store import ResultStore
 from serving.api.turns import Turns
 from serving.pipeline.errors import InvalidHeaderError, UnsupportedPhotometricError
 from serving.settings import Settings, SettingsError
+from tests.served_app import on_uvicorn
 
 KEY = "k-bounds-5d0c1e9a7f3b2a64"
 DICOM = {"Content-Type": "application/dicom"}
@@ -94,20 +94,8 @@ class Running:
 def serving(settings: Settings) -> Iterator[Running]:
     """``create_app(settings)`` on uvicorn as ``galacto serve`` configures it; model loaded."""
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        app.state.galacto.wait_loaded(120)
-        assert app.state.galacto.ready
+    with on_uvicorn(app, app, settings):
         yield Running(app, settings.port)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def connect(port: int, timeout_s: float = 10, source: str | None = None) -> socket.socket:

@@ -17,16 +17,13 @@ server forgot the volume.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from conftest import free_port
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -39,11 +36,12 @@ from serving.api.render_cache import (
     RENDER_ID_HEADER,
     RenderCache,
 )
-from serving.api.server import uvicorn_config
 from serving.pipeline.dicom_in import Volume, read_volume
 from serving.settings import Settings
 from tests.dbt_files import make_bto
 from tests.dicomgen import make_dataset, to_bytes
+from tests.served_app import app_client as _client
+from tests.served_app import on_uvicorn
 
 DICOM = {"Content-Type": "application/dicom"}
 KEY = "k-render-cache-3f9a1c7e5b2d"
@@ -60,17 +58,6 @@ def _volume(seed: int = 0) -> bytes:
     """A small Breast Tomosynthesis Image: ``FRAMES`` frames of ``ROWS x COLS``, every frame
     different (``tests.dbt_files.make_bto``)."""
     return to_bytes(make_bto(frames=FRAMES, rows=ROWS, cols=COLS, seed=seed))
-
-
-@contextmanager
-def _client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
-    """A TestClient of an app with these settings, its model loaded."""
-    app: FastAPI = create_app(Settings(results_dir=tmp_path / "results", log_json=True,
-                                       **settings))
-    with TestClient(app, base_url="http://localhost") as client:
-        app.state.galacto.wait_loaded(60)
-        assert app.state.galacto.ready
-        yield client
 
 
 def _cache(client: TestClient) -> RenderCache:
@@ -325,20 +312,8 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Cou
     settings = Settings(port=free_port(), results_dir=tmp_path_factory.mktemp("viewer-kept"),
                         log_json=True)
     counting = Counting(create_app(settings))
-    server = uvicorn.Server(uvicorn_config(counting, settings))
-    thread = threading.Thread(target=server.run, name="uvicorn-render-cache", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        counting.app.state.galacto.wait_loaded(120)
-        assert counting.app.state.galacto.ready
+    with on_uvicorn(counting, counting.app, settings):
         yield f"http://127.0.0.1:{settings.port}", counting
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_viewer_scrolls_a_volume_from_the_kept_copy(counted: tuple[str, Counting],
