@@ -63,7 +63,7 @@ class FakeDetector:
 def test_per_slice_mode_reports_the_lesion_once_at_its_peak() -> None:
     vol = index_volume()
     fake = FakeDetector(vol, max_alive=1)
-    result = run_volume(vol, FAKE_MODEL, predictor=fake)
+    result = run_volume(vol, FAKE_MODEL, predictor=fake, focus=False)  # reads: detection only
     assert fake.seen == [float(i) for i in range(30)]
     assert vol.reads == list(range(30)) and result.frames_read == 30
     assert result.centres == tuple(range(30))
@@ -77,8 +77,8 @@ def test_per_slice_mode_reports_the_lesion_once_at_its_peak() -> None:
     assert result.timings_ms["inference"] == pytest.approx(60.0)  # 2 ms x 30 frames
     assert all(v >= 0 for v in result.timings_ms.values())
     again = index_volume()
-    assert predict_volume(again, FAKE_MODEL, predictor=FakeDetector(again, 1)) == \
-        result.candidates
+    assert predict_volume(again, FAKE_MODEL, predictor=FakeDetector(again, 1),
+                          focus=False) == result.candidates
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("mean", 5.0), ("max", 6.0)])
@@ -86,7 +86,7 @@ def test_slab_mode_combines_neighbouring_frames(mode: str, expected: float) -> N
     vol = index_volume()
     fake = FakeDetector(vol, max_alive=3)
     result = run_volume(vol, FAKE_MODEL, slab=3, slab_mode=mode,  # type: ignore[arg-type]
-                        predictor=fake)
+                        predictor=fake, focus=False)
     assert fake.seen[5] == pytest.approx(expected)  # frames 4, 5, 6
     assert fake.seen[0] == pytest.approx(0.5 if mode == "mean" else 1.0)  # clipped: 0, 1
     assert vol.reads == list(range(30))  # each frame decoded once
@@ -97,7 +97,7 @@ def test_slab_mode_combines_neighbouring_frames(mode: str, expected: float) -> N
 
 def test_stride_skips_frames_it_does_not_need() -> None:
     vol = index_volume()
-    result = run_volume(vol, FAKE_MODEL, stride=4, predictor=FakeDetector(vol, 1))
+    result = run_volume(vol, FAKE_MODEL, stride=4, predictor=FakeDetector(vol, 1), focus=False)
     assert result.centres == (0, 4, 8, 12, 16, 20, 24, 28)
     assert vol.reads == list(result.centres)
     (c,) = result.candidates
@@ -107,7 +107,7 @@ def test_stride_skips_frames_it_does_not_need() -> None:
 def test_tiled_slabs_read_each_frame_once_and_link_across_strides() -> None:
     vol = index_volume()
     fake = FakeDetector(vol, max_alive=3)
-    result = run_volume(vol, FAKE_MODEL, slab=3, stride=3, predictor=fake)
+    result = run_volume(vol, FAKE_MODEL, slab=3, stride=3, predictor=fake, focus=False)
     assert result.centres == tuple(range(1, 30, 3))
     assert vol.reads == list(range(30))
     assert fake.seen == pytest.approx([float(c) for c in result.centres])
@@ -174,7 +174,7 @@ def test_frames_out_of_stack_order_are_linked_by_height() -> None:
     vol = ArrayVolume(base, lambda i: np.full((ROWS, COLS), 10.0 * perm[i] + 5.0),
                       [float(h) for h in perm])
     fake = FakeDetector(vol, max_alive=3)
-    result = run_volume(vol, FAKE_MODEL, slab=3, predictor=fake)
+    result = run_volume(vol, FAKE_MODEL, slab=3, predictor=fake, focus=False)
     # plane by plane, each a slab of its neighbouring planes (clipped at the ends)
     assert fake.seen == pytest.approx([0.5, *range(1, 29), 28.5])
     assert sorted(vol.reads) == list(range(30))

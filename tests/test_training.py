@@ -222,10 +222,22 @@ def test_train_resume_export_evaluate(workdir: Path) -> None:
     assert model.decode.test_time_flips == ()
 
     r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.2", "--out",
-                 "models", "--test-time-flips", "rows,cols", "--allow-degenerate", cwd=workdir)
+                 "models", "--test-time-flips", "rows,cols", "--input-spacing-mm", "0.35",
+                 "--allow-degenerate", cwd=workdir)
     assert r.returncode == 0, r.stderr[-3000:]
     flipped = load_model(workdir / "models" / "galacto-small" / "0.0.2")
     assert flipped.decode.test_time_flips == ("rows", "cols")
+    # served at another spacing than trained: preprocess says what serving does, the
+    # training section keeps both
+    trained_at = card["preprocess"]["spacing_mm"]
+    assert flipped.preprocess.spacing_mm == 0.35 != trained_at
+    assert flipped.card["training"]["input_spacing_mm"] == {"trained": trained_at,
+                                                             "served": 0.35}
+    assert flipped.card["training"]["config"]["preprocess"]["spacing_mm"] == trained_at
+    assert "input_spacing_mm" not in card["training"]
+    r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.3", "--out",
+                 "models", "--input-spacing-mm", "5", cwd=workdir)
+    assert r.returncode != 0 and "--input-spacing-mm 5:" in r.stderr, r.stderr[-2000:]
     r = _galacto("export", "--checkpoint", "run/best.pt", "--version", "0.0.3", "--out",
                  "models", "--test-time-flips", "diagonal", cwd=workdir)
     assert r.returncode != 0 and "--test-time-flips 'diagonal'" in r.stderr, r.stderr[-2000:]

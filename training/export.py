@@ -34,7 +34,7 @@ from serving.pipeline.model import (
     ModelError,
     read_default_marker,
 )
-from training.config import DecodeSection, TrainConfig
+from training.config import DecodeSection, PreprocessSection, TrainConfig
 from training.model import FlatOutputs, build_network
 
 OPSET = 17
@@ -110,6 +110,28 @@ def _with_flips(cfg: TrainConfig, flags: str | None) -> TrainConfig:
     return cfg.model_copy(update={"decode": decode})
 
 
+def _with_input_spacing(cfg: TrainConfig, spacing_mm: float | None) -> TrainConfig:
+    """``cfg`` with ``--input-spacing-mm`` applied (None: the spacing it was trained at).
+
+    The network is fully convolutional, so the pixel spacing serving resamples images to is
+    a test-time choice, like the flips: a finer spacing than the training one spreads a small
+    lesion over more pixels, and costs network time with the square of the ratio. The
+    operating points and the rescoring are fitted at that spacing and the card's
+    ``preprocess`` states it; ``training.config`` keeps the spacing of training.
+
+    Raises:
+        CommandError: the spacing is outside the config's bounds.
+    """
+    if spacing_mm is None:
+        return cfg
+    try:
+        pre = PreprocessSection(**{**cfg.preprocess.model_dump(), "spacing_mm": spacing_mm})
+    except ValidationError as exc:
+        raise CommandError(f"--input-spacing-mm {spacing_mm:g}: "
+                           f"{exc.errors()[0]['msg']}") from None
+    return cfg.model_copy(update={"preprocess": pre})
+
+
 def unreachable_points(ops: dict[str, dict[str, Any]]) -> list[str]:
     """Operating points whose score threshold no detection can reach (no threshold kept
     their false-positive budget on the validation data)."""
@@ -140,8 +162,10 @@ def check_operating_points(ops: dict[str, dict[str, Any]], allow: bool, data: st
 def _write_card(folder: Path, cfg: TrainConfig, args: argparse.Namespace,
                 meta: dict[str, Any], par: dict[str, Any], ops: dict[str, Any], default: str,
                 metrics: dict[str, Any], rescoring: dict[str, Any] | None = None,
-                mimic_score_thresh: float | None = None) -> None:
-    """Write ``folder/model.json`` for the ONNX file already there."""
+                mimic_score_thresh: float | None = None, *,
+                trained: TrainConfig | None = None) -> None:
+    """Write ``folder/model.json`` for the ONNX file already there (``trained``: the config
+    the weights were trained with, when serving's ``cfg`` differs, e.g. its input spacing)."""
     from serving.pipeline.model import sha256_file
     from training.modelcard import build_card
 
@@ -151,7 +175,7 @@ def _write_card(folder: Path, cfg: TrainConfig, args: argparse.Namespace,
                       num_levels=len(cfg.model.returned_layers), checkpoint_meta=meta,
                       operating_points=ops, default_operating_point=default, parity=par,
                       metrics=metrics, training=training, rescoring=rescoring,
-                      mimic_score_thresh=mimic_score_thresh)
+                      mimic_score_thresh=mimic_score_thresh, trained_config=trained)
     (folder / "model.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
@@ -197,7 +221,8 @@ def planar_validation_items(roots: list[Path], split: str, max_val: int | None
 
 
 def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: dict[str, Any],
-               par: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+               par: dict[str, Any], trained: TrainConfig | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Run the exported model on validation data: operating points, rescoring fit and
     metrics, written into the final card. Returns the operating points, the validation
     metrics and the CPM."""
@@ -214,7 +239,7 @@ def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: d
 
     provisional = {"all": {"score_threshold": cfg.decode.score_thresh,
                            "max_fp_per_image": float("inf")}}
-    _write_card(folder, cfg, args, meta, par, provisional, "all", {})
+    _write_card(folder, cfg, args, meta, par, provisional, "all", {}, trained=trained)
     model = load_model(folder)
     roots = [args.val] if args.val else [Path(v) for v in cfg.data.val_dirs]
     items, roots = planar_validation_items(roots, args.val_split, args.max_val)
@@ -248,7 +273,7 @@ def _calibrate(folder: Path, cfg: TrainConfig, args: argparse.Namespace, meta: d
                             for k in ("preprocess", "inference", "postprocess", "locate")}}}
     _write_card(folder, cfg, args, meta, par, ops, "balanced", metrics,
                 rescoring=None if rescoring is None else rescoring.to_dict(),
-                mimic_score_thresh=mimic_thr)
+                mimic_score_thresh=mimic_thr, trained=trained)
     load_model(folder)  # the final card must validate
     return ops, metrics, float(result.cpm)
 
@@ -338,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
     ``--make-default``."""
     cfg, net, meta = load_checkpoint(args.checkpoint)
     cfg = _with_flips(cfg, args.test_time_flips)
+    trained = cfg
+    cfg = _with_input_spacing(cfg, getattr(args, "input_spacing_mm", None))
     root = Path(args.out)
     folder = root / cfg.name / args.version
     if folder.exists() and not args.overwrite:
@@ -347,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     staging.mkdir(parents=True)
     try:
         par = _onnx_with_parity(staging, cfg, net)
-        ops, metrics, cpm = _calibrate(staging, cfg, args, meta, par)
+        ops, metrics, cpm = _calibrate(staging, cfg, args, meta, par, trained)
         val = metrics["validation"]
         check_operating_points(ops, args.allow_degenerate,
                                f"{val['images']} images of {', '.join(val['data'])}")

@@ -50,8 +50,17 @@ def build_card(cfg: TrainConfig, *, version: str, onnx_file: str, onnx_sha256: s
                operating_points: dict[str, dict[str, Any]], default_operating_point: str,
                parity: dict[str, Any], metrics: dict[str, Any], training: dict[str, Any],
                rescoring: dict[str, Any] | None = None,
-               mimic_score_thresh: float | None = None) -> dict[str, Any]:
-    """Assemble ``model.json`` (with the ``rescoring`` section when given)."""
+               mimic_score_thresh: float | None = None,
+               trained_config: TrainConfig | None = None) -> dict[str, Any]:
+    """Assemble ``model.json`` (with the ``rescoring`` section when given).
+
+    ``cfg`` is what serving runs (``preprocess``, ``decode``); ``trained_config`` the config
+    the weights were trained with, written to ``training.config`` (default ``cfg``). When
+    their input spacings differ, ``training.input_spacing_mm`` records both."""
+    trained = cfg if trained_config is None else trained_config
+    spacing_note = ({} if trained.preprocess.spacing_mm == cfg.preprocess.spacing_mm else
+                    {"input_spacing_mm": {"trained": trained.preprocess.spacing_mm,
+                                          "served": cfg.preprocess.spacing_mm}})
     card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "name": cfg.name,
@@ -74,7 +83,7 @@ def build_card(cfg: TrainConfig, *, version: str, onnx_file: str, onnx_sha256: s
         "onnx": {"file": onnx_file, "sha256": onnx_sha256, "opset": opset},
         "export_parity": parity,
         "metrics": metrics,
-        "training": {**training, "config": cfg.model_dump(mode="json"),
+        "training": {**training, **spacing_note, "config": trained.model_dump(mode="json"),
                      "git_commit": checkpoint_meta.get("git_commit"),
                      "dataset_fingerprint": checkpoint_meta.get("dataset_fingerprint"),
                      "epoch": checkpoint_meta.get("epoch"),

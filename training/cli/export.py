@@ -39,6 +39,10 @@ def register(sub: Subparsers) -> None:
                    help="comma list of rows, cols, rows+cols: flipped passes serving averages "
                         "with the plain one ('' for none; default: the config's "
                         "decode.test_time_flips)")
+    p.add_argument("--input-spacing-mm", type=float, default=None, metavar="MM",
+                   help="pixel spacing serving resamples images to before the network "
+                        "(default: the spacing the checkpoint was trained at); the operating "
+                        "points are fitted at it")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing models/<name>/<version> folder")
     p.add_argument("--allow-degenerate", action="store_true",

@@ -12,12 +12,15 @@ contrast) or maximum (``"max"``, a maximum-intensity slab: bright contrast domin
 dark filling defect may be filled in by contrast above or below it). It runs the 2D
 :func:`serving.pipeline.run.predict` on that image and hands the detections to a
 :class:`~serving.pipeline.tomo.link.Linker`, which returns one
-:class:`~serving.pipeline.tomo.link.TomoCandidate` per lesion. Which mode, slab and stride
-work best is to be measured; all are parameters.
+:class:`~serving.pipeline.tomo.link.TomoCandidate` per track. Tracks at the same in-plane
+place become one candidate, shown on the frame where it is in focus
+(:mod:`serving.pipeline.tomo.focus`; ``focus=False`` skips both steps). Which mode, slab
+and stride work best is to be measured; all are parameters.
 
 Memory: frames are read with ``volume.frame(i)`` in stack order, each once; a frame is
 released as soon as no later slab needs it, so at most ``slab`` decoded frames plus the slab
-image are held at any time. Frames between slabs (``stride > slab``) are never read.
+image are held at any time (and, with ``focus``, a small focus map per detector input).
+Frames between slabs (``stride > slab``) are never read.
 
 Boxes are ``[x1, y1, x2, y2]`` stored pixels (x = column, x2/y2 exclusive), frame indices
 0-based, heights in mm above the detector (a slab's height: the mean of its frames').
@@ -39,6 +42,7 @@ import numpy as np
 from serving.pipeline.dicom_in import Image
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.run import RawDetections, predict
+from serving.pipeline.tomo.focus import FocusMap, focus_map, merge_same_place, refocus
 from serving.pipeline.tomo.link import LinkConfig, Linker, TomoCandidate
 from serving.pipeline.tomo.volume import (
     VolumeLike,
@@ -74,10 +78,11 @@ class VolumeOptions(TypedDict, total=False):
     link: LinkConfig | None
     predictor: Predictor
     classes: Sequence[str] | None
+    focus: bool
 
 
 #: Stages of :attr:`VolumeDetections.timings_ms`, in order.
-STAGES = ("read", "slab", "preprocess", "inference", "postprocess", "link")
+STAGES = ("read", "slab", "preprocess", "inference", "postprocess", "link", "focus")
 
 
 @dataclass
@@ -88,12 +93,13 @@ class VolumeDetections:
         candidates: one per linked lesion candidate (every class), best score first.
         centres: the frame indices of the slab centres the detector ran on, in stack
             order (:func:`~serving.pipeline.tomo.volume.stack_order`).
-        frames_read: frames decoded (each at most once).
+        frames_read: frames decoded by the detection pass (each at most once).
         detections: per centre frame, how many detections the network returned (before
             linking and before the linker's ``min_score``).
         timings_ms: per stage, summed over the volume: ``read`` (``volume.frame``),
             ``slab`` (combining frames), ``preprocess``, ``inference``, ``postprocess``
-            (from :class:`~serving.pipeline.run.RawDetections`), ``link``, and ``total``.
+            (from :class:`~serving.pipeline.run.RawDetections`), ``link``, ``focus``
+            (focus maps, merging and the in-focus frames), and ``total``.
     """
 
     candidates: list[TomoCandidate]
@@ -153,6 +159,7 @@ def run_volume(
     link: LinkConfig | None = None,
     predictor: Predictor = predict,
     classes: Sequence[str] | None = None,
+    focus: bool = True,
 ) -> VolumeDetections:
     """Detect in every ``stride``-th frame (or slab) of ``volume`` and link in 3D.
 
@@ -165,6 +172,9 @@ def run_volume(
         link: linking parameters (default :class:`~serving.pipeline.tomo.link.LinkConfig`).
         predictor: the 2D detector function (default :func:`serving.pipeline.run.predict`).
         classes: class names for the candidates (default ``model.classes``).
+        focus: merge the candidates at the same place and move each to its in-focus frame
+            (:mod:`serving.pipeline.tomo.focus`); False: one candidate per track, on the
+            frame of its highest score.
 
     Returns:
         The candidates, the frames used, and timings per stage.
@@ -189,6 +199,8 @@ def run_volume(
     next_pos = 0
     frames_read = 0
     counts: dict[int, int] = {}
+    maps: dict[int, FocusMap] = {}
+    slab_heights: dict[int, float] = {}
     for c in positions:
         start, stop = slab_bounds(c, slab, n)
         while window and window[0][0] < start:
@@ -206,11 +218,16 @@ def run_volume(
         del members, centre_image
         t2 = time.perf_counter()
         raw = predictor(image, model)
+        if focus:
+            tf = time.perf_counter()
+            maps[c] = focus_map(image)
+            timings["focus"] += (time.perf_counter() - tf) * 1e3
         del image
         for stage in ("preprocess", "inference", "postprocess"):
             timings[stage] += float(raw.timings_ms.get(stage, 0.0))
         t3 = time.perf_counter()
-        linker.add(c, raw, slab_height_mm(stack_heights, start, stop))
+        slab_heights[c] = slab_height_mm(stack_heights, start, stop)
+        linker.add(c, raw, slab_heights[c])
         t4 = time.perf_counter()
         counts[order[c]] = len(raw.scores)
         timings["read"] += (t1 - t0) * 1e3
@@ -218,8 +235,15 @@ def run_volume(
         timings["link"] += (t4 - t3) * 1e3
     window.clear()
     t5 = time.perf_counter()
-    candidates = _to_frame_indices(linker.finish(), order)
-    timings["link"] += (time.perf_counter() - t5) * 1e3
+    linked = linker.finish()
+    t6 = time.perf_counter()
+    timings["link"] += (t6 - t5) * 1e3
+    if focus:
+        linked = refocus(merge_same_place(linked), maps, slab_heights, pad=stride)
+        linked.sort(key=lambda c: (-c.score, c.best_frame, c.box))
+        maps.clear()
+    timings["focus"] += (time.perf_counter() - t6) * 1e3
+    candidates = _to_frame_indices(linked, order)
     timings["total"] = (time.perf_counter() - t_start) * 1e3
     return VolumeDetections(candidates=candidates, centres=tuple(order[c] for c in positions),
                             frames_read=frames_read, detections=counts, timings_ms=timings)
