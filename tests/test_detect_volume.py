@@ -41,7 +41,7 @@ from serving.pipeline.detect_volume import (
 from serving.pipeline.dicom_in import Image, Volume, read_image, read_volume
 from serving.pipeline.errors import UnsupportedSopClassError
 from serving.pipeline.findings import DetectionResponse, FindingOut, ImageOut, MimicOut
-from serving.pipeline.model import DetectorModel
+from serving.pipeline.model import DetectorModel, parse_tomo_section
 from serving.pipeline.preprocess import prepare
 from serving.pipeline.rescore import intersection_over_smaller
 from serving.pipeline.tomo import TomoCandidate, TrackPoint
@@ -404,6 +404,8 @@ def test_a_findings_frame_range_is_its_half_maximum_run() -> None:
     assert focus_span(c, identity) == (2, 4)
     assert focus_span(c, identity, share=0.0) == (0, 6)
     assert focus_span(c, list(reversed(identity))) == (2, 4)  # stack order top-down
+    # an in-focus frame outside the half-maximum run (the focus step moved it) is included
+    assert focus_span(dc_replace(c, best_frame=6), identity) == (2, 6)
 
 
 def test_volumes_run_one_pass_even_with_test_time_flips(case: dict[str, Any],
@@ -425,3 +427,24 @@ def test_volumes_run_one_pass_even_with_test_time_flips(case: dict[str, Any],
     assert not np.array_equal(flipped.run(prepare(image, flipped.preprocess).array)[0][0],
                               flipped.single_pass().run(
                                   prepare(image, flipped.preprocess).array)[0][0])
+
+
+def test_volumes_may_run_at_their_own_input_spacing(bundled_model: DetectorModel) -> None:
+    """A card's tomosynthesis section may name a coarser input spacing for volumes than the
+    2D one: for_volumes applies it (one pass), TomoSettings carries it, and a bad value in
+    the card is refused naming the key."""
+    assert bundled_model.for_volumes(0.3).preprocess.spacing_mm == 0.3
+    assert bundled_model.for_volumes(0.3).decode.test_time_flips == ()
+    same = bundled_model.for_volumes(bundled_model.preprocess.spacing_mm)
+    assert same.preprocess == bundled_model.preprocess
+    section = dict(bundled_model.card["tomosynthesis"], spacing_mm=0.3)
+    assert parse_tomo_section(section).spacing_mm == 0.3
+    with_card = dc_replace(bundled_model, tomo=parse_tomo_section(section))
+    assert with_card.tomo_settings.spacing_mm == 0.3
+    assert with_card.for_volumes().preprocess.spacing_mm == 0.3
+    assert with_card.for_volumes(0.25).preprocess.spacing_mm == 0.25  # the caller's wins
+    for bad in (0, -1, "0.2", 5.0, True):
+        with pytest.raises(ValueError, match="spacing_mm"):
+            parse_tomo_section(dict(section, spacing_mm=bad))
+    with pytest.raises(ValueError, match="spacing_mm"):
+        TomoSettings(spacing_mm=0.0)

@@ -156,9 +156,12 @@ def _frames(cands: Sequence[TomoCandidate], attr: str) -> NDArray[np.int64]:
 
 
 def predict_volume_item(model: DetectorModel, item: Mapping[str, Any], *, slab: int = 1,
-                        stride: int = 1, root: Path | None = None) -> VolumeResult:
+                        stride: int = 1, root: Path | None = None,
+                        spacing_mm: float | None = None) -> VolumeResult:
     """Run one DBT item (``root / item["image"]``, ``root`` default ``item["_root"]``)
-    through the serving DBT pipeline and collect its prediction (see :class:`VolumeResult`).
+    through the serving DBT pipeline and collect its prediction (see :class:`VolumeResult`),
+    at ``spacing_mm`` (None: as serving runs volumes, :meth:`~serving.pipeline.model.
+    DetectorModel.for_volumes`).
 
     The lesion class is ``model.classes[0]``; the other classes' candidates are mimic calls.
 
@@ -169,7 +172,8 @@ def predict_volume_item(model: DetectorModel, item: Mapping[str, Any], *, slab: 
     t0 = time.perf_counter()
     path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
     volume = read_volume(path)
-    det = run_volume(volume, model.single_pass(), slab=slab, stride=stride)  # as serving
+    det = run_volume(volume, model.for_volumes(spacing_mm), slab=slab,  # as serving
+                     stride=stride)
     lesions = [c for c in det.candidates if c.label == 0]
     mimics = [c for c in det.candidates if c.label != 0]
     t1 = time.perf_counter()

@@ -350,7 +350,8 @@ def _tomo_points(staging: Path, args: argparse.Namespace) -> dict[str, Any] | No
         section = fit_tomo_points(staging, args.dbt_val,
                                   slab=getattr(args, "dbt_slab", None) or DEFAULT_SLAB,
                                   stride=getattr(args, "dbt_stride", None) or DEFAULT_STRIDE,
-                                  slab_mode=getattr(args, "dbt_slab_mode", "mean"))
+                                  slab_mode=getattr(args, "dbt_slab_mode", "mean"),
+                                  spacing_mm=getattr(args, "dbt_spacing_mm", None))
         write_tomo_section(staging, section)
     except (ModelError, ValueError) as exc:
         raise CommandError(f"--dbt-val {args.dbt_val}: {exc}") from None

@@ -268,8 +268,8 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
                     slab: int = DEFAULT_SLAB, stride: int = DEFAULT_STRIDE,
                     slab_mode: Literal["mean", "max"] = "mean",
                     split: str = "validation", limit: int | None = None,
-                    targets: Mapping[str, float] = TOMO_TARGETS, progress: bool = True
-                    ) -> dict[str, Any]:
+                    targets: Mapping[str, float] = TOMO_TARGETS, progress: bool = True,
+                    spacing_mm: float | None = None) -> dict[str, Any]:
     """Fit the card's ``tomosynthesis`` section for the model in ``model_dir`` on the DBT
     volumes of ``split`` in ``dbt_val_dir`` (see the module docstring).
 
@@ -283,9 +283,11 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
         limit: only the first ``limit`` volumes.
         targets: point name -> false positives per volume.
         progress: show a progress bar.
+        spacing_mm: the pixel spacing volumes are resampled to (None: the model's 2D one);
+            written to the section when given.
 
     Returns:
-        The section: ``slab``, ``stride``, ``slab_mode``, ``scores``, ``rule``,
+        The section: ``slab``, ``stride``, ``slab_mode``, (``spacing_mm``,) ``scores``, ``rule``,
         ``operating_points`` (:func:`choose_points`) and ``validation`` (``data``, ``split``,
         ``volumes``, ``normal_volumes``, ``lesions``, ``candidates_per_volume``, ``cpm``,
         ``sensitivity_at_1_fp_per_volume``, ``sensitivity_at_fp``, ``hit_rule``,
@@ -295,7 +297,7 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
         ValueError: bad settings, a split without DBT volumes or without a lesion.
         serving.pipeline.model.ModelError: the model folder cannot be loaded.
     """
-    settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode)
+    settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode, spacing_mm=spacing_mm)
     model = load_model(model_dir)
     items = load_split(Path(dbt_val_dir), split)[:limit]
     if not items:
@@ -329,8 +331,9 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
         "model_sha256": model.card["onnx"].get("sha256"),
         "fitted": time.strftime("%Y-%m-%d"),
     }
+    spacing = {} if spacing_mm is None else {"spacing_mm": float(spacing_mm)}
     return {"slab": settings.slab, "stride": settings.stride, "slab_mode": settings.slab_mode,
-            "scores": SCORES, "rule": RULE, "operating_points": points,
+            **spacing, "scores": SCORES, "rule": RULE, "operating_points": points,
             "validation": validation}
 
 
@@ -417,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         section = fit_tomo_points(
             args.model, args.val, slab=args.slab or DEFAULT_SLAB,
             stride=args.stride or DEFAULT_STRIDE, slab_mode=args.slab_mode, split=args.split,
-            limit=args.limit)
+            limit=args.limit, spacing_mm=args.spacing_mm)
         path = write_tomo_section(args.model, section)
     except (ModelError, ValueError) as exc:
         raise CommandError(str(exc)) from None

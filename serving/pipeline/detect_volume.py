@@ -52,6 +52,7 @@ numpy and onnxruntime only; never torch, monai, scipy or ``training``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,10 @@ class TomoSettings:
         stride: frames between detector inputs, >= 1.
         slab_mode: ``"mean"`` or ``"max"`` of a slab's frames.
         link: the linking rule (default :class:`~serving.pipeline.tomo.LinkConfig`).
+        spacing_mm: the pixel spacing (mm) volumes are resampled to before the detector,
+            when it differs from the model's 2D one (``preprocess.spacing_mm``); None: the
+            model's. A finer 2D spacing helps small lesions on 2D images, while a volume
+            runs the detector tens of times, so a card may keep volumes coarser.
 
     Raises:
         ValueError: a value out of range.
@@ -128,6 +133,7 @@ class TomoSettings:
     stride: int = DEFAULT_STRIDE
     slab_mode: SlabMode = "mean"
     link: LinkConfig | None = None
+    spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.slab, bool) or not isinstance(self.slab, int) or self.slab < 1:
@@ -136,6 +142,10 @@ class TomoSettings:
             raise ValueError(f"stride must be an int >= 1 frame, got {self.stride!r}")
         if self.slab_mode not in ("mean", "max"):
             raise ValueError(f"slab_mode must be 'mean' or 'max', got {self.slab_mode!r}")
+        if self.spacing_mm is not None and not (math.isfinite(self.spacing_mm)
+                                                and self.spacing_mm > 0):
+            raise ValueError(f"spacing_mm must be a positive number of mm, got "
+                             f"{self.spacing_mm!r}")
 
     def describe(self) -> str:
         """E.g. ``"slabs of 3 frames (mean), every 3rd frame"`` or ``"every frame"``."""
@@ -299,12 +309,15 @@ def focus_span(c: TomoCandidate, pos: Sequence[int], share: float = FOCUS_SHARE
                ) -> tuple[int, int]:
     """The stack positions ``[first, last]`` (inclusive) of the run of detections around the
     best one that score at least ``share`` of the best score, stopping at the first weaker
-    detection on either side. Out-of-plane blur keeps a defect detectable far from its
-    plane (on a narrow sweep a 3 mm void stays visible over 20 frames, at falling scores);
-    the half-maximum run is where it is in focus."""
+    detection on either side, widened to include the candidate's best frame (its in-focus
+    frame, :mod:`serving.pipeline.tomo.focus`, may lie outside that run). Out-of-plane blur
+    keeps a defect detectable far from its plane (on a narrow sweep a 3 mm void stays
+    visible over 20 frames, at falling scores); the half-maximum run is where it is in
+    focus."""
     points = sorted(c.track, key=lambda p: pos[p.frame])
+    best = pos[c.best_frame]
     if not points:
-        return pos[c.best_frame], pos[c.best_frame]
+        return best, best
     k = max(range(len(points)), key=lambda i: points[i].score)
     floor = share * points[k].score
     lo = hi = k
@@ -312,7 +325,7 @@ def focus_span(c: TomoCandidate, pos: Sequence[int], share: float = FOCUS_SHARE
         lo -= 1
     while hi < len(points) - 1 and points[hi + 1].score >= floor:
         hi += 1
-    return pos[points[lo].frame], pos[points[hi].frame]
+    return min(pos[points[lo].frame], best), max(pos[points[hi].frame], best)
 
 
 def frame_out(c: TomoCandidate, heights_mm: Sequence[float], slab: int) -> FrameOut:
@@ -408,7 +421,7 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
     """
     settings = settings if settings is not None else model.tomo_settings
     noted = _NotedVolume(volume)
-    detections = run_volume(noted, model.single_pass(), slab=settings.slab,
+    detections = run_volume(noted, model.for_volumes(settings.spacing_mm), slab=settings.slab,
                             stride=settings.stride,
                             slab_mode=settings.slab_mode, link=settings.link)
     heights = volume.header.frame_heights_mm

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -82,7 +83,8 @@ class TomoOperatingPoint:
 @dataclass(frozen=True)
 class TomoCard:
     """The card's ``tomosynthesis`` section: how volumes were run when the points were
-    fitted (``slab`` frames per detector input, every ``stride``-th frame, ``slab_mode``),
+    fitted (``slab`` frames per detector input, every ``stride``-th frame, ``slab_mode``,
+    and ``spacing_mm``, the input pixel spacing when it is not the 2D one),
     the points, and the validation data's summary (``validation``: ``data``, ``volumes``,
     ``lesions``, ``cpm``, ``sensitivity_at_1_fp_per_volume``, ...)."""
 
@@ -91,6 +93,7 @@ class TomoCard:
     slab_mode: Literal["mean", "max"]
     operating_points: dict[str, TomoOperatingPoint]
     validation: dict[str, Any]
+    spacing_mm: float | None = None
 
 
 @dataclass
@@ -158,6 +161,17 @@ class DetectorModel:
             return self
         return replace(self, decode=replace(self.decode, test_time_flips=()))
 
+    def for_volumes(self, spacing_mm: float | None = None) -> DetectorModel:
+        """This model as tomosynthesis volumes run it: :meth:`single_pass`, resampling to
+        ``spacing_mm`` (None: the card's ``tomosynthesis.spacing_mm``, else the 2D
+        ``preprocess.spacing_mm``); the same object when nothing changes."""
+        model = self.single_pass()
+        spacing = spacing_mm if spacing_mm is not None else (
+            None if self.tomo is None else self.tomo.spacing_mm)
+        if spacing is None or spacing == model.preprocess.spacing_mm:
+            return model
+        return replace(model, preprocess=replace(model.preprocess, spacing_mm=float(spacing)))
+
     def run_once(self, array: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """One plain network pass for one image ``(H, W)`` float32."""
         x = np.ascontiguousarray(array, dtype=np.float32)[None, None]
@@ -192,7 +206,7 @@ class DetectorModel:
         if self.tomo is None:
             return TomoSettings()
         return TomoSettings(slab=self.tomo.slab, stride=self.tomo.stride,
-                            slab_mode=self.tomo.slab_mode)
+                            slab_mode=self.tomo.slab_mode, spacing_mm=self.tomo.spacing_mm)
 
 
 DEFAULT_MODEL_NAME = "galacto-small"
@@ -381,10 +395,15 @@ def parse_tomo_section(section: Any) -> TomoCard:
     validation = section.get("validation", {})
     if not isinstance(validation, dict):
         raise ValueError(f"validation must be an object, got {validation!r}")
+    spacing = section.get("spacing_mm")
+    if spacing is not None and (isinstance(spacing, bool) or not isinstance(spacing, int | float)
+                                or not math.isfinite(spacing) or not 0.02 < spacing <= 2.0):
+        raise ValueError(f"spacing_mm must be a number of mm in (0.02, 2], got {spacing!r}")
     return TomoCard(slab=int(section["slab"]), stride=int(section["stride"]),
                     slab_mode="max" if mode == "max" else "mean",
                     operating_points={str(k): _tomo_point(str(k), v) for k, v in points.items()},
-                    validation=dict(validation))
+                    validation=dict(validation),
+                    spacing_mm=None if spacing is None else float(spacing))
 
 
 def _tomo_card(card: dict[str, Any], where: Path) -> TomoCard | None:

@@ -58,7 +58,7 @@ def register(sub: Subparsers) -> None:
         "(as galacto tomo-points does)")
     g.add_argument("--dbt-val", type=Path, default=None, metavar="DIR",
                    help="DBT dataset (galacto synth --dbt) to fit tomosynthesis points on")
-    add_slab_options(g, "--dbt-slab", "--dbt-stride", "--dbt-slab-mode")
+    add_slab_options(g, "--dbt-slab", "--dbt-stride", "--dbt-slab-mode", "--dbt-spacing-mm")
     p.set_defaults(func=run)
     # ``tomo-points`` rewrites a card's section as export writes it; registered here so
     # that it needs no entry point of its own (skipped when one registers it).

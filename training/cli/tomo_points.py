@@ -33,7 +33,7 @@ def register(sub: Subparsers) -> None:
                    help="DBT dataset folder (galacto synth --dbt)")
     p.add_argument("--split", default="validation", help="split (default: validation)")
     p.add_argument("--limit", type=int, default=None, help="only the first N volumes")
-    add_slab_options(p, "--slab", "--stride", "--slab-mode")
+    add_slab_options(p, "--slab", "--stride", "--slab-mode", "--spacing-mm")
     p.set_defaults(func=run)
 
 
@@ -46,16 +46,21 @@ def run(args: argparse.Namespace) -> int:
     return int(fit_points(args))
 
 
-def add_slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode: str) -> None:
+def add_slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode: str,
+                     spacing: str) -> None:
     """The slab settings of tomosynthesis points, under the option names given. Defaults
-    None: the pipeline's (:class:`serving.pipeline.detect_volume.TomoSettings`, 3, 3, mean),
-    named in the help text without importing the pipeline when the parser is built."""
+    None: the pipeline's (:class:`serving.pipeline.detect_volume.TomoSettings`, 3, 3, mean,
+    the model's 2D spacing), named in the help text without importing the pipeline when the
+    parser is built."""
     p.add_argument(slab, type=int, default=None, metavar="FRAMES",
                    help="frames per detector input (default: the pipeline's, 3)")
     p.add_argument(stride, type=int, default=None, metavar="FRAMES",
                    help="frames between detector inputs (default: the pipeline's, 3)")
     p.add_argument(mode, choices=("mean", "max"), default="mean",
                    help="how a slab's frames are combined (default: mean)")
+    p.add_argument(spacing, type=float, default=None, metavar="MM",
+                   help="pixel spacing volumes are resampled to before the detector, written "
+                        "to the card's tomosynthesis section (default: the model's 2D one)")
 
 
 def check_slab(slab: int | None, stride: int | None, names: str) -> None:

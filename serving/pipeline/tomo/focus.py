@@ -108,8 +108,8 @@ def merge_same_place(candidates: Sequence[TomoCandidate], min_overlap: float = O
     kept: list[int] = []  # indices into order, in order
     into: dict[int, TomoCandidate] = {}
     for i in range(len(order)):
-        hits = np.flatnonzero(same[i, kept]) if kept else ()
-        if len(hits):
+        hits = np.flatnonzero(same[i, kept]) if kept else np.zeros(0, np.int64)
+        if hits.size:
             k = kept[int(hits[0])]
             into[k] = _join(into[k], order[i])
         else:
