@@ -122,11 +122,13 @@ def test_unseen_style_keeps_sensitivity_fp_rate_and_rejects_bubbles(alt: dict[st
 
 #: gates on a regenerated DBT set (seed 4103: 4 Hologic-like cases, 8 volumes, 12 lesions),
 #: run as serving runs volumes (the card's slabs and its tomosynthesis balanced point);
-#: measured with 0.7.0: 10/12 lesions, 0.25 FP/volume, CPM 0.869 (0.6.0: 10/12, 0.375, 0.762;
+#: measured with 0.7.0 and the focus step (one candidate per place, on its in-focus frame;
+#: tomosynthesis points refitted with it, balanced 0.860): 9/12 lesions, 0.125 FP/volume,
+#: CPM 0.893 (without the step, at 0.832: 10/12, 0.25, 0.869; 0.6.0: 10/12, 0.375, 0.762;
 #: README: the full DBT test)
-DBT_MIN_SENSITIVITY = 0.75
+DBT_MIN_SENSITIVITY = 0.7
 DBT_MAX_FP_PER_VOLUME = 0.5
-DBT_MIN_CPM = 0.75
+DBT_MIN_CPM = 0.85
 
 
 @pytest.fixture(scope="module")

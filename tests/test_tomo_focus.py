@@ -68,6 +68,10 @@ def test_tracks_at_one_place_become_one_candidate_and_other_places_do_not() -> N
     twin = candidate((10, 10, 20, 20), 0.95, range(6, 7), best=6)
     (one,) = merge_same_place([a, twin])
     assert [p.score for p in one.track if p.frame == 6] == [0.95]
+    # candidates under FOCUS_MIN_SCORE are left as they are, after the others
+    low = candidate((10, 10, 20, 20), 0.2, range(20, 22))
+    assert merge_same_place([low, a]) == [a, low]
+    assert merge_same_place([low, a], min_score=0.1)[0].last_frame == 21
     with pytest.raises(ValueError, match="min_overlap"):
         merge_same_place([a], min_overlap=0.0)
 

@@ -76,13 +76,15 @@ FOCUS_MARGIN: Final = 0.5
 FOCUS_SPACING_MM: Final = 0.2
 
 
-def merge_same_place(candidates: Sequence[TomoCandidate], min_overlap: float = OVERLAP_IOS
-                     ) -> list[TomoCandidate]:
+def merge_same_place(candidates: Sequence[TomoCandidate], min_overlap: float = OVERLAP_IOS,
+                     min_score: float = FOCUS_MIN_SCORE) -> list[TomoCandidate]:
     """One candidate per class and place (see the module docstring).
 
-    Candidates are taken best score first (ties: lower best frame, then box); each one whose
-    box overlaps a kept candidate of the same class by at least ``min_overlap``
-    (intersection over the smaller box) joins the first such, else it is kept. A joined
+    Candidates scoring at least ``min_score`` are taken best score first (ties: lower best
+    frame, then box); each one whose box overlaps a kept candidate of the same class by at
+    least ``min_overlap`` (intersection over the smaller box) joins the first such, else it
+    is kept. Candidates below ``min_score`` are returned as they are (a volume has hundreds,
+    far below every operating point; comparing them all costs time with their square). A joined
     candidate keeps the box, score, class, best frame and height of the kept one; its frame
     range is the union, and its track the union of the detections (on a frame both have, the
     higher-scoring detection).
@@ -99,9 +101,11 @@ def merge_same_place(candidates: Sequence[TomoCandidate], min_overlap: float = O
     """
     if not 0.0 < min_overlap <= 1.0:
         raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap!r}")
-    order = sorted(candidates, key=lambda c: (-c.score, c.best_frame, c.box))
+    ranked = sorted(candidates, key=lambda c: (-c.score, c.best_frame, c.box))
+    order = [c for c in ranked if c.score >= min_score]
+    rest = [c for c in ranked if c.score < min_score]
     if not order:
-        return []
+        return rest
     labels = np.asarray([c.label for c in order])
     same = intersection_over_smaller([c.box for c in order], [c.box for c in order])
     same = (same >= min_overlap) & (labels[:, None] == labels[None, :])
@@ -115,7 +119,7 @@ def merge_same_place(candidates: Sequence[TomoCandidate], min_overlap: float = O
         else:
             kept.append(i)
             into[i] = order[i]
-    return [into[k] for k in kept]
+    return [into[k] for k in kept] + rest
 
 
 def _join(keep: TomoCandidate, other: TomoCandidate) -> TomoCandidate:
@@ -175,9 +179,12 @@ def _block_sum(a: npt.NDArray[np.float32], br: int, bc: int) -> npt.NDArray[np.f
 
 def _squared_gradient(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """``dx**2 + dy**2`` with forward differences, ``(H - 1, W - 1)``."""
-    dx = a[:-1, 1:] - a[:-1, :-1]
-    dy = a[1:, :-1] - a[:-1, :-1]
-    return np.asarray(dx * dx + dy * dy, dtype=np.float32)
+    dx = np.subtract(a[:-1, 1:], a[:-1, :-1], dtype=np.float32)
+    dy = np.subtract(a[1:, :-1], a[:-1, :-1], dtype=np.float32)
+    np.square(dx, out=dx)
+    np.square(dy, out=dy)
+    dx += dy
+    return dx
 
 
 def focus_map(image: Image, spacing_mm: float = FOCUS_SPACING_MM) -> FocusMap:
