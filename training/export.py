@@ -20,8 +20,9 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -97,17 +98,28 @@ def parity(net: torch.nn.Module, onnx_path: Path, seed: int = 0) -> dict[str, An
     return {"max_abs_diff": worst, "per_input": per_shape, "tolerance": PARITY_TOLERANCE}
 
 
+def _with_setting(cfg: TrainConfig, section: Literal["decode", "preprocess"], key: str,
+                  value: Any, problem: Callable[[str], str]) -> TrainConfig:
+    """``cfg`` with ``cfg.<section>.<key> = value``, validated as the config file is.
+
+    Raises:
+        CommandError: ``problem(<pydantic's message>)``.
+    """
+    kind = DecodeSection if section == "decode" else PreprocessSection
+    try:
+        updated = kind(**{**getattr(cfg, section).model_dump(), key: value})
+    except ValidationError as exc:
+        raise CommandError(problem(str(exc.errors()[0]["msg"]))) from None
+    return cfg.model_copy(update={section: updated})
+
+
 def _with_flips(cfg: TrainConfig, flags: str | None) -> TrainConfig:
     """``cfg`` with ``--test-time-flips`` applied (None: the config's own)."""
     if flags is None:
         return cfg
     flips = [f.strip() for f in flags.split(",") if f.strip()]
-    try:
-        decode = DecodeSection(**{**cfg.decode.model_dump(), "test_time_flips": flips})
-    except ValidationError as exc:
-        raise CommandError(f"--test-time-flips {flags!r}: expected a comma list of rows, "
-                           f"cols, rows+cols ({exc.errors()[0]['msg']})") from None
-    return cfg.model_copy(update={"decode": decode})
+    return _with_setting(cfg, "decode", "test_time_flips", flips, lambda msg: (
+        f"--test-time-flips {flags!r}: expected a comma list of rows, cols, rows+cols ({msg})"))
 
 
 def _with_input_spacing(cfg: TrainConfig, spacing_mm: float | None) -> TrainConfig:
@@ -124,12 +136,8 @@ def _with_input_spacing(cfg: TrainConfig, spacing_mm: float | None) -> TrainConf
     """
     if spacing_mm is None:
         return cfg
-    try:
-        pre = PreprocessSection(**{**cfg.preprocess.model_dump(), "spacing_mm": spacing_mm})
-    except ValidationError as exc:
-        raise CommandError(f"--input-spacing-mm {spacing_mm:g}: "
-                           f"{exc.errors()[0]['msg']}") from None
-    return cfg.model_copy(update={"preprocess": pre})
+    return _with_setting(cfg, "preprocess", "spacing_mm", spacing_mm,
+                         lambda msg: f"--input-spacing-mm {spacing_mm:g}: {msg}")
 
 
 def unreachable_points(ops: dict[str, dict[str, Any]]) -> list[str]:
