@@ -40,7 +40,7 @@ from pydicom.uid import (
 
 from serving.pipeline.errors import DecodeError, Found, TruncatedPixelDataError
 from serving.pipeline.intake.codestream import codestream_of, j2k_precision
-from serving.pipeline.intake.parse import is_failure
+from serving.pipeline.intake.parse import failure_text, is_failure
 from serving.pipeline.intake.syntaxes import (
     HTJ2K_SYNTAXES,
     J2K_SYNTAXES,
@@ -173,12 +173,13 @@ def pixel_data_failure(
 ) -> DecodeError:
     """The error to raise (``from exc``) when the Pixel Data (7FE0,0010) value ``data`` cannot
     be decoded, or split into frames, because of ``exc``: ``error`` with the message
-    ``problem``, the attribute ``PixelData``, the value found ``"<len(data)> bytes; <exception
-    type>: <exception>"`` and ``expected``. Returns the error; raises nothing itself."""
+    ``problem``, the attribute ``PixelData``, the value found ``"<len(data)> bytes; <the
+    failure>"`` (:func:`~serving.pipeline.intake.parse.failure_text`: a Rust codec's panic is
+    not quoted) and ``expected``. Returns the error; raises nothing itself."""
     return error(
         problem,
         attribute=_attr("PixelData"),
-        value=Found(f"{len(data)} bytes; {type(exc).__name__}: {exc}"),
+        value=Found(f"{len(data)} bytes; {failure_text(exc)}"),
         expected=expected,
     )
 

@@ -62,6 +62,8 @@ __all__ = [
     "MAX_DATA_ELEMENTS",
     "DicomSource",
     "SharedBudget",
+    "failure_text",
+    "is_failure",
     "parsed",
     "read_dataset",
     "shared_budget",
@@ -191,7 +193,21 @@ def is_failure(exc: BaseException) -> bool:
     ``PanicException`` a Rust codec (pylibjpeg-rle) raises on malformed data, which PyO3
     derives from ``BaseException`` (fuzz corpus 001). KeyboardInterrupt, SystemExit and
     friends are not failures of the object."""
-    return isinstance(exc, Exception) or type(exc).__module__ == "pyo3_runtime"
+    return isinstance(exc, Exception) or _is_codec_panic(exc)
+
+
+def _is_codec_panic(exc: BaseException) -> bool:
+    return type(exc).__module__ == "pyo3_runtime"
+
+
+def failure_text(exc: BaseException) -> str:
+    """How a failure (:func:`is_failure`) is quoted in a refusal: ``"<type>: <message>"``,
+    except a Rust codec's panic, whose text is the codec's internals (e.g. "index out of
+    bounds: the len is 512 but the index is 513"): ``"the decoder failed on malformed
+    data"``."""
+    if _is_codec_panic(exc):
+        return "the decoder failed on malformed data"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager
@@ -207,7 +223,7 @@ def guard() -> Iterator[None]:
             raise
         raise DecodeError(
             "unexpected error while reading the DICOM object",
-            value=Found(f"{type(exc).__name__}: {exc}"),
+            value=Found(failure_text(exc)),
             expected="an object pydicom and its plugins can read",
         ) from exc
 
