@@ -168,7 +168,9 @@ class FocusMap:
 
 def _block_sum(a: npt.NDArray[np.float32], br: int, bc: int) -> npt.NDArray[np.float32]:
     """Sums over ``br x bc`` blocks (strided adds); rows and columns past the last whole
-    block are dropped."""
+    block are dropped. Not :func:`serving.pipeline.morphology.block_mean`, which keeps the
+    partial edge blocks: on a 2294 x 1914 slab it made the 17 focus maps of a 0.1 mm volume
+    take 0.68 s instead of 0.24 s, enough to break the volume's 5 s budget."""
     rows, cols = a.shape[0] // br, a.shape[1] // bc
     out = np.zeros((rows, cols), np.float32)
     for i in range(br):
