@@ -34,6 +34,7 @@ from serving.pipeline.detect_volume import (
     DEFAULT_SLAB,
     DEFAULT_STRIDE,
     TomoSettings,
+    VolumeCandidates,
     analyse_volume,
     frame_out,
     suppress_nested_tracks,
@@ -43,8 +44,9 @@ from serving.pipeline.errors import UnsupportedSopClassError
 from serving.pipeline.findings import DetectionResponse, FindingOut, ImageOut, MimicOut
 from serving.pipeline.model import DetectorModel, parse_tomo_section
 from serving.pipeline.preprocess import prepare
-from serving.pipeline.rescore import intersection_over_smaller
+from serving.pipeline.rescore import RescoreModel, intersection_over_smaller
 from serving.pipeline.tomo import TomoCandidate, TrackPoint
+from serving.pipeline.volume_rescore import DBT_RESCORED_EVIDENCE, rescore_volumes
 from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
 from tests.dicomgen import to_bytes
 
@@ -173,9 +175,15 @@ def test_a_volume_through_detect(case: dict[str, Any], bundled_model: DetectorMo
                img.warnings)
     assert {"inference", "link", "locate"} <= set(img.timings_ms)
     threshold = result.operating_point.score_threshold
+    rescored = bundled_model.tomo_rescoring is not None
     for f in img.findings:
-        assert f.score >= threshold and f.detector_score == f.score
-        assert f.evidence is not None and f.evidence.startswith(DBT_EVIDENCE)
+        assert f.score >= threshold and (rescored or f.detector_score == f.score)
+        assert f.evidence is not None
+        if rescored:  # a lone CC volume: rescored as a single view
+            assert f.evidence.startswith(DBT_RESCORED_EVIDENCE), f.evidence
+            assert "no other view of this breast in the request" in f.evidence
+        else:
+            assert f.evidence.startswith(DBT_EVIDENCE), f.evidence
         assert "balanced" in f.operating_points
         assert f.single_view_location is not None and f.location is not None
     (lesion,) = case["CC"]["lesions"]
@@ -221,6 +229,82 @@ def test_a_cc_and_mlo_pair_of_volumes_is_fused_or_not(case: dict[str, Any],
         assert fused.laterality == "L"
         assert fused.finding_ids[0] in cc_ids and fused.finding_ids[1] in mlo_ids
     assert len({f.finding_ids[0] for f in study.fused}) == len(study.fused)
+
+
+#: A rescoring for the tests below (weights of the features' order, :data:`~serving.
+#: pipeline.rescore.FEATURES`), so they do not depend on the bundled card's fit.
+TEST_RESCORING = RescoreModel(weights=(1.2, 0.4, 0.1, 0.2, 0.6), bias=-3.9, fitted_on={})
+
+
+@pytest.fixture(scope="module")
+def pair(case: dict[str, Any], bundled_model: DetectorModel
+         ) -> tuple[VolumeCandidates, VolumeCandidates]:
+    """The CC and MLO volumes of the case, analysed (not rescored)."""
+    cc, mlo = (analyse_volume(read_volume(case[v]["bto"]), bundled_model) for v in ("CC", "MLO"))
+    return cc, mlo
+
+
+def fresh(vc: VolumeCandidates) -> VolumeCandidates:
+    """A copy of ``vc`` whose evidence and scores ``rescore_volumes`` may change."""
+    return dc_replace(vc, lesion_evidence=list(vc.lesion_evidence), scores=list(vc.scores),
+                      evidence=list(vc.evidence))
+
+
+def test_volume_rescoring_does_not_depend_on_the_order_of_the_volumes(
+        pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
+    a, b = fresh(pair[0]), fresh(pair[1])
+    rescore_volumes([a, b], TEST_RESCORING)
+    c, d = fresh(pair[0]), fresh(pair[1])
+    rescore_volumes([d, c], TEST_RESCORING)
+    assert a.scores == c.scores and b.scores == d.scores
+    assert a.lesion_evidence == c.lesion_evidence and b.lesion_evidence == d.lesion_evidence
+    assert a.rescored and b.rescored
+    partnered = [e for e in a.lesion_evidence if e.partner > 0]
+    assert partnered and all(e.other_view for e in a.lesion_evidence)
+    # one-to-one: as many CC candidates have a partner as MLO candidates
+    assert len(partnered) == sum(e.partner > 0 for e in b.lesion_evidence)
+
+
+def test_the_lesion_seen_in_both_volumes_gains_from_its_partner(
+        case: dict[str, Any], pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
+    """The case's lesion lies in the CC and the MLO volume: its CC candidate has a partner
+    and scores higher with it than as a lone CC volume, whose candidates are rescored as
+    single views (other_view = 0) and say so."""
+    both, lone = fresh(pair[0]), fresh(pair[0])
+    rescore_volumes([both, fresh(pair[1])], TEST_RESCORING)
+    rescore_volumes([lone], TEST_RESCORING)
+    assert not any(e.other_view for e in lone.lesion_evidence)
+    assert lone.scores == [float(v) for v in TEST_RESCORING.scores(lone.lesion_evidence)]
+    assert all("no other view of this breast in the request" in t for t in lone.evidence)
+    (box,) = case["CC"]["lesions"]
+    boxes = [c.box for c in both.lesions]
+    ios = intersection_over_smaller(boxes, [box])[:, 0]
+    k = int(np.argmax(np.where(ios >= 0.5, np.asarray(both.scores), -1.0)))
+    assert ios[k] >= 0.5
+    assert both.lesion_evidence[k].partner > 0.5
+    assert both.scores[k] > lone.scores[k]
+    assert f"partner scored {both.lesion_evidence[k].partner:.2f}" in both.evidence[k]
+    assert both.evidence[k].startswith(DBT_RESCORED_EVIDENCE)
+
+
+def test_without_a_rescoring_volume_scores_stay_the_detectors(
+        pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
+    a, b = fresh(pair[0]), fresh(pair[1])
+    rescore_volumes([a, b], None)
+    assert a.scores == [c.score for c in a.lesions] and not a.rescored
+    assert all(t.startswith(DBT_EVIDENCE) for t in a.evidence)
+    assert any(e.partner > 0 for e in a.lesion_evidence)  # the evidence is there, for a fit
+
+
+def test_a_card_tomosynthesis_rescoring_is_validated() -> None:
+    section = {"slab": 3, "stride": 3, "operating_points": {"balanced": {
+        "score_threshold": 0.5, "fp_per_volume": 1.0, "sensitivity": 0.8}}}
+    assert parse_tomo_section(section).rescoring is None
+    good = parse_tomo_section({**section, "rescoring": TEST_RESCORING.to_dict()})
+    assert good.rescoring == TEST_RESCORING
+    with pytest.raises(ValueError, match=r"^rescoring: rescoring\.features must be"):
+        parse_tomo_section({**section, "rescoring": {"features": ["score"], "weights": [1],
+                                                     "bias": 0}})
 
 
 def test_two_d_images_beside_volumes_are_reported_as_alone(

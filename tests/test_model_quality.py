@@ -122,18 +122,19 @@ def test_unseen_style_keeps_sensitivity_fp_rate_and_rejects_bubbles(alt: dict[st
 
 #: gates on a regenerated DBT set (seed 4103: 4 Hologic-like cases, 8 volumes, 12 lesions),
 #: run as serving runs volumes (the card's slabs and its tomosynthesis balanced point);
-#: measured with 0.7.0 and the focus step (one candidate per place, on its in-focus frame;
-#: tomosynthesis points refitted with it, balanced 0.860): 9/12 lesions, 0.125 FP/volume,
-#: CPM 0.893 (without the step, at 0.832: 10/12, 0.25, 0.869; 0.6.0: 10/12, 0.375, 0.762;
-#: README: the full DBT test)
-DBT_MIN_SENSITIVITY = 0.7
-DBT_MAX_FP_PER_VOLUME = 0.5
+#: measured with 0.7.0, the focus step and the card's two-view rescoring (tomosynthesis
+#: points refitted with it on 64 validation volumes, balanced 0.036, promising 0.95 FP/volume):
+#: 10/12 lesions, 0.875 FP/volume, CPM 0.869 (detector scores, balanced 0.860: 9/12, 0.125,
+#: 0.893; README: the full DBT test, where the rescoring raised the CPM 0.742 -> 0.820)
+DBT_MIN_SENSITIVITY = 0.75
+DBT_MAX_FP_PER_VOLUME = 1.25
 DBT_MIN_CPM = 0.85
 
 
 @pytest.fixture(scope="module")
 def dbt(tmp_path_factory: pytest.TempPathFactory, model: DetectorModel) -> dict[str, Any]:
-    from training.evaluate_dbt import evaluate_volumes, predict_volume_item
+    from training.evaluate_dbt import evaluate_volumes
+    from training.predict_dbt import predict_volumes
 
     out = tmp_path_factory.mktemp("quality") / "dbt"
     r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--dbt", "--out",
@@ -142,11 +143,10 @@ def dbt(tmp_path_factory: pytest.TempPathFactory, model: DetectorModel) -> dict[
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     items = load_split(out, "test")
-    settings = model.tomo_settings
-    preds = [predict_volume_item(model, it, slab=settings.slab, stride=settings.stride
-                                 ).prediction for it in items]
+    preds = [r.prediction for r in predict_volumes(model, items, progress=False)]
     point = model.tomo_operating_point("balanced")
     assert point is not None, "the bundled card has tomosynthesis points"
+    assert model.tomo_rescoring is not None, "and the two-view rescoring they apply to"
     report: dict[str, Any] = evaluate_volumes(items, preds, point.score_threshold)
     return report
 

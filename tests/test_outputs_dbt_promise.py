@@ -13,6 +13,7 @@ from serving.outputs.cad_sr import build_cad_sr
 from serving.outputs.common import OperatingPointPerformance, ResultInput, VolumePromise
 from serving.outputs.results import result_inputs
 from serving.outputs.tid1500 import build_tid1500
+from serving.outputs.wording import VOLUME_RESCORED_MEANING
 from serving.pipeline.detect_volume import TomoSettings
 from serving.pipeline.findings import (
     DetectionResponse,
@@ -136,3 +137,18 @@ def test_a_2d_only_study_is_unchanged(build: object) -> None:
     without = dataclasses.replace(result, volume_promise=None)
     assert callable(build)
     assert _texts(build(result, when=WHEN)) == _texts(build(without, when=WHEN))
+
+
+def test_rescored_volume_scores_are_described_as_rescored() -> None:
+    """With the card's tomosynthesis rescoring (``VolumePoints.rescored``), both SRs say the
+    volume scores were rescored with the other view, and never that they were not."""
+    promise = VolumePromise.of(dataclasses.replace(_points(TOMO_POINT), rescored=True))
+    assert promise.rescored
+    result = dataclasses.replace(_study(with_volume=True), volume_promise=promise)
+    texts = _texts(build_cad_sr(result, when=WHEN))
+    volume = _impression(texts, "Filling defect", "Left breast")
+    assert VOLUME_RESCORED_MEANING in volume and "not rescored" not in volume
+    (description,) = [t for t in texts if t.startswith("balanced: every mark")]
+    assert VOLUME_RESCORED_MEANING in description
+    tid = _texts(build_tid1500(result, when=WHEN))
+    assert VOLUME_RESCORED_MEANING in tid and not any("not rescored" in t for t in tid)

@@ -28,6 +28,7 @@ from serving.pipeline.model import (
     default_model_dir,
     load_model,
 )
+from serving.pipeline.rescore import FEATURES
 from serving.pipeline.volume_points import NO_TOMO_POINTS_WARNING, volume_points
 from tests.dbt_files import make_bto
 from tests.dicomgen import to_bytes
@@ -291,9 +292,23 @@ def test_galacto_tomo_points_end_to_end(tmp_path: Path, model_copy: Path) -> Non
         assert p["reachable"] or "unreachable" in p["note"]
     val = sec["validation"]
     assert val["volumes"] == 2 and val["lesions"] >= 1 and val["data"] == str(data)
-    assert {"cpm", "sensitivity_at_1_fp_per_volume"} <= set(val)
+    assert {"cpm", "sensitivity_at_1_fp_per_volume", "detector_cpm"} <= set(val)
+    assert sec["rescoring"]["features"] == list(FEATURES)
+    assert sec["rescoring"]["fitted_on"]["volumes"] == 2
+    assert "rescored score" in sec["scores"]
     model = load_model(model_copy, threads=1)
     assert model.tomo is not None and model.tomo_settings == TomoSettings()
+    assert model.tomo_rescoring is not None
+    assert volume_points(model, "balanced").rescored
+    # several folders are pooled; --no-rescore keeps the detector's scores
+    r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data), str(data),
+                 "--no-rescore")
+    assert r.returncode == 0, r.stderr
+    sec = json.loads((model_copy / "model.json").read_text())["tomosynthesis"]
+    assert "rescoring" not in sec and "not rescored" in sec["scores"]
+    assert sec["validation"]["volumes"] == 4
+    assert sec["validation"]["data"] == f"{data}, {data}"
+    assert load_model(model_copy, threads=1).tomo_rescoring is None
     assert _sha(committed) == committed_sha
 
 

@@ -2,11 +2,12 @@
 
 A dataset whose items carry ``frames`` (``galacto synth --dbt``, see
 :mod:`training.synth.dataset`) is evaluated here; :func:`training.evaluate.run` dispatches.
-What is measured is what serving does with a volume: :func:`serving.pipeline.intake.
-read_volume` -> :func:`serving.pipeline.tomo.run_volume` (the 2D detector on every
-``stride``-th frame, or on slabs of ``slab`` frames averaged, detections linked in depth into
-one candidate per lesion) -> :func:`serving.pipeline.tomo.locate_candidates` (clock face from
-the single view: in-plane position plus the best frame's height).
+What is measured is what serving does with a study's volumes (:mod:`training.predict_dbt`):
+each volume through :func:`serving.pipeline.detect_volume.analyse_volume` (the 2D detector on
+slabs, detections linked in depth into one candidate per lesion, refocused, located from the
+single view: in-plane position plus the best frame's height), then the volumes of each study
+rescored together with their other views when the card has a tomosynthesis rescoring
+(:func:`serving.pipeline.volume_rescore.rescore_volumes`).
 
 Measures (all per volume, one DBT view = one volume):
 
@@ -14,8 +15,8 @@ Measures (all per volume, one DBT view = one volume):
   candidate's best frame within the lesion's frame range +/- 2), sensitivity at 0.125 to 8
   false positives per volume and their mean, the CPM; with ``--bootstrap``, percentile
   intervals over patients (as :mod:`training.bootstrap` does for 2D).
-- **At the operating point** (the card's threshold, applied to the candidates' detector
-  scores: volumes are not rescored, and the card's thresholds were chosen on 2D images):
+- **At the operating point** (the card's tomosynthesis threshold, else its 2D one, applied
+  to the candidates' final scores):
   sensitivity by size / kind / profile, FP per volume, FP on each mimic kind, and air bubbles
   flagged (a true bubble hit by any reported candidate, frame rule).
 - **Clock face** (:func:`clock_face_report`): for every lesion hit (its highest-scoring hit),
@@ -35,23 +36,17 @@ import argparse
 import json
 import math
 import statistics
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from rich.table import Table
-from tqdm import tqdm
 
 from serving.errors import CommandError
-from serving.pipeline.intake.volume import read_volume
-from serving.pipeline.locate import LandmarkError
 from serving.pipeline.locate.breast_frame import CC_VIEWS
 from serving.pipeline.model import DetectorModel, OperatingPoint
-from serving.pipeline.tomo import TomoCandidate, locate_candidates, run_volume
 from training.bootstrap import DEFAULT_LEVEL, PatientCounts, froc_of_weights
 from training.data_dbt import is_dbt_item
 from training.datasets import patient_key
@@ -75,24 +70,26 @@ from training.metrics.report import (
     percent,
     threshold_json,
 )
+from training.predict_dbt import VolumeResult, predict_volumes
 
 __all__ = [
     "CLOCK_TOLERANCE_H",
     "ML_VIEWS",
-    "VolumeResult",
     "bootstrap_volumes",
     "clock_distance_h",
     "clock_face_report",
     "evaluate_volumes",
     "format_dbt_tables",
     "is_dbt_item",
-    "predict_volume_item",
     "run_dbt",
     "view_family",
 ]
 
 CLOCK_TOLERANCE_H = 1
 """A single-view clock hour counts as right within this many hours of the truth (circular)."""
+
+DETECTOR_STAGES = ("preprocess", "inference", "postprocess")
+"""The stages of one detector run, summed for ``ms_per_detector_run``."""
 
 ML_VIEWS = frozenset({"ML", "MLO", "LM", "LMO"})
 """Views counted in the ``ML/MLO`` family of the clock-face accuracy (CC_VIEWS: ``CC``)."""
@@ -114,99 +111,6 @@ def clock_distance_h(a: int, b: int) -> int:
     d = abs(int(a) - int(b)) % 12
     return min(d, 12 - d)
 
-
-# --------------------------------------------------------------------------- prediction
-
-@dataclass
-class VolumeResult:
-    """One volume through the DBT pipeline.
-
-    Attributes:
-        prediction: for :mod:`training.metrics.frames`: the lesion-class candidates'
-            ``boxes`` ``(N, 4)`` stored px, ``scores`` ``(N,)``, ``best_frames``,
-            ``first_frames``, ``last_frames`` (1-based frame numbers, ``(N,)``),
-            ``heights_mm`` (best frame above the detector), ``clock_hours`` (``N`` single-view
-            hours 1-12 or ``None``), and the mimic-class candidates ``mimic_boxes``,
-            ``mimic_scores``, ``mimic_labels``, ``mimic_best_frames``.
-        seconds: wall time for the volume: read, detect and link, locate.
-        locate_seconds: of which locating the candidates.
-        frames: frames in the volume.
-        detector_runs: frames (or slabs) the detector ran on.
-        frames_read: frames decoded for detection.
-        timings_ms: :attr:`serving.pipeline.tomo.VolumeDetections.timings_ms`.
-        locate_error: why the candidates have no location (landmarks not found), else None.
-    """
-
-    prediction: dict[str, Any]
-    seconds: float
-    locate_seconds: float
-    frames: int
-    detector_runs: int
-    frames_read: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    locate_error: str | None = None
-
-
-def _boxes(cands: Sequence[TomoCandidate]) -> NDArray[np.float64]:
-    return np.asarray([c.box for c in cands], dtype=np.float64).reshape(-1, 4)
-
-
-def _frames(cands: Sequence[TomoCandidate], attr: str) -> NDArray[np.int64]:
-    return np.asarray([getattr(c, attr) for c in cands], dtype=np.int64)
-
-
-def predict_volume_item(model: DetectorModel, item: Mapping[str, Any], *, slab: int = 1,
-                        stride: int = 1, root: Path | None = None,
-                        spacing_mm: float | None = None) -> VolumeResult:
-    """Run one DBT item (``root / item["image"]``, ``root`` default ``item["_root"]``)
-    through the serving DBT pipeline and collect its prediction (see :class:`VolumeResult`),
-    at ``spacing_mm`` (None: as serving runs volumes, :meth:`~serving.pipeline.model.
-    DetectorModel.for_volumes`).
-
-    The lesion class is ``model.classes[0]``; the other classes' candidates are mimic calls.
-
-    Raises:
-        serving.pipeline.errors.IntakeError: the file is not a readable volume.
-        ValueError: ``slab`` or ``stride`` below 1.
-    """
-    t0 = time.perf_counter()
-    path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
-    volume = read_volume(path)
-    det = run_volume(volume, model.for_volumes(spacing_mm), slab=slab,  # as serving
-                     stride=stride)
-    lesions = [c for c in det.candidates if c.label == 0]
-    mimics = [c for c in det.candidates if c.label != 0]
-    t1 = time.perf_counter()
-    hours: list[int | None] = [None] * len(lesions)
-    error = None
-    if lesions:
-        try:
-            located = locate_candidates(volume, lesions)
-            hours = [loc.clock_hour for loc in located.locations]
-        except LandmarkError as exc:
-            error = str(exc)
-    t2 = time.perf_counter()
-    names = list(model.classes)
-    prediction: dict[str, Any] = {
-        "boxes": _boxes(lesions),
-        "scores": np.asarray([c.score for c in lesions], dtype=np.float64),
-        "best_frames": _frames(lesions, "best_frame_number"),
-        "first_frames": _frames(lesions, "first_frame_number"),
-        "last_frames": _frames(lesions, "last_frame_number"),
-        "heights_mm": [c.height_mm for c in lesions],
-        "clock_hours": hours,
-        "mimic_boxes": _boxes(mimics),
-        "mimic_scores": np.asarray([c.score for c in mimics], dtype=np.float64),
-        "mimic_labels": [c.label_name or names[c.label] for c in mimics],
-        "mimic_best_frames": _frames(mimics, "best_frame_number"),
-    }
-    return VolumeResult(prediction=prediction, seconds=t2 - t0, locate_seconds=t2 - t1,
-                        frames=int(volume.header.number_of_frames),
-                        detector_runs=len(det.centres), frames_read=det.frames_read,
-                        timings_ms=dict(det.timings_ms), locate_error=error)
-
-
-# --------------------------------------------------------------------------- measures
 
 def _truth_hours(item: Mapping[str, Any]) -> list[int | None]:
     """Per box of a DBT item the 3D truth's clock hour (``lesion_ids`` into ``lesions``),
@@ -398,7 +302,8 @@ def format_dbt_tables(report: Mapping[str, Any]) -> list[Table]:
         t_froc.add_row(f"{rate:g}", percent(sens), decimal(thr))
 
     at = report["at_threshold"]
-    t_at = Table(title=f"At threshold {at['threshold']:.3g} (detector score)")
+    scores = "rescored score" if report.get("dbt", {}).get("rescored") else "detector score"
+    t_at = Table(title=f"At threshold {at['threshold']:.3g} ({scores})")
     t_at.add_column("measure")
     t_at.add_column("value", justify="right")
     ov, fp = at["overall"], at["false_positives"]
@@ -447,7 +352,8 @@ def _timing(results: Sequence[VolumeResult], items: Sequence[Mapping[str, Any]]
         "seconds_per_volume": {"mean": statistics.fmean(secs), "median": statistics.median(secs),
                                "min": min(secs), "max": max(secs)},
         "detector_runs_per_volume": runs / n,
-        "ms_per_detector_run": (stages.get("total", 0.0) / runs) if runs else 0.0,
+        "ms_per_detector_run": (sum(stages.get(k, 0.0) for k in DETECTOR_STAGES) / runs)
+        if runs else 0.0,
         "mean_stage_ms_per_volume": {k: v / n for k, v in stages.items()},
         "locate_seconds_per_volume": statistics.fmean(r.locate_seconds for r in results),
     }
@@ -479,9 +385,8 @@ def run_dbt(args: argparse.Namespace, items: list[dict[str, Any]], model: Detect
     threshold = op.score_threshold if tomo_op is None else tomo_op.score_threshold
     if slab < 1 or stride < 1:
         raise CommandError(f"--dbt-slab and --dbt-stride must be >= 1, got {slab}, {stride}")
-    results: list[VolumeResult] = []
-    for it in tqdm(items, desc="evaluate DBT", unit="volume"):
-        results.append(predict_volume_item(model, it, slab=slab, stride=stride))
+    settings = replace(deployed, slab=slab, stride=stride)
+    results = predict_volumes(model, items, settings=settings)
     preds = [r.prediction for r in results]
     report = evaluate_volumes(items, preds, threshold)
     if args.bootstrap:
@@ -490,8 +395,13 @@ def run_dbt(args: argparse.Namespace, items: list[dict[str, Any]], model: Detect
                                                  VOLUME_FP_RATES, args.bootstrap,
                                                  args.bootstrap_seed)
     report["kind"] = "dbt"
-    report["dbt"] = {"slab": slab, "stride": stride, "slab_mode": "mean",
-                     "scores": "linked candidates' detector scores (volumes are not rescored)"}
+    rescoring = model.tomo_rescoring
+    report["dbt"] = {"slab": slab, "stride": stride, "slab_mode": settings.slab_mode,
+                     "rescored": rescoring is not None,
+                     "scores": "linked candidates' detector scores (the card has no "
+                     "tomosynthesis rescoring)" if rescoring is None else
+                     "linked candidates rescored with their other view (the card's "
+                     "tomosynthesis rescoring; each study's volumes together)"}
     report["model"] = {"name": model.name, "version": model.version,
                        "operating_point": op.name, "score_threshold": threshold,
                        "threshold_source": "model card 2D point (the card has no "

@@ -362,7 +362,8 @@ def _tomo_points(staging: Path, args: argparse.Namespace) -> dict[str, Any] | No
                                   spacing_mm=getattr(args, "dbt_spacing_mm", None))
         write_tomo_section(staging, section)
     except (ModelError, ValueError) as exc:
-        raise CommandError(f"--dbt-val {args.dbt_val}: {exc}") from None
+        raise CommandError(f"--dbt-val {' '.join(str(d) for d in args.dbt_val)}: {exc}"
+                           ) from None
     return section
 
 

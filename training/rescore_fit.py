@@ -25,7 +25,7 @@ from tqdm import tqdm
 from serving.pipeline.candidates import ImageCandidates, analyse_study, finish
 from serving.pipeline.dicom_in import read_image
 from serving.pipeline.model import DetectorModel
-from serving.pipeline.rescore import FEATURES, RescoreModel, feature_matrix
+from serving.pipeline.rescore import FEATURES, CandidateEvidence, RescoreModel, feature_matrix
 from training.metrics import hits
 
 #: L2 penalty on the weights (not the bias), per unit of total row weight.
@@ -58,30 +58,48 @@ def analyse_items(model: DetectorModel, items: list[dict[str, Any]], *, rescore:
     return [c for c in out if c is not None]
 
 
+def evidence_rows(evidence: Sequence[CandidateEvidence], labels: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``(R, F)``, labels ``(R,)`` and row weights ``(R,)`` of the candidates whose
+    detector score is at least :data:`FIT_MIN_SCORE`: each as given, and again as a
+    single-view row (``other_view = 0``, no partner). ``labels`` ``(N,)``: 1.0 for a
+    candidate that hits a true lesion, else 0.0."""
+    use = [k for k, e in enumerate(evidence) if e.score >= FIT_MIN_SCORE]
+    paired = [evidence[k] for k in use]
+    single = [replace(e, other_view=False, partner=0.0) for e in paired]
+    y = np.asarray(labels, np.float64).reshape(-1)[use]
+    x = np.concatenate([feature_matrix(paired), feature_matrix(single)])
+    return x, np.concatenate([y, y]), np.ones(len(x))
+
+
+def stack_rows(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`evidence_rows` of many images or volumes, concatenated.
+
+    Raises:
+        ValueError: no candidate at all (nothing to fit on).
+    """
+    rows = [r for r in rows if len(r[1])]
+    if not rows:
+        raise ValueError("no candidates on the validation data: nothing to fit the "
+                         "rescoring on")
+    return (np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows]),
+            np.concatenate([r[2] for r in rows]))
+
+
 def training_rows(items: Sequence[dict[str, Any]], cands: Sequence[ImageCandidates]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features ``(R, F)``, labels ``(R,)`` and row weights ``(R,)``: every candidate as
-    analysed, and again as a single-view row."""
-    feats, labels, weights = [], [], []
+    analysed, and again as a single-view row (:func:`evidence_rows`)."""
+    rows = []
     for it, c in zip(items, cands, strict=True):
         if not len(c.boxes):
             continue
         truth = np.asarray(it.get("boxes", []), np.float64).reshape(-1, 4)
         hit = np.asarray(hits(c.boxes, truth).any(axis=1) if len(truth)
                          else np.zeros(len(c.boxes), bool), dtype=bool)
-        use = np.asarray(c.detector_scores) >= FIT_MIN_SCORE
-        if not use.any():
-            continue
-        paired = [e for e, u in zip(c.evidence, use, strict=True) if u]
-        single = [replace(e, other_view=False, partner=0.0) for e in paired]
-        for ev in (paired, single):
-            feats.append(feature_matrix(ev))
-            labels.append(hit[use].astype(np.float64))
-            weights.append(np.ones(len(ev)))
-    if not feats:
-        raise ValueError("no candidates on the validation data: nothing to fit the "
-                         "rescoring on")
-    return np.concatenate(feats), np.concatenate(labels), np.concatenate(weights)
+        rows.append(evidence_rows(c.evidence, hit.astype(np.float64)))
+    return stack_rows(rows)
 
 
 def _loss(theta: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float

@@ -1,23 +1,29 @@
-"""Tomosynthesis (DBT) operating points for a model card, fitted on DBT validation volumes.
+"""Tomosynthesis (DBT) operating points and two-view rescoring for a model card, fitted on
+DBT validation volumes.
 
-The card's 2D operating points were chosen on rescored 2D images; a volume candidate's score
-is the detector's highest slab score, not rescored, and the 2D thresholds give hundreds of
-false findings per volume there. This module runs DBT validation volumes exactly as serving
-runs them, reads the per-volume FROC with the frame rule, and chooses one threshold per
-target rate, written into the card's ``tomosynthesis`` section
-(:func:`serving.pipeline.model.parse_tomo_section` validates it; serving applies it through
-:func:`serving.pipeline.volume_points.volume_points`).
+The card's 2D operating points were chosen on rescored 2D images; applied to a volume
+candidate's detector score (its highest slab score) they give hundreds of false findings per
+volume. This module runs DBT validation volumes exactly as serving runs a study's volumes,
+fits the rescoring of volume candidates with their other view, reads the per-volume FROC with
+the frame rule, and chooses one threshold per target rate, written into the card's
+``tomosynthesis`` section (:func:`serving.pipeline.model.parse_tomo_section` validates it;
+serving applies it through :func:`serving.pipeline.volume_points.volume_points` and
+:func:`serving.pipeline.volume_rescore.rescore_volumes`).
 
 Steps of :func:`fit_tomo_points`:
 
-1. Every volume of the split through :func:`serving.pipeline.detect_volume.analyse_volume`
-   with the given slab settings: the candidates serving thresholds (per-slab detections
-   linked in depth, nested candidates suppressed in 3D, lesion class apart from mimics), as
-   the prediction mapping of :mod:`training.evaluate_dbt` (:func:`served_prediction`).
-2. :func:`training.evaluate_dbt.evaluate_volumes`: matching by the frame rule
+1. Every volume of the split(s) through :func:`serving.pipeline.detect_volume.analyse_volume`
+   with the given slab settings (:func:`training.predict_dbt.analyse_items`): the candidates
+   serving thresholds (per-slab detections linked in depth, refocused, nested candidates
+   suppressed in 3D, lesion class apart from mimics).
+2. Unless ``rescore`` is off, :func:`fit_volume_rescoring`: partners in the other view of
+   each study's breast, a logistic model of the 2D rescoring's features fitted on the
+   candidates labelled by the frame rule, and the candidates rescored with it
+   (:func:`training.predict_dbt.rescore_items`).
+3. :func:`training.evaluate_dbt.evaluate_volumes`: matching by the frame rule
    (:func:`training.metrics.match_volumes`: the 2D box rule and the best frame within the
    lesion's frames +/- 2), the FROC per volume, its CPM and the sensitivity at 1 FP/volume.
-3. Per target (:data:`TOMO_TARGETS`: ``high_specificity`` 0.25, ``balanced`` 1,
+4. Per target (:data:`TOMO_TARGETS`: ``high_specificity`` 0.25, ``balanced`` 1,
    ``high_sensitivity`` 2 false positives per volume), :func:`choose_threshold`: of the
    thresholds keeping the validation FP/volume at or under the target, the highest
    sensitivity, and the strictest threshold that reaches it (so no threshold with fewer
@@ -28,8 +34,8 @@ Steps of :func:`fit_tomo_points`:
    lesion is found within it. *Not reached*: every candidate together stays under the
    target (the ``note`` gives the rate they reach).
 
-``galacto tomo-points --model models/<name>/<version> --val DIR`` rewrites that folder's
-``model.json`` section in place (:func:`write_tomo_section`, checked by loading the model
+``galacto tomo-points --model models/<name>/<version> --val DIR [DIR ...]`` rewrites that
+folder's ``model.json`` section in place (:func:`write_tomo_section`, checked by loading the model
 again); ``galacto export ... --dbt-val DIR`` fits it at export.
 """
 
@@ -49,27 +55,27 @@ from typing import Any, Final, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from rich.table import Table
-from tqdm import tqdm
 
 from serving.errors import CommandError
 from serving.pipeline.detect_volume import (
     DEFAULT_SLAB,
     DEFAULT_STRIDE,
     TomoSettings,
-    analyse_volume,
+    VolumeCandidates,
 )
-from serving.pipeline.intake.volume import read_volume
 from serving.pipeline.model import (
     TOMO_SECTION,
-    DetectorModel,
     ModelError,
     load_model,
     parse_tomo_section,
 )
+from serving.pipeline.rescore import FEATURES, RescoreModel
 from training.data import load_split
 from training.data_dbt import is_dbt_item
 from training.evaluate_dbt import evaluate_volumes
 from training.metrics import FRAME_HIT_RULE, FRAME_TOLERANCE, match_volumes
+from training.predict_dbt import analyse_items, candidate_labels, prediction_of, rescore_items
+from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
 
 __all__ = [
     "TOMO_TARGETS",
@@ -78,11 +84,11 @@ __all__ = [
     "choose_points",
     "choose_threshold",
     "fit_tomo_points",
+    "fit_volume_rescoring",
     "format_points_table",
     "froc_points",
     "point_notes",
     "run",
-    "served_prediction",
     "write_tomo_section",
 ]
 
@@ -96,9 +102,14 @@ RULE: Final = ("per target: of the thresholds whose validation false positives p
                "are at most the target, the strictest one reaching the highest sensitivity "
                f"(frame rule +/- {FRAME_TOLERANCE} frames); stored rounded down to 6 decimals "
                "and measured again there")
-#: What the thresholds apply to, as the card states it.
+#: What the thresholds apply to, as the card states it (no rescoring).
 SCORES: Final = ("a volume candidate's detector score (its highest slab score; volumes are "
                  "not rescored)")
+#: What the thresholds apply to, as the card states it, with a rescoring.
+RESCORED_SCORES: Final = ("a volume candidate's rescored score: the logistic model of this "
+                          "section's rescoring, of its detector score (highest slab score), "
+                          "the mimic scores at its place and its partner in the other view "
+                          "of the breast (serving.pipeline.volume_rescore)")
 
 
 # --------------------------------------------------------------------------- choice
@@ -225,57 +236,68 @@ def choose_points(lesion_scores: ArrayLike, fp_scores: ArrayLike, volumes: int,
     return out
 
 
-# --------------------------------------------------------------------------- predictions
-
-def served_prediction(model: DetectorModel, item: Mapping[str, Any], settings: TomoSettings,
-                      root: Path | None = None) -> dict[str, Any]:
-    """One DBT item (``root / item["image"]``, ``root`` default ``item["_root"]``) through
-    :func:`~serving.pipeline.detect_volume.analyse_volume`, as the prediction mapping of
-    :class:`training.evaluate_dbt.VolumeResult` (``boxes``, ``scores``, ``best_frames``,
-    ``first_frames``, ``last_frames``, ``heights_mm``, ``clock_hours``, ``mimic_*``): the
-    lesion candidates serving thresholds, nested ones suppressed.
-
-    Raises:
-        serving.pipeline.errors.IntakeError: the file is not a readable volume.
-    """
-    path = (root if root is not None else Path(str(item["_root"]))) / str(item["image"])
-    vc = analyse_volume(read_volume(path), model, settings)
-
-    def frames(cands: Sequence[Any], attr: str) -> NDArray[np.int64]:
-        return np.asarray([getattr(c, attr) for c in cands], dtype=np.int64)
-
-    def boxes(cands: Sequence[Any]) -> NDArray[np.float64]:
-        return np.asarray([c.box for c in cands], dtype=np.float64).reshape(-1, 4)
-
-    return {
-        "boxes": boxes(vc.lesions),
-        "scores": np.asarray([c.score for c in vc.lesions], dtype=np.float64),
-        "best_frames": frames(vc.lesions, "best_frame_number"),
-        "first_frames": frames(vc.lesions, "first_frame_number"),
-        "last_frames": frames(vc.lesions, "last_frame_number"),
-        "heights_mm": [c.height_mm for c in vc.lesions],
-        "clock_hours": [None if loc is None else loc.clock_hour for loc in vc.locations],
-        "mimic_boxes": boxes(vc.mimics),
-        "mimic_scores": np.asarray([c.score for c in vc.mimics], dtype=np.float64),
-        "mimic_labels": list(vc.mimic_labels),
-        "mimic_best_frames": frames(vc.mimics, "best_frame_number"),
-    }
-
-
 # --------------------------------------------------------------------------- fit
 
-def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
+def _items(dbt_val_dirs: Sequence[str | Path], split: str, limit: int | None
+           ) -> list[dict[str, Any]]:
+    """The DBT items of ``split`` in every folder, in order, the first ``limit``.
+
+    Raises:
+        ValueError: an empty split, 2D items, or no lesion at all.
+    """
+    items: list[dict[str, Any]] = []
+    for d in dbt_val_dirs:
+        got = load_split(Path(d), split)
+        if not got:
+            raise ValueError(f"{d}: split {split!r} is empty")
+        flat = sum(1 for it in got if not is_dbt_item(it))
+        if flat:
+            raise ValueError(f"{d}: {flat} of the {len(got)} items of split {split!r} are "
+                             "not tomosynthesis volumes; expected a galacto synth --dbt set")
+        items += got
+    items = items[:limit]
+    if not any(it.get("boxes") for it in items):
+        raise ValueError(f"{', '.join(str(d) for d in dbt_val_dirs)}: split {split!r} has no "
+                         "lesion to fit points on")
+    return items
+
+
+def fit_volume_rescoring(items: Sequence[Mapping[str, Any]],
+                         analysed: Sequence[VolumeCandidates], data: str) -> RescoreModel:
+    """Fit the two-view rescoring of volume candidates (:mod:`serving.pipeline.
+    volume_rescore`) on analysed validation volumes: partner evidence per study
+    (:func:`training.predict_dbt.rescore_items` without a model), one row per candidate and
+    again as a single-view row (:func:`training.rescore_fit.evidence_rows`), labelled by the
+    frame rule (:func:`training.predict_dbt.candidate_labels`), and the 2D fit's penalised
+    logistic regression (:func:`training.rescore_fit.fit`).
+
+    Raises:
+        ValueError: no candidate, or no true or no false candidate, to fit on.
+    """
+    rescore_items(items, analysed, None)
+    rows = [evidence_rows(vc.lesion_evidence, candidate_labels(it, prediction_of(vc)))
+            for it, vc in zip(items, analysed, strict=True)]
+    x, y, w = stack_rows(rows)
+    return fit(x, y, w, fitted_on={"data": data, "volumes": len(items),
+                                   "features": list(FEATURES),
+                                   "row_rule": "each candidate scoring >= "
+                                               f"{FIT_MIN_SCORE} with its other view and "
+                                               "again as a single view"})
+
+
+def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[str | Path], *,
                     slab: int = DEFAULT_SLAB, stride: int = DEFAULT_STRIDE,
                     slab_mode: Literal["mean", "max"] = "mean",
                     split: str = "validation", limit: int | None = None,
                     targets: Mapping[str, float] = TOMO_TARGETS, progress: bool = True,
-                    spacing_mm: float | None = None) -> dict[str, Any]:
+                    spacing_mm: float | None = None, rescore: bool = True) -> dict[str, Any]:
     """Fit the card's ``tomosynthesis`` section for the model in ``model_dir`` on the DBT
-    volumes of ``split`` in ``dbt_val_dir`` (see the module docstring).
+    volumes of ``split`` in ``dbt_val_dir`` (one folder or several, pooled; see the module
+    docstring).
 
     Args:
         model_dir: ``models/<name>/<version>`` (or an export's staging folder).
-        dbt_val_dir: a DBT dataset (``galacto synth --dbt``): items with ``frames``,
+        dbt_val_dir: DBT dataset folder(s) (``galacto synth --dbt``): items with ``frames``,
             ``frame_ranges``, ``best_frames``.
         slab, stride, slab_mode: how volumes are run (:class:`~serving.pipeline.
             detect_volume.TomoSettings`); serving runs them so by default.
@@ -285,56 +307,67 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path, *,
         progress: show a progress bar.
         spacing_mm: the pixel spacing volumes are resampled to (None: the model's 2D one);
             written to the section when given.
+        rescore: fit the two-view rescoring (:func:`fit_volume_rescoring`) and choose the
+            points on its scores; False: on the detector's scores, no ``rescoring``.
 
     Returns:
         The section: ``slab``, ``stride``, ``slab_mode``, (``spacing_mm``,) ``scores``, ``rule``,
-        ``operating_points`` (:func:`choose_points`) and ``validation`` (``data``, ``split``,
+        ``operating_points`` (:func:`choose_points`), ``validation`` (``data``, ``split``,
         ``volumes``, ``normal_volumes``, ``lesions``, ``candidates_per_volume``, ``cpm``,
         ``sensitivity_at_1_fp_per_volume``, ``sensitivity_at_fp``, ``hit_rule``,
-        ``frame_tolerance``, ``seconds_per_volume``, ``model_sha256``, ``fitted``).
+        ``frame_tolerance``, ``seconds_per_volume``, ``model_sha256``, ``fitted``; with
+        ``rescore``, ``detector_cpm`` and ``detector_sensitivity_at_1_fp_per_volume``: the
+        same volumes on the detector's scores) and, with ``rescore``, ``rescoring``.
 
     Raises:
-        ValueError: bad settings, a split without DBT volumes or without a lesion.
+        ValueError: bad settings, a split without DBT volumes or without a lesion, or a
+            rescoring that cannot be fitted.
         serving.pipeline.model.ModelError: the model folder cannot be loaded.
     """
     settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode, spacing_mm=spacing_mm)
     model = load_model(model_dir)
-    items = load_split(Path(dbt_val_dir), split)[:limit]
-    if not items:
-        raise ValueError(f"{dbt_val_dir}: split {split!r} is empty")
-    flat = sum(1 for it in items if not is_dbt_item(it))
-    if flat:
-        raise ValueError(f"{dbt_val_dir}: {flat} of the {len(items)} items of split {split!r} "
-                         "are not tomosynthesis volumes; expected a galacto synth --dbt set")
-    if not any(it.get("boxes") for it in items):
-        raise ValueError(f"{dbt_val_dir}: split {split!r} has no lesion to fit points on")
-    preds, seconds = [], []
-    for it in tqdm(items, desc="tomosynthesis points", unit="volume", disable=not progress):
-        t0 = time.perf_counter()
-        preds.append(served_prediction(model, it, settings))
-        seconds.append(time.perf_counter() - t0)
+    dirs = [dbt_val_dir] if isinstance(dbt_val_dir, str | Path) else list(dbt_val_dir)
+    data = ", ".join(str(d) for d in dirs)
+    items = _items(dirs, split, limit)
+    analysed, seconds = analyse_items(model, items, settings, progress=progress,
+                                      desc="tomosynthesis points")
+    rescoring, extra = None, {}
+    if rescore:
+        rescore_items(items, analysed, None)
+        before = evaluate_volumes(items, [prediction_of(vc) for vc in analysed], 1.01)
+        extra = {"detector_cpm": before["froc"]["cpm"],
+                 "detector_sensitivity_at_1_fp_per_volume":
+                     before["sensitivity_at_1_fp_per_volume"]}
+        rescoring = fit_volume_rescoring(items, analysed, data)
+        rescore_items(items, analysed, rescoring)
+    preds = [prediction_of(vc) for vc in analysed]
     m = match_volumes(items, preds)
     points = choose_points(m.lesion_score, m.fp_score, m.n_images, targets)
     balanced = points.get("balanced") or next(iter(points.values()))
     report = evaluate_volumes(items, preds, float(balanced["score_threshold"]))
     fr = report["froc"]
     validation = {
-        "data": str(dbt_val_dir), "split": split, "volumes": report["volumes"],
+        "data": data, "split": split, "volumes": report["volumes"],
         "normal_volumes": report["normal_volumes"], "lesions": report["lesions"],
         "candidates_per_volume": round(report["predictions"] / max(report["volumes"], 1), 1),
         "cpm": fr["cpm"],
         "sensitivity_at_1_fp_per_volume": report["sensitivity_at_1_fp_per_volume"],
         "sensitivity_at_fp": {f"{r:g}": s for r, s in
                               zip(fr["fp_rates"], fr["sensitivity"], strict=True)},
+        **extra,
         "hit_rule": FRAME_HIT_RULE, "frame_tolerance": report["frame_tolerance"],
         "seconds_per_volume": round(statistics.fmean(seconds), 2),
         "model_sha256": model.card["onnx"].get("sha256"),
         "fitted": time.strftime("%Y-%m-%d"),
     }
     spacing = {} if spacing_mm is None else {"spacing_mm": float(spacing_mm)}
-    return {"slab": settings.slab, "stride": settings.stride, "slab_mode": settings.slab_mode,
-            **spacing, "scores": SCORES, "rule": RULE, "operating_points": points,
-            "validation": validation}
+    section = {"slab": settings.slab, "stride": settings.stride,
+               "slab_mode": settings.slab_mode, **spacing,
+               "scores": SCORES if rescoring is None else RESCORED_SCORES, "rule": RULE,
+               "operating_points": points, "validation": validation}
+    if rescoring is not None:
+        section["rescoring"] = rescoring.to_dict()
+    return section
 
 
 def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any]) -> Path:
@@ -413,14 +446,15 @@ def run(args: argparse.Namespace) -> int:
     if not (args.model / "model.json").is_file():
         raise CommandError(f"--model {args.model}: no model.json there "
                            "(expected models/<name>/<version>)")
-    if not (args.val / "dataset.json").is_file():
-        raise CommandError(f"--val {args.val}: no dataset.json there (make one with galacto "
-                           "synth --dbt)")
+    for folder in args.val:
+        if not (folder / "dataset.json").is_file():
+            raise CommandError(f"--val {folder}: no dataset.json there (make one with galacto "
+                               "synth --dbt)")
     try:
         section = fit_tomo_points(
             args.model, args.val, slab=args.slab or DEFAULT_SLAB,
             stride=args.stride or DEFAULT_STRIDE, slab_mode=args.slab_mode, split=args.split,
-            limit=args.limit, spacing_mm=args.spacing_mm)
+            limit=args.limit, spacing_mm=args.spacing_mm, rescore=not args.no_rescore)
         path = write_tomo_section(args.model, section)
     except (ModelError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -104,13 +104,13 @@ from serving.outputs.common import (
     software_versions,
 )
 from serving.outputs.wording import (
-    VOLUME_SCORE_MEANING,
     Lesion,
     StudyWords,
     algorithm_notes,
     impression,
     on_volume,
     volume_promise_text,
+    volume_score_meaning,
 )
 from serving.pipeline.findings import FindingOut, ImageOut
 
@@ -307,7 +307,7 @@ def _operating_points(result: ResultInput) -> list[Dataset]:
                        f"{op.score_threshold:g} ({op.source}); the false-marker rate and "
                        f"sensitivity here are the 2D point's. Marks on tomosynthesis volumes "
                        f"have score >= {promise.score_threshold:g} ({promise.source}; "
-                       f"{measured}); {VOLUME_SCORE_MEANING}")
+                       f"{measured}); {volume_score_meaning(promise.rescored)}")
     rows: list[Dataset] = [si.text("HAS PROPERTIES", c.CAD_OPERATING_POINT_DESCRIPTION,
                                    description)]
     if perf is not None and perf.fp_per_image is not None:

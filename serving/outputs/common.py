@@ -170,8 +170,9 @@ class OperatingPointPerformance:
 @dataclass(frozen=True)
 class VolumePromise:
     """The operating point applied to the tomosynthesis volumes of a result, and what it
-    promises there (volume scores are the detector's own highest slab scores, not rescored, so
-    the 2D point's threshold and figures do not describe them).
+    promises there (volume scores are the detector's highest slab scores, rescored only by the
+    card's tomosynthesis rescoring, so the 2D point's threshold and figures do not describe
+    them).
 
     Attributes:
         score_threshold: volume findings have detector score ``>= score_threshold``.
@@ -181,12 +182,15 @@ class VolumePromise:
         source: where the threshold is from and how far it can be trusted, e.g. ``"model card
             tomosynthesis point balanced"`` or ``"the 2D threshold of balanced applied to raw
             volume scores, not fitted on tomosynthesis"``.
+        rescored: the volume scores were rescored with the other view (the card's
+            tomosynthesis rescoring).
     """
 
     score_threshold: float
     fp_per_volume: float | None
     sensitivity: float | None
     source: str
+    rescored: bool = False
 
     @classmethod
     def of(cls, points: VolumePoints) -> VolumePromise:
@@ -198,11 +202,12 @@ class VolumePromise:
                           "not fitted on tomosynthesis")
             else:
                 source = "set by the request, not fitted on tomosynthesis"
-            return cls(points.score_threshold, None, None, source)
+            return cls(points.score_threshold, None, None, source, points.rescored)
         source = f"model card tomosynthesis point {point.name}"
         if not points.calibrated:
             source += " (fitted with other slab settings than these volumes ran on)"
-        return cls(point.score_threshold, point.fp_per_volume, point.sensitivity, source)
+        return cls(point.score_threshold, point.fp_per_volume, point.sensitivity, source,
+                   points.rescored)
 
 
 def volume_promise(model: DetectorModel, operating_point: str | None,

@@ -330,9 +330,19 @@ def threshold_text(op: OperatingPointOut, perf: OperatingPointPerformance | None
     return f"marked because score >= {op.score_threshold:.2f} ({inner})"
 
 
-#: What a tomosynthesis volume's score is (it is never rescored with the other view).
+#: What a tomosynthesis volume's score is when the card has no tomosynthesis rescoring.
 VOLUME_SCORE_MEANING = ("tomosynthesis volume scores are the detector's own (its highest slab "
                         "score), not rescored with the other view")
+#: What it is when the card's tomosynthesis rescoring applied.
+VOLUME_RESCORED_MEANING = ("tomosynthesis volume scores are the detector's highest slab score "
+                           "rescored with the other view of the breast and the mimic classes "
+                           "(a model fitted on tomosynthesis volumes)")
+
+
+def volume_score_meaning(rescored: bool) -> str:
+    """:data:`VOLUME_RESCORED_MEANING` when the volumes were rescored, else
+    :data:`VOLUME_SCORE_MEANING`."""
+    return VOLUME_RESCORED_MEANING if rescored else VOLUME_SCORE_MEANING
 
 
 def volume_promise_text(promise: VolumePromise) -> str:
@@ -389,7 +399,7 @@ def impression(lesion: Lesion, result: ResultInput) -> str:
     if promise is not None and on_volume(lesion):
         threshold = volume_threshold_text(promise)
         meaning = (f"{_sentence(score_meaning(result.model, False))}; "
-                   f"{VOLUME_SCORE_MEANING}.")
+                   f"{volume_score_meaning(promise.rescored)}.")
     else:
         threshold = threshold_text(result.operating_point, result.performance)
         meaning = f"{_sentence(score_meaning(result.model, rescored(result)))}."
@@ -428,8 +438,8 @@ def algorithm_notes(result: ResultInput, *, full: bool = True, volume: bool = Fa
     """Algorithm Parameters text of both SRs: the operating point, its threshold and source;
     with ``full``, also what it promises and what the scores are. When the study has volumes
     (and :attr:`ResultInput.volume_promise`), ``full`` adds the volumes' point, its promise
-    and that volume scores are not rescored; ``volume`` (the notes of a mark on a volume)
-    gives the volumes' point instead of the 2D one."""
+    and what volume scores are (:func:`volume_score_meaning`); ``volume`` (the notes of a
+    mark on a volume) gives the volumes' point instead of the 2D one."""
     op = result.operating_point
     promise = result.volume_point
     if volume and promise is not None and not full:
@@ -449,12 +459,13 @@ def algorithm_notes(result: ResultInput, *, full: bool = True, volume: bool = Fa
         meaning = score_meaning(result.model, rescored(result))
         notes.append(meaning if promise is None else f"on 2D images, {meaning}")
         if promise is not None:
-            notes.append(VOLUME_SCORE_MEANING)
+            notes.append(volume_score_meaning(promise.rescored))
     return notes
 
 
 __all__ = [
     "ORIENTATION_NOTE",
+    "VOLUME_RESCORED_MEANING",
     "VOLUME_SCORE_MEANING",
     "Lesion",
     "StudyWords",
@@ -476,5 +487,6 @@ __all__ = [
     "score_meaning",
     "threshold_text",
     "volume_promise_text",
+    "volume_score_meaning",
     "volume_threshold_text",
 ]

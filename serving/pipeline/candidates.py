@@ -132,48 +132,65 @@ def _first_pass(image: Image, model: DetectorModel) -> ImageCandidates:
                            timings_ms=timings)
 
 
-def _view_group(view: str | None) -> str | None:
+def partner_scores(cc: Sequence[tuple[ViewLocation, float]],
+                   other: Sequence[tuple[ViewLocation, float]]) -> tuple[list[float], list[float]]:
+    """One-to-one partners between the lesion candidates of the CC and the ML/MLO views of
+    one breast: each candidate's ``(location, detector score)`` in, each one's partner's
+    detector score out (0 when unmatched), for ``cc`` and ``other`` in their given order.
+
+    As in the two-view fusion, the admissible pairs (:func:`serving.pipeline.locate.
+    pair_cost`: depth behind the nipple, size, scores and, when both views give one, the
+    single-view 3D position of a tomosynthesis candidate) are taken in increasing cost, each
+    candidate at most once, so one lesion cannot lend its score to a bubble beside it. Pairs
+    are ordered by (cost, CC box, other box), not by input order, so the result does not
+    depend on the order of the images or of the candidates."""
+    pairs = []
+    for i, (la, _) in enumerate(cc):
+        for j, (lb, _) in enumerate(other):
+            cost = pair_cost(la, lb)
+            if cost is not None:
+                pairs.append((cost, la.box, lb.box, i, j))
+    partner_cc = [0.0] * len(cc)
+    partner_ot = [0.0] * len(other)
+    used_cc: set[int] = set()
+    used_ot: set[int] = set()
+    for _, _, _, i, j in sorted(pairs, key=lambda p: (p[0], p[1], p[2])):
+        if i in used_cc or j in used_ot:
+            continue
+        used_cc.add(i)
+        used_ot.add(j)
+        partner_cc[i] = float(other[j][1])
+        partner_ot[j] = float(cc[i][1])
+    return partner_cc, partner_ot
+
+
+def view_group(view: str | None) -> str | None:
+    """``"cc"`` for a CC-like view (:data:`CC_VIEWS`), ``"other"`` for an ML/MLO-like one
+    (:data:`OTHER_VIEWS`), None for anything else (e.g. a spot view)."""
     v = (view or "").upper()
     return "cc" if v in CC_VIEWS else "other" if v in OTHER_VIEWS else None
 
 
 def _add_other_view(study: list[ImageCandidates]) -> None:
     """Fill ``other_view`` and ``partner`` of every lesion candidate from the complementary
-    views of the same breast in ``study``.
-
-    Partners are one-to-one, as in the two-view fusion: the admissible CC / ML-MLO pairs
-    (:func:`serving.pipeline.locate.pair_cost`, with the detector scores) are taken in
-    increasing cost, each candidate at most once, so one lesion cannot lend its score to a
-    bubble beside it. A candidate's ``partner`` is its matched counterpart's detector score
-    (0 when unmatched). Pairs are ordered by (cost, box, score), not by image order."""
+    views of the same breast in ``study`` (:func:`partner_scores`)."""
     for lat in ("L", "R"):
         side = [c for c in study if c.landmarks is not None and c.image.laterality == lat]
-        groups = {g: [c for c in side if _view_group(c.image.view) == g] for g in ("cc", "other")}
+        groups = {g: [c for c in side if view_group(c.image.view) == g] for g in ("cc", "other")}
         if not groups["cc"] or not groups["other"]:
             continue
         cc = [(c, k) for c in groups["cc"] for k in range(len(c.evidence))]
         ot = [(c, k) for c in groups["other"] for k in range(len(c.evidence))]
-        pairs = []
-        for i, (a, ka) in enumerate(cc):
-            la = a.locations[ka]
-            assert la is not None
-            for j, (b, kb) in enumerate(ot):
-                lb = b.locations[kb]
-                assert lb is not None
-                cost = pair_cost(la, lb)
-                if cost is not None:
-                    pairs.append((cost, la.box, lb.box, i, j))
-        partner_cc = [0.0] * len(cc)
-        partner_ot = [0.0] * len(ot)
-        used_cc: set[int] = set()
-        used_ot: set[int] = set()
-        for _, _, _, i, j in sorted(pairs, key=lambda p: (p[0], p[1], p[2])):
-            if i in used_cc or j in used_ot:
-                continue
-            used_cc.add(i)
-            used_ot.add(j)
-            partner_cc[i] = float(ot[j][0].detector_scores[ot[j][1]])
-            partner_ot[j] = float(cc[i][0].detector_scores[cc[i][1]])
+
+        def located(rows: list[tuple[ImageCandidates, int]]) -> list[tuple[ViewLocation, float]]:
+            out = []
+            for c, k in rows:
+                loc = c.locations[k]
+                assert loc is not None
+                out.append((loc, float(c.detector_scores[k])))
+            return out
+
+        partner_cc, partner_ot = partner_scores(located(cc), located(ot))
         for items, partners in ((cc, partner_cc), (ot, partner_ot)):
             for (c, k), partner in zip(items, partners, strict=True):
                 ev = c.evidence[k]

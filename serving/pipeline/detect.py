@@ -14,7 +14,9 @@ ML/MLO volume of the same breast and study, by the findings' in-plane locations,
 2D images; 2D images and volumes are fused each among their own kind, never across: a
 combined 2D + DBT exam shows each lesion in both, and one greedy matching over both kinds
 would pair a lesion's 2D view with the other kind's second view (two fused findings for one
-lesion, from scores of different scales: rescored 2D against the detector's DBT score).
+lesion, from scores of different scales: 2D scores against DBT scores).
+The volumes of a study are rescored together with their other views when the card has a
+tomosynthesis rescoring (:func:`serving.pipeline.volume_rescore.rescore_volumes`).
 2D images are analysed, rescored and reported exactly as without volumes.
 
 Volumes are thresholded by :func:`serving.pipeline.volume_points.volume_points`: the model
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
@@ -67,6 +70,7 @@ from serving.pipeline.locate import (
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 from serving.pipeline.volume_points import VolumePoints, volume_points
+from serving.pipeline.volume_rescore import rescore_volumes
 
 log = logging.getLogger(__name__)
 OTHER_VIEWS = ("ML", "MLO", "LM")
@@ -189,23 +193,28 @@ def detect_image(index: int, c: ImageCandidates, model: DetectorModel, threshold
 
 def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, points: VolumePoints,
                 source: str | None = None) -> tuple[ImageOut, list[ViewLocation | None]]:
-    """The findings (lesion candidates with detector score >= ``points.score_threshold``),
+    """The findings (lesion candidates whose final score, ``vc.scores``: rescored with the other
+    view when the card has a tomosynthesis rescoring, else the detector's, is >=
+    ``points.score_threshold``, best first),
     mimics and in-plane locations (for two-view fusion) of one analysed tomosynthesis volume.
     Boxes lie on each finding's best frame (``frame.best``, 1-based); each finding lists the
     points of ``points.thresholds`` it passes, and the volume's warnings end with
     ``points.warnings``."""
     header = vc.header
     threshold = points.score_threshold
-    keep = [i for i, c in enumerate(vc.lesions) if c.score >= threshold]
+    keep = sorted((i for i, s in enumerate(vc.scores) if s >= threshold),
+                  key=lambda i: (-vc.scores[i], i))
     findings, locs = [], []
     for k, i in enumerate(keep):
-        c, tomo = vc.lesions[i], vc.locations[i]
+        c, tomo, score = vc.lesions[i], vc.locations[i], vc.scores[i]
         loc = tomo.in_plane if tomo is not None else None
+        if loc is not None:
+            loc = replace(loc, score=score)  # fusion weighs by the final score, as in 2D
         locs.append(loc)
-        f = _finding(index, k, np.asarray(c.box, np.float64), c.score, c.score, vc.evidence[i],
+        f = _finding(index, k, np.asarray(c.box, np.float64), score, c.score, vc.evidence[i],
                      header, model, loc)
         f.frame = vc.lesion_frames[i]
-        f.operating_points = points.passes(c.score)
+        f.operating_points = points.passes(score)
         f.single_view_location = single_view_location_out(tomo) if tomo else None
         findings.append(f)
     mimics = []
@@ -276,12 +285,13 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
     breast are matched and located, 2D images among themselves and volumes among themselves
     (see the module docstring). ``score_threshold`` overrides the operating point's
     threshold (0.0: every candidate); it applies to the rescored score of a 2D finding and to
-    the detector score of a volume's. Without it, volumes are thresholded by the model card's
-    tomosynthesis operating point of that name, or by the 2D threshold with a warning when
-    the card has none (:func:`~serving.pipeline.volume_points.volume_points`). ``tomo`` sets
-    how volumes are run (default: the slab settings the card's tomosynthesis points were
-    fitted with, :attr:`~serving.pipeline.model.DetectorModel.tomo_settings`); 2D images
-    ignore it.
+    a volume finding's final score (rescored with the other view when the card has a
+    tomosynthesis rescoring, else the detector's). Without it, volumes are thresholded by
+    the model card's tomosynthesis operating point of that name, or by the 2D threshold with
+    a warning when the card has none (:func:`~serving.pipeline.volume_points.volume_points`).
+    ``tomo`` sets how volumes are run (default: the slab settings the card's tomosynthesis
+    points were fitted with, :attr:`~serving.pipeline.model.DetectorModel.tomo_settings`);
+    2D images ignore it.
 
     Raises:
         serving.pipeline.model.ModelError: an unknown operating point.
@@ -307,10 +317,12 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
             analysed = analyse_study([item for _, item in flat], model)
             for (i, _), c in zip(flat, analysed, strict=True):
                 outs[i] = detect_image(i, c, model, threshold, srcs[i], rescored)
-        for i in members:
-            if not isinstance(item := images[i], Image) and vp is not None:
-                outs[i] = detect_tomo(i, analyse_volume(item, model, vp.settings), model, vp,
-                                      srcs[i])
+        if vp is not None:  # the volumes, rescored together with their other views
+            vols = [(i, analyse_volume(item, model, vp.settings)) for i in members
+                    if not isinstance(item := images[i], Image)]
+            rescore_volumes([vc for _, vc in vols], model.tomo_rescoring)
+            for i, vc in vols:
+                outs[i] = detect_tomo(i, vc, model, vp, srcs[i])
         planar = [i for i, _ in flat]
         volumes = [i for i in members if not isinstance(images[i], Image)]
         fused = [*_fuse_study([outs[i][0] for i in planar], [outs[i][1] for i in planar]),

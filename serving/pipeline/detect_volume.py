@@ -23,9 +23,12 @@ Steps of :func:`analyse_volume`:
 
 The detector runs one pass per slab: a model card's test-time flips apply to 2D images only
 (:meth:`~serving.pipeline.model.DetectorModel.single_pass`), so that a volume's time does not
-double. Scores: the candidate's score is the detector's highest slab score. The two-view rescoring
-model of a model card was fitted on 2D images and is not applied to volume candidates; the
-evidence text says so (:data:`DBT_EVIDENCE`). Which threshold applies to these scores is
+double. Scores: the candidate's score is the detector's highest slab score, and its evidence
+text says so (:data:`DBT_EVIDENCE`); :attr:`VolumeCandidates.scores` are these scores until
+:func:`serving.pipeline.volume_rescore.rescore_volumes` rescores them with the volume's mimic
+scores and its partner in the other view of the breast (the card's
+``tomosynthesis.rescoring``, fitted on DBT volumes; the card's 2D rescoring is never applied
+to volumes). Which threshold applies to these scores is
 chosen by :func:`serving.pipeline.volume_points.volume_points`: the card's ``tomosynthesis``
 operating points (fitted on DBT validation data, ``galacto tomo-points``) when it has them;
 otherwise the 2D threshold, with a warning on every volume that it was not fitted on volumes.
@@ -66,7 +69,7 @@ from serving.pipeline.dicom_in import Image, ImageHeader
 from serving.pipeline.findings import FrameOut, SingleViewLocationOut
 from serving.pipeline.locate import ORIENTATION_UNKNOWN, LandmarkError, Landmarks
 from serving.pipeline.model import DetectorModel
-from serving.pipeline.rescore import OVERLAP_IOS, intersection_over_smaller
+from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 from serving.pipeline.tomo import (
     LinkConfig,
     SlabMode,
@@ -176,6 +179,12 @@ class VolumeCandidates:
         lesion_frames: per lesion, its frames (:func:`frame_out`).
         locations: per lesion, its location from this view, or None without landmarks.
         evidence: per lesion, the text of its ``evidence`` field.
+        lesion_evidence: per lesion, the rescoring's inputs
+            (:class:`~serving.pipeline.rescore.CandidateEvidence`); ``other_view`` and
+            ``partner`` are filled by :func:`serving.pipeline.volume_rescore.rescore_volumes`.
+        scores: per lesion, its final score: the detector's, or the rescored one once
+            :func:`~serving.pipeline.volume_rescore.rescore_volumes` ran with a model.
+        rescored: True when ``scores`` are rescored.
         mimics: mimic-class candidates, best first, nested ones suppressed per class.
         mimic_labels: their class names.
         mimic_frames: per mimic, its frames.
@@ -196,6 +205,9 @@ class VolumeCandidates:
     lesion_frames: list[FrameOut]
     locations: list[TomoLocation | None]
     evidence: list[str]
+    lesion_evidence: list[CandidateEvidence]
+    scores: list[float]
+    rescored: bool
     mimics: list[TomoCandidate]
     mimic_labels: list[str]
     mimic_frames: list[FrameOut]
@@ -376,10 +388,11 @@ def mimics_to_report(vc: VolumeCandidates, reported: Sequence[int], threshold: f
 
 def _evidence(c: int, lesions: _Places, mimics: _Places, scores: Sequence[float],
               bubble: npt.NDArray[np.bool_], n_frames: int, runs: int,
-              settings: TomoSettings) -> str:
-    """``DBT_EVIDENCE``, in how many detector inputs lesion ``c`` was seen (``n_frames``),
-    and the mimic scores at its place (as the 2D evidence names them); ``bubble`` marks the
-    ``air_bubble`` mimics."""
+              settings: TomoSettings, score: float) -> tuple[str, CandidateEvidence]:
+    """Lesion ``c``'s evidence: the text (``DBT_EVIDENCE``, in how many detector inputs it
+    was seen, ``n_frames``, and the mimic scores at its place, as the 2D evidence names them)
+    and the rescoring's inputs from this volume alone (``score`` its detector score; the
+    best ``air_bubble`` mimic, marked by ``bubble``, and other mimic at its place)."""
     unit = "frames" if settings.slab == 1 else "slabs"
     parts = [DBT_EVIDENCE, f"detected in {n_frames} of {runs} {unit}"]
     here = lesions.same_place(c, np.arange(len(scores)), OVERLAP_IOS, of=mimics)
@@ -390,17 +403,17 @@ def _evidence(c: int, lesions: _Places, mimics: _Places, scores: Sequence[float]
         parts.append(f"air-bubble score here {best_bubble:.2f}")
     if best_other >= _EVIDENCE_MIN_SCORE:
         parts.append(f"other mimic score here {best_other:.2f}")
-    return "; ".join(parts)
+    return "; ".join(parts), CandidateEvidence(score, best_bubble, best_other, False, 0.0)
 
 
 def _evidences(lesions: Sequence[TomoCandidate], mimics: Sequence[TomoCandidate],
                labels: Sequence[str], pos: Sequence[int], runs: int,
-               settings: TomoSettings) -> list[str]:
+               settings: TomoSettings) -> list[tuple[str, CandidateEvidence]]:
     """:func:`_evidence` of every lesion candidate."""
     at, of = _Places.of(lesions, pos), _Places.of(mimics, pos)
     scores = [m.score for m in mimics]
     bubble = np.array([n == "air_bubble" for n in labels], bool)
-    return [_evidence(k, at, of, scores, bubble, c.n_frames, runs, settings)
+    return [_evidence(k, at, of, scores, bubble, c.n_frames, runs, settings, c.score)
             for k, c in enumerate(lesions)]
 
 
@@ -450,11 +463,12 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
     runs = len(detections.centres)
     warnings.append(
         f"tomosynthesis: the 2D detector ran on {settings.describe()} ({runs} of {n} frames "
-        "as centres); scores are the detector's, not rescored with the other view")
+        "as centres)")
     nipple = None
     if landmarks is not None:
         scale = max(1, round(header.rows / max(landmarks.shape[0], 1)))
         nipple = (landmarks.nipple_xy[0] * scale, landmarks.nipple_xy[1] * scale)
+    evidence = _evidences(lesions, mimics, labels, pos, runs, settings)
     timings = {k: v for k, v in detections.timings_ms.items() if k != "total"}
     timings["locate"] = (time.perf_counter() - t0) * 1e3
     return VolumeCandidates(
@@ -462,7 +476,8 @@ def analyse_volume(volume: VolumeLike, model: DetectorModel,
         detections=detections, lesions=lesions,
         lesion_frames=[frame_out(c, heights, settings.slab) for c in lesions],
         locations=locations,
-        evidence=_evidences(lesions, mimics, labels, pos, runs, settings),
+        evidence=[text for text, _ in evidence], lesion_evidence=[e for _, e in evidence],
+        scores=[c.score for c in lesions], rescored=False,
         mimics=mimics, mimic_labels=labels,
         mimic_frames=[frame_out(c, heights, settings.slab) for c in mimics],
         landmarks=landmarks, nipple_px=nipple, warnings=warnings, timings_ms=timings)

@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from serving.pipeline.postprocess import FLIP_AXES, AnchorConfig, DecodeConfig, unflip_outputs
 from serving.pipeline.preprocess import PreprocessConfig
+from serving.pipeline.rescore import RescoreModel
 
 if TYPE_CHECKING:
     from serving.pipeline.detect_volume import TomoSettings
@@ -86,7 +87,10 @@ class TomoCard:
     fitted (``slab`` frames per detector input, every ``stride``-th frame, ``slab_mode``,
     and ``spacing_mm``, the input pixel spacing when it is not the 2D one),
     the points, and the validation data's summary (``validation``: ``data``, ``volumes``,
-    ``lesions``, ``cpm``, ``sensitivity_at_1_fp_per_volume``, ...)."""
+    ``lesions``, ``cpm``, ``sensitivity_at_1_fp_per_volume``, ...). ``rescoring``: the
+    two-view rescoring of volume candidates the points apply to
+    (:mod:`serving.pipeline.volume_rescore`), fitted on the same volumes; None: the points
+    apply to the detector's scores."""
 
     slab: int
     stride: int
@@ -94,6 +98,7 @@ class TomoCard:
     operating_points: dict[str, TomoOperatingPoint]
     validation: dict[str, Any]
     spacing_mm: float | None = None
+    rescoring: RescoreModel | None = None
 
 
 @dataclass
@@ -194,6 +199,12 @@ class DetectorModel:
         if self.tomo is None:
             return None
         return self.tomo.operating_points.get(name or self.default_operating_point)
+
+    @property
+    def tomo_rescoring(self) -> RescoreModel | None:
+        """The card's two-view rescoring of tomosynthesis candidates
+        (``tomosynthesis.rescoring``), None when the card has none."""
+        return None if self.tomo is None else self.tomo.rescoring
 
     @property
     def tomo_settings(self) -> TomoSettings:
@@ -375,7 +386,10 @@ def parse_tomo_section(section: Any) -> TomoCard:
         {"slab": 3, "stride": 3, "slab_mode": "mean",
          "operating_points": {"balanced": {"score_threshold": 0.8, "fp_per_volume": 0.94,
                                            "sensitivity": 0.62}, ...},
-         "validation": {"data": "...", "volumes": 16, "lesions": 13, ...}}
+         "validation": {"data": "...", "volumes": 16, "lesions": 13, ...},
+         "rescoring": {"features": [...], "weights": [...], "bias": -4.2, ...}}
+
+    ``rescoring`` is optional (:meth:`serving.pipeline.rescore.RescoreModel.from_dict`).
 
     Raises:
         ValueError: what is missing or malformed, by key.
@@ -399,11 +413,17 @@ def parse_tomo_section(section: Any) -> TomoCard:
     if spacing is not None and (isinstance(spacing, bool) or not isinstance(spacing, int | float)
                                 or not math.isfinite(spacing) or not 0.02 < spacing <= 2.0):
         raise ValueError(f"spacing_mm must be a number of mm in (0.02, 2], got {spacing!r}")
+    rescoring = section.get("rescoring")
+    try:
+        tomo_rescoring = None if rescoring is None else RescoreModel.from_dict(rescoring)
+    except ValueError as exc:
+        raise ValueError(f"rescoring: {exc}") from None
     return TomoCard(slab=int(section["slab"]), stride=int(section["stride"]),
                     slab_mode="max" if mode == "max" else "mean",
                     operating_points={str(k): _tomo_point(str(k), v) for k, v in points.items()},
                     validation=dict(validation),
-                    spacing_mm=None if spacing is None else float(spacing))
+                    spacing_mm=None if spacing is None else float(spacing),
+                    rescoring=tomo_rescoring)
 
 
 def _tomo_card(card: dict[str, Any], where: Path) -> TomoCard | None:

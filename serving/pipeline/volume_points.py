@@ -1,13 +1,14 @@
 """Which score threshold a request applies to tomosynthesis (DBT) volumes, and what the
 response says about it.
 
-A volume candidate's score is the 2D detector's highest slab score, not rescored with the
-other view, so the card's 2D operating points (chosen on rescored 2D images) do not hold for
-it: applied to raw volume scores, the 2D ``balanced`` threshold gave hundreds of false
-findings per volume on simulated DBT. A model card may carry a ``tomosynthesis`` section
-(:class:`~serving.pipeline.model.TomoCard`, fitted on DBT validation data by ``galacto
-tomo-points``): thresholds for the same point names, with the false positives per volume
-measured there, and the slab settings they were fitted with.
+A volume candidate's score is the 2D detector's highest slab score, rescored with the other
+view only by the card's own tomosynthesis rescoring, so the card's 2D operating points (chosen
+on rescored 2D images) do not hold for it: applied to raw volume scores, the 2D ``balanced``
+threshold gave hundreds of false findings per volume on simulated DBT. A model card may carry
+a ``tomosynthesis`` section (:class:`~serving.pipeline.model.TomoCard`, fitted on DBT
+validation data by ``galacto tomo-points``): thresholds for the same point names, with the
+false positives per volume measured there, the slab settings they were fitted with, and the
+rescoring they apply to.
 
 :func:`volume_points` resolves, for one request:
 
@@ -64,6 +65,8 @@ class VolumePoints:
             data); ``None`` when the threshold is the request's or the 2D one.
         thresholds_2d: the threshold is the 2D point's (the card has no tomosynthesis
             points).
+        rescored: volume scores are rescored with the other view (the card has a
+            ``tomosynthesis.rescoring``, :mod:`serving.pipeline.volume_rescore`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class VolumePoints:
     calibrated: bool
     point: TomoOperatingPoint | None = None
     thresholds_2d: bool = False
+    rescored: bool = False
 
     def passes(self, score: float) -> list[str]:
         """The names of :attr:`thresholds` that ``score`` reaches."""
@@ -116,6 +120,7 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
     settings = tomo if tomo is not None else card_settings
     run = f"volumes ran on {settings.describe()}"
     card = model.tomo
+    rescored = model.tomo_rescoring is not None
     if card is None:
         thresholds = {n: p.score_threshold for n, p in model.operating_points.items()}
     else:
@@ -128,7 +133,7 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
             warnings=(f"tomosynthesis: the request's score threshold {t:g} was applied to "
                       f"volume scores ({run}); its false findings per volume were not "
                       "measured",),
-            calibrated=False)
+            calibrated=False, rescored=rescored)
     if card is None:
         t = op.score_threshold
         return VolumePoints(
@@ -136,7 +141,7 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
             source=f"volumes: the 2D threshold of {op.name}, not fitted on tomosynthesis",
             warnings=(f"tomosynthesis: {NO_TOMO_POINTS_WARNING} (operating point {op.name}, "
                       f"score >= {t:.3f})",),
-            calibrated=False, thresholds_2d=True)
+            calibrated=False, thresholds_2d=True, rescored=rescored)
     warnings: list[str] = []
     point = model.tomo_operating_point(op.name)
     if point is None:
@@ -160,4 +165,4 @@ def volume_points(model: DetectorModel, operating_point: str | None = None,
         thresholds=thresholds,
         source=f"volumes: model card tomosynthesis point {point.name}, score >= "
                f"{point.score_threshold:.3f}",
-        warnings=tuple(warnings), calibrated=same, point=point)
+        warnings=tuple(warnings), calibrated=same, point=point, rescored=rescored)

@@ -53,11 +53,13 @@ def register(sub: Subparsers) -> None:
                    help="make this model the default one (writes <out>/DEFAULT, read by "
                         "serve, detect and calibrate); without it the default does not change")
     g = p.add_argument_group(
-        "tomosynthesis", "with --dbt-val, operating points for DBT volumes are fitted on that "
-        "DBT dataset's validation split and written into the card's tomosynthesis section "
+        "tomosynthesis", "with --dbt-val, a two-view rescoring and operating points for DBT "
+        "volumes are fitted on those DBT datasets' validation split and written into the "
+        "card's tomosynthesis section "
         "(as galacto tomo-points does)")
-    g.add_argument("--dbt-val", type=Path, default=None, metavar="DIR",
-                   help="DBT dataset (galacto synth --dbt) to fit tomosynthesis points on")
+    g.add_argument("--dbt-val", type=Path, default=None, metavar="DIR", nargs="+",
+                   help="DBT dataset folder(s) (galacto synth --dbt), pooled, to fit the "
+                        "tomosynthesis rescoring and points on")
     add_slab_options(g, "--dbt-slab", "--dbt-stride", "--dbt-slab-mode", "--dbt-spacing-mm")
     p.set_defaults(func=run)
     # ``tomo-points`` rewrites a card's section as export writes it; registered here so
@@ -87,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if target is not None and target.exists() and not args.overwrite:
         raise CommandError(f"{target} exists; pass --overwrite to replace it or choose "
                            "another --version")
-    if args.dbt_val is not None and not (args.dbt_val / "dataset.json").is_file():
-        raise CommandError(f"--dbt-val {args.dbt_val}: no dataset.json there (make one with "
-                           "galacto synth --dbt)")
+    for folder in args.dbt_val or ():
+        if not (folder / "dataset.json").is_file():
+            raise CommandError(f"--dbt-val {folder}: no dataset.json there (make one with "
+                               "galacto synth --dbt)")
     check_slab(args.dbt_slab, args.dbt_stride, "--dbt-slab and --dbt-stride")
     from training.export import run as export
 

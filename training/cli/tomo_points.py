@@ -25,12 +25,16 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "tomo-points", help="fit tomosynthesis operating points into a model card",
         description="Run the DBT volumes of a dataset through the serving pipeline, read the "
-                    "FROC per volume and write thresholds for 0.25, 1 and 2 false positives "
-                    "per volume into the tomosynthesis section of MODEL/model.json (in "
+                    "FROC per volume and write a two-view rescoring and thresholds for "
+                    "0.25, 1 and 2 false positives per volume into the tomosynthesis "
+                    "section of MODEL/model.json (in "
                     "place; the rest of the card is kept).")
     p.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
-    p.add_argument("--val", type=Path, required=True,
-                   help="DBT dataset folder (galacto synth --dbt)")
+    p.add_argument("--val", type=Path, required=True, nargs="+", metavar="DIR",
+                   help="DBT dataset folder(s) (galacto synth --dbt), pooled")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="do not fit the two-view rescoring of volume candidates; the points "
+                        "apply to the detector's scores")
     p.add_argument("--split", default="validation", help="split (default: validation)")
     p.add_argument("--limit", type=int, default=None, help="only the first N volumes")
     add_slab_options(p, "--slab", "--stride", "--slab-mode", "--spacing-mm")
