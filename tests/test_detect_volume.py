@@ -46,7 +46,12 @@ from serving.pipeline.model import DetectorModel, parse_tomo_section
 from serving.pipeline.preprocess import prepare
 from serving.pipeline.rescore import RescoreModel, intersection_over_smaller
 from serving.pipeline.tomo import TomoCandidate, TrackPoint
-from serving.pipeline.volume_rescore import DBT_RESCORED_EVIDENCE, rescore_volumes
+from serving.pipeline.volume_rescore import (
+    DBT_RESCORED_EVIDENCE,
+    MAX_PNL_RATIO,
+    paired_volumes,
+    rescore_volumes,
+)
 from tests.dbt_files import BREAST_PROJECTION_PRESENTATION, make_bto
 from tests.dicomgen import to_bytes
 
@@ -181,7 +186,7 @@ def test_a_volume_through_detect(case: dict[str, Any], bundled_model: DetectorMo
         assert f.evidence is not None
         if rescored:  # a lone CC volume: rescored as a single view
             assert f.evidence.startswith(DBT_RESCORED_EVIDENCE), f.evidence
-            assert "no other view of this breast in the request" in f.evidence
+            assert "no located volume of the other view of this breast in the study" in f.evidence
         else:
             assert f.evidence.startswith(DBT_EVIDENCE), f.evidence
         assert "balanced" in f.operating_points
@@ -244,25 +249,45 @@ def pair(case: dict[str, Any], bundled_model: DetectorModel
     return cc, mlo
 
 
-def fresh(vc: VolumeCandidates) -> VolumeCandidates:
-    """A copy of ``vc`` whose evidence and scores ``rescore_volumes`` may change."""
-    return dc_replace(vc, lesion_evidence=list(vc.lesion_evidence), scores=list(vc.scores),
-                      evidence=list(vc.evidence))
-
-
 def test_volume_rescoring_does_not_depend_on_the_order_of_the_volumes(
         pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
-    a, b = fresh(pair[0]), fresh(pair[1])
-    rescore_volumes([a, b], TEST_RESCORING)
-    c, d = fresh(pair[0]), fresh(pair[1])
-    rescore_volumes([d, c], TEST_RESCORING)
+    a, b = rescore_volumes(list(pair), TEST_RESCORING)
+    d, c = rescore_volumes([pair[1], pair[0]], TEST_RESCORING)
     assert a.scores == c.scores and b.scores == d.scores
     assert a.lesion_evidence == c.lesion_evidence and b.lesion_evidence == d.lesion_evidence
-    assert a.rescored and b.rescored
+    assert a.rescored and b.rescored and not pair[0].rescored  # copies; the input is kept
     partnered = [e for e in a.lesion_evidence if e.partner > 0]
     assert partnered and all(e.other_view for e in a.lesion_evidence)
     # one-to-one: as many CC candidates have a partner as MLO candidates
     assert len(partnered) == sum(e.partner > 0 for e in b.lesion_evidence)
+    with pytest.raises(ValueError, match="as analysed, not rescored"):
+        rescore_volumes([a, b], TEST_RESCORING)
+
+
+def test_a_repeated_view_keeps_its_partner_in_any_order(
+        pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
+    """Two identical CC volumes and one MLO: each CC copy gets the same partners (matched per
+    pair of volumes), whatever the order; neither takes the lesion's partner from the other."""
+    cc, mlo = pair
+    a, twin, _ = rescore_volumes([cc, cc, mlo], TEST_RESCORING)
+    _, b, twin_b = rescore_volumes([mlo, cc, cc], TEST_RESCORING)
+    (alone, _) = rescore_volumes([cc, mlo], TEST_RESCORING)
+    assert a.scores == twin.scores == b.scores == twin_b.scores == alone.scores
+
+
+def test_a_volume_with_implausible_landmarks_gives_no_evidence(
+        pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
+    """An ML/MLO volume whose posterior nipple line is far from the CC's (a failed landmark
+    search) is not paired: the CC is rescored as a single view, not as 'no partner'."""
+    cc, mlo = pair
+    assert cc.landmarks is not None and mlo.landmarks is not None
+    odd = dc_replace(mlo, landmarks=dc_replace(
+        mlo.landmarks, pnl_length_mm=cc.landmarks.pnl_length_mm * (MAX_PNL_RATIO + 0.5)))
+    assert paired_volumes([cc, mlo]) == [(0, 1)] and paired_volumes([cc, odd]) == []
+    (with_odd, _) = rescore_volumes([cc, odd], TEST_RESCORING)
+    (lone,) = rescore_volumes([cc], TEST_RESCORING)
+    assert with_odd.scores == lone.scores
+    assert not any(e.other_view for e in with_odd.lesion_evidence)
 
 
 def test_the_lesion_seen_in_both_volumes_gains_from_its_partner(
@@ -270,12 +295,12 @@ def test_the_lesion_seen_in_both_volumes_gains_from_its_partner(
     """The case's lesion lies in the CC and the MLO volume: its CC candidate has a partner
     and scores higher with it than as a lone CC volume, whose candidates are rescored as
     single views (other_view = 0) and say so."""
-    both, lone = fresh(pair[0]), fresh(pair[0])
-    rescore_volumes([both, fresh(pair[1])], TEST_RESCORING)
-    rescore_volumes([lone], TEST_RESCORING)
+    both, _ = rescore_volumes(list(pair), TEST_RESCORING)
+    (lone,) = rescore_volumes([pair[0]], TEST_RESCORING)
     assert not any(e.other_view for e in lone.lesion_evidence)
     assert lone.scores == [float(v) for v in TEST_RESCORING.scores(lone.lesion_evidence)]
-    assert all("no other view of this breast in the request" in t for t in lone.evidence)
+    assert all("no located volume of the other view of this breast in the study" in t
+               for t in lone.evidence)
     (box,) = case["CC"]["lesions"]
     boxes = [c.box for c in both.lesions]
     ios = intersection_over_smaller(boxes, [box])[:, 0]
@@ -289,8 +314,7 @@ def test_the_lesion_seen_in_both_volumes_gains_from_its_partner(
 
 def test_without_a_rescoring_volume_scores_stay_the_detectors(
         pair: tuple[VolumeCandidates, VolumeCandidates]) -> None:
-    a, b = fresh(pair[0]), fresh(pair[1])
-    rescore_volumes([a, b], None)
+    a, _ = rescore_volumes(list(pair), None)
     assert a.scores == [c.score for c in a.lesions] and not a.rescored
     assert all(t.startswith(DBT_EVIDENCE) for t in a.evidence)
     assert any(e.partner > 0 for e in a.lesion_evidence)  # the evidence is there, for a fit
@@ -302,7 +326,7 @@ def test_a_card_tomosynthesis_rescoring_is_validated() -> None:
     assert parse_tomo_section(section).rescoring is None
     good = parse_tomo_section({**section, "rescoring": TEST_RESCORING.to_dict()})
     assert good.rescoring == TEST_RESCORING
-    with pytest.raises(ValueError, match=r"^rescoring: rescoring\.features must be"):
+    with pytest.raises(ValueError, match=r"^rescoring\.features must be"):
         parse_tomo_section({**section, "rescoring": {"features": ["score"], "weights": [1],
                                                      "bias": 0}})
 

@@ -147,17 +147,43 @@ def test_clock_face_accuracy_per_view_family() -> None:
                    hours=[1, 5, 12]),
              cands([BOX], [0.8], [10], hours=[None])]
     rep = clock_face_report(truths, preds)
-    assert rep["CC"] == {"lesions_hit": 2, "within": 1, "no_clock_hour": 0, "accuracy": 0.5}
-    assert rep["ML/MLO"] == {"lesions_hit": 1, "within": 0, "no_clock_hour": 1,
-                             "accuracy": 0.0}
+    raw = ("lesions_hit", "within", "no_clock_hour", "accuracy")
+    assert {k: rep["CC"][k] for k in raw} == {"lesions_hit": 2, "within": 1,
+                                              "no_clock_hour": 0, "accuracy": 0.5}
+    assert {k: rep["ML/MLO"][k] for k in raw} == {"lesions_hit": 1, "within": 0,
+                                                  "no_clock_hour": 1, "accuracy": 0.0}
     assert rep["all"]["lesions_hit"] == 3 and rep["all"]["within"] == 1
+    # no truth region given: every lesion is off-axis, and the stated location is the hour
+    assert rep["CC"]["off_axis"] == rep["CC"]["stated"] == {
+        "lesions_hit": 2, "right": 1, "accuracy": 0.5}
+    assert rep["CC"]["central"] == {"lesions_hit": 0, "right": 0, "accuracy": None}
     # at a threshold of 0.5 the CC lesion found at 0.4 no longer counts
     at = clock_face_report(truths, preds, threshold=0.5)
-    assert at["CC"] == {"lesions_hit": 1, "within": 1, "no_clock_hour": 0, "accuracy": 1.0}
+    assert {k: at["CC"][k] for k in raw} == {"lesions_hit": 1, "within": 1,
+                                             "no_clock_hour": 0, "accuracy": 1.0}
     # the highest-scoring hit is the one compared (0.9 says 1 o'clock, not 0.3's 12)
     truths[0]["lesions"][0]["clock_hour"] = 11
     assert clock_face_report(truths, preds)["CC"]["within"] == 0
     assert rep["threshold"] is None
+
+
+def test_retroareolar_and_central_lesions_are_judged_by_the_region_stated() -> None:
+    """BI-RADS names a lesion on the nipple axis by its region, not a clock face: a truth
+    ``central`` lesion is right when the candidate's region is retroareolar or central,
+    whatever its clock hour; an off-axis lesion is judged by its clock hour alone."""
+    truths = [volume([BOX, [300, 300, 320, 320], [500, 500, 520, 520]],
+                     [[10, 12], [20, 22], [30, 32]], hours=[2, 9, 4])]
+    for les, region in zip(truths[0]["lesions"], ["central", "retroareolar", "UOQ"],
+                           strict=True):
+        les["quadrant"] = region
+    pred = cands([BOX, [300, 300, 320, 320], [500, 500, 520, 520]], [0.9, 0.8, 0.7],
+                 [11, 21, 31], hours=[7, 9, 4])
+    pred["regions"] = ["retroareolar", "LIQ", "UOQ"]
+    rep = clock_face_report(truths, [pred])["CC"]
+    assert (rep["lesions_hit"], rep["within"]) == (3, 2)  # every lesion's hour: 7 vs 2 wrong
+    assert rep["central"] == {"lesions_hit": 2, "right": 1, "accuracy": 0.5}
+    assert rep["off_axis"] == {"lesions_hit": 1, "right": 1, "accuracy": 1.0}
+    assert rep["stated"] == {"lesions_hit": 3, "right": 2, "accuracy": 2 / 3}
 
 
 # --------------------------------------------------------------------------- DBT slices

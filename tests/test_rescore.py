@@ -62,6 +62,31 @@ def test_rescore_features_and_model_round_trip() -> None:
         RescoreModel.from_dict({"features": ["score"], "weights": [1], "bias": 0})
 
 
+@pytest.mark.parametrize(("change", "key"), [
+    ({"features": 5}, "rescoring.features"),
+    ({"weights": "12345"}, "rescoring.weights"),
+    ({"weights": [1.0, "0.5", 0.0, 0.0, 0.0]}, "rescoring.weights"),
+    ({"weights": [1.0, True, 0.0, 0.0, 0.0]}, "rescoring.weights"),
+    ({"weights": [1.0, 0.5, 0.0]}, "finite weights"),
+    ({"weights": [1.0, float("nan"), 0.0, 0.0, 0.0]}, "finite weights"),
+    ({"bias": "0"}, "rescoring.bias"),
+    ({"bias": None}, "rescoring.bias"),
+    ({"overlap_ios": "x"}, "rescoring.overlap_ios"),
+    ({"overlap_ios": 0.3}, "rescoring.overlap_ios"),
+    ({"fitted_on": 5}, "rescoring.fitted_on"),
+    ({"fitted_on": "abc"}, "rescoring.fitted_on"),
+])
+def test_a_malformed_rescoring_section_is_refused_naming_the_key(
+        change: dict[str, object], key: str) -> None:
+    """JSON strings, booleans, lists of the wrong length, an overlap rule this code does not
+    apply, and a non-object ``fitted_on`` are refused with ValueError, never a TypeError."""
+    good = RescoreModel(weights=(1.0, 0.5, 0.0, 0.2, 0.4), bias=-3.0, fitted_on={}).to_dict()
+    with pytest.raises(ValueError, match=key):
+        RescoreModel.from_dict({**good, **change})
+    with pytest.raises(ValueError, match="rescoring must be an object"):
+        RescoreModel.from_dict([good])  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth_lesion_study(tmp_path_factory.mktemp("rescore") / "study", cases=1, seed=78)

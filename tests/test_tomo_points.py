@@ -300,14 +300,18 @@ def test_galacto_tomo_points_end_to_end(tmp_path: Path, model_copy: Path) -> Non
     assert model.tomo is not None and model.tomo_settings == TomoSettings()
     assert model.tomo_rescoring is not None
     assert volume_points(model, "balanced").rescored
-    # several folders are pooled; --no-rescore keeps the detector's scores
-    r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data), str(data),
-                 "--no-rescore")
+    assert "rescoring: fitted on" in r.stdout and "fit it on more volumes" in r.stdout
+    # several folders are pooled (each once); --no-rescore keeps the detector's scores
+    r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data), str(data))
+    assert r.returncode != 0 and "given more than once" in r.stderr
+    shutil.copytree(data, tmp_path / "dbt-val-2")
+    r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data),
+                 str(tmp_path / "dbt-val-2"), "--no-rescore")
     assert r.returncode == 0, r.stderr
     sec = json.loads((model_copy / "model.json").read_text())["tomosynthesis"]
     assert "rescoring" not in sec and "not rescored" in sec["scores"]
     assert sec["validation"]["volumes"] == 4
-    assert sec["validation"]["data"] == f"{data}, {data}"
+    assert sec["validation"]["data"] == f"{data}, {tmp_path / 'dbt-val-2'}"
     assert load_model(model_copy, threads=1).tomo_rescoring is None
     assert _sha(committed) == committed_sha
 
@@ -321,6 +325,9 @@ def test_tomo_points_and_export_refuse_bad_input_at_once(
     assert main(["tomo-points", "--model", str(model_copy), "--val", str(tmp_path),
                  "--stride", "0"]) != 0
     assert "--slab and --stride must be >= 1" in capsys.readouterr().err
+    assert main(["tomo-points", "--model", str(model_copy), "--val", str(tmp_path),
+                 "--limit", "0"]) != 0
+    assert "--limit 0: expected a number of volumes >= 1" in capsys.readouterr().err
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"")
     assert main(["export", "--checkpoint", str(checkpoint), "--version", "9.9.9",

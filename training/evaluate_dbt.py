@@ -73,6 +73,7 @@ from training.metrics.report import (
 from training.predict_dbt import VolumeResult, predict_volumes
 
 __all__ = [
+    "CLOCKLESS_REGIONS",
     "CLOCK_TOLERANCE_H",
     "ML_VIEWS",
     "bootstrap_volumes",
@@ -112,56 +113,95 @@ def clock_distance_h(a: int, b: int) -> int:
     return min(d, 12 - d)
 
 
-def _truth_hours(item: Mapping[str, Any]) -> list[int | None]:
-    """Per box of a DBT item the 3D truth's clock hour (``lesion_ids`` into ``lesions``),
-    ``None`` where unknown."""
-    by_id = {les.get("id"): les.get("clock_hour") for les in (item.get("lesions") or [])}
+#: BI-RADS regions stated without a clock face (:func:`serving.pipeline.locate.birads.
+#: location_phrase`): within ``CENTRAL_MM`` of the nipple axis.
+CLOCKLESS_REGIONS = frozenset({"retroareolar", "central"})
+
+
+def _truth_locations(item: Mapping[str, Any]) -> list[tuple[int | None, str | None]]:
+    """Per box of a DBT item the 3D truth's ``(clock_hour, quadrant)`` (``lesion_ids`` into
+    ``lesions``), ``None`` where unknown."""
+    by_id = {les.get("id"): les for les in (item.get("lesions") or [])}
     ids = item.get("lesion_ids") or [None] * len(item.get("boxes") or [])
-    return [None if by_id.get(i) is None else int(by_id[i]) for i in ids]
+    out: list[tuple[int | None, str | None]] = []
+    for i in ids:
+        les = by_id.get(i) or {}
+        hour, region = les.get("clock_hour"), les.get("quadrant")
+        out.append((None if hour is None else int(hour), None if region is None else str(region)))
+    return out
+
+
+def _share(n: int, ok: int) -> float | None:
+    return ok / n if n else None
 
 
 def clock_face_report(items: Sequence[Mapping[str, Any]],
                       predictions: Sequence[Mapping[str, Any]], threshold: float = -math.inf,
                       tolerance_h: int = CLOCK_TOLERANCE_H,
                       frame_tolerance: int = FRAME_TOLERANCE) -> dict[str, Any]:
-    """Single-view clock-face accuracy of the lesions hit, per view family.
+    """Single-view location accuracy of the lesions hit, per view family.
 
     A lesion is *hit* when its highest-scoring frame-rule hit (:func:`~training.metrics.
     frames.volume_hits`, the rule :func:`~training.metrics.match_volumes` applies) has
-    ``score >= threshold``; that candidate's ``clock_hours`` entry is then
-    compared with the truth's ``clock_hour`` (via ``lesion_ids`` and ``lesions``): right
-    when :func:`clock_distance_h` ``<= tolerance_h``. Lesions without a truth clock hour are
-    left out. Families by the item's ``view`` (:func:`view_family`).
+    ``score >= threshold``; that candidate's ``clock_hours`` (and ``regions``) entry is
+    compared with the truth's ``clock_hour`` (and ``quadrant``), via ``lesion_ids`` and
+    ``lesions``. Lesions without a truth clock hour are left out. Families by the item's
+    ``view`` (:func:`view_family`). Measures:
+
+    - every hit lesion's clock hour: right when :func:`clock_distance_h` ``<= tolerance_h``
+      (``lesions_hit``, ``within``, ``no_clock_hour``, ``accuracy``); a candidate without a
+      clock hour counts as wrong;
+    - as BI-RADS states a location (ACR BI-RADS Atlas, 5th ed.: the retroareolar and central
+      regions are named without a clock face; :func:`serving.pipeline.locate.birads.
+      location_phrase`): ``off_axis``, the lesions whose truth region has a clock face, right
+      within ``tolerance_h``; ``central``, the lesions whose truth region is retroareolar or
+      central (:data:`CLOCKLESS_REGIONS`), right when the candidate's ``regions`` entry is
+      one of them too; ``stated``, both together.
 
     Returns:
         ``{"threshold", "tolerance_h", "CC": {...}, "ML/MLO": {...}, "all": {...}}`` (and
         ``"other"`` when present), each ``{"lesions_hit", "within", "no_clock_hour",
-        "accuracy"}`` (``accuracy`` ``None`` without hits).
+        "accuracy", "off_axis": {"lesions_hit", "right", "accuracy"}, "central": {...},
+        "stated": {...}}`` (an ``accuracy`` is ``None`` without hits).
     """
-    counts: dict[str, list[int]] = {"CC": [0, 0, 0], "ML/MLO": [0, 0, 0]}
+    keys = ("hit", "within", "none", "off", "off_ok", "cen", "cen_ok")
+    counts: dict[str, dict[str, int]] = {f: dict.fromkeys(keys, 0) for f in ("CC", "ML/MLO")}
     for index, (item, pred) in enumerate(zip(items, predictions, strict=True)):
         if not item.get("boxes"):
             continue
         scores, hit = volume_hits(item, pred, index, frame_tolerance)
         best = best_hit_index(scores, hit)
         hours = list(pred.get("clock_hours") or [None] * len(scores))
-        family = view_family(item.get("view"))
-        c = counts.setdefault(family, [0, 0, 0])
-        for j, truth_hour in enumerate(_truth_hours(item)):
+        regions = list(pred.get("regions") or [None] * len(scores))
+        c = counts.setdefault(view_family(item.get("view")), dict.fromkeys(keys, 0))
+        for j, (truth_hour, truth_region) in enumerate(_truth_locations(item)):
             k = int(best[j])
             if truth_hour is None or k < 0 or scores[k] < threshold:
                 continue
-            c[0] += 1
             hour = hours[k]
-            if hour is None:
-                c[2] += 1
-            elif clock_distance_h(hour, truth_hour) <= tolerance_h:
-                c[1] += 1
-    counts["all"] = [sum(v[i] for v in counts.values()) for i in range(3)]
+            right = hour is not None and clock_distance_h(hour, truth_hour) <= tolerance_h
+            c["hit"] += 1
+            c["none"] += hour is None
+            c["within"] += right
+            if truth_region in CLOCKLESS_REGIONS:
+                c["cen"] += 1
+                c["cen_ok"] += regions[k] in CLOCKLESS_REGIONS
+            else:
+                c["off"] += 1
+                c["off_ok"] += right
+    counts["all"] = {k: sum(v[k] for v in counts.values()) for k in keys}
     out: dict[str, Any] = {"threshold": json_number(threshold), "tolerance_h": tolerance_h}
-    for name, (n, ok, none) in counts.items():
-        out[name] = {"lesions_hit": n, "within": ok, "no_clock_hour": none,
-                     "accuracy": ok / n if n else None}
+    for name, c in counts.items():
+        out[name] = {"lesions_hit": c["hit"], "within": c["within"], "no_clock_hour": c["none"],
+                     "accuracy": _share(c["hit"], c["within"]),
+                     "off_axis": {"lesions_hit": c["off"], "right": c["off_ok"],
+                                  "accuracy": _share(c["off"], c["off_ok"])},
+                     "central": {"lesions_hit": c["cen"], "right": c["cen_ok"],
+                                 "accuracy": _share(c["cen"], c["cen_ok"])},
+                     "stated": {"lesions_hit": c["off"] + c["cen"],
+                                "right": c["off_ok"] + c["cen_ok"],
+                                "accuracy": _share(c["off"] + c["cen"],
+                                                   c["off_ok"] + c["cen_ok"])}}
     return out
 
 
@@ -280,7 +320,8 @@ def evaluate_volumes(items: Sequence[Mapping[str, Any]],
 def _clock(c: Mapping[str, Any] | None) -> str:
     if not c or not c["lesions_hit"]:
         return "–"
-    return f"{c['within']} / {c['lesions_hit']} ({percent(c['accuracy'])})"
+    right = c["within"] if "within" in c else c["right"]
+    return f"{right} / {c['lesions_hit']} ({percent(c['accuracy'])})"
 
 
 def format_dbt_tables(report: Mapping[str, Any]) -> list[Table]:
@@ -316,13 +357,20 @@ def format_dbt_tables(report: Mapping[str, Any]) -> list[Table]:
     for kind, f in report["mimics"]["fp_per_volume_by_mimic_kind"].items():
         t_at.add_row(f"FP / volume on {kind}", decimal(f["per_image"]))
 
-    t_clock = Table(title=f"Single-view clock face within +/- {CLOCK_TOLERANCE_H} h")
+    t_clock = Table(title=f"Single-view location of hit lesions (clock face within +/- "
+                          f"{CLOCK_TOLERANCE_H} h)")
     t_clock.add_column("lesions hit")
     for fam in ("CC", "ML/MLO", "all"):
         t_clock.add_column(fam, justify="right")
     for key, name in (("all_hits", "any score"), ("at_threshold", "at the threshold")):
         sec = report["clock_face"][key]
-        t_clock.add_row(name, *(_clock(sec.get(f)) for f in ("CC", "ML/MLO", "all")))
+        t_clock.add_row(f"{name}: every lesion's clock hour",
+                        *(_clock(sec.get(f)) for f in ("CC", "ML/MLO", "all")))
+        for part, what in (("off_axis", "off-axis lesions' clock hour"),
+                           ("central", "retroareolar/central lesions stated so"),
+                           ("stated", "location as BI-RADS states it")):
+            t_clock.add_row(f"{name}: {what}", *(_clock((sec.get(f) or {}).get(part))
+                                                   for f in ("CC", "ML/MLO", "all")))
 
     tm = report["timing"]
     t_time = Table(title=f"Time per volume (slab {report['dbt']['slab']}, stride "

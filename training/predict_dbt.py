@@ -56,7 +56,9 @@ class VolumeResult:
             ``boxes`` ``(N, 4)`` stored px, ``scores`` ``(N,)`` (final: rescored when a
             rescoring applied), ``best_frames``, ``first_frames``, ``last_frames`` (1-based
             frame numbers, ``(N,)``), ``heights_mm`` (best frame above the detector),
-            ``clock_hours`` (``N`` single-view hours 1-12 or ``None``), and the mimic-class
+            ``clock_hours`` (``N`` single-view hours 1-12 or ``None``), ``regions`` (``N``
+            single-view quadrants or regions, e.g. ``"UOQ"``, ``"central"``, or ``None``),
+            and the mimic-class
             candidates ``mimic_boxes``, ``mimic_scores``, ``mimic_labels``,
             ``mimic_best_frames``.
         seconds: wall time for the volume: read, detect and link, locate.
@@ -108,6 +110,7 @@ def prediction_of(vc: VolumeCandidates) -> dict[str, Any]:
         "last_frames": _frames(vc.lesions, "last_frame_number"),
         "heights_mm": [c.height_mm for c in vc.lesions],
         "clock_hours": [None if loc is None else loc.clock_hour for loc in vc.locations],
+        "regions": [None if loc is None else loc.quadrant for loc in vc.locations],
         "mimic_boxes": _boxes(vc.mimics),
         "mimic_scores": np.asarray([c.score for c in vc.mimics], dtype=np.float64),
         "mimic_labels": list(vc.mimic_labels),
@@ -148,12 +151,17 @@ def analyse_items(model: DetectorModel, items: Sequence[Mapping[str, Any]],
 
 
 def rescore_items(items: Sequence[Mapping[str, Any]], analysed: Sequence[VolumeCandidates],
-                  rescoring: RescoreModel | None) -> None:
+                  rescoring: RescoreModel | None) -> list[VolumeCandidates]:
     """:func:`~serving.pipeline.volume_rescore.rescore_volumes` per study of ``items``
-    (:func:`study_groups`), in place; ``rescoring`` None keeps the detector's scores and
-    fills the partner evidence only."""
+    (:func:`study_groups`): rescored copies of ``analysed`` (as analysed, not rescored), in
+    item order; ``rescoring`` None keeps the detector's scores and fills the partner
+    evidence only."""
+    out: list[VolumeCandidates | None] = [None] * len(analysed)
     for group in study_groups(items):
-        rescore_volumes([analysed[i] for i in group], rescoring)
+        for i, vc in zip(group, rescore_volumes([analysed[i] for i in group], rescoring),
+                         strict=True):
+            out[i] = vc
+    return [vc for vc in out if vc is not None]
 
 
 def predict_volumes(model: DetectorModel, items: Sequence[Mapping[str, Any]], *,
@@ -170,7 +178,7 @@ def predict_volumes(model: DetectorModel, items: Sequence[Mapping[str, Any]], *,
     settings = settings if settings is not None else model.tomo_settings
     analysed, seconds = analyse_items(model, items, settings, root=root, progress=progress,
                                       desc="evaluate DBT")
-    rescore_items(items, analysed, model.tomo_rescoring if rescore else None)
+    analysed = rescore_items(items, analysed, model.tomo_rescoring if rescore else None)
     results = []
     for vc, sec in zip(analysed, seconds, strict=True):
         error = next((w.removeprefix("no location: ") for w in vc.warnings

@@ -70,11 +70,18 @@ from serving.pipeline.model import (
     parse_tomo_section,
 )
 from serving.pipeline.rescore import FEATURES, RescoreModel
+from serving.pipeline.volume_rescore import paired_volumes
 from training.data import load_split
 from training.data_dbt import is_dbt_item
 from training.evaluate_dbt import evaluate_volumes
 from training.metrics import FRAME_HIT_RULE, FRAME_TOLERANCE, match_volumes
-from training.predict_dbt import analyse_items, candidate_labels, prediction_of, rescore_items
+from training.predict_dbt import (
+    analyse_items,
+    candidate_labels,
+    prediction_of,
+    rescore_items,
+    study_groups,
+)
 from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
 
 __all__ = [
@@ -245,6 +252,11 @@ def _items(dbt_val_dirs: Sequence[str | Path], split: str, limit: int | None
     Raises:
         ValueError: an empty split, 2D items, or no lesion at all.
     """
+    seen = [Path(d).resolve() for d in dbt_val_dirs]
+    twice = sorted({str(d) for d in dbt_val_dirs if seen.count(Path(d).resolve()) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)}: given more than once (each volume would count "
+                         "twice)")
     items: list[dict[str, Any]] = []
     for d in dbt_val_dirs:
         got = load_split(Path(d), split)
@@ -274,11 +286,17 @@ def fit_volume_rescoring(items: Sequence[Mapping[str, Any]],
     Raises:
         ValueError: no candidate, or no true or no false candidate, to fit on.
     """
-    rescore_items(items, analysed, None)
+    paired = rescore_items(items, analysed, None)
+    if not any(e.other_view for vc in paired for e in vc.lesion_evidence):
+        raise ValueError("no study has a located CC and ML/MLO volume of one breast, so the "
+                         "rescoring cannot learn what the other view is worth; give studies "
+                         "with both views, or --no-rescore")
     rows = [evidence_rows(vc.lesion_evidence, candidate_labels(it, prediction_of(vc)))
-            for it, vc in zip(items, analysed, strict=True)]
+            for it, vc in zip(items, paired, strict=True)]
     x, y, w = stack_rows(rows)
+    pairs = sum(len(paired_volumes([paired[i] for i in g])) for g in study_groups(items))
     return fit(x, y, w, fitted_on={"data": data, "volumes": len(items),
+                                   "volume_pairs": pairs,
                                    "features": list(FEATURES),
                                    "row_rule": "each candidate scoring >= "
                                                f"{FIT_MIN_SCORE} with its other view and "
@@ -333,13 +351,12 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
                                       desc="tomosynthesis points")
     rescoring, extra = None, {}
     if rescore:
-        rescore_items(items, analysed, None)
         before = evaluate_volumes(items, [prediction_of(vc) for vc in analysed], 1.01)
         extra = {"detector_cpm": before["froc"]["cpm"],
                  "detector_sensitivity_at_1_fp_per_volume":
                      before["sensitivity_at_1_fp_per_volume"]}
         rescoring = fit_volume_rescoring(items, analysed, data)
-        rescore_items(items, analysed, rescoring)
+        analysed = rescore_items(items, analysed, rescoring)
     preds = [prediction_of(vc) for vc in analysed]
     m = match_volumes(items, preds)
     points = choose_points(m.lesion_score, m.fp_score, m.n_images, targets)
@@ -428,10 +445,23 @@ def format_points_table(section: Mapping[str, Any]) -> Table:
     return table
 
 
+#: Below this many true-lesion rows (each hit candidate counts twice: with its other view and
+#: as a single view) the rescoring fit is noted as resting on few lesions.
+FEW_LESION_ROWS: Final = 40
+
+
 def point_notes(section: Mapping[str, Any]) -> list[str]:
-    """``"<point>: <note>"`` for every point of a section that has a note."""
-    return [f"{name}: {p['note']}" for name, p in section["operating_points"].items()
-            if p.get("note")]
+    """``"<point>: <note>"`` for every point of a section that has a note, and a note when the
+    section's rescoring rests on few true-lesion rows (:data:`FEW_LESION_ROWS`)."""
+    notes = [f"{name}: {p['note']}" for name, p in section["operating_points"].items()
+             if p.get("note")]
+    fitted = (section.get("rescoring") or {}).get("fitted_on") or {}
+    positives = fitted.get("positives")
+    if isinstance(positives, int) and positives < FEW_LESION_ROWS:
+        notes.append(f"rescoring: fitted on {positives} true-lesion rows from "
+                     f"{fitted.get('volume_pairs')} CC/ML-MLO volume pairs only (fewer than "
+                     f"{FEW_LESION_ROWS}); its weights are rough, fit it on more volumes")
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:

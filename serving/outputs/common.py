@@ -175,7 +175,8 @@ class VolumePromise:
     them).
 
     Attributes:
-        score_threshold: volume findings have detector score ``>= score_threshold``.
+        score_threshold: volume findings have a final score (rescored when
+            :attr:`rescored`, else the detector's) ``>= score_threshold``.
         fp_per_volume: false positives per volume measured on DBT validation data, ``None``
             when not measured.
         sensitivity: share of lesions found there (0-1), ``None`` when not measured.

@@ -318,10 +318,10 @@ def detect(images: Sequence[Image | Volume], model: DetectorModel,
             for (i, _), c in zip(flat, analysed, strict=True):
                 outs[i] = detect_image(i, c, model, threshold, srcs[i], rescored)
         if vp is not None:  # the volumes, rescored together with their other views
-            vols = [(i, analyse_volume(item, model, vp.settings)) for i in members
-                    if not isinstance(item := images[i], Image)]
-            rescore_volumes([vc for _, vc in vols], model.tomo_rescoring)
-            for i, vc in vols:
+            vols = [(i, v) for i in members if isinstance(v := images[i], Volume)]
+            found = [analyse_volume(v, model, vp.settings) for _, v in vols]
+            for (i, _), vc in zip(vols, rescore_volumes(found, model.tomo_rescoring),
+                                  strict=True):
                 outs[i] = detect_tomo(i, vc, model, vp, srcs[i])
         planar = [i for i, _ in flat]
         volumes = [i for i in members if not isinstance(images[i], Image)]

@@ -181,9 +181,11 @@ class VolumeCandidates:
         evidence: per lesion, the text of its ``evidence`` field.
         lesion_evidence: per lesion, the rescoring's inputs
             (:class:`~serving.pipeline.rescore.CandidateEvidence`); ``other_view`` and
-            ``partner`` are filled by :func:`serving.pipeline.volume_rescore.rescore_volumes`.
-        scores: per lesion, its final score: the detector's, or the rescored one once
-            :func:`~serving.pipeline.volume_rescore.rescore_volumes` ran with a model.
+            ``partner`` are filled in the copies :func:`serving.pipeline.volume_rescore.
+            rescore_volumes` returns.
+        scores: per lesion, its final score: the detector's, or the rescored one in the
+            copies :func:`~serving.pipeline.volume_rescore.rescore_volumes` returns with a
+            model.
         rescored: True when ``scores`` are rescored.
         mimics: mimic-class candidates, best first, nested ones suppressed per class.
         mimic_labels: their class names.

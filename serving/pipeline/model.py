@@ -414,10 +414,7 @@ def parse_tomo_section(section: Any) -> TomoCard:
                                 or not math.isfinite(spacing) or not 0.02 < spacing <= 2.0):
         raise ValueError(f"spacing_mm must be a number of mm in (0.02, 2], got {spacing!r}")
     rescoring = section.get("rescoring")
-    try:
-        tomo_rescoring = None if rescoring is None else RescoreModel.from_dict(rescoring)
-    except ValueError as exc:
-        raise ValueError(f"rescoring: {exc}") from None
+    tomo_rescoring = None if rescoring is None else RescoreModel.from_dict(rescoring)
     return TomoCard(slab=int(section["slab"]), stride=int(section["stride"]),
                     slab_mode="max" if mode == "max" else "mean",
                     operating_points={str(k): _tomo_point(str(k), v) for k, v in points.items()},

@@ -138,14 +138,33 @@ class RescoreModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RescoreModel:
-        """Inverse of :meth:`to_dict`. Raises ValueError on another feature list or bad
-        numbers (a card written for other features cannot be served by this code)."""
-        if not isinstance(d, dict) or list(d.get("features", [])) != list(FEATURES):
-            raise ValueError(f"rescoring.features must be {list(FEATURES)}, got "
-                             f"{d.get('features') if isinstance(d, dict) else d!r}")
-        try:
-            weights = tuple(float(w) for w in d["weights"])
-            bias = float(d["bias"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"rescoring needs numeric 'weights' and 'bias' ({exc})") from None
-        return cls(weights=weights, bias=bias, fitted_on=dict(d.get("fitted_on", {})))
+        """Inverse of :meth:`to_dict`. Raises ValueError, naming the key, on another feature
+        list (a card written for other features cannot be served by this code), weights or
+        a bias that are not finite numbers (a JSON string or boolean is not one), another
+        ``overlap_ios`` than this code's :data:`OVERLAP_IOS`, or a ``fitted_on`` that is not
+        an object."""
+        if not isinstance(d, dict):
+            raise ValueError(f"rescoring must be an object, got {type(d).__name__}")
+        features = d.get("features")
+        if not isinstance(features, list) or features != list(FEATURES):
+            raise ValueError(f"rescoring.features must be {list(FEATURES)}, got {features!r}")
+        weights = d.get("weights")
+        if not isinstance(weights, list) or not all(_is_number(w) for w in weights):
+            raise ValueError(f"rescoring.weights must be a list of {len(FEATURES)} numbers, "
+                             f"got {weights!r}")
+        if not _is_number(d.get("bias")):
+            raise ValueError(f"rescoring.bias must be a number, got {d.get('bias')!r}")
+        overlap = d.get("overlap_ios", OVERLAP_IOS)
+        if not _is_number(overlap) or float(overlap) != OVERLAP_IOS:
+            raise ValueError(f"rescoring.overlap_ios must be {OVERLAP_IOS} (the overlap rule "
+                             f"of this code), got {overlap!r}")
+        fitted_on = d.get("fitted_on", {})
+        if not isinstance(fitted_on, dict):
+            raise ValueError(f"rescoring.fitted_on must be an object, got {fitted_on!r}")
+        return cls(weights=tuple(float(w) for w in weights), bias=float(d["bias"]),
+                   fitted_on=dict(fitted_on))
+
+
+def _is_number(v: Any) -> bool:
+    """A JSON number: int or float, not bool (a JSON string is not one)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)

@@ -50,7 +50,7 @@ class VolumePoints:
 
     Attributes:
         name: the point's name (as requested; a fallback is named in ``source``).
-        score_threshold: volume findings have detector score ``>= score_threshold``.
+        score_threshold: volume findings have a final score ``>= score_threshold``.
         source: where the threshold is from, e.g. ``"volumes: model card tomosynthesis point
             balanced, score >= 0.812"`` (appended to the response's
             ``operating_point.source``).

@@ -13,9 +13,14 @@ candidates the same features:
   the same volume (in-plane overlap and overlapping frames,
   :func:`serving.pipeline.detect_volume.analyse_volume`);
 - ``other_view`` and ``partner``: whether the breast's complementary view is a located
-  volume of the same request or study, and the detector score of the candidate's one-to-one
-  partner there (:func:`serving.pipeline.candidates.partner_scores`, whose pair cost adds the
-  single-view 3D gate of :func:`serving.pipeline.locate.pair_cost` for volumes).
+  volume of the same study, and the detector score of the candidate's one-to-one partner
+  there (:func:`serving.pipeline.candidates.partner_scores`, whose pair cost adds the
+  single-view 3D gate of :func:`serving.pipeline.locate.pair_cost` for volumes). Partners are
+  matched per pair of volumes (a CC volume against one ML/MLO volume) and a candidate keeps
+  its best partner over the pairs, so a repeated view does not take the partner from its
+  twin. Two volumes are a pair only when their posterior nipple lines agree within a factor
+  of :data:`MAX_PNL_RATIO`: a volume whose landmarks are implausible for the same breast
+  (e.g. a failed nipple search) gives no evidence rather than "no partner".
 
 The logistic model is the card's ``tomosynthesis.rescoring``, fitted on DBT validation volumes
 by ``galacto tomo-points`` (``training/tomo_points.py``), so no weight is set by hand, and the
@@ -36,74 +41,102 @@ from typing import Final
 
 from serving.pipeline.candidates import partner_scores, view_group
 from serving.pipeline.detect_volume import DBT_EVIDENCE, VolumeCandidates
-from serving.pipeline.locate import ViewLocation
-from serving.pipeline.rescore import RescoreModel
+from serving.pipeline.rescore import CandidateEvidence, RescoreModel
 
-__all__ = ["DBT_RESCORED_EVIDENCE", "add_other_view", "rescore_volumes"]
+__all__ = ["DBT_RESCORED_EVIDENCE", "MAX_PNL_RATIO", "other_view_evidence", "paired_volumes",
+           "rescore_volumes"]
 
 #: How a rescored volume finding's evidence starts (instead of ``DBT_EVIDENCE``).
 DBT_RESCORED_EVIDENCE: Final = "tomosynthesis: rescored"
+#: A CC and an ML/MLO volume of one breast are compared only when their posterior nipple line
+#: lengths (:attr:`serving.pipeline.locate.Landmarks.pnl_length_mm`) lie within this factor
+#: of each other. The two views of one breast agree far closer (radiographic practice expects
+#: the CC's within 1 cm of the MLO's); a factor of 2 only rejects landmarks that cannot
+#: belong to the same breast.
+MAX_PNL_RATIO: Final = 2.0
 
 
-def _located(vc: VolumeCandidates) -> list[tuple[int, ViewLocation]]:
-    """``(lesion index, in-plane location)`` of the lesions of ``vc`` that were located."""
-    return [(k, loc.in_plane) for k, loc in enumerate(vc.locations) if loc is not None]
+def _pnl_agree(a: VolumeCandidates, b: VolumeCandidates) -> bool:
+    if a.landmarks is None or b.landmarks is None:
+        return False
+    pa, pb = a.landmarks.pnl_length_mm, b.landmarks.pnl_length_mm
+    return pa > 0 and pb > 0 and max(pa, pb) <= MAX_PNL_RATIO * min(pa, pb)
 
 
-def add_other_view(volumes: Sequence[VolumeCandidates]) -> None:
-    """Fill ``other_view`` and ``partner`` of every located lesion candidate's
-    ``lesion_evidence`` from the complementary volumes of the same breast in ``volumes``
-    (one request's or study's volumes; CC against ML/MLO, per laterality, all volumes of one
-    breast and view family pooled). Candidates of a breast without a located complementary
-    volume keep ``other_view = False``."""
-    for lat in ("L", "R"):
-        side = [vc for vc in volumes if vc.landmarks is not None and vc.header.laterality == lat]
-        groups = {g: [vc for vc in side if view_group(vc.header.view) == g]
-                  for g in ("cc", "other")}
-        if not groups["cc"] or not groups["other"]:
+def paired_volumes(volumes: Sequence[VolumeCandidates]) -> list[tuple[int, int]]:
+    """``(cc index, other index)`` into ``volumes`` of every CC and ML/MLO volume pair of one
+    breast (same laterality ``L`` or ``R``, both with landmarks whose posterior nipple lines
+    agree within :data:`MAX_PNL_RATIO`), in index order."""
+    pairs = []
+    for i, a in enumerate(volumes):
+        if view_group(a.header.view) != "cc" or a.header.laterality not in ("L", "R"):
             continue
-        rows = {g: [(vc, k, loc) for vc in groups[g] for k, loc in _located(vc)]
-                for g in ("cc", "other")}
-        if not rows["cc"] or not rows["other"]:
-            continue
-        partners = partner_scores(
-            [(loc, float(vc.lesions[k].score)) for vc, k, loc in rows["cc"]],
-            [(loc, float(vc.lesions[k].score)) for vc, k, loc in rows["other"]])
-        for g, found in zip(("cc", "other"), partners, strict=True):
-            for (vc, k, _), partner in zip(rows[g], found, strict=True):
-                vc.lesion_evidence[k] = replace(vc.lesion_evidence[k], other_view=True,
-                                                partner=partner)
+        for j, b in enumerate(volumes):
+            if (view_group(b.header.view) == "other" and b.header.laterality == a.header.laterality
+                    and _pnl_agree(a, b)):
+                pairs.append((i, j))
+    return pairs
 
 
-def _text(vc: VolumeCandidates, k: int) -> str:
+def other_view_evidence(volumes: Sequence[VolumeCandidates]
+                        ) -> list[list[CandidateEvidence]]:
+    """Every lesion candidate's evidence (its volume's ``lesion_evidence``) with
+    ``other_view`` and ``partner`` from the paired volumes (:func:`paired_volumes`): for each
+    pair, one-to-one partners among the located candidates
+    (:func:`~serving.pipeline.candidates.partner_scores`); a candidate keeps its best
+    partner's detector score over its pairs, and ``other_view`` is True when it was located
+    and its volume has a pair. Order of the volumes does not matter."""
+    out = [[replace(e, other_view=False, partner=0.0) for e in vc.lesion_evidence]
+           for vc in volumes]
+    for i, j in paired_volumes(volumes):
+        rows = []
+        for v in (i, j):
+            vc = volumes[v]
+            rows.append([(k, loc.in_plane) for k, loc in enumerate(vc.locations)
+                         if loc is not None])
+        found = partner_scores([(loc, float(volumes[i].lesions[k].score)) for k, loc in rows[0]],
+                               [(loc, float(volumes[j].lesions[k].score)) for k, loc in rows[1]])
+        for v, located, partners in zip((i, j), rows, found, strict=True):
+            for (k, _), partner in zip(located, partners, strict=True):
+                e = out[v][k]
+                out[v][k] = replace(e, other_view=True, partner=max(e.partner, partner))
+    return out
+
+
+def _text(vc: VolumeCandidates, k: int, ev: CandidateEvidence) -> str:
     """Lesion ``k``'s evidence text once rescored: what the other view gave."""
-    ev = vc.lesion_evidence[k]
     if not ev.other_view:
-        view = "no other view of this breast in the request"
+        view = ("no located volume of the other view of this breast in the study"
+                if vc.locations[k] is not None else "not located in this volume: no other view "
+                "compared")
     elif ev.partner > 0:
         view = f"other view: partner scored {ev.partner:.2f}"
     else:
         view = "other view: no partner at this depth and position"
-    head = f"{DBT_RESCORED_EVIDENCE} (detector score {vc.lesions[k].score:.2f}; {view})"
-    return vc.evidence[k].replace(DBT_EVIDENCE, head, 1)
+    return vc.evidence[k].replace(DBT_EVIDENCE, f"{DBT_RESCORED_EVIDENCE} ({view})", 1)
 
 
 def rescore_volumes(volumes: Sequence[VolumeCandidates], rescoring: RescoreModel | None
-                    ) -> None:
-    """Rescore, in place, the lesion candidates of one request's or study's ``volumes``:
-    :func:`add_other_view`, then ``scores`` from ``rescoring`` (the card's
-    ``tomosynthesis.rescoring``), ``rescored`` set and each ``evidence`` text saying what the
-    other view gave. With ``rescoring`` None, ``scores`` stay the detector's (the partner
-    evidence is still filled in, for the fit).
+                    ) -> list[VolumeCandidates]:
+    """The lesion candidates of one study's ``volumes`` (as analysed, not yet rescored) with
+    their other-view evidence (:func:`other_view_evidence`) and, with ``rescoring`` (the
+    card's ``tomosynthesis.rescoring``), their final ``scores``, ``rescored`` set and each
+    ``evidence`` text saying what the other view gave; copies, in the given order. With
+    ``rescoring`` None the scores stay the detector's (the evidence is filled, for a fit).
 
     Raises:
-        ValueError: never for well-formed candidates; a malformed model is refused when the
-            card is loaded (:func:`serving.pipeline.model.parse_tomo_section`).
+        ValueError: a volume was already rescored (its text and scores are no longer the
+            detector's).
     """
-    add_other_view(volumes)
-    if rescoring is None:
-        return
-    for vc in volumes:
-        vc.scores = [float(s) for s in rescoring.scores(vc.lesion_evidence)]
-        vc.evidence = [_text(vc, k) for k in range(len(vc.lesions))]
-        vc.rescored = True
+    if any(vc.rescored for vc in volumes):
+        raise ValueError("rescore_volumes takes volumes as analysed, not rescored ones")
+    out = []
+    for vc, evidence in zip(volumes, other_view_evidence(volumes), strict=True):
+        if rescoring is None:
+            out.append(replace(vc, lesion_evidence=evidence))
+            continue
+        out.append(replace(
+            vc, lesion_evidence=evidence,
+            scores=[float(v) for v in rescoring.scores(evidence)],
+            evidence=[_text(vc, k, e) for k, e in enumerate(evidence)], rescored=True))
+    return out

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``galacto tomo-points``: check the settings, then fit and write
     (:func:`training.tomo_points.run`)."""
     check_slab(args.slab, args.stride, "--slab and --stride")
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit {args.limit}: expected a number of volumes >= 1")
     from training.tomo_points import run as fit_points
 
     return int(fit_points(args))
