@@ -7,7 +7,7 @@ detect.detect`): each volume through :func:`serving.pipeline.detect_volume.analy
 located from the single view), then the volumes of one study rescored together with their
 other views (:func:`serving.pipeline.volume_rescore.rescore_volumes`, the card's
 ``tomosynthesis.rescoring`` unless told otherwise). Items are grouped into studies by
-``study_instance_uid`` (else ``case_id``), as a PACS sends them.
+:func:`training.datasets.study_groups`, as a PACS sends them.
 
 Boxes are ``[x1, y1, x2, y2]`` stored pixels of a frame (x = column, x2/y2 exclusive); frame
 numbers are 1-based (DICOM), as in ``dataset.json``.
@@ -16,7 +16,6 @@ numbers are 1-based (DICOM), as in ``dataset.json``.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import RescoreModel
 from serving.pipeline.tomo import VolumeHeaderLike
 from serving.pipeline.volume_rescore import rescore_volumes
+from training.datasets import study_groups
 from training.metrics import FRAME_TOLERANCE
 from training.metrics.frames import volume_hits
 
@@ -43,7 +43,6 @@ __all__ = [
     "predict_volumes",
     "prediction_of",
     "rescore_items",
-    "study_groups",
 ]
 
 
@@ -79,16 +78,6 @@ class VolumeResult:
     frames_read: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     locate_error: str | None = None
-
-
-def study_groups(items: Sequence[Mapping[str, Any]]) -> list[list[int]]:
-    """Indices of ``items`` per study (``study_instance_uid``, else ``case_id``, else the
-    item alone), studies in order of first appearance."""
-    groups: OrderedDict[str, list[int]] = OrderedDict()
-    for i, it in enumerate(items):
-        key = it.get("study_instance_uid") or it.get("case_id") or f"item {i}"
-        groups.setdefault(str(key), []).append(i)
-    return list(groups.values())
 
 
 def _boxes(cands: Sequence[Any]) -> NDArray[np.float64]:

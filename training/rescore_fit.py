@@ -12,7 +12,6 @@ L-BFGS); the penalty (``l2``) is fixed and recorded in the card's ``fitted_on`` 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from serving.pipeline.candidates import ImageCandidates, analyse_study, finish
 from serving.pipeline.dicom_in import read_image
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import FEATURES, CandidateEvidence, RescoreModel, feature_matrix
+from training.datasets import study_groups
 from training.metrics import hits
 
 #: L2 penalty on the weights (not the bias), per unit of total row weight.
@@ -37,16 +37,12 @@ FIT_MIN_SCORE = 0.1
 
 def analyse_items(model: DetectorModel, items: list[dict[str, Any]], *, rescore: bool = True,
                   final: bool = True, desc: str = "analyse") -> list[ImageCandidates]:
-    """Candidates of every item, in item order, analysed case by case (both views of a case
-    together: items sharing ``case_id``, else each item alone), as
+    """Candidates of every item, in item order, analysed study by study (both views of a case
+    together: :func:`training.datasets.study_groups`), as
     :func:`serving.pipeline.candidates.analyse_study` with ``rescore`` and ``final``."""
-    cases: OrderedDict[str, list[int]] = OrderedDict()
-    for i, it in enumerate(items):
-        cases.setdefault(str(it.get("case_id", f"item-{i}")) + str(it.get("_root", "")),
-                         []).append(i)
     out: list[ImageCandidates | None] = [None] * len(items)
     bar = tqdm(total=len(items), desc=desc, unit="img")
-    for members in cases.values():
+    for members in study_groups(items):
         images = [read_image(Path(items[i]["_root"]) / items[i]["image"],
                              reduce_to_spacing_mm=model.preprocess.spacing_mm)
                   for i in members]

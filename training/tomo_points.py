@@ -73,6 +73,7 @@ from serving.pipeline.rescore import FEATURES, RescoreModel
 from serving.pipeline.volume_rescore import paired_volumes
 from training.data import load_split
 from training.data_dbt import is_dbt_item
+from training.datasets import study_groups
 from training.evaluate_dbt import evaluate_volumes
 from training.metrics import FRAME_HIT_RULE, FRAME_TOLERANCE, match_volumes
 from training.predict_dbt import (
@@ -80,7 +81,6 @@ from training.predict_dbt import (
     candidate_labels,
     prediction_of,
     rescore_items,
-    study_groups,
 )
 from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
 

@@ -10,8 +10,9 @@ from training.datasets.schema import (
     Item,
     Mimic,
     patient_key,
+    study_groups,
     validate_index,
 )
 
 __all__ = ["SPLITS", "DatasetError", "DatasetIndex", "Item", "Mimic", "load_index",
-           "patient_key", "validate_index", "write_index"]
+           "patient_key", "study_groups", "validate_index", "write_index"]

@@ -33,6 +33,7 @@ Other item keys (e.g. the simulator's 3D truth ``lesions`` and ``case``) are kep
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -282,3 +283,18 @@ def patient_key(item: Item | dict[str, Any]) -> str:
         if value:
             return str(value)
     return str(get("image"))
+
+
+def study_groups(items: Sequence[Item | Mapping[str, Any]]) -> list[list[int]]:
+    """Indices of ``items`` per study, as a PACS sends them (the views of a breast are
+    analysed together): ``study_instance_uid``, else ``case_id`` within its dataset folder
+    (``_root``), else the item alone; studies in order of first appearance, each study's
+    items in input order."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        get = item.get if isinstance(item, Mapping) else lambda k, it=item: getattr(it, k, None)
+        uid, case = get("study_instance_uid"), get("case_id")
+        key = (f"study {uid}" if uid else f"case {get('_root')}/{case}" if case
+               else f"item {i}")
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
