@@ -94,6 +94,12 @@ def test_detect_matches_the_pipeline(client: TestClient, galactogram_files: list
         assert [f["box_px"] for f in got["findings"]] == [f.box_px for f in want.findings]
         assert [f["score"] for f in got["findings"]] == [f.score for f in want.findings]
     assert [f["phrase"] for f in study["fused"]] == [f.phrase for f in expected.fused]
+    assert study["fused"]
+    for f in study["fused"]:  # BI-RADS states no clock face within 10 mm of the nipple axis
+        clockless = f["quadrant"] in ("retroareolar", "central")
+        assert (f["clock_hour"] is None) == (clockless or f["orientation_assumed"]
+                                             or f["laterality"] not in ("L", "R"))
+        assert ("o'clock" in f["phrase"]) == (f["clock_hour"] is not None), f["phrase"]
     assert set(data["timings_ms"]) >= {"queue", "read", "detect", "total"}
 
 

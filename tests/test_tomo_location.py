@@ -11,7 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from serving.pipeline.detect_volume import single_view_location_out
 from serving.pipeline.dicom_in import Image
+from serving.pipeline.locate.birads import CLOCKLESS_REGIONS
 from serving.pipeline.locate import (
     COMPRESSION_SPREAD,
     ORIENTATION_UNKNOWN,
@@ -201,6 +203,27 @@ def test_the_clock_matches_the_birads_rule_for_many_positions(landmarks: Landmar
 
 
 # ------------------------------------------------------------------------- what is not stated
+
+
+def test_a_lesion_on_the_nipple_axis_states_its_region_and_no_clock_face(
+        landmarks: Landmarks) -> None:
+    """Within 10 mm of the nipple axis the direction from the axis is a few millimetres of
+    measurement, not a position: the JSON states "retroareolar"/"central" and no clock hour,
+    as the phrase does (BI-RADS); off the axis the clock hour is stated."""
+    img = image("CC", "R", "L")
+    near = locate_in_volume(candidate(landmarks, 15.0, 1.0, MID + 0.5), img, landmarks, MID)
+    deep = locate_in_volume(candidate(landmarks, 45.0, -1.0, MID - 0.5), img, landmarks, MID)
+    off = locate_in_volume(candidate(landmarks, 35.0, 10.0, MID + 14.0), img, landmarks, MID)
+    assert (near.quadrant, deep.quadrant) == ("retroareolar", "central")
+    assert near.clock_hour is not None and deep.clock_hour is not None  # measured, kept inside
+    for loc in (near, deep):
+        out = single_view_location_out(loc)
+        assert out.clock_hour is None and out.quadrant == loc.quadrant
+        assert loc.quadrant in out.phrase and "o'clock" not in out.phrase
+    out = single_view_location_out(off)
+    assert off.quadrant not in CLOCKLESS_REGIONS
+    assert out.clock_hour == off.clock_hour is not None
+    assert f"{off.clock_hour} o'clock" in out.phrase
 
 
 def test_unknown_orientation_withholds_clock_and_quadrant(landmarks: Landmarks) -> None:

@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from rich.table import Table
 
 from serving.errors import CommandError
+from serving.pipeline.locate.birads import CLOCKLESS_REGIONS
 from serving.pipeline.locate.breast_frame import CC_VIEWS
 from serving.pipeline.model import DetectorModel, OperatingPoint
 from training.bootstrap import DEFAULT_LEVEL, PatientCounts, froc_of_weights
@@ -112,10 +113,6 @@ def clock_distance_h(a: int, b: int) -> int:
     d = abs(int(a) - int(b)) % 12
     return min(d, 12 - d)
 
-
-#: BI-RADS regions stated without a clock face (:func:`serving.pipeline.locate.birads.
-#: location_phrase`): within ``CENTRAL_MM`` of the nipple axis.
-CLOCKLESS_REGIONS = frozenset({"retroareolar", "central"})
 
 
 def _truth_locations(item: Mapping[str, Any]) -> list[tuple[int | None, str | None]]:

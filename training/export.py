@@ -359,8 +359,10 @@ def _tomo_points(staging: Path, args: argparse.Namespace) -> dict[str, Any] | No
                                   slab=getattr(args, "dbt_slab", None) or DEFAULT_SLAB,
                                   stride=getattr(args, "dbt_stride", None) or DEFAULT_STRIDE,
                                   slab_mode=getattr(args, "dbt_slab_mode", "mean"),
-                                  spacing_mm=getattr(args, "dbt_spacing_mm", None))
-        write_tomo_section(staging, section)
+                                  spacing_mm=getattr(args, "dbt_spacing_mm", None),
+                                  network_from=getattr(args, "dbt_network", None))
+        write_tomo_section(staging, section,
+                           network_from=getattr(args, "dbt_network", None))
     except (ModelError, ValueError) as exc:
         raise CommandError(f"--dbt-val {' '.join(str(d) for d in args.dbt_val)}: {exc}"
                            ) from None

@@ -48,7 +48,7 @@ import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -65,11 +65,15 @@ from serving.pipeline.detect_volume import (
 )
 from serving.pipeline.model import (
     TOMO_SECTION,
+    DetectorModel,
     ModelError,
+    TomoCard,
     load_model,
     parse_tomo_section,
+    with_tomo_network,
 )
 from serving.pipeline.rescore import FEATURES, RescoreModel
+from serving.pipeline.tomo_network import parse_network
 from serving.pipeline.volume_rescore import paired_volumes
 from training.data import load_split
 from training.data_dbt import is_dbt_item
@@ -83,6 +87,7 @@ from training.predict_dbt import (
     rescore_items,
 )
 from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
+from training.tomo_network import install_network, network_section
 
 __all__ = [
     "TOMO_TARGETS",
@@ -308,7 +313,8 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
                     slab_mode: Literal["mean", "max"] = "mean",
                     split: str = "validation", limit: int | None = None,
                     targets: Mapping[str, float] = TOMO_TARGETS, progress: bool = True,
-                    spacing_mm: float | None = None, rescore: bool = True) -> dict[str, Any]:
+                    spacing_mm: float | None = None, rescore: bool = True,
+                    network_from: Path | None = None) -> dict[str, Any]:
     """Fit the card's ``tomosynthesis`` section for the model in ``model_dir`` on the DBT
     volumes of ``split`` in ``dbt_val_dir`` (one folder or several, pooled; see the module
     docstring).
@@ -327,23 +333,28 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
             written to the section when given.
         rescore: fit the two-view rescoring (:func:`fit_volume_rescoring`) and choose the
             points on its scores; False: on the detector's scores, no ``rescoring``.
+        network_from: an exported model folder whose network the volumes run from now on
+            (:func:`training.tomo_network.network_section`; the section's ``network``);
+            None: the card's volume network if it names one, else the 2D network.
 
     Returns:
         The section: ``slab``, ``stride``, ``slab_mode``, (``spacing_mm``,) ``scores``, ``rule``,
         ``operating_points`` (:func:`choose_points`), ``validation`` (``data``, ``split``,
         ``volumes``, ``normal_volumes``, ``lesions``, ``candidates_per_volume``, ``cpm``,
         ``sensitivity_at_1_fp_per_volume``, ``sensitivity_at_fp``, ``hit_rule``,
-        ``frame_tolerance``, ``seconds_per_volume``, ``model_sha256``, ``fitted``; with
-        ``rescore``, ``detector_cpm`` and ``detector_sensitivity_at_1_fp_per_volume``: the
-        same volumes on the detector's scores) and, with ``rescore``, ``rescoring``.
+        ``frame_tolerance``, ``seconds_per_volume``, ``model_sha256`` (of the network the
+        volumes ran), ``fitted``; with ``rescore``, ``detector_cpm`` and
+        ``detector_sensitivity_at_1_fp_per_volume``: the same volumes on the detector's
+        scores), with ``rescore``, ``rescoring``, and with a volume network, ``network``.
 
     Raises:
-        ValueError: bad settings, a split without DBT volumes or without a lesion, or a
-            rescoring that cannot be fitted.
+        ValueError: bad settings, a split without DBT volumes or without a lesion, a
+            rescoring that cannot be fitted, or a network source that cannot serve this
+            card's volumes.
         serving.pipeline.model.ModelError: the model folder cannot be loaded.
     """
     settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode, spacing_mm=spacing_mm)
-    model = load_model(model_dir)
+    model, network = _volume_model(load_model(model_dir), settings, network_from)
     dirs = [dbt_val_dir] if isinstance(dbt_val_dir, str | Path) else list(dbt_val_dir)
     data = ", ".join(str(d) for d in dirs)
     items = _items(dirs, split, limit)
@@ -374,7 +385,8 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
         **extra,
         "hit_rule": FRAME_HIT_RULE, "frame_tolerance": report["frame_tolerance"],
         "seconds_per_volume": round(statistics.fmean(seconds), 2),
-        "model_sha256": model.card["onnx"].get("sha256"),
+        "model_sha256": (model.card["onnx"].get("sha256") if network is None
+                         else network["sha256"]),
         "fitted": time.strftime("%Y-%m-%d"),
     }
     spacing = {} if spacing_mm is None else {"spacing_mm": float(spacing_mm)}
@@ -384,22 +396,58 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
                "operating_points": points, "validation": validation}
     if rescoring is not None:
         section["rescoring"] = rescoring.to_dict()
+    if network is not None:
+        section["network"] = network
     return section
 
 
-def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any]) -> Path:
+def _volume_model(model: DetectorModel, settings: TomoSettings, network_from: Path | None
+                  ) -> tuple[DetectorModel, dict[str, Any] | None]:
+    """``model`` running its volumes on the network they will run once the section is
+    written, and that network's entry: ``network_from``'s (:func:`training.tomo_network.
+    network_section`), else the card's own volume network, else (None) the 2D one.
+
+    Raises:
+        ValueError: the source cannot serve this card's volumes.
+    """
+    if network_from is None:
+        own = model.tomo_network
+        return model, None if own is None else dict(own.raw)
+    entry, onnx_path = network_section(model, network_from)
+    placeholder = model.tomo or TomoCard(slab=settings.slab, stride=settings.stride,
+                                         slab_mode=settings.slab_mode, operating_points={},
+                                         validation={})
+    try:
+        volume_model = with_tomo_network(replace(model, tomo=placeholder),
+                                         parse_network(entry), onnx_path)
+    except ModelError as exc:
+        raise ValueError(f"network source {network_from}: {exc}") from None
+    return volume_model, entry
+
+
+def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any],
+                       network_from: Path | None = None) -> Path:
     """Replace the ``tomosynthesis`` section of ``model_dir/model.json`` (atomically; every
-    other key kept as it is) and check that the model loads with it. Returns the card path.
+    other key kept as it is) and check that the model loads with it. With ``network_from``
+    (the model folder the section's ``network`` was taken from), its ONNX file is copied in
+    first (:func:`training.tomo_network.install_network`). Returns the card path.
 
     Raises:
         ValueError: the section is malformed (nothing is written).
         serving.pipeline.model.ModelError: the card is missing, or the model no longer loads
-            (the previous card is put back).
+            (the previous card and volume network are put back).
     """
     path = Path(model_dir) / "model.json"
     if not path.is_file():
         raise ModelError(f"{path}: model card missing")
-    parse_tomo_section(dict(section))
+    tomo = parse_tomo_section(dict(section))
+    installed = None
+    if network_from is not None:
+        if tomo.network is None:
+            raise ValueError("a network source was given but the section has no network")
+        source = load_model(network_from, threads=1)
+        installed = install_network(Path(model_dir), tomo.network,
+                                    source.path / str(source.card["onnx"].get("file")))
     before = path.read_text()
     card = json.loads(before)
     card[TOMO_SECTION] = dict(section)
@@ -410,7 +458,11 @@ def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any]) -> Pat
         load_model(model_dir)
     except ModelError:
         path.write_text(before)
+        if installed is not None:
+            installed.undo()
         raise
+    if installed is not None:
+        installed.commit()
     return path
 
 
@@ -484,12 +536,19 @@ def run(args: argparse.Namespace) -> int:
         section = fit_tomo_points(
             args.model, args.val, slab=args.slab or DEFAULT_SLAB,
             stride=args.stride or DEFAULT_STRIDE, slab_mode=args.slab_mode, split=args.split,
-            limit=args.limit, spacing_mm=args.spacing_mm, rescore=not args.no_rescore)
-        path = write_tomo_section(args.model, section)
+            limit=args.limit, spacing_mm=args.spacing_mm, rescore=not args.no_rescore,
+            network_from=args.network_from)
+        path = write_tomo_section(args.model, section, network_from=args.network_from)
     except (ModelError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     Console().print(format_points_table(section))
     for note in point_notes(section):
         print(f"note: {note}")
     print(f"wrote the {TOMO_SECTION} section of {path}")
+    network = section.get("network")
+    if network is not None:
+        src = network["source"]
+        print(f"volumes run the network of {src.get('name')} {src.get('version')} "
+              f"({network['file']}, sha256 {network['sha256'][:12]}…); 2D images keep "
+              "model.onnx")
     return 0

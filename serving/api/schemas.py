@@ -69,6 +69,16 @@ class TomoOperatingPointInfo(BaseModel):
                              "or that two points share a threshold")
 
 
+class TomoNetworkInfo(BaseModel):
+    """The network tomosynthesis volumes run when it is not the 2D one (the card's
+    ``tomosynthesis.network``)."""
+
+    file: str = Field(description="ONNX file in the model folder")
+    sha256: str
+    source: str = Field(description="the exported model it came from, '<name> <version>'")
+    spacing_mm: float = Field(description="pixel spacing volumes are resampled to before it")
+
+
 class ModelInfo(BaseModel):
     """``GET /v1/models`` entry: the loaded model and a summary of its card."""
 
@@ -82,6 +92,8 @@ class ModelInfo(BaseModel):
     spacing_mm: float
     classes: list[str]
     sha256: str | None
+    tomosynthesis_network: TomoNetworkInfo | None = Field(
+        default=None, description="the network volumes run (null: the 2D one, `sha256`)")
     card: dict[str, object] = Field(description="card summary: description, training data, "
                                                 "metrics")
 

@@ -65,6 +65,8 @@ class AppState:
             model.operating_point(self.settings.operating_point)  # refuse an unknown name now
             d = max(int(model.preprocess.size_divisible), 32)
             model.run(np.zeros((4 * d, 4 * d), np.float32))  # warm-up
+            if model.tomo_network is not None:  # and the network volumes run
+                model.for_volumes().run_once(np.zeros((4 * d, 4 * d), np.float32))
         except (ModelError, OSError) as exc:
             self.load_error = str(exc)
             log.error("model could not be loaded: %s", exc)
@@ -74,9 +76,12 @@ class AppState:
                                  "operating_point": model.operating_point(
                                      self.settings.operating_point).name})
         self.ready = True
-        log.info("model %s %s loaded and warmed up in %.1f s; operating points from %s",
+        net = model.tomo_network
+        log.info("model %s %s loaded and warmed up in %.1f s; operating points from %s%s",
                  model.name, model.version, time.perf_counter() - t0,
-                 model.operating_points_source)
+                 model.operating_points_source,
+                 "" if net is None else f"; tomosynthesis volumes run the network of "
+                 f"{net.label} ({net.file})")
 
     def require_model(self) -> DetectorModel:
         """The model, or 503 ``not_ready`` while it is loading (or failed to load)."""

@@ -66,6 +66,7 @@ from serving.pipeline.locate import (
     describe_view,
     match_views,
     orientation_assumed,
+    stated_clock_hour,
 )
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
@@ -260,8 +261,8 @@ def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
             fused.append(FusedFindingOut(
                 laterality=lat, finding_ids=[cc[m.cc_index][0], other[m.other_index][0]],
                 score=round(float(np.sqrt(m.cc.score * m.other.score)), 4),
-                clock_hour=m.clock_hour, quadrant=m.quadrant, depth=m.depth,
-                distance_from_nipple_mm=round(m.distance_mm, 1),
+                clock_hour=stated_clock_hour(m.clock_hour, m.quadrant), quadrant=m.quadrant,
+                depth=m.depth, distance_from_nipple_mm=round(m.distance_mm, 1),
                 distance_from_nipple_cm=m.distance_cm, oblique=m.oblique, phrase=m.phrase,
                 orientation_assumed=m.orientation_assumed))
     return fused

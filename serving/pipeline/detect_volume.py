@@ -67,7 +67,12 @@ import numpy.typing as npt
 from serving.pipeline.candidates import LESION_CLASS
 from serving.pipeline.dicom_in import Image, ImageHeader
 from serving.pipeline.findings import FrameOut, SingleViewLocationOut
-from serving.pipeline.locate import ORIENTATION_UNKNOWN, LandmarkError, Landmarks
+from serving.pipeline.locate import (
+    ORIENTATION_UNKNOWN,
+    LandmarkError,
+    Landmarks,
+    stated_clock_hour,
+)
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 from serving.pipeline.tomo import (
@@ -369,7 +374,8 @@ def single_view_location_out(loc: TomoLocation) -> SingleViewLocationOut:
     if loc.height_axis is None:
         assumptions.append(f"{HEIGHT_AXIS_UNKNOWN} ({loc.view})")
     return SingleViewLocationOut(
-        clock_hour=loc.clock_hour, quadrant=loc.quadrant, depth=loc.depth,
+        clock_hour=stated_clock_hour(loc.clock_hour, loc.quadrant), quadrant=loc.quadrant,
+        depth=loc.depth,
         distance_from_nipple_mm=round(loc.distance_mm, 1),
         distance_from_nipple_cm=loc.distance_cm, assumptions=assumptions, phrase=loc.phrase)
 

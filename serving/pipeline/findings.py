@@ -42,7 +42,9 @@ class SingleViewLocationOut(BaseModel):
     """The BI-RADS location one tomosynthesis view gives (clock face from one volume)."""
 
     clock_hour: int | None = Field(description="1-12; None where the view or orientation "
-                                   "cannot tell")
+                                   "cannot tell, and for a lesion within 10 mm of the nipple "
+                                   "axis (quadrant 'retroareolar' or 'central': BI-RADS "
+                                   "states no clock face there)")
     quadrant: str | None
     depth: str
     distance_from_nipple_mm: float
@@ -125,7 +127,9 @@ class FusedFindingOut(BaseModel):
     laterality: str
     finding_ids: list[str] = Field(description="[CC finding id, ML/MLO finding id]")
     score: float
-    clock_hour: int | None
+    clock_hour: int | None = Field(description="1-12; None when unknown, and for a lesion "
+                                   "within 10 mm of the nipple axis (quadrant 'retroareolar' "
+                                   "or 'central': BI-RADS states no clock face there)")
     quadrant: str | None
     depth: str
     distance_from_nipple_mm: float

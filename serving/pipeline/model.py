@@ -8,6 +8,8 @@ An optional ``tomosynthesis`` section holds operating points for DBT volumes, fi
 validation data (``galacto tomo-points``): the slab settings they were fitted with and, per
 point, the threshold on a volume candidate's detector score with the false positives per
 volume and sensitivity measured there (:class:`TomoCard`). Cards without it still load.
+The section may name a second network that volumes run instead of the 2D one
+(:mod:`serving.pipeline.tomo_network`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import onnxruntime as ort
 from serving.pipeline.postprocess import FLIP_AXES, AnchorConfig, DecodeConfig, unflip_outputs
 from serving.pipeline.preprocess import PreprocessConfig
 from serving.pipeline.rescore import RescoreModel
+from serving.pipeline.tomo_network import TomoNetworkSpec, parse_network
 
 if TYPE_CHECKING:
     from serving.pipeline.detect_volume import TomoSettings
@@ -90,7 +93,8 @@ class TomoCard:
     ``lesions``, ``cpm``, ``sensitivity_at_1_fp_per_volume``, ...). ``rescoring``: the
     two-view rescoring of volume candidates the points apply to
     (:mod:`serving.pipeline.volume_rescore`), fitted on the same volumes; None: the points
-    apply to the detector's scores."""
+    apply to the detector's scores. ``network``: the network volumes run when it is not the
+    2D one (:mod:`serving.pipeline.tomo_network`), else None."""
 
     slab: int
     stride: int
@@ -99,6 +103,7 @@ class TomoCard:
     validation: dict[str, Any]
     spacing_mm: float | None = None
     rescoring: RescoreModel | None = None
+    network: TomoNetworkSpec | None = None
 
 
 @dataclass
@@ -113,7 +118,9 @@ class DetectorModel:
     (:mod:`serving.pipeline.calibration`); ``operating_points_source`` says which, as
     responses state it: ``"model card"`` or ``"site calibration <file>, <date>"``.
     ``tomo`` is the card's ``tomosynthesis`` section (None without one): operating points
-    for DBT volumes (a site calibration does not change them).
+    for DBT volumes (a site calibration does not change them). ``tomo_session`` is the
+    session of the section's own network (``tomo.network``), None when volumes run the 2D
+    one; :meth:`for_volumes` switches to it.
     """
 
     path: Path
@@ -130,6 +137,7 @@ class DetectorModel:
     box_outputs: list[str]
     operating_points_source: str = "model card"
     tomo: TomoCard | None = None
+    tomo_session: ort.InferenceSession | None = None
 
     @property
     def name(self) -> str:
@@ -166,11 +174,23 @@ class DetectorModel:
             return self
         return replace(self, decode=replace(self.decode, test_time_flips=()))
 
+    @property
+    def tomo_network(self) -> TomoNetworkSpec | None:
+        """The network volumes run when it is not the 2D one (``tomosynthesis.network``)."""
+        return None if self.tomo is None else self.tomo.network
+
     def for_volumes(self, spacing_mm: float | None = None) -> DetectorModel:
-        """This model as tomosynthesis volumes run it: :meth:`single_pass`, resampling to
-        ``spacing_mm`` (None: the card's ``tomosynthesis.spacing_mm``, else the 2D
-        ``preprocess.spacing_mm``); the same object when nothing changes."""
-        model = self.single_pass()
+        """This model as tomosynthesis volumes run it: the card's volume network with its
+        preprocessing and decoding when the card names one (:attr:`tomo_network`), else the 2D
+        network; :meth:`single_pass`; resampling to ``spacing_mm`` (None: the card's
+        ``tomosynthesis.spacing_mm``, else the network's ``preprocess.spacing_mm``). The same
+        object when nothing changes."""
+        net = self.tomo_network
+        base = self
+        if net is not None and self.tomo_session is not None:
+            base = replace(self, session=self.tomo_session, preprocess=net.preprocess,
+                           decode=net.decode, tomo_session=None)
+        model = base.single_pass()
         spacing = spacing_mm if spacing_mm is not None else (
             None if self.tomo is None else self.tomo.spacing_mm)
         if spacing is None or spacing == model.preprocess.spacing_mm:
@@ -415,12 +435,14 @@ def parse_tomo_section(section: Any) -> TomoCard:
         raise ValueError(f"spacing_mm must be a number of mm in (0.02, 2], got {spacing!r}")
     rescoring = section.get("rescoring")
     tomo_rescoring = None if rescoring is None else RescoreModel.from_dict(rescoring)
+    network = section.get("network")
     return TomoCard(slab=int(section["slab"]), stride=int(section["stride"]),
                     slab_mode="max" if mode == "max" else "mean",
                     operating_points={str(k): _tomo_point(str(k), v) for k, v in points.items()},
                     validation=dict(validation),
                     spacing_mm=None if spacing is None else float(spacing),
-                    rescoring=tomo_rescoring)
+                    rescoring=tomo_rescoring,
+                    network=None if network is None else parse_network(network))
 
 
 def _tomo_card(card: dict[str, Any], where: Path) -> TomoCard | None:
@@ -529,9 +551,42 @@ def load_model(folder: str | Path, *, threads: int | None = None,
                          f"{len(anchors.feature_map_scales)} anchor levels in the card")
     classes = [str(c) for c in card["classes"]]
     ops = _operating_points(card, folder / "model.json")
-    return DetectorModel(path=folder, card=card, session=session, preprocess=pre,
-                         anchors=anchors, decode=decode, classes=classes,
-                         operating_points=ops,
-                         default_operating_point=str(card["default_operating_point"]),
-                         input_name=in_name, cls_outputs=cls_names, box_outputs=box_names,
-                         tomo=tomo)
+    model = DetectorModel(path=folder, card=card, session=session, preprocess=pre,
+                          anchors=anchors, decode=decode, classes=classes,
+                          operating_points=ops,
+                          default_operating_point=str(card["default_operating_point"]),
+                          input_name=in_name, cls_outputs=cls_names, box_outputs=box_names,
+                          tomo=tomo)
+    if tomo is None or tomo.network is None:
+        return model
+    return with_tomo_network(model, tomo.network, folder / tomo.network.file,
+                             threads=threads, providers=providers)
+
+
+def with_tomo_network(model: DetectorModel, network: TomoNetworkSpec, onnx_path: Path, *,
+                      threads: int | None = None,
+                      providers: Sequence[str] | None = None) -> DetectorModel:
+    """``model`` with ``network`` as the network its volumes run (:meth:`DetectorModel.
+    for_volumes`), loaded from ``onnx_path`` (the model folder's file, or, while the section
+    is being fitted, the source model's).
+
+    Raises:
+        ModelError: ``model`` has no tomosynthesis section, the file is missing, its SHA-256
+            is not ``network.sha256``, or its graph's input and output names are not the
+            card's (another architecture).
+    """
+    where = f"{TOMO_SECTION}.network {onnx_path}"
+    if not onnx_path.is_file():
+        raise ModelError(f"{where}: ONNX file missing")
+    if sha256_file(onnx_path) != network.sha256:
+        raise ModelError(f"{where}: sha256 differs from the card's {TOMO_SECTION}.network."
+                         "sha256 (the file was changed or truncated)")
+    session = _session(onnx_path, threads, providers)
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = sorted(o.name for o in session.get_outputs())
+    if inputs != [model.input_name] or outputs != sorted(model.cls_outputs + model.box_outputs):
+        raise ModelError(f"{where}: graph inputs {inputs} and outputs {outputs} are not the "
+                         "card's (a volume network must have the 2D network's architecture)")
+    if model.tomo is None:
+        raise ModelError(f"{where}: the card has no {TOMO_SECTION} section")
+    return replace(model, tomo=replace(model.tomo, network=network), tomo_session=session)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving.errors import CommandError
-from training.cli.tomo_points import add_slab_options, check_slab
+from training.cli.tomo_points import add_slab_options, check_network_source, check_slab
 from training.cli.tomo_points import register as register_tomo_points
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ def register(sub: Subparsers) -> None:
                    help="DBT dataset folder(s) (galacto synth --dbt), pooled, to fit the "
                         "tomosynthesis rescoring and points on")
     add_slab_options(g, "--dbt-slab", "--dbt-stride", "--dbt-slab-mode", "--dbt-spacing-mm")
+    g.add_argument("--dbt-network", type=Path, default=None, metavar="DIR",
+                   help="with --dbt-val: an exported model folder of the same architecture "
+                        "whose network volumes run (copied in as tomosynthesis.onnx; 2D "
+                        "images run the exported checkpoint)")
     p.set_defaults(func=run)
     # ``tomo-points`` rewrites a card's section as export writes it; registered here so
     # that it needs no entry point of its own (skipped when one registers it).
@@ -94,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--dbt-val {folder}: no dataset.json there (make one with "
                                "galacto synth --dbt)")
     check_slab(args.dbt_slab, args.dbt_stride, "--dbt-slab and --dbt-stride")
+    if args.dbt_network is not None and not args.dbt_val:
+        raise CommandError("--dbt-network needs --dbt-val: the volume network's points are "
+                           "fitted on DBT validation volumes")
+    check_network_source(args.dbt_network, "--dbt-network")
     from training.export import run as export
 
     return int(export(args))

@@ -35,6 +35,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--no-rescore", action="store_true",
                    help="do not fit the two-view rescoring of volume candidates; the points "
                         "apply to the detector's scores")
+    p.add_argument("--network-from", type=Path, default=None, metavar="DIR",
+                   help="an exported model folder of the same architecture whose network "
+                        "volumes run from now on (copied in as tomosynthesis.onnx; 2D images "
+                        "keep model.onnx); default: the network the card's volumes run now")
     p.add_argument("--split", default="validation", help="split (default: validation)")
     p.add_argument("--limit", type=int, default=None, help="only the first N volumes")
     add_slab_options(p, "--slab", "--stride", "--slab-mode", "--spacing-mm")
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     check_slab(args.slab, args.stride, "--slab and --stride")
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit {args.limit}: expected a number of volumes >= 1")
+    check_network_source(args.network_from, "--network-from")
     from training.tomo_points import run as fit_points
 
     return int(fit_points(args))
@@ -67,6 +72,17 @@ def add_slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode
     p.add_argument(spacing, type=float, default=None, metavar="MM",
                    help="pixel spacing volumes are resampled to before the detector, written "
                         "to the card's tomosynthesis section (default: the model's 2D one)")
+
+
+def check_network_source(folder: Path | None, option: str) -> None:
+    """Refuse a network source folder without a model card (None: no source).
+
+    Raises:
+        CommandError: naming the option and the folder.
+    """
+    if folder is not None and not (folder / "model.json").is_file():
+        raise CommandError(f"{option} {folder}: no model.json there (expected an exported "
+                           "models/<name>/<version> folder)")
 
 
 def check_slab(slab: int | None, stride: int | None, names: str) -> None:

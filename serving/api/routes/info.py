@@ -7,8 +7,13 @@ from typing import Any
 
 from serving.api.auth import keyed_router
 from serving.api.deps import ModelDep, StateDep
-from serving.api.schemas import ModelInfo, OperatingPointInfo, TomoOperatingPointInfo
-from serving.pipeline.model import TomoOperatingPoint
+from serving.api.schemas import (
+    ModelInfo,
+    OperatingPointInfo,
+    TomoNetworkInfo,
+    TomoOperatingPointInfo,
+)
+from serving.pipeline.model import DetectorModel, TomoOperatingPoint
 
 router = keyed_router({503: "model not ready"}, prefix="/v1", tags=["operations"])
 #: Error statuses of the router's operations (every body is ErrorOut).
@@ -21,7 +26,8 @@ CARD_SUMMARY = ("intended_use", "metrics", "versions")
 @router.get("/models", response_model=list[ModelInfo], summary="The loaded model")
 async def models(state: StateDep, model: ModelDep) -> list[ModelInfo]:
     """Name, version, operating points (with where their thresholds come from), input
-    spacing, classes, the ONNX file's SHA-256 and a summary of the model card."""
+    spacing, classes, the ONNX file's SHA-256, the network volumes run when it is another
+    one, and a summary of the model card."""
     card: dict[str, Any] = model.card
     ops = [OperatingPointInfo(name=o.name, score_threshold=o.score_threshold,
                               max_fp_per_image=o.max_fp_per_image, sensitivity=o.sensitivity,
@@ -41,6 +47,7 @@ async def models(state: StateDep, model: ModelDep) -> list[ModelInfo]:
                       spacing_mm=model.preprocess.spacing_mm,
                       classes=model.classes,
                       sha256=card.get("onnx", {}).get("sha256"),
+                      tomosynthesis_network=_tomo_network(model),
                       card={k: card[k] for k in CARD_SUMMARY if k in card})]
 
 
@@ -50,3 +57,12 @@ def _shared(point: TomoOperatingPoint, points: Mapping[str, TomoOperatingPoint])
     same = [n for n, o in points.items()
             if n != point.name and o.score_threshold == point.score_threshold]
     return f"same threshold as {', '.join(same)}" if same else None
+
+
+def _tomo_network(model: DetectorModel) -> TomoNetworkInfo | None:
+    """The card's volume network, None when volumes run the 2D one."""
+    net = model.tomo_network
+    if net is None:
+        return None
+    return TomoNetworkInfo(file=net.file, sha256=net.sha256, source=net.label,
+                           spacing_mm=model.for_volumes().preprocess.spacing_mm)

@@ -70,6 +70,7 @@ from __future__ import annotations
 # Every re-export is spelled ``name as name`` (an explicit re-export); ``__all__`` stays the
 # list that ``locate.py`` had, so ``from serving.pipeline.locate import *`` is unchanged.
 from serving.pipeline.locate.birads import CENTRAL_MM as CENTRAL_MM
+from serving.pipeline.locate.birads import CLOCKLESS_REGIONS as CLOCKLESS_REGIONS
 from serving.pipeline.locate.birads import ORIENTATION_UNKNOWN as ORIENTATION_UNKNOWN
 from serving.pipeline.locate.birads import RETROAREOLAR_MM as RETROAREOLAR_MM
 from serving.pipeline.locate.birads import Depth as Depth
@@ -78,6 +79,7 @@ from serving.pipeline.locate.birads import clock_hour as clock_hour
 from serving.pipeline.locate.birads import depth_third as depth_third
 from serving.pipeline.locate.birads import location_phrase as location_phrase
 from serving.pipeline.locate.birads import quadrant as quadrant
+from serving.pipeline.locate.birads import stated_clock_hour as stated_clock_hour
 from serving.pipeline.locate.breast_frame import COMPRESSION_SPREAD as COMPRESSION_SPREAD
 from serving.pipeline.locate.breast_frame import DEFAULT_MLO_ANGLE_DEG as DEFAULT_MLO_ANGLE_DEG
 from serving.pipeline.locate.breast_frame import orientation_assumed as orientation_assumed

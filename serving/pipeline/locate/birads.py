@@ -15,6 +15,7 @@ from typing import Final, Literal, TypeAlias
 
 __all__ = [
     "CENTRAL_MM",
+    "CLOCKLESS_REGIONS",
     "ORIENTATION_UNKNOWN",
     "RETROAREOLAR_MM",
     "Depth",
@@ -25,6 +26,7 @@ __all__ = [
     "location_phrase",
     "quadrant",
     "side_text",
+    "stated_clock_hour",
     "whole_cm",
 ]
 
@@ -82,6 +84,18 @@ def quadrant(
     if upper:
         return "UOQ" if outer else "UIQ"
     return "LOQ" if outer else "LIQ"
+
+
+#: Regions BI-RADS names instead of a clock face.
+CLOCKLESS_REGIONS: Final = ("retroareolar", "central")
+
+
+def stated_clock_hour(clock: int | None, region: str | None) -> int | None:
+    """The clock face a location states: none for a lesion BI-RADS places ``retroareolar``
+    or ``central`` (within :data:`CENTRAL_MM` of the nipple axis, where the direction from
+    the axis is a few millimetres of measurement and not a position; BI-RADS Atlas, 5th ed.,
+    mammography, location of lesion), else ``clock``."""
+    return None if region in CLOCKLESS_REGIONS else clock
 
 
 def depth_third(fraction: float) -> Depth:
