@@ -585,3 +585,28 @@ def test_tomosynthesis_views_pair_only_where_their_3d_positions_agree() -> None:
     cost_2d = pair_cost(view_loc("CC", "R", point), view_loc("MLO", "R", point))
     cost_3d = pair_cost(cc, near)
     assert cost_2d is not None and cost_3d is not None and cost_3d > cost_2d
+
+
+@pytest.mark.parametrize("orientation", [("A", "R"), ("P", "L")])
+@pytest.mark.parametrize("shape", [(48, 64), (50, 73), (37, 91)])
+def test_landmarks_stay_inside_an_image_whose_size_is_not_a_whole_number_of_blocks(
+        shape: tuple[int, int], orientation: tuple[str, str]) -> None:
+    """Noise at 0.1 mm whose size is not a whole number of the reduced grid's blocks: where
+    the breast mask reaches the partial last block, the nipple and the posterior nipple
+    line's end must still lie in the image (x in 0..cols, y in 0..rows), stored either way
+    round. (Before, the nipple could lie up to a block past the edge, e.g. x = 65 of 64.)"""
+    rows, cols = shape
+    located = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        pixels = rng.integers(0, 4096, size=shape).astype(np.uint16)
+        if seed % 2:
+            pixels[:, :rng.integers(0, cols // 2)] = rng.integers(0, 300)
+        try:
+            lm = find_landmarks(phantom_image(pixels, orientation=orientation))
+        except LandmarkError:
+            continue  # refusing is an answer too; a point outside the image is not
+        located += 1
+        for x, y in (lm.nipple_xy, lm.pnl_end_xy):
+            assert 0.0 <= x <= cols and 0.0 <= y <= rows, (seed, lm)
+    assert located >= 3

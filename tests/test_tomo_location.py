@@ -13,7 +13,6 @@ import pytest
 
 from serving.pipeline.detect_volume import single_view_location_out
 from serving.pipeline.dicom_in import Image
-from serving.pipeline.locate.birads import CLOCKLESS_REGIONS
 from serving.pipeline.locate import (
     COMPRESSION_SPREAD,
     ORIENTATION_UNKNOWN,
@@ -21,6 +20,7 @@ from serving.pipeline.locate import (
     clock_hour,
     find_landmarks,
 )
+from serving.pipeline.locate.birads import CLOCKLESS_REGIONS
 from serving.pipeline.tomo import (
     HEIGHT_STRETCH,
     TomoCandidate,

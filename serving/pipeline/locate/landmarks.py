@@ -179,7 +179,9 @@ def find_landmarks(image: Image) -> Landmarks:
         )
     threshold = _tissue_threshold(small, mask)
     coarse_r, coarse_c = _extreme_run(mask)
-    coarse_xy = ((coarse_c + 1.0) * fx, coarse_r * fy)
+    # The reduced grid's last block may be partial (a width or height that is not a whole
+    # number of blocks): a block edge there can lie past the image, so clip to it.
+    coarse_xy = (min((coarse_c + 1.0) * fx, float(cols)), min(coarse_r * fy, rows - 1.0))
     nipple = _refine_nipple(canonical, mask, (fy, fx), (sy, sx), coarse_xy, threshold)
     chest_x = float(np.flatnonzero(mask.any(axis=0))[0] * fx)
     pectoral: tuple[Point, Point] | None = None
