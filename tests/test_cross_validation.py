@@ -18,7 +18,7 @@ from training.datasets.split import fold_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "galacto-small.yaml"
-BUNDLED = REPO / "models" / "galacto-small" / "0.7.0"
+BUNDLED = REPO / "models" / "galacto-small" / "0.9.0"
 TINY = ["--set", "optim.steps_per_epoch=2", "--set", "optim.batch_size=2",
         "--set", "optim.patch_size=128", "--set", "preprocess.spacing_mm=0.4",
         "--set", "optim.warmup_steps=1", "--set", "data.val_max_images=4",

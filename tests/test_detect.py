@@ -257,3 +257,26 @@ def test_overlay_draws_mimics_apart(with_mimic: tuple[list[Image], DetectionResp
         ring = region(f.box_px, PAD + 2)
         assert count(ring, LESION_COLOR) > 0, f.id
         assert count(ring, MIMIC_COLOR) == 0, f.id
+
+
+def test_cc_like_and_oblique_views_are_each_others_other_view_everywhere(study: Path) -> None:
+    """XCCL is a CC-like view and ML an ML/MLO-like one for the two-view rescoring, so the
+    fusion pairs them too (one rule, ``breast_frame.view_group``): a study whose CC views
+    are labelled XCCL gives the same scores and the same fused findings as the original."""
+    from dataclasses import replace
+
+    from serving.pipeline.locate.breast_frame import view_group
+
+    assert [view_group(v) for v in ("CC", "XCCL", "XCCM", "FB", "ML", "LM", "MLO", "LMO",
+                                    "SIO", "ISO", "SPOT", None)] == \
+        ["cc"] * 4 + ["other"] * 6 + [None, None]
+    model = load_model(default_model_dir())
+    images = [read_image(f) for f in sorted(study.rglob("*.dcm"))]
+    base = detect(images, model, "high_sensitivity")
+    relabelled = detect([replace(im, view="XCCL") if im.view == "CC" else im for im in images],
+                        model, "high_sensitivity")
+    fused = [(f.finding_ids, f.phrase) for s in base.studies for f in s.fused]
+    assert fused, "the study must have fused findings"
+    assert [(f.finding_ids, f.phrase) for s in relabelled.studies for f in s.fused] == fused
+    assert [f.score for s in relabelled.studies for im in s.images for f in im.findings] == \
+        [f.score for s in base.studies for im in s.images for f in im.findings]

@@ -25,7 +25,7 @@ from serving.pipeline.model import ModelError, default_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "galacto-small.yaml"
-BUNDLED = REPO / "models" / "galacto-small" / "0.7.0"
+BUNDLED = REPO / "models" / "galacto-small" / "0.9.0"
 TRUNK = "feature_extractor.trunk."
 TINY = ["--set", "optim.steps_per_epoch=2", "--set", "optim.batch_size=2",
         "--set", "optim.patch_size=128", "--set", "preprocess.spacing_mm=0.4",
@@ -172,11 +172,11 @@ def _model_folder(root: Path, version: str) -> Path:
 
 def test_the_default_model_is_the_one_models_default_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bundled default is 0.7.0 by its marker; a marker beats a higher version;
+    """The bundled default is 0.9.0 by its marker; a marker beats a higher version;
     GALACTO_MODEL beats the marker; a bad marker is an error; without any marker the highest
     version is served, as before."""
     monkeypatch.delenv("GALACTO_MODEL", raising=False)
-    assert (REPO / "models" / "DEFAULT").read_text().strip() == "galacto-small/0.7.0"
+    assert (REPO / "models" / "DEFAULT").read_text().strip() == "galacto-small/0.9.0"
     monkeypatch.chdir(REPO)
     assert default_model_dir() == BUNDLED
     root = tmp_path / "models"

@@ -113,6 +113,7 @@ from serving.outputs.wording import (
     volume_score_meaning,
 )
 from serving.pipeline.findings import FindingOut, ImageOut
+from serving.pipeline.locate.breast_frame import view_group
 
 __all__ = ["MAMMOGRAPHY_CAD_SR_STORAGE", "CadMark", "build_cad_sr", "read_cad_sr",
            "read_cad_sr_frames"]
@@ -120,8 +121,6 @@ __all__ = ["MAMMOGRAPHY_CAD_SR_STORAGE", "CadMark", "build_cad_sr", "read_cad_sr
 DCMR_UID = "1.2.840.10008.8.1.1"
 """Mapping Resource UID of the DICOM Content Mapping Resource (PS3.16)."""
 ROOT_TEMPLATE = "4000"
-#: Views fused with a CC view into a Composite Feature (the pipeline's two-view matching).
-OTHER_VIEWS = frozenset({"ML", "MLO", "LM"})
 #: Position of the Image Library in the root's Content Sequence (1-based): the second child,
 #: after the language; entry ``k`` (0-based) is ``(1, IMAGE_LIBRARY_POSITION, k + 1)``.
 IMAGE_LIBRARY_POSITION = 2
@@ -341,15 +340,16 @@ def _detections(result: ResultInput) -> Dataset:
 
 
 def _fusion_images(result: ResultInput) -> list[int]:
-    """Images of the breasts that have a CC and an ML/MLO/LM view (the two-view matching ran
-    on them); empty when no breast has both."""
+    """Images of the breasts that have a CC-like and a lateral or oblique view (the two-view
+    matching ran on them, :func:`~serving.pipeline.locate.breast_frame.view_group`); empty
+    when no breast has both."""
     images = result.study.images
     chosen: list[int] = []
     for lat in ("L", "R"):
-        side = [i for i, img in enumerate(images) if img.laterality == lat]
-        views = {images[i].view for i in side}
-        if "CC" in views and views & OTHER_VIEWS:
-            chosen.extend(i for i in side if images[i].view in {"CC", *OTHER_VIEWS})
+        side = [i for i, img in enumerate(images)
+                if img.laterality == lat and view_group(img.view) is not None]
+        if {view_group(images[i].view) for i in side} == {"cc", "other"}:
+            chosen.extend(side)
     return sorted(chosen)
 
 

@@ -26,6 +26,7 @@ from serving.pipeline.locate import (
     locate_in_view,
     pair_cost,
 )
+from serving.pipeline.locate.breast_frame import view_group
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.postprocess import suppress_nested
 from serving.pipeline.rescore import (
@@ -38,8 +39,6 @@ from serving.pipeline.run import decoded_grid, predict
 
 #: the lesion class of every model (class index 0)
 LESION_CLASS = "filling_defect"
-CC_VIEWS = ("CC", "XCCL", "XCCM", "FB")
-OTHER_VIEWS = ("ML", "MLO", "LM", "LMO", "SIO")
 
 
 @dataclass
@@ -162,13 +161,6 @@ def partner_scores(cc: Sequence[tuple[ViewLocation, float]],
         partner_cc[i] = float(other[j][1])
         partner_ot[j] = float(cc[i][1])
     return partner_cc, partner_ot
-
-
-def view_group(view: str | None) -> str | None:
-    """``"cc"`` for a CC-like view (:data:`CC_VIEWS`), ``"other"`` for an ML/MLO-like one
-    (:data:`OTHER_VIEWS`), None for anything else (e.g. a spot view)."""
-    v = (view or "").upper()
-    return "cc" if v in CC_VIEWS else "other" if v in OTHER_VIEWS else None
 
 
 def _add_other_view(study: list[ImageCandidates]) -> None:

@@ -68,13 +68,13 @@ from serving.pipeline.locate import (
     orientation_assumed,
     stated_clock_hour,
 )
+from serving.pipeline.locate.breast_frame import view_group
 from serving.pipeline.model import DetectorModel
 from serving.pipeline.rescore import OVERLAP_IOS, CandidateEvidence, intersection_over_smaller
 from serving.pipeline.volume_points import VolumePoints, volume_points
 from serving.pipeline.volume_rescore import rescore_volumes
 
 log = logging.getLogger(__name__)
-OTHER_VIEWS = ("ML", "MLO", "LM")
 #: how a mimic class is worded for a reader
 MIMIC_TEXT = {"air_bubble": "probable air bubble", "cyst": "probable contrast-filled cyst",
               "extravasation": "probable contrast extravasation"}
@@ -240,7 +240,8 @@ def detect_tomo(index: int, vc: VolumeCandidates, model: DetectorModel, points: 
 
 def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
                 ) -> list[FusedFindingOut]:
-    """Match CC with ML/MLO findings per breast (all images of that breast pooled)."""
+    """Match CC-like with lateral and oblique findings per breast (all images of that
+    breast pooled; :func:`~serving.pipeline.locate.breast_frame.view_group`)."""
     fused: list[FusedFindingOut] = []
     for lat in ("L", "R"):
         cc: list[tuple[str, ViewLocation]] = []
@@ -251,9 +252,10 @@ def _fuse_study(images: list[ImageOut], locs: list[list[ViewLocation | None]]
             for f, loc in zip(img.findings, img_locs, strict=True):
                 if loc is None:
                     continue
-                if img.view == "CC":
+                group = view_group(img.view)
+                if group == "cc":
                     cc.append((f.id, loc))
-                elif img.view in OTHER_VIEWS:
+                elif group == "other":
                     other.append((f.id, loc))
         if not cc or not other:
             continue

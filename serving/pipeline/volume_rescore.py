@@ -39,8 +39,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from serving.pipeline.candidates import partner_scores, view_group
+from serving.pipeline.candidates import partner_scores
 from serving.pipeline.detect_volume import DBT_EVIDENCE, VolumeCandidates
+from serving.pipeline.locate.breast_frame import view_group
 from serving.pipeline.rescore import CandidateEvidence, RescoreModel
 
 __all__ = ["DBT_RESCORED_EVIDENCE", "MAX_PNL_RATIO", "other_view_evidence", "paired_volumes",

@@ -24,7 +24,7 @@ Assumptions (stated, not measured on patients):
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 
@@ -34,9 +34,11 @@ __all__ = [
     "DEFAULT_MLO_ANGLE_DEG",
     "LATERAL_VIEWS",
     "OBLIQUE_VIEWS",
+    "OTHER_VIEWS",
     "oblique_angle",
     "orientation_assumed",
     "up_signs",
+    "view_group",
 ]
 
 #: In-plane spread of the compressed breast (image mm per uncompressed mm), an assumption.
@@ -50,6 +52,17 @@ OBLIQUE_VIEWS: Final = frozenset({"MLO", "LMO", "SIO", "ISO"})
 LATERAL_VIEWS: Final = frozenset({"ML", "LM"})
 #: Cranio-caudal-like views: the up axis is lateral or medial.
 CC_VIEWS: Final = frozenset({"CC", "XCCL", "XCCM", "FB"})
+#: The views two-view matching pairs with a CC-like one: lateral and oblique views.
+OTHER_VIEWS: Final = LATERAL_VIEWS | OBLIQUE_VIEWS
+
+
+def view_group(view: str | None) -> Literal["cc", "other"] | None:
+    """``"cc"`` for a CC-like view (:data:`CC_VIEWS`), ``"other"`` for a lateral or oblique
+    one (:data:`OTHER_VIEWS`), None for anything else (e.g. a spot view or no view). The one
+    rule for which views are each other's "other view": the two-view rescoring of 2D images
+    and volumes, the fusion of findings and the CAD SR's Summary of Analyses all use it."""
+    v = (view or "").upper()
+    return "cc" if v in CC_VIEWS else "other" if v in OTHER_VIEWS else None
 
 
 def orientation_assumed(view: str | None, laterality: str,
