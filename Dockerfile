@@ -100,7 +100,7 @@ CMD ["--help"]
 # ---------------------------------------------------------------------------------------------
 FROM base AS serve
 COPY --from=venv-serve /opt/venv /opt/venv
-# The default model is the one ./models/DEFAULT names (galacto-small/0.7.0).
+# The default model is the one ./models/DEFAULT names (galacto-small/0.9.0).
 WORKDIR /opt/galacto
 COPY models ./models
 RUN mkdir -p /var/lib/galacto/spool /var/lib/galacto/results \

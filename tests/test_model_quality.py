@@ -122,13 +122,16 @@ def test_unseen_style_keeps_sensitivity_fp_rate_and_rejects_bubbles(alt: dict[st
 
 #: gates on a regenerated DBT set (seed 4103: 4 Hologic-like cases, 8 volumes, 12 lesions),
 #: run as serving runs volumes (the card's slabs and its tomosynthesis balanced point);
-#: measured with 0.7.0, the focus step and the card's two-view rescoring (tomosynthesis
-#: points refitted with it on 64 validation volumes, balanced 0.036, promising 0.95 FP/volume):
-#: 10/12 lesions, 0.875 FP/volume, CPM 0.869 (detector scores, balanced 0.860: 9/12, 0.125,
-#: 0.893; README: the full DBT test, where the rescoring raised the CPM 0.742 -> 0.820)
+#: measured with 0.9.0 (volumes on its tomosynthesis network, 0.8.0's weights, at 0.2 mm, the
+#: focus step and the card's two-view rescoring, balanced 0.037 promising 0.95 FP/volume):
+#: 10/12 lesions, 1.125 FP/volume, CPM 0.857, location as BI-RADS states it 10/10 (0.7.0's
+#: network: 10/12, 0.875, 0.869; README: the full DBT test, 89.1 % at 1 FP/volume, CPM 0.832)
 DBT_MIN_SENSITIVITY = 0.75
 DBT_MAX_FP_PER_VOLUME = 1.25
-DBT_MIN_CPM = 0.85
+DBT_MIN_CPM = 0.82
+#: single-view location of the lesions found at balanced, as BI-RADS states it (clock hour
+#: within +/- 1 h off the nipple axis, retroareolar/central within 10 mm of it)
+DBT_MIN_LOCATION = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,5 @@ def test_tomosynthesis_volumes_find_lesions_without_flooding(dbt: dict[str, Any]
     assert at["overall"]["sensitivity"] >= DBT_MIN_SENSITIVITY, at["overall"]
     assert at["false_positives"]["per_image"] <= DBT_MAX_FP_PER_VOLUME, at["false_positives"]
     assert dbt["froc"]["cpm"] >= DBT_MIN_CPM, dbt["froc"]
+    stated = dbt["clock_face"]["at_threshold"]["all"]["stated"]
+    assert stated["lesions_hit"] >= 5 and stated["accuracy"] >= DBT_MIN_LOCATION, stated
