@@ -23,8 +23,11 @@ Pixels: frame ``k`` holds random stored values (seed ``seed + k``), so every fra
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -237,3 +240,21 @@ def make_sc_volume(
     if slice_locations is not None:
         ds.SliceLocationVector = [float(v) for v in slice_locations]
     return ds
+
+
+#: ``galacto synth --dbt`` arguments for the smallest generated DBT set the commands that fit
+#: on DBT validation volumes accept: one case (a CC and an ML/MLO volume with a lesion),
+#: 0.8 mm pixels, 3 mm slices, 9 projections over 30 degrees.
+TINY_DBT_SET_ARGS: Final = ("--cases", "1", "--profile", "test", "--dbt-spacing-mm", "0.8",
+                            "--dbt-slice-mm", "3", "--arc-deg", "30", "--projections", "9",
+                            "--workers", "1", "--normal-share", "0", "--split", "validation")
+
+
+def tiny_dbt_set(out: Path, seed: int = 5) -> Path:
+    """Generate :data:`TINY_DBT_SET_ARGS`'s set into ``out`` with the ``galacto`` CLI (a
+    child process) and return ``out``; fails the test with the command's stderr."""
+    r = subprocess.run([sys.executable, "-m", "serving.cli", "synth", "--dbt", "--out",
+                        str(out), "--seed", str(seed), *TINY_DBT_SET_ARGS],
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    return out

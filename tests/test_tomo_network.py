@@ -32,7 +32,7 @@ from serving.pipeline.model import (
     sha256_file,
 )
 from serving.pipeline.tomo_network import TOMO_NETWORK_FILE
-from tests.dbt_files import make_bto
+from tests.dbt_files import make_bto, tiny_dbt_set
 from tests.dicomgen import to_bytes
 from tests.served_app import app_client
 from training.tomo_network import network_section
@@ -215,12 +215,7 @@ def test_tomo_points_network_from_end_to_end(tmp_path: Path) -> None:
     without it keeps that network; bad sources are refused before any volume is run."""
     source = _shifted_copy(default_model_dir(), tmp_path / "source")
     model = _plain_copy(default_model_dir(), tmp_path / "model")
-    data = tmp_path / "dbt-val"
-    r = _galacto("synth", "--dbt", "--out", str(data), "--cases", "1", "--seed", "5",
-                 "--profile", "test", "--dbt-spacing-mm", "0.8", "--dbt-slice-mm", "3",
-                 "--arc-deg", "30", "--projections", "9", "--workers", "1",
-                 "--normal-share", "0", "--split", "validation")
-    assert r.returncode == 0, r.stderr
+    data = tiny_dbt_set(tmp_path / "dbt-val")
     r = _galacto("tomo-points", "--model", str(model), "--val", str(data),
                  "--network-from", str(source), "--no-rescore")
     assert r.returncode == 0, r.stderr

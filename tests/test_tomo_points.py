@@ -30,7 +30,7 @@ from serving.pipeline.model import (
 )
 from serving.pipeline.rescore import FEATURES
 from serving.pipeline.volume_points import NO_TOMO_POINTS_WARNING, volume_points
-from tests.dbt_files import make_bto
+from tests.dbt_files import make_bto, tiny_dbt_set
 from tests.dicomgen import to_bytes
 from training.tomo_points import (
     TOMO_TARGETS,
@@ -270,12 +270,7 @@ def _sha(path: Path) -> str:
 def test_galacto_tomo_points_end_to_end(tmp_path: Path, model_copy: Path) -> None:
     committed = default_model_dir() / "model.json"
     committed_sha = _sha(committed)
-    data = tmp_path / "dbt-val"
-    r = _galacto("synth", "--dbt", "--out", str(data), "--cases", "1", "--seed", "5",
-                 "--profile", "test", "--dbt-spacing-mm", "0.8", "--dbt-slice-mm", "3",
-                 "--arc-deg", "30", "--projections", "9", "--workers", "1",
-                 "--normal-share", "0", "--split", "validation")
-    assert r.returncode == 0, r.stderr
+    data = tiny_dbt_set(tmp_path / "dbt-val")
     before = json.loads((model_copy / "model.json").read_text())
     r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data))
     assert r.returncode == 0, r.stderr
