@@ -52,18 +52,29 @@ def _plain_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _shifted_copy(src: Path, dst: Path, version: str = "9.9.9-shifted") -> Path:
-    """A copy of ``src`` whose classification logits are all raised by :data:`SHIFT`."""
+def _shifted_copy(src: Path, dst: Path, version: str = "9.9.9-shifted",
+                  shift: float = SHIFT, channels: int | None = None) -> Path:
+    """A copy of ``src`` whose classification logits are all raised by ``shift``; with
+    ``channels``, only the first ``channels`` of each level are kept (another class count)."""
     _plain_copy(src, dst)
     card = json.loads((dst / "model.json").read_text())
     graph_path = dst / card["onnx"]["file"]
     m = onnx.load(str(graph_path))
-    shift = numpy_helper.from_array(np.array(SHIFT, np.float32), "logit_shift")
-    m.graph.initializer.append(shift)
+    m.graph.initializer.extend([
+        numpy_helper.from_array(np.array(shift, np.float32), "logit_shift"),
+        numpy_helper.from_array(np.array([0], np.int64), "keep_from"),
+        numpy_helper.from_array(np.array([channels or 0], np.int64), "keep_to"),
+        numpy_helper.from_array(np.array([1], np.int64), "keep_axis")])
     for name in card["outputs"]["classification"]:
         for node in m.graph.node:
             node.output[:] = [f"{o}_raw" if o == name else o for o in node.output]
-        m.graph.node.append(helper.make_node("Add", [f"{name}_raw", "logit_shift"], [name]))
+        if channels is None:
+            m.graph.node.append(helper.make_node("Add", [f"{name}_raw", "logit_shift"], [name]))
+            continue
+        m.graph.node.append(helper.make_node("Slice", [f"{name}_raw", "keep_from", "keep_to",
+                                                       "keep_axis"], [name]))
+        out = next(o for o in m.graph.output if o.name == name)
+        out.type.tensor_type.shape.dim[1].dim_value = channels
     onnx.save(m, str(graph_path))
     card["version"] = version
     card["onnx"]["sha256"] = sha256_file(graph_path)
@@ -159,7 +170,9 @@ def _edited(pair: tuple[Path, Path], dst: Path, **change: Any) -> Path:
     ({"decode": {"nms_thresh": "high"}}, "network.decode"),
     ({"preprocess": {"spacing_mm": 0.0}}, "network.preprocess"),
     ({"preprocess": None}, "network.preprocess must be an object"),
-    ({"source": "0.8.0"}, "network.source must be an object"),
+    ({"source": "0.8.0"}, "network.source must be an object naming the model"),
+    ({"source": None}, "network.source must be an object naming the model"),
+    ({"source": {"name": "galacto-small"}}, "network.source must be an object naming"),
 ])
 def test_a_wrong_network_entry_is_refused_by_key(
         pair: tuple[Path, Path], tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -167,6 +180,40 @@ def test_a_wrong_network_entry_is_refused_by_key(
     with pytest.raises(ModelError, match="tomosynthesis") as err:
         load_model(bad, threads=1)
     assert message in str(err.value)
+
+
+def test_a_volume_network_of_another_class_count_is_refused_at_load(
+        pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """The same input and output names but 3 classification channels per level instead of
+    12 (one class instead of four): its outputs cannot be decoded with this card."""
+    other = _shifted_copy(default_model_dir(), tmp_path / "one-class", channels=3)
+    bad = _edited(pair, tmp_path / "bad", sha256=sha256_file(other / "model.onnx"))
+    shutil.copyfile(other / "model.onnx", bad / TOMO_NETWORK_FILE)
+    with pytest.raises(ModelError, match="output shapes differ from the 2D network's") as err:
+        load_model(bad, threads=1)
+    assert "'batch', 3" in str(err.value) and "'batch', 12" in str(err.value)
+
+
+def test_an_interrupted_write_leaves_the_card_and_its_network_as_they_were(
+        pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.tomo_points as tomo_points
+
+    folder = _edited(pair, tmp_path / "model")
+    card_before = (folder / "model.json").read_bytes()
+    net_before = sha256_file(folder / TOMO_NETWORK_FILE)
+    other = _shifted_copy(default_model_dir(), tmp_path / "other", "9.9.9-other", shift=-1.0)
+    entry, _ = network_section(load_model(folder, threads=1), other)
+
+    def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tomo_points, "load_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_tomo_section(folder, _section(entry), network_from=other)
+    assert (folder / "model.json").read_bytes() == card_before
+    assert sha256_file(folder / TOMO_NETWORK_FILE) == net_before
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.onnx",
+                                                        TOMO_NETWORK_FILE]
 
 
 def test_a_truncated_volume_network_is_refused(pair: tuple[Path, Path], tmp_path: Path) -> None:
@@ -183,6 +230,8 @@ def test_a_source_of_another_architecture_or_with_its_own_network_is_refused(
     model = load_model(folder, threads=1)
     with pytest.raises(ValueError, match="name that model instead"):
         network_section(model, folder)
+    with pytest.raises(ValueError, match="2D network already"):
+        network_section(model, _plain_copy(default_model_dir(), tmp_path / "itself"))
     other = _plain_copy(default_model_dir(), tmp_path / "other")
     card = json.loads((other / "model.json").read_text())
     card["classes"] = [*card["classes"][:-1], "calcification"]
@@ -217,7 +266,7 @@ def test_tomo_points_network_from_end_to_end(tmp_path: Path) -> None:
     model = _plain_copy(default_model_dir(), tmp_path / "model")
     data = tiny_dbt_set(tmp_path / "dbt-val")
     r = _galacto("tomo-points", "--model", str(model), "--val", str(data),
-                 "--network-from", str(source), "--no-rescore")
+                 "--network-from", str(source), "--no-rescore", "--spacing-mm", "0.9")
     assert r.returncode == 0, r.stderr
     assert "volumes run the network of galacto-small 9.9.9-shifted" in r.stdout
     sec = json.loads((model / "model.json").read_text())["tomosynthesis"]
@@ -230,6 +279,7 @@ def test_tomo_points_network_from_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     again = json.loads((model / "model.json").read_text())["tomosynthesis"]
     assert again["network"] == sec["network"]
+    assert sec["spacing_mm"] == again["spacing_mm"] == 0.9  # a refit keeps the spacing too
     assert (again["validation"]["cpm"], again["operating_points"]) == first
     assert sha256_file(model / "model.onnx") == sha256_file(default_model_dir() / "model.onnx")
 
@@ -252,4 +302,21 @@ def test_network_options_refuse_bad_input_at_once(tmp_path: Path,
                  "--out", str(tmp_path / "models"), "--dbt-val", str(data),
                  "--dbt-network", str(tmp_path)]) != 0
     assert "--dbt-network" in capsys.readouterr().err
+    # a source that cannot be one is refused before the checkpoint is read or exported
+    composite = tmp_path / "composite"
+    shutil.copytree(default_model_dir(), composite)
+    card = json.loads((composite / "model.json").read_text())
+    if "network" not in card.get("tomosynthesis", {}):  # make the copy name a volume network
+        source = _shifted_copy(default_model_dir(), tmp_path / "src")
+        entry, _ = network_section(load_model(_plain_copy(default_model_dir(),
+                                                          tmp_path / "plain"), threads=1),
+                                   source)
+        shutil.copyfile(source / "model.onnx", composite / TOMO_NETWORK_FILE)
+        card["tomosynthesis"] = _section(entry)
+        (composite / "model.json").write_text(json.dumps(card))
+    assert main(["export", "--checkpoint", str(checkpoint), "--version", "9.9.9",
+                 "--out", str(tmp_path / "models"), "--dbt-val", str(data),
+                 "--dbt-network", str(composite)]) != 0
+    err = capsys.readouterr().err
+    assert "--dbt-network" in err and "name that model instead" in err
     assert not (tmp_path / "models").exists()

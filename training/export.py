@@ -369,10 +369,30 @@ def _tomo_points(staging: Path, args: argparse.Namespace) -> dict[str, Any] | No
     return section
 
 
+def _check_dbt_network(args: argparse.Namespace) -> None:
+    """With ``--dbt-network``: refuse a source that cannot be one before anything is exported
+    (:func:`training.tomo_network.load_source`; its architecture is compared with the
+    exported model's once that exists).
+
+    Raises:
+        CommandError: naming ``--dbt-network`` and why.
+    """
+    source = getattr(args, "dbt_network", None)
+    if source is None:
+        return
+    from training.tomo_network import load_source
+
+    try:
+        load_source(source)
+    except ValueError as exc:
+        raise CommandError(f"--dbt-network {source}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Export, check parity, choose operating points, write the card (with tomosynthesis
     points when ``--dbt-val`` is given), publish, and change the default model only with
     ``--make-default``."""
+    _check_dbt_network(args)
     cfg, net, meta = load_checkpoint(args.checkpoint)
     cfg = _with_flips(cfg, args.test_time_flips)
     trained = cfg

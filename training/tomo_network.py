@@ -29,6 +29,28 @@ from serving.pipeline.tomo_network import TOMO_NETWORK_FILE, TomoNetworkSpec, pa
 _SOURCE_TRAINING_KEYS = ("git_commit", "dataset_fingerprint", "epoch")
 
 
+def load_source(source_dir: Path) -> DetectorModel:
+    """The exported model in ``source_dir`` as a volume network's source (loaded, one thread).
+
+    Raises:
+        ValueError: it cannot be loaded, or its volumes run a network of their own (name the
+            model that network came from instead).
+    """
+    try:
+        source = load_model(source_dir, threads=1)
+    except ModelError as exc:
+        raise ValueError(f"network source {source_dir}: {exc}") from None
+    if source.tomo_network is not None:
+        raise ValueError(f"network source {source_dir}: its volumes run a network of their "
+                         f"own (from {source.tomo_network.label}); name that model instead")
+    return source
+
+
+def source_onnx(source: DetectorModel) -> Path:
+    """The 2D network file of a loaded source model (the card's ``onnx.file``)."""
+    return source.path / str(source.card["onnx"].get("file", "model.onnx"))
+
+
 def network_section(model: DetectorModel, source_dir: Path) -> tuple[dict[str, Any], Path]:
     """The ``tomosynthesis.network`` entry that makes ``model``'s volumes run the 2D network
     of the exported model in ``source_dir``, and the path of that network's ONNX file.
@@ -38,17 +60,12 @@ def network_section(model: DetectorModel, source_dir: Path) -> tuple[dict[str, A
     ``source``: the source model's name, version, ONNX SHA-256 and training facts.
 
     Raises:
-        ValueError: the source cannot be loaded, names a volume network of its own, or has
-            another architecture than ``model`` (input and output names, anchors, classes),
-            so its outputs could not be decoded with this card.
+        ValueError: the source cannot be loaded (:func:`load_source`), names a volume network
+            of its own, is ``model``'s own 2D network (nothing to add), or has another
+            architecture than ``model`` (input and output names, anchors, classes), so its
+            outputs could not be decoded with this card.
     """
-    try:
-        source = load_model(source_dir, threads=1)
-    except ModelError as exc:
-        raise ValueError(f"network source {source_dir}: {exc}") from None
-    if source.tomo_network is not None:
-        raise ValueError(f"network source {source_dir}: its volumes run a network of their "
-                         f"own (from {source.tomo_network.label}); name that model instead")
+    source = load_source(source_dir)
     differs = [what for what, a, b in (
         ("input", source.input_name, model.input_name),
         ("outputs", source.cls_outputs + source.box_outputs,
@@ -59,8 +76,12 @@ def network_section(model: DetectorModel, source_dir: Path) -> tuple[dict[str, A
         raise ValueError(f"network source {source_dir}: its {', '.join(differs)} differ from "
                          f"{model.name} {model.version}'s; a volume network must have the "
                          "same architecture and classes")
-    onnx_path = source.path / str(source.card["onnx"].get("file", "model.onnx"))
+    onnx_path = source_onnx(source)
     sha = sha256_file(onnx_path)
+    if sha == sha256_file(model.path / str(model.card["onnx"].get("file", "model.onnx"))):
+        raise ValueError(f"network source {source_dir}: its network is {model.name} "
+                         f"{model.version}'s 2D network already; volumes run it without a "
+                         "network entry")
     training = source.card.get("training") or {}
     entry = {
         "file": TOMO_NETWORK_FILE,

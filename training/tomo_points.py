@@ -87,7 +87,7 @@ from training.predict_dbt import (
     rescore_items,
 )
 from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
-from training.tomo_network import install_network, network_section
+from training.tomo_network import install_network, load_source, network_section, source_onnx
 
 __all__ = [
     "TOMO_TARGETS",
@@ -329,8 +329,9 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
         limit: only the first ``limit`` volumes.
         targets: point name -> false positives per volume.
         progress: show a progress bar.
-        spacing_mm: the pixel spacing volumes are resampled to (None: the model's 2D one);
-            written to the section when given.
+        spacing_mm: the pixel spacing volumes are resampled to, written to the section
+            (None: the card's ``tomosynthesis.spacing_mm`` when it has one, so a refit keeps
+            it; else the volume network's own, the 2D one without a volume network).
         rescore: fit the two-view rescoring (:func:`fit_volume_rescoring`) and choose the
             points on its scores; False: on the detector's scores, no ``rescoring``.
         network_from: an exported model folder whose network the volumes run from now on
@@ -353,8 +354,11 @@ def fit_tomo_points(model_dir: str | Path, dbt_val_dir: str | Path | Sequence[st
             card's volumes.
         serving.pipeline.model.ModelError: the model folder cannot be loaded.
     """
+    card_model = load_model(model_dir)
+    if spacing_mm is None and card_model.tomo is not None:
+        spacing_mm = card_model.tomo.spacing_mm  # a refit keeps the spacing volumes run at
     settings = TomoSettings(slab=slab, stride=stride, slab_mode=slab_mode, spacing_mm=spacing_mm)
-    model, network = _volume_model(load_model(model_dir), settings, network_from)
+    model, network = _volume_model(card_model, settings, network_from)
     dirs = [dbt_val_dir] if isinstance(dbt_val_dir, str | Path) else list(dbt_val_dir)
     data = ", ".join(str(d) for d in dirs)
     items = _items(dirs, split, limit)
@@ -445,9 +449,8 @@ def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any],
     if network_from is not None:
         if tomo.network is None:
             raise ValueError("a network source was given but the section has no network")
-        source = load_model(network_from, threads=1)
         installed = install_network(Path(model_dir), tomo.network,
-                                    source.path / str(source.card["onnx"].get("file")))
+                                    source_onnx(load_source(network_from)))
     before = path.read_text()
     card = json.loads(before)
     card[TOMO_SECTION] = dict(section)
@@ -456,7 +459,7 @@ def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any],
     tmp.replace(path)
     try:
         load_model(model_dir)
-    except ModelError:
+    except BaseException:  # also an interrupt: the card and its network stay a pair
         path.write_text(before)
         if installed is not None:
             installed.undo()

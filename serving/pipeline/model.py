@@ -267,7 +267,7 @@ def read_default_marker(root: Path) -> str | None:
     parts = text.split("/")
     if len(parts) != 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
         raise ModelError(f"{marker}: expected one line <name>/<version> (e.g. "
-                         f"{DEFAULT_MODEL_NAME}/0.6.0), got {text!r}")
+                         f"{DEFAULT_MODEL_NAME}/0.9.0), got {text!r}")
     return text
 
 
@@ -563,6 +563,15 @@ def load_model(folder: str | Path, *, threads: int | None = None,
                              threads=threads, providers=providers)
 
 
+def _same_static_dims(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two ONNX output shapes agree in rank and in every dimension both fix (a named
+    or unknown dimension, e.g. ``height``, matches anything)."""
+    if len(a) != len(b):
+        return False
+    return all(x == y for x, y in zip(a, b, strict=True)
+               if isinstance(x, int) and isinstance(y, int))
+
+
 def with_tomo_network(model: DetectorModel, network: TomoNetworkSpec, onnx_path: Path, *,
                       threads: int | None = None,
                       providers: Sequence[str] | None = None) -> DetectorModel:
@@ -583,10 +592,18 @@ def with_tomo_network(model: DetectorModel, network: TomoNetworkSpec, onnx_path:
                          "sha256 (the file was changed or truncated)")
     session = _session(onnx_path, threads, providers)
     inputs = [i.name for i in session.get_inputs()]
-    outputs = sorted(o.name for o in session.get_outputs())
-    if inputs != [model.input_name] or outputs != sorted(model.cls_outputs + model.box_outputs):
-        raise ModelError(f"{where}: graph inputs {inputs} and outputs {outputs} are not the "
-                         "card's (a volume network must have the 2D network's architecture)")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    expected = {o.name: o.shape for o in model.session.get_outputs()}
+    if inputs != [model.input_name] or sorted(outputs) != sorted(expected):
+        raise ModelError(f"{where}: graph inputs {inputs} and outputs {sorted(outputs)} are "
+                         "not the card's (a volume network must have the 2D network's "
+                         "architecture)")
+    shapes = [f"{name} {outputs[name]} (2D network: {expected[name]})" for name in expected
+              if not _same_static_dims(outputs[name], expected[name])]
+    if shapes:
+        raise ModelError(f"{where}: output shapes differ from the 2D network's: "
+                         f"{'; '.join(shapes)} (another number of anchors or classes cannot be "
+                         "decoded with this card)")
     if model.tomo is None:
         raise ModelError(f"{where}: the card has no {TOMO_SECTION} section")
     return replace(model, tomo=replace(model.tomo, network=network), tomo_session=session)

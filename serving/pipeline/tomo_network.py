@@ -71,7 +71,7 @@ def parse_network(section: Any) -> TomoNetworkSpec:
         ValueError: naming the key (``network.file``, ``network.sha256``, ...) that is missing
             or malformed: a file name with a directory part, a SHA-256 that is not 64 hex
             digits, a preprocess or decode section the configs refuse, a source that is not
-            an object.
+            an object with the source model's ``name`` and ``version``.
     """
     if not isinstance(section, dict):
         raise ValueError(f"network must be an object, got {type(section).__name__}")
@@ -91,8 +91,10 @@ def parse_network(section: Any) -> TomoNetworkSpec:
             configs[key] = cls.from_dict(value)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"network.{key}: {exc}") from None
-    source = section.get("source", {})
-    if not isinstance(source, dict):
-        raise ValueError(f"network.source must be an object, got {source!r}")
+    source = section.get("source")
+    if not isinstance(source, dict) or not all(
+            isinstance(source.get(k), str) and source.get(k) for k in ("name", "version")):
+        raise ValueError("network.source must be an object naming the model the network came "
+                         f"from (name, version), got {source!r}")
     return TomoNetworkSpec(file=file, sha256=sha, preprocess=configs["preprocess"],
                            decode=configs["decode"], source=dict(source), raw=dict(section))

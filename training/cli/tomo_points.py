@@ -71,7 +71,9 @@ def add_slab_options(p: argparse._ActionsContainer, slab: str, stride: str, mode
                    help="how a slab's frames are combined (default: mean)")
     p.add_argument(spacing, type=float, default=None, metavar="MM",
                    help="pixel spacing volumes are resampled to before the detector, written "
-                        "to the card's tomosynthesis section (default: the model's 2D one)")
+                        "to the card's tomosynthesis section (default: the section's own when "
+                        "the card has one, so a refit keeps it; else the volume network's, "
+                        "the 2D one without a volume network)")
 
 
 def check_network_source(folder: Path | None, option: str) -> None:
