@@ -299,7 +299,11 @@ def test_galacto_tomo_points_end_to_end(tmp_path: Path, model_copy: Path) -> Non
     # several folders are pooled (each once); --no-rescore keeps the detector's scores
     r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data), str(data))
     assert r.returncode != 0 and "given more than once" in r.stderr
-    shutil.copytree(data, tmp_path / "dbt-val-2")
+    shutil.copytree(data, tmp_path / "dbt-val-copy")  # the same volumes under another name
+    r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data),
+                 str(tmp_path / "dbt-val-copy"))
+    assert r.returncode != 0 and "appear more than once across the folders" in r.stderr
+    tiny_dbt_set(tmp_path / "dbt-val-2", seed=6)
     r = _galacto("tomo-points", "--model", str(model_copy), "--val", str(data),
                  str(tmp_path / "dbt-val-2"), "--no-rescore")
     assert r.returncode == 0, r.stderr

@@ -255,7 +255,8 @@ def _items(dbt_val_dirs: Sequence[str | Path], split: str, limit: int | None
     """The DBT items of ``split`` in every folder, in order, the first ``limit``.
 
     Raises:
-        ValueError: an empty split, 2D items, or no lesion at all.
+        ValueError: a folder given twice, a volume (SOPInstanceUID) in two folders, an empty
+            split, 2D items, or no lesion at all.
     """
     seen = [Path(d).resolve() for d in dbt_val_dirs]
     twice = sorted({str(d) for d in dbt_val_dirs if seen.count(Path(d).resolve()) > 1})
@@ -272,6 +273,12 @@ def _items(dbt_val_dirs: Sequence[str | Path], split: str, limit: int | None
             raise ValueError(f"{d}: {flat} of the {len(got)} items of split {split!r} are "
                              "not tomosynthesis volumes; expected a galacto synth --dbt set")
         items += got
+    uids = [it.get("sop_instance_uid") for it in items if it.get("sop_instance_uid")]
+    repeated = sorted({u for u in uids if uids.count(u) > 1})
+    if repeated:
+        raise ValueError(f"{len(repeated)} volume(s) appear more than once across the folders "
+                         f"(SOPInstanceUID {repeated[0]}{', ...' if len(repeated) > 1 else ''}); "
+                         "a copied dataset would count each volume twice")
     items = items[:limit]
     if not any(it.get("boxes") for it in items):
         raise ValueError(f"{', '.join(str(d) for d in dbt_val_dirs)}: split {split!r} has no "
