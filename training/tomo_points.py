@@ -47,6 +47,7 @@ import math
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -273,8 +274,8 @@ def _items(dbt_val_dirs: Sequence[str | Path], split: str, limit: int | None
             raise ValueError(f"{d}: {flat} of the {len(got)} items of split {split!r} are "
                              "not tomosynthesis volumes; expected a galacto synth --dbt set")
         items += got
-    uids = [it.get("sop_instance_uid") for it in items if it.get("sop_instance_uid")]
-    repeated = sorted({u for u in uids if uids.count(u) > 1})
+    uids = Counter(str(it["sop_instance_uid"]) for it in items if it.get("sop_instance_uid"))
+    repeated = sorted(u for u, n in uids.items() if n > 1)
     if repeated:
         raise ValueError(f"{len(repeated)} volume(s) appear more than once across the folders "
                          f"(SOPInstanceUID {repeated[0]}{', ...' if len(repeated) > 1 else ''}); "

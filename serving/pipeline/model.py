@@ -581,8 +581,9 @@ def with_tomo_network(model: DetectorModel, network: TomoNetworkSpec, onnx_path:
 
     Raises:
         ModelError: ``model`` has no tomosynthesis section, the file is missing, its SHA-256
-            is not ``network.sha256``, or its graph's input and output names are not the
-            card's (another architecture).
+            is not ``network.sha256``, its graph's input and output names are not the card's,
+            or its outputs' fixed dimensions (anchors x classes per level) are not the 2D
+            network's (another architecture).
     """
     where = f"{TOMO_SECTION}.network {onnx_path}"
     if not onnx_path.is_file():
