@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.pipeline.model import DetectorModel, ModelError, load_model, sha256_file
+from serving.pipeline.model import DetectorModel, ModelError, load_model, read_card, sha256_file
 from serving.pipeline.tomo_network import TOMO_NETWORK_FILE, TomoNetworkSpec, parse_network
 
 #: Training facts of the source model copied into the entry's ``source``.
@@ -46,9 +46,14 @@ def load_source(source_dir: Path) -> DetectorModel:
     return source
 
 
-def source_onnx(source: DetectorModel) -> Path:
-    """The 2D network file of a loaded source model (the card's ``onnx.file``)."""
-    return source.path / str(source.card["onnx"].get("file", "model.onnx"))
+def source_onnx(source_dir: Path) -> Path:
+    """The 2D network file of the model in ``source_dir`` (its card's ``onnx.file``, default
+    ``model.onnx``), read from the card alone (no network is loaded).
+
+    Raises:
+        ModelError: the folder has no valid card.
+    """
+    return source_dir / str(read_card(source_dir)["onnx"].get("file", "model.onnx"))
 
 
 def network_section(model: DetectorModel, source_dir: Path) -> tuple[dict[str, Any], Path]:
@@ -76,7 +81,7 @@ def network_section(model: DetectorModel, source_dir: Path) -> tuple[dict[str, A
         raise ValueError(f"network source {source_dir}: its {', '.join(differs)} differ from "
                          f"{model.name} {model.version}'s; a volume network must have the "
                          "same architecture and classes")
-    onnx_path = source_onnx(source)
+    onnx_path = source_onnx(source.path)
     sha = sha256_file(onnx_path)
     if sha == sha256_file(model.path / str(model.card["onnx"].get("file", "model.onnx"))):
         raise ValueError(f"network source {source_dir}: its network is {model.name} "

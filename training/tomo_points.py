@@ -88,7 +88,7 @@ from training.predict_dbt import (
     rescore_items,
 )
 from training.rescore_fit import FIT_MIN_SCORE, evidence_rows, fit, stack_rows
-from training.tomo_network import install_network, load_source, network_section, source_onnx
+from training.tomo_network import install_network, network_section, source_onnx
 
 __all__ = [
     "TOMO_TARGETS",
@@ -457,8 +457,7 @@ def write_tomo_section(model_dir: str | Path, section: Mapping[str, Any],
     if network_from is not None:
         if tomo.network is None:
             raise ValueError("a network source was given but the section has no network")
-        installed = install_network(Path(model_dir), tomo.network,
-                                    source_onnx(load_source(network_from)))
+        installed = install_network(Path(model_dir), tomo.network, source_onnx(network_from))
     before = path.read_text()
     card = json.loads(before)
     card[TOMO_SECTION] = dict(section)
